@@ -1,0 +1,1 @@
+"""Personas, agents, memory, plans and action types (built on swarm.runtime)."""

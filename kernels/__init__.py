@@ -1,0 +1,4 @@
+"""Hot ops: MoE routing, the grouped expert FFN and attention.
+
+Torch implementations are the reference and the CPU path.
+"""

@@ -1,0 +1,33 @@
+"""Causal attention of new query tokens over a sequence's cached and new keys (torch reference).
+
+Legend: Q new query tokens, S all key positions (cached + new), H query heads,
+G key/value heads, d head dim.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, window: int | None = None
+) -> torch.Tensor:
+    """q [Q, H, d], k/v [S, G, d] with the Q queries at the last Q positions -> [Q, H, d].
+
+    Query i (absolute position S - Q + i) sees keys j <= its position, and with a
+    sliding window only keys with position > its position - window.
+    """
+    Q, S = q.shape[0], k.shape[0]
+    qh, kh, vh = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)  # [H, Q, d], [G, S, d]
+    gqa = qh.shape[0] != kh.shape[0]
+    if window is None and Q == S:
+        out = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True, scale=scale, enable_gqa=gqa)
+    else:
+        qpos = torch.arange(S - Q, S, device=q.device)[:, None]  # [Q, 1]
+        kpos = torch.arange(S, device=q.device)[None, :]  # [1, S]
+        mask = kpos <= qpos
+        if window is not None:
+            mask &= kpos > qpos - window
+        out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, scale=scale, enable_gqa=gqa)
+    return out.transpose(0, 1)  # [Q, H, d]

@@ -1,0 +1,20 @@
+"""The inference runtime: model family, checkpoint and tokenizer loading, sampling and the engine."""
+
+from swarm.runtime.config import ModelConfig, RopeConfig
+from swarm.runtime.engine import Completion, Engine
+from swarm.runtime.errors import CheckpointError, ConfigError, PromptTooLongError, SwarmError
+from swarm.runtime.sampling import SamplingParams
+from swarm.runtime.tokenizer import Tokenizer
+
+__all__ = [
+    "CheckpointError",
+    "Completion",
+    "ConfigError",
+    "Engine",
+    "ModelConfig",
+    "PromptTooLongError",
+    "RopeConfig",
+    "SamplingParams",
+    "SwarmError",
+    "Tokenizer",
+]

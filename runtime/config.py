@@ -1,0 +1,306 @@
+"""Model configuration: one frozen dataclass for every supported decoder family.
+
+`ModelConfig.from_hf(dict)` reads a Hugging Face `config.json` (both the v4
+layout with `rope_theta`/`rope_scaling` and the v5 layout with
+`rope_parameters`) and normalises each family's quirks into plain fields, so
+the model code never branches on `model_type`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from swarm.runtime.errors import ConfigError
+
+ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
+
+
+@dataclass(frozen=True)
+class RopeConfig:
+    theta: float = 10000.0
+    type: str = "default"
+    factor: float = 1.0
+    # llama3
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    # yarn / llama3: the context length the model was pretrained with
+    original_max_position_embeddings: int | None = None
+    # yarn
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    attention_factor: float | None = None
+    mscale: float | None = None
+    mscale_all_dim: float | None = None
+    truncate: bool = True
+
+    def __post_init__(self):
+        if self.type not in ROPE_TYPES:
+            raise ConfigError(f"unsupported rope scaling type {self.type!r}; supported: {', '.join(ROPE_TYPES)}")
+        if self.theta <= 0:
+            raise ConfigError(f"rope theta must be positive, got {self.theta}")
+        if self.type != "default" and self.factor <= 0:
+            raise ConfigError(f"rope scaling factor must be positive, got {self.factor}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything the model code needs, with family differences made explicit."""
+
+    model_type: str
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int  # dense MLP width (dense layers and dense models)
+    max_position_embeddings: int
+    rms_norm_eps: float = 1e-6
+    rope: RopeConfig = field(default_factory=RopeConfig)
+    tie_word_embeddings: bool = False
+    hidden_act: str = "silu"
+    # attention
+    qkv_bias: bool = False
+    o_bias: bool = False
+    mlp_bias: bool = False
+    qk_norm: str = "none"  # "none" | "head" (Qwen3: per head) | "full" (OLMoE: whole projection)
+    clip_qkv: float | None = None
+    attention_scale: float | None = None  # None: 1/sqrt(head_dim)
+    sliding_windows: tuple[int | None, ...] = ()  # per layer; None is full attention
+    # mixture of experts
+    num_experts: int = 0
+    top_k: int = 1
+    moe_intermediate_size: int = 0
+    router: str = "softmax_topk"  # "softmax_topk" | "topk_softmax" (Granite: top-k on logits)
+    norm_topk_prob: bool = False
+    shared_expert_intermediate_size: int = 0  # Qwen2-MoE shared expert with a sigmoid gate
+    moe_layers: tuple[bool, ...] = ()  # per layer: sparse MoE block or dense MLP
+    # Granite scalar multipliers
+    embedding_multiplier: float = 1.0
+    residual_multiplier: float = 1.0
+    logits_scaling: float = 1.0
+    # special tokens
+    bos_token_id: int | None = None
+    eos_token_ids: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.num_heads % self.num_kv_heads:
+            raise ConfigError(
+                f"num_attention_heads ({self.num_heads}) must be a multiple of "
+                f"num_key_value_heads ({self.num_kv_heads})"
+            )
+        if self.hidden_act != "silu":
+            raise ConfigError(f"unsupported hidden_act {self.hidden_act!r}; supported: silu")
+        if self.qk_norm not in ("none", "head", "full"):
+            raise ConfigError(f"unknown qk_norm {self.qk_norm!r}")
+        if self.router not in ("softmax_topk", "topk_softmax"):
+            raise ConfigError(f"unknown router {self.router!r}")
+        if len(self.moe_layers) != self.num_layers or len(self.sliding_windows) != self.num_layers:
+            raise ConfigError("moe_layers and sliding_windows need one entry per layer")
+        if any(self.moe_layers):
+            if self.num_experts <= 0 or not 0 < self.top_k <= self.num_experts:
+                raise ConfigError(f"top_k ({self.top_k}) must be in 1..num_experts ({self.num_experts})")
+            if self.moe_intermediate_size <= 0:
+                raise ConfigError("moe_intermediate_size must be positive for MoE layers")
+
+    @property
+    def is_moe(self) -> bool:
+        return any(self.moe_layers)
+
+    @property
+    def q_size(self) -> int:
+        return self.num_heads * self.head_dim
+
+    @property
+    def kv_size(self) -> int:
+        return self.num_kv_heads * self.head_dim
+
+    @property
+    def max_context(self) -> int:
+        """Longest sequence the model serves: rope scaling stretches the pretrained context."""
+        r = self.rope
+        if r.type in ("linear", "dynamic"):
+            return int(self.max_position_embeddings * r.factor)
+        if r.type == "yarn":
+            return max(int(r.original_max_position_embeddings * r.factor), self.max_position_embeddings)
+        return self.max_position_embeddings
+
+    @property
+    def scale(self) -> float:
+        return self.attention_scale if self.attention_scale is not None else 1.0 / math.sqrt(self.head_dim)
+
+    @classmethod
+    def from_hf(cls, cfg: dict[str, Any]) -> ModelConfig:
+        """Build from a Hugging Face `config.json` dict; raises ConfigError for unsupported families."""
+        model_type = cfg.get("model_type")
+        parse = FAMILIES.get(model_type)
+        if parse is None:
+            raise ConfigError(
+                f"unsupported model_type {model_type!r}; supported families: {', '.join(sorted(FAMILIES))}"
+            )
+        try:
+            return cls(**_common(cfg), **parse(cfg))
+        except KeyError as e:
+            raise ConfigError(f"config.json for {model_type!r} is missing the field {e.args[0]!r}") from None
+
+
+def _rope(cfg: dict[str, Any]) -> RopeConfig:
+    # v5 keeps everything in `rope_parameters`; v4 has `rope_theta` plus an optional `rope_scaling`.
+    params = dict(cfg.get("rope_parameters") or {})
+    params.update(cfg.get("rope_scaling") or {})
+    rope_type = params.get("rope_type", params.get("type", "default"))
+    theta = params.get("rope_theta", cfg.get("rope_theta", 10000.0))
+    if params.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 1.0)) != 1.0:
+        raise ConfigError("partial_rotary_factor other than 1.0 is not supported")
+    original = params.get("original_max_position_embeddings", cfg.get("original_max_position_embeddings"))
+    if rope_type in ("yarn", "llama3") and original is None:
+        original = cfg["max_position_embeddings"]
+    factor = params.get("factor")
+    if factor is None:
+        factor = cfg["max_position_embeddings"] / original if rope_type == "yarn" else 1.0
+    optional = {
+        k: params[k]
+        for k in ("low_freq_factor", "high_freq_factor", "beta_fast", "beta_slow", "attention_factor",
+                  "mscale", "mscale_all_dim", "truncate")
+        if params.get(k) is not None
+    }
+    return RopeConfig(
+        theta=float(theta), type=rope_type, factor=float(factor),
+        original_max_position_embeddings=original, **optional,
+    )
+
+
+def _eos(value) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    return tuple(value) if isinstance(value, (list, tuple)) else (int(value),)
+
+
+def _common(cfg: dict[str, Any]) -> dict[str, Any]:
+    heads = cfg["num_attention_heads"]
+    return dict(
+        model_type=cfg["model_type"],
+        vocab_size=cfg["vocab_size"],
+        hidden_size=cfg["hidden_size"],
+        num_layers=cfg["num_hidden_layers"],
+        num_heads=heads,
+        num_kv_heads=cfg.get("num_key_value_heads") or heads,
+        head_dim=cfg.get("head_dim") or cfg["hidden_size"] // heads,
+        intermediate_size=cfg.get("intermediate_size") or 0,
+        max_position_embeddings=cfg.get("max_position_embeddings", 2048),
+        rms_norm_eps=cfg.get("rms_norm_eps", 1e-6),
+        rope=_rope(cfg),
+        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        hidden_act=cfg.get("hidden_act", "silu"),
+        bos_token_id=cfg.get("bos_token_id"),
+        eos_token_ids=_eos(cfg.get("eos_token_id")),
+    )
+
+
+def _dense(cfg) -> tuple[bool, ...]:
+    return (False,) * cfg["num_hidden_layers"]
+
+
+def _full(cfg) -> tuple[None, ...]:
+    return (None,) * cfg["num_hidden_layers"]
+
+
+def _qwen_windows(cfg) -> tuple[int | None, ...]:
+    # Qwen families slide only when asked to, and then only from `max_window_layers` on.
+    n = cfg["num_hidden_layers"]
+    window = cfg.get("sliding_window")
+    types = cfg.get("layer_types")
+    if types is None:
+        use = cfg.get("use_sliding_window", False) and window
+        start = cfg.get("max_window_layers", n)
+        types = ["sliding_attention" if use and i >= start else "full_attention" for i in range(n)]
+    return tuple(window if t == "sliding_attention" else None for t in types)
+
+
+def _qwen_moe_layers(cfg) -> tuple[bool, ...]:
+    n, step = cfg["num_hidden_layers"], cfg.get("decoder_sparse_step", 1)
+    dense = set(cfg.get("mlp_only_layers") or [])
+    experts = _num_experts(cfg)
+    return tuple(i not in dense and experts > 0 and (i + 1) % step == 0 for i in range(n))
+
+
+def _num_experts(cfg) -> int:
+    return cfg.get("num_experts") or cfg.get("num_local_experts") or 0
+
+
+def _llama(cfg):
+    bias = bool(cfg.get("attention_bias", False))
+    return dict(qkv_bias=bias, o_bias=bias, mlp_bias=bool(cfg.get("mlp_bias", False)),
+                moe_layers=_dense(cfg), sliding_windows=_full(cfg))
+
+
+def _qwen2(cfg):
+    return dict(qkv_bias=True, moe_layers=_dense(cfg), sliding_windows=_qwen_windows(cfg))
+
+
+def _qwen3(cfg):
+    bias = bool(cfg.get("attention_bias", False))
+    return dict(qkv_bias=bias, o_bias=bias, qk_norm="head", moe_layers=_dense(cfg),
+                sliding_windows=_qwen_windows(cfg))
+
+
+def _mixtral(cfg):
+    n = cfg["num_hidden_layers"]
+    return dict(num_experts=cfg["num_local_experts"], top_k=cfg["num_experts_per_tok"],
+                moe_intermediate_size=cfg["intermediate_size"], norm_topk_prob=True,
+                moe_layers=(True,) * n, sliding_windows=(cfg.get("sliding_window"),) * n)
+
+
+def _qwen2_moe(cfg):
+    return dict(qkv_bias=bool(cfg.get("qkv_bias", True)), num_experts=_num_experts(cfg),
+                top_k=cfg["num_experts_per_tok"], moe_intermediate_size=cfg["moe_intermediate_size"],
+                norm_topk_prob=bool(cfg.get("norm_topk_prob", False)),
+                shared_expert_intermediate_size=cfg.get("shared_expert_intermediate_size", 0),
+                moe_layers=_qwen_moe_layers(cfg), sliding_windows=_qwen_windows(cfg))
+
+
+def _qwen3_moe(cfg):
+    bias = bool(cfg.get("attention_bias", False))
+    return dict(qkv_bias=bias, o_bias=bias, qk_norm="head", num_experts=_num_experts(cfg),
+                top_k=cfg["num_experts_per_tok"], moe_intermediate_size=cfg["moe_intermediate_size"],
+                norm_topk_prob=bool(cfg.get("norm_topk_prob", False)),
+                moe_layers=_qwen_moe_layers(cfg), sliding_windows=_qwen_windows(cfg))
+
+
+def _olmoe(cfg):
+    n = cfg["num_hidden_layers"]
+    bias = bool(cfg.get("attention_bias", False))
+    return dict(qkv_bias=bias, o_bias=bias, qk_norm="full", clip_qkv=cfg.get("clip_qkv"),
+                num_experts=cfg["num_experts"], top_k=cfg["num_experts_per_tok"],
+                moe_intermediate_size=cfg["intermediate_size"],
+                norm_topk_prob=bool(cfg.get("norm_topk_prob", False)),
+                moe_layers=(True,) * n, sliding_windows=(None,) * n)
+
+
+def _granitemoe(cfg):
+    n = cfg["num_hidden_layers"]
+    bias = bool(cfg.get("attention_bias", False))
+    return dict(qkv_bias=bias, o_bias=bias, num_experts=cfg["num_local_experts"],
+                top_k=cfg["num_experts_per_tok"], moe_intermediate_size=cfg["intermediate_size"],
+                router="topk_softmax", moe_layers=(True,) * n, sliding_windows=(None,) * n,
+                attention_scale=cfg.get("attention_multiplier"),
+                embedding_multiplier=cfg.get("embedding_multiplier", 1.0),
+                residual_multiplier=cfg.get("residual_multiplier", 1.0),
+                logits_scaling=cfg.get("logits_scaling", 1.0))
+
+
+FAMILIES = {
+    "llama": _llama,
+    "qwen2": _qwen2,
+    "qwen3": _qwen3,
+    "mixtral": _mixtral,
+    "qwen2_moe": _qwen2_moe,
+    "qwen3_moe": _qwen3_moe,
+    "olmoe": _olmoe,
+    "granitemoe": _granitemoe,
+}

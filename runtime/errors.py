@@ -1,0 +1,17 @@
+"""Errors the runtime raises for bad input. Each message names what is wrong and where."""
+
+
+class SwarmError(Exception):
+    """Base class of every error swarm raises on purpose."""
+
+
+class ConfigError(SwarmError, ValueError):
+    """A model config is missing a field, names an unsupported family, or holds an invalid value."""
+
+
+class CheckpointError(SwarmError):
+    """A checkpoint folder or file is missing, corrupt, or does not match the config."""
+
+
+class PromptTooLongError(SwarmError, ValueError):
+    """A prompt (plus the tokens asked for) does not fit in the model's context."""

@@ -1,0 +1,232 @@
+"""Load a local Hugging Face checkpoint folder into the plain `Model`.
+
+Reads `config.json`, then `model.safetensors` or the shards named by
+`model.safetensors.index.json`. Every model parameter is assembled from the
+checkpoint tensors it is made of (q/k/v fused into one projection, per-expert
+weights stacked), each checked for presence and shape, and converted to the
+compute dtype only here, at load.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from swarm.runtime.config import ModelConfig
+from swarm.runtime.errors import CheckpointError, ConfigError
+from swarm.runtime.model import Model
+
+Progress = Callable[[int, int], None]  # (bytes loaded, total bytes)
+PROGRESS_MIN_BYTES = 256 * 2**20  # show progress on stderr for checkpoints at least this big
+
+
+@dataclass(frozen=True)
+class Part:
+    """One checkpoint tensor that goes into a model parameter, with the shape it must have."""
+
+    name: str
+    shape: tuple[int, ...]
+
+
+def read_config(folder: Path) -> ModelConfig:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"no config.json in {folder}")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON: {e}") from None
+    return ModelConfig.from_hf(raw)
+
+
+def checkpoint_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError) as e:
+            raise CheckpointError(f"{index} is not a valid safetensors index: {e}") from None
+        files = [folder / f for f in sorted(set(weight_map.values()))]
+    elif (folder / "model.safetensors").is_file():
+        files = [folder / "model.safetensors"]
+    else:
+        raise CheckpointError(
+            f"no model.safetensors or model.safetensors.index.json in {folder} "
+            "(only safetensors checkpoints are supported)"
+        )
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise CheckpointError(f"checkpoint shards listed in the index are missing from {folder}: {missing}")
+    return files
+
+
+def _layer_parts(cfg: ModelConfig, i: int) -> dict[str, list[Part]]:
+    D, q, kv = cfg.hidden_size, cfg.q_size, cfg.kv_size
+    p = f"model.layers.{i}."
+    a = p + "self_attn."
+    parts: dict[str, list[Part]] = {
+        f"layers.{i}.attn_norm.weight": [Part(p + "input_layernorm.weight", (D,))],
+        f"layers.{i}.mlp_norm.weight": [Part(p + "post_attention_layernorm.weight", (D,))],
+        f"layers.{i}.attn.qkv.weight": [
+            Part(a + "q_proj.weight", (q, D)), Part(a + "k_proj.weight", (kv, D)), Part(a + "v_proj.weight", (kv, D))
+        ],
+        f"layers.{i}.attn.o_proj.weight": [Part(a + "o_proj.weight", (D, q))],
+    }
+    if cfg.qkv_bias:
+        parts[f"layers.{i}.attn.qkv.bias"] = [
+            Part(a + "q_proj.bias", (q,)), Part(a + "k_proj.bias", (kv,)), Part(a + "v_proj.bias", (kv,))
+        ]
+    if cfg.o_bias:
+        parts[f"layers.{i}.attn.o_proj.bias"] = [Part(a + "o_proj.bias", (D,))]
+    if cfg.qk_norm != "none":
+        qn, kn = (cfg.head_dim, cfg.head_dim) if cfg.qk_norm == "head" else (q, kv)
+        parts[f"layers.{i}.attn.q_norm.weight"] = [Part(a + "q_norm.weight", (qn,))]
+        parts[f"layers.{i}.attn.k_norm.weight"] = [Part(a + "k_norm.weight", (kn,))]
+    if cfg.moe_layers[i]:
+        parts.update(_moe_parts(cfg, i))
+    else:
+        parts.update(_mlp_parts(f"layers.{i}.mlp.", p + "mlp.", D, cfg.intermediate_size, cfg.mlp_bias))
+    return parts
+
+
+def _mlp_parts(ours: str, theirs: str, D: int, I: int, bias: bool = False) -> dict[str, list[Part]]:
+    parts = {
+        ours + "gate_up.weight": [Part(theirs + "gate_proj.weight", (I, D)), Part(theirs + "up_proj.weight", (I, D))],
+        ours + "down.weight": [Part(theirs + "down_proj.weight", (D, I))],
+    }
+    if bias:
+        parts[ours + "gate_up.bias"] = [Part(theirs + "gate_proj.bias", (I,)), Part(theirs + "up_proj.bias", (I,))]
+        parts[ours + "down.bias"] = [Part(theirs + "down_proj.bias", (D,))]
+    return parts
+
+
+def _moe_parts(cfg: ModelConfig, i: int) -> dict[str, list[Part]]:
+    E, I, D = cfg.num_experts, cfg.moe_intermediate_size, cfg.hidden_size
+    ours, p = f"layers.{i}.mlp.", f"model.layers.{i}."
+    if cfg.model_type == "granitemoe":  # experts already fused in the checkpoint
+        m = p + "block_sparse_moe."
+        return {
+            ours + "router.weight": [Part(m + "router.layer.weight", (E, D))],
+            ours + "gate_up": [Part(m + "input_linear.weight", (E, 2 * I, D))],
+            ours + "down": [Part(m + "output_linear.weight", (E, D, I))],
+        }
+    if cfg.model_type == "mixtral":
+        m, router = p + "block_sparse_moe.", "gate.weight"
+        gate, up, down = "w1", "w3", "w2"
+    else:
+        m, router = p + "mlp.", "gate.weight"
+        gate, up, down = "gate_proj", "up_proj", "down_proj"
+    parts = {
+        ours + "router.weight": [Part(m + router, (E, D))],
+        # stacked per expert: gate_up[e] = cat(gate_e, up_e)
+        ours + "gate_up": [
+            Part(f"{m}experts.{e}.{w}.weight", (I, D)) for e in range(E) for w in (gate, up)
+        ],
+        ours + "down": [Part(f"{m}experts.{e}.{down}.weight", (D, I)) for e in range(E)],
+    }
+    if cfg.shared_expert_intermediate_size:
+        parts.update(_mlp_parts(ours + "shared.", m + "shared_expert.", D, cfg.shared_expert_intermediate_size))
+        parts[ours + "shared_gate.weight"] = [Part(m + "shared_expert_gate.weight", (1, D))]
+    return parts
+
+
+def parameter_parts(cfg: ModelConfig) -> dict[str, list[Part]]:
+    """Our parameter name -> the checkpoint tensors it is assembled from, in order."""
+    parts = {
+        "embed.weight": [Part("model.embed_tokens.weight", (cfg.vocab_size, cfg.hidden_size))],
+        "norm.weight": [Part("model.norm.weight", (cfg.hidden_size,))],
+    }
+    if not cfg.tie_word_embeddings:
+        parts["lm_head.weight"] = [Part("lm_head.weight", (cfg.vocab_size, cfg.hidden_size))]
+    for i in range(cfg.num_layers):
+        parts.update(_layer_parts(cfg, i))
+    return parts
+
+
+class _Reader:
+    """Finds tensors across shards, reporting progress by bytes read."""
+
+    def __init__(self, files: list[Path], progress: Progress | None):
+        self.where: dict[str, Path] = {}
+        self.handles = {}
+        for f in files:
+            try:
+                h = safe_open(str(f), framework="pt", device="cpu")
+            except (SafetensorError, OSError, ValueError) as e:
+                raise CheckpointError(f"cannot read {f} (corrupt or not a safetensors file): {e}") from None
+            self.handles[f] = h
+            for name in h.keys():
+                self.where[name] = f
+        self.total = sum(f.stat().st_size for f in files)
+        self.done, self.progress = 0, progress
+        self.used: set[str] = set()
+
+    def get(self, part: Part) -> torch.Tensor:
+        f = self.where.get(part.name)
+        if f is None:
+            raise CheckpointError(f"tensor {part.name!r} is missing from the checkpoint")
+        try:
+            t = self.handles[f].get_tensor(part.name)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"cannot read tensor {part.name!r} from {f.name} (corrupt file?): {e}") from None
+        if tuple(t.shape) != part.shape:
+            raise CheckpointError(
+                f"tensor {part.name!r} has shape {tuple(t.shape)}, expected {part.shape} from config.json"
+            )
+        self.used.add(part.name)
+        self.done += t.numel() * t.element_size()
+        if self.progress:
+            self.progress(min(self.done, self.total), self.total)
+        return t
+
+
+def _stderr_progress(start: float) -> Progress:
+    def report(done: int, total: int) -> None:
+        pct = 100 * done / max(total, 1)
+        end = "\n" if done >= total else ""
+        print(f"\rloading weights {pct:5.1f}% ({done / 2**20:,.0f}/{total / 2**20:,.0f} MiB, "
+              f"{time.monotonic() - start:.1f}s)", end=end, file=sys.stderr, flush=True)
+    return report
+
+
+def load_model(folder: str | Path, dtype: torch.dtype = torch.float32, progress: Progress | None = None) -> Model:
+    """Build the model for a checkpoint folder and load its weights (compute dtype `dtype`)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"model folder {folder} does not exist")
+    cfg = read_config(folder)
+    files = checkpoint_files(folder)
+    if progress is None and sum(f.stat().st_size for f in files) >= PROGRESS_MIN_BYTES:
+        progress = _stderr_progress(time.monotonic())
+    reader = _Reader(files, progress)
+    with torch.device("meta"):
+        model = Model(cfg)
+    model = model.to_empty(device="cpu").to(dtype)
+    if cfg.tie_word_embeddings:
+        model.lm_head.weight = model.embed.weight
+    params = dict(model.named_parameters(remove_duplicate=False))
+    with torch.no_grad():
+        for name, parts in parameter_parts(cfg).items():
+            target = params[name]
+            tensors = [reader.get(p).to(dtype) for p in parts]
+            if name.endswith(("mlp.gate_up", "mlp.down")) and len(tensors) > 1:  # per-expert tensors
+                E = target.shape[0]
+                per = len(tensors) // E
+                value = torch.stack([torch.cat(tensors[e * per : (e + 1) * per]) for e in range(E)])
+            else:
+                value = torch.cat(tensors) if len(tensors) > 1 else tensors[0]
+            target.copy_(value)
+    unused = sorted(set(reader.where) - reader.used)
+    if unused:
+        warnings.warn(
+            f"{len(unused)} checkpoint tensors were not used by the {cfg.model_type} model, e.g. {unused[:5]}",
+            stacklevel=2,
+        )
+    return model.eval()

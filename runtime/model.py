@@ -1,0 +1,145 @@
+"""One decoder for every supported family: Llama/Qwen2/Qwen3 (dense), Mixtral,
+Qwen2-MoE, Qwen3-MoE, OLMoE and Granite-MoE.
+
+The model works on a flat batch of tokens from many sequences (no padding):
+`forward(input_ids [T], positions [T], kv)`, where `kv` stores keys and values
+and knows which tokens belong to which sequence. Family differences come in
+as plain fields of `ModelConfig`.
+
+Legend: T tokens, D hidden, H query heads, G key/value heads, d head dim,
+E experts, K top-k, I MLP or expert width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from swarm.kernels.moe import expert_ffn, route
+from swarm.runtime.config import ModelConfig
+from swarm.runtime.kv import KVBatch
+from swarm.runtime.rope import Rotary, apply_rotary
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.layer, self.window, self.scale = layer, cfg.sliding_windows[layer], cfg.scale
+        self.H, self.G, self.d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.clip = cfg.clip_qkv
+        # q, k and v share one matmul: [q_size + 2 kv_size, D]
+        self.qkv = nn.Linear(cfg.hidden_size, cfg.q_size + 2 * cfg.kv_size, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(cfg.q_size, cfg.hidden_size, bias=cfg.o_bias)
+        self.qk_norm = cfg.qk_norm
+        if cfg.qk_norm == "head":
+            self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps)
+            self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps)
+        elif cfg.qk_norm == "full":
+            self.q_norm = RMSNorm(cfg.q_size, cfg.rms_norm_eps)
+            self.k_norm = RMSNorm(cfg.kv_size, cfg.rms_norm_eps)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: KVBatch) -> torch.Tensor:
+        T = x.shape[0]
+        q, k, v = self.qkv(x).split([self.H * self.d, self.G * self.d, self.G * self.d], dim=-1)
+        if self.qk_norm == "full":
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.clip is not None:
+            q, k, v = (t.clamp(-self.clip, self.clip) for t in (q, k, v))
+        q, k, v = q.view(T, self.H, self.d), k.view(T, self.G, self.d), v.view(T, self.G, self.d)
+        if self.qk_norm == "head":
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        out = kv.attend(self.layer, q, k, v, self.scale, self.window)  # [T, H, d]
+        return self.o_proj(out.reshape(T, self.H * self.d))
+
+
+class MLP(nn.Module):
+    """SwiGLU with gate and up fused into one matmul: gate_up [2I, D]."""
+
+    def __init__(self, hidden: int, width: int, bias: bool = False):
+        super().__init__()
+        self.gate_up = nn.Linear(hidden, 2 * width, bias=bias)
+        self.down = nn.Linear(width, hidden, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g, u = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(g) * u)
+
+
+class MoE(nn.Module):
+    """Sparse experts; optionally a shared expert scaled by a sigmoid gate (Qwen2-MoE)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        E, I, D = cfg.num_experts, cfg.moe_intermediate_size, cfg.hidden_size
+        self.top_k, self.mode, self.renormalize = cfg.top_k, cfg.router, cfg.norm_topk_prob
+        self.router = nn.Linear(D, E, bias=False)
+        self.gate_up = nn.Parameter(torch.empty(E, 2 * I, D))
+        self.down = nn.Parameter(torch.empty(E, D, I))
+        self.shared = None
+        if cfg.shared_expert_intermediate_size:
+            self.shared = MLP(D, cfg.shared_expert_intermediate_size)
+            self.shared_gate = nn.Linear(D, 1, bias=False)
+        self.last_ids: torch.Tensor | None = None  # [T, K] routing of the last call, for expert-load stats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights, ids = route(self.router(x), self.top_k, self.mode, self.renormalize)  # [T, K]
+        self.last_ids = ids
+        out = expert_ffn(x, self.gate_up, self.down, weights, ids)
+        if self.shared is not None:
+            out = out + torch.sigmoid(self.shared_gate(x)) * self.shared(x)
+        return out
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.attn = Attention(cfg, layer)
+        self.mlp_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        if cfg.moe_layers[layer]:
+            self.mlp = MoE(cfg)
+        else:
+            self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias)
+        self.residual_multiplier = cfg.residual_multiplier
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: KVBatch) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, kv) * self.residual_multiplier
+        return x + self.mlp(self.mlp_norm(x)) * self.residual_multiplier
+
+
+class Model(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.embed.weight
+        self.rotary = Rotary(cfg.rope, cfg.head_dim, cfg.max_position_embeddings)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv: KVBatch) -> torch.Tensor:
+        """input_ids, positions [T] -> final hidden states [T, D]."""
+        x = self.embed(input_ids) * self.cfg.embedding_multiplier  # [T, D]
+        cos, sin = self.rotary.cos_sin(positions, seq_len=int(positions.max()) + 1)  # [T, d]
+        for layer in self.layers:
+            x = layer(x, cos, sin, kv)
+        return self.norm(x)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [T, D] -> logits [T, V] float32."""
+        return (self.lm_head(hidden) / self.cfg.logits_scaling).float()

@@ -1,0 +1,94 @@
+"""Rotary position embeddings and the scaling variants the supported families ship with."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from swarm.runtime.config import RopeConfig
+
+
+def inv_freq(rope: RopeConfig, dim: int, max_pos: int, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
+    """Inverse frequencies [dim/2] and the cos/sin scale for one rope variant.
+
+    `seq_len` matters only for "dynamic" (NTK) scaling, which stretches the base
+    once a sequence grows past `max_pos`.
+    """
+    # Always on the CPU (also when the model is built on the meta device); moved at use.
+    exponents = torch.arange(0, dim, 2, dtype=torch.int64, device="cpu").float() / dim
+    base = rope.theta
+    if rope.type == "dynamic":
+        seq_len = max(seq_len or max_pos, max_pos)
+        base = base * ((rope.factor * seq_len / max_pos) - (rope.factor - 1)) ** (dim / (dim - 2))
+    freq = 1.0 / (base**exponents)
+    if rope.type == "linear":
+        return freq / rope.factor, 1.0
+    if rope.type == "llama3":
+        return _llama3(rope, freq), 1.0
+    if rope.type == "yarn":
+        return _yarn(rope, dim, freq)
+    return freq, 1.0
+
+
+def _llama3(rope: RopeConfig, freq: torch.Tensor) -> torch.Tensor:
+    old_len = rope.original_max_position_embeddings
+    low_wavelen = old_len / rope.low_freq_factor
+    high_wavelen = old_len / rope.high_freq_factor
+    wavelen = 2 * math.pi / freq
+    # Long wavelengths are interpolated by `factor`, short ones kept, the band between blended smoothly.
+    scaled = torch.where(wavelen > low_wavelen, freq / rope.factor, freq)
+    smooth = (old_len / wavelen - rope.low_freq_factor) / (rope.high_freq_factor - rope.low_freq_factor)
+    blended = (1 - smooth) * scaled / rope.factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return torch.where(medium, blended, scaled)
+
+
+def _yarn(rope: RopeConfig, dim: int, freq: torch.Tensor) -> tuple[torch.Tensor, float]:
+    def mscale(scale: float, m: float = 1.0) -> float:
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+    attn = rope.attention_factor
+    if attn is None:
+        if rope.mscale and rope.mscale_all_dim:
+            attn = mscale(rope.factor, rope.mscale) / mscale(rope.factor, rope.mscale_all_dim)
+        else:
+            attn = mscale(rope.factor)
+    orig = rope.original_max_position_embeddings
+
+    def correction_dim(rotations: float) -> float:
+        return dim * math.log(orig / (rotations * 2 * math.pi)) / (2 * math.log(rope.theta))
+
+    low, high = correction_dim(rope.beta_fast), correction_dim(rope.beta_slow)
+    if rope.truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001
+    ramp = ((torch.arange(dim // 2, dtype=torch.float32, device="cpu") - low) / (high - low)).clamp(0, 1)
+    # High-frequency dims extrapolate (keep `freq`), low-frequency dims interpolate (`freq / factor`).
+    keep = 1 - ramp
+    return freq / rope.factor * (1 - keep) + freq * keep, float(attn)
+
+
+class Rotary:
+    """Computes cos/sin for positions, caching the table up to the longest position seen."""
+
+    def __init__(self, rope: RopeConfig, head_dim: int, max_pos: int):
+        self.rope, self.dim, self.max_pos = rope, head_dim, max_pos
+        self._freq, self._scale = inv_freq(rope, head_dim, max_pos)
+
+    def cos_sin(self, positions: torch.Tensor, seq_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """positions [T] -> cos, sin [T, head_dim] (float32)."""
+        freq, scale = self._freq, self._scale
+        if self.rope.type == "dynamic" and seq_len is not None and seq_len > self.max_pos:
+            freq, scale = inv_freq(self.rope, self.dim, self.max_pos, seq_len)
+        angles = positions.float()[:, None] * freq.to(positions.device)[None, :]  # [T, dim/2]
+        emb = torch.cat((angles, angles), dim=-1)
+        return emb.cos() * scale, emb.sin() * scale
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [T, H, dim]; cos, sin [T, dim]. Rotates the two halves of each head (the HF/Llama convention)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos[:, None, :] + rotated * sin[:, None, :]

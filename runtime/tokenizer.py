@@ -1,0 +1,97 @@
+"""Tokenizer of a checkpoint folder: `tokenizer.json` through the `tokenizers` library,
+special tokens and the chat template from `tokenizer_config.json`."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from swarm.runtime.errors import CheckpointError
+from tokenizers import Tokenizer as _HFTokenizer
+
+
+def _token_text(value: Any) -> str | None:
+    # tokenizer_config.json writes special tokens as a string or as an AddedToken dict.
+    if isinstance(value, dict):
+        return value.get("content")
+    return value
+
+
+class Tokenizer:
+    def __init__(self, tokenizer: _HFTokenizer, config: dict[str, Any] | None = None,
+                 chat_template: str | None = None):
+        self._tok = tokenizer
+        config = config or {}
+        self.bos_token = _token_text(config.get("bos_token"))
+        self.eos_token = _token_text(config.get("eos_token"))
+        self.pad_token = _token_text(config.get("pad_token"))
+        self.chat_template = chat_template or config.get("chat_template")
+        if isinstance(self.chat_template, list):  # named templates: use "default"
+            named = {t["name"]: t["template"] for t in self.chat_template}
+            self.chat_template = named.get("default", next(iter(named.values()), None))
+        self.bos_token_id = self.token_to_id(self.bos_token)
+        self.eos_token_id = self.token_to_id(self.eos_token)
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> Tokenizer:
+        folder = Path(folder)
+        path = folder / "tokenizer.json"
+        if not path.is_file():
+            raise CheckpointError(f"no tokenizer.json in {folder} (only fast tokenizers are supported)")
+        try:
+            tok = _HFTokenizer.from_file(str(path))
+        except Exception as e:  # the tokenizers library raises a bare Exception on parse errors
+            raise CheckpointError(f"cannot read {path}: {e}") from None
+        config = {}
+        cfg_path = folder / "tokenizer_config.json"
+        if cfg_path.is_file():
+            try:
+                config = json.loads(cfg_path.read_text())
+            except json.JSONDecodeError as e:
+                raise CheckpointError(f"{cfg_path} is not valid JSON: {e}") from None
+        template = None
+        if (folder / "chat_template.jinja").is_file():
+            template = (folder / "chat_template.jinja").read_text()
+        return cls(tok, config, template)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    def token_to_id(self, token: str | None) -> int | None:
+        return None if token is None else self._tok.token_to_id(token)
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True,
+                            **extra: Any) -> str:
+        """Render chat messages with the checkpoint's template (the text, not yet tokenized)."""
+        if not self.chat_template:
+            raise CheckpointError("this tokenizer has no chat template (tokenizer_config.json: chat_template)")
+        try:
+            template = _jinja().from_string(self.chat_template)
+            return template.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                   bos_token=self.bos_token or "", eos_token=self.eos_token or "", **extra)
+        except TemplateError as e:
+            raise CheckpointError(f"the chat template failed to render: {e}") from None
+
+
+def _raise(message: str):
+    raise TemplateError(message)
+
+
+def _jinja() -> ImmutableSandboxedEnvironment:
+    # The same environment settings chat templates are written against.
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = _raise
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    env.filters["tojson"] = lambda v, indent=None: json.dumps(v, indent=indent, ensure_ascii=False)
+    return env

@@ -1,0 +1,1 @@
+"""Bundled game and enterprise scenarios, each with its metrics."""

@@ -1,0 +1,27 @@
+"""Packaging: one `swarm` namespace over the top-level folders, a console script, a real CLI run."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_namespace_maps_top_level_folders_from_any_cwd(tmp_path):
+    code = ("import swarm, swarm.runtime, swarm.kernels, swarm.agents, swarm.scenarios;"
+            "print(swarm.runtime.__file__); print(swarm.kernels.__file__); print(swarm.__file__)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    runtime, kernels, top = out.stdout.split()
+    assert Path(runtime) == ROOT / "runtime" / "__init__.py"
+    assert Path(kernels) == ROOT / "kernels" / "__init__.py"
+    assert Path(top) == ROOT / "swarm" / "__init__.py"
+
+
+def test_console_script_generates(tmp_path):
+    swarm = Path(sys.executable).parent / "swarm"
+    model = tmp_path / "model"
+    subprocess.run([swarm, "random-model", str(model), "--family", "mixtral"], check=True, capture_output=True)
+    out = subprocess.run([swarm, "generate", "--model", str(model), "--max-tokens", "8", "The tavern"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("The tavern")
+    assert "8 new tokens" in out.stderr and "mixtral" in out.stderr
