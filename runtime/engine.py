@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
 from swarm.runtime.errors import PromptTooLongError
 from swarm.runtime.kv import KVBatch, SequenceKV
 from swarm.runtime.loader import Progress, load_model

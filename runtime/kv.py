@@ -9,6 +9,7 @@ sequence's full history.
 from __future__ import annotations
 
 import torch
+
 from swarm.kernels.attention import causal_attention
 
 

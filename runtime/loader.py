@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
+
 from swarm.runtime.config import ModelConfig
 from swarm.runtime.errors import CheckpointError, ConfigError
 from swarm.runtime.model import Model

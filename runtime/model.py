@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from swarm.kernels.moe import expert_ffn, route
 from swarm.runtime.config import ModelConfig
 from swarm.runtime.kv import KVBatch
 from swarm.runtime.rope import Rotary, apply_rotary
-from torch import nn
 
 
 class RMSNorm(nn.Module):

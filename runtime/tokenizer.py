@@ -10,8 +10,9 @@ from typing import Any
 
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from swarm.runtime.errors import CheckpointError
 from tokenizers import Tokenizer as _HFTokenizer
+
+from swarm.runtime.errors import CheckpointError
 
 
 def _token_text(value: Any) -> str | None:

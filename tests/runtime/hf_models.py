@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import torch
+
 from swarm.runtime.random_model import train_tokenizer
 
 VOCAB = 320

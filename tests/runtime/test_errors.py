@@ -6,10 +6,10 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from swarm.runtime import CheckpointError, ConfigError, Engine, PromptTooLongError, SamplingParams
-from swarm.runtime.random_model import tiny_config, write_random_model
 
 from swarm.cli import main
+from swarm.runtime import CheckpointError, ConfigError, Engine, PromptTooLongError, SamplingParams
+from swarm.runtime.random_model import tiny_config, write_random_model
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from swarm.runtime import Engine, SamplingParams
 
+from swarm.runtime import Engine, SamplingParams
 from tests.runtime.hf_models import VOCAB, build, family_configs
 
 transformers = pytest.importorskip("transformers", reason="transformers is the parity reference (dev extra)")

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from swarm.runtime import Engine, ModelConfig
 
+from swarm.runtime import Engine, ModelConfig
 from tests.runtime.hf_models import VOCAB, build
 
 pytest.importorskip("transformers", reason="transformers is the parity reference (dev extra)")
