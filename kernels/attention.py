@@ -31,3 +31,27 @@ def causal_attention(
             mask &= kpos > qpos - window
         out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, scale=scale, enable_gqa=gqa)
     return out.transpose(0, 1)  # [Q, H, d]
+
+
+def decode_attention(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor,
+    mask: torch.Tensor, scale: float,
+) -> torch.Tensor:
+    """One new query per sequence over paged keys/values.
+
+    q [B, H, d]; k_cache/v_cache [N, bs, G, d]; block_table [B, nb] (padded);
+    mask [B, S] with S = nb * bs, True where a key is visible -> [B, H, d].
+    """
+    B, nb = block_table.shape
+    bs, G, d = k_cache.shape[1:]
+    k = k_cache[block_table].view(B, nb * bs, G, d).transpose(1, 2)  # [B, G, S, d]
+    v = v_cache[block_table].view(B, nb * bs, G, d).transpose(1, 2)
+    out = F.scaled_dot_product_attention(
+        q[:, :, None, :], k, v, attn_mask=mask[:, None, None, :], scale=scale, enable_gqa=q.shape[1] != G
+    )  # [B, H, 1, d]
+    return out[:, :, 0, :]
+
+
+def gather_context(cache: torch.Tensor, blocks: torch.Tensor, length: int) -> torch.Tensor:
+    """The first `length` slots of a sequence's blocks: cache [N, bs, G, d], blocks [nb] -> [length, G, d]."""
+    return cache[blocks].flatten(0, 1)[:length]

@@ -1,93 +1,98 @@
-"""The engine: a loaded model with its tokenizer, and generation over batches of prompts.
+"""The engine: many requests served in batched steps over a paged, persona-aware KV cache.
 
-This is the simple, correct path: all prompts of one `generate` call are
-prefilled together in one flat forward pass, then decoded together one token
-per step, each sequence with its own contiguous KV cache.
+`Engine.step()` is schedule -> run -> postprocess. Everything else (`generate`,
+`agenerate`, `stream`, `submit` + `pump` for game loops) is a way to feed
+requests in and take results out of that one loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import asyncio
+import time
+from collections.abc import AsyncIterator, Hashable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from swarm.runtime.block_pool import KVPool, OutOfBlocks
 from swarm.runtime.errors import PromptTooLongError
-from swarm.runtime.kv import KVBatch, SequenceKV
+from swarm.runtime.kv import PagedBatch
 from swarm.runtime.loader import Progress, load_model
-from swarm.runtime.model import Model
-from swarm.runtime.sampling import Sampler, SamplingParams
+from swarm.runtime.model import Model, MoE
+from swarm.runtime.prefix_cache import PrefixCache
+from swarm.runtime.request import Completion, Request, RequestHandle, Status
+from swarm.runtime.sampling import SamplingParams
+from swarm.runtime.scheduler import Scheduled, Scheduler
+from swarm.runtime.stats import EngineStats
 from swarm.runtime.tokenizer import Tokenizer
 
 Prompt = str | Sequence[int]
 
-
-@dataclass
-class Completion:
-    prompt_token_ids: list[int]
-    token_ids: list[int] = field(default_factory=list)
-    text: str = ""
-    finish_reason: str | None = None  # "stop" (a stop string or token) or "length"
+__all__ = ["Completion", "Engine", "EngineConfig", "RequestHandle"]
 
 
-class _Sequence:
-    """One prompt being generated: its cache, sampler and output so far."""
+@dataclass(frozen=True)
+class EngineConfig:
+    """Engine sizing. The KV pool is set in tokens (`kv_cache_tokens`) or bytes (`kv_cache_bytes`)."""
 
-    def __init__(self, prompt_ids: list[int], params: SamplingParams, num_layers: int, eos: set[int]):
-        self.params, self.sampler = params, Sampler(params)
-        self.kv = SequenceKV(num_layers)
-        self.out = Completion(prompt_token_ids=prompt_ids)
-        self.stop_ids = set(params.stop_token_ids) | (set() if params.ignore_eos else eos)
-        self.pending = prompt_ids  # tokens to feed at the next step
+    block_size: int = 16
+    kv_cache_tokens: int | None = None
+    kv_cache_bytes: int = 512 * 2**20
+    max_batched_tokens: int = 512  # token budget of one step (decode tokens + prefill chunks)
+    max_seqs: int = 256  # requests in one step
+    enable_prefix_cache: bool = True
+    max_wait_steps: int = 8  # a waiting request is admitted in arrival order after this many steps
 
-    def accept(self, token: int, decode) -> None:
-        self.out.token_ids.append(token)
-        self.pending = [token]
-        p = self.params
-        if p.stop:
-            text = decode(self.out.token_ids)
-            cut = min((i for i in (text.find(s) for s in p.stop) if i >= 0), default=-1)
-            if cut >= 0:
-                self.out.text, self.out.finish_reason = text[:cut], "stop"
-                return
-        if token in self.stop_ids:
-            self.out.finish_reason = "stop"
-        elif len(self.out.token_ids) >= p.max_tokens:
-            self.out.finish_reason = "length"
-        if self.out.finish_reason:
-            self.out.text = decode(self.out.token_ids)
+    def __post_init__(self):
+        if self.block_size < 1 or self.max_batched_tokens < 1 or self.max_seqs < 1:
+            raise ValueError("block_size, max_batched_tokens and max_seqs must be positive")
+        if self.kv_cache_tokens is not None and self.kv_cache_tokens < self.block_size:
+            raise ValueError(f"kv_cache_tokens ({self.kv_cache_tokens}) must hold at least one block")
+
+    def num_blocks(self, bytes_per_token: int) -> int:
+        tokens = self.kv_cache_tokens or self.kv_cache_bytes // bytes_per_token
+        return max(1, tokens // self.block_size)
 
 
 class Engine:
-    """A model and tokenizer ready to serve.
+    """A model, its tokenizer and the serving loop.
 
     >>> engine = Engine.from_pretrained("path/to/hf_folder")
     >>> engine.generate(["Once upon"], SamplingParams(max_tokens=16, temperature=0.0))
     """
 
-    def __init__(self, model: Model, tokenizer: Tokenizer, device: str | torch.device = "cpu"):
+    def __init__(self, model: Model, tokenizer: Tokenizer, config: EngineConfig | None = None,
+                 device: str | torch.device = "cpu"):
         self.model, self.tokenizer = model, tokenizer
-        self.config = model.cfg
+        self.config, self.engine_config = model.cfg, config or EngineConfig()
         self.device = torch.device(device)
-        self.eos_token_ids = set(self.config.eos_token_ids)
+        cfg, ec = self.config, self.engine_config
+        self.eos_token_ids = set(cfg.eos_token_ids)
         if tokenizer.eos_token_id is not None:
             self.eos_token_ids.add(tokenizer.eos_token_id)
+        dtype = next(model.parameters()).dtype
+        per_token = KVPool.bytes_per_token(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, dtype)
+        self.pool = KVPool(ec.num_blocks(per_token), ec.block_size, cfg.num_layers, cfg.num_kv_heads,
+                           cfg.head_dim, dtype, self.device)
+        self.cache = PrefixCache(self.pool)
+        self.scheduler = Scheduler(self.pool, self.cache, ec.max_batched_tokens, ec.max_seqs,
+                                   ec.enable_prefix_cache, ec.max_wait_steps)
+        self._moe = [m for m in model.modules() if isinstance(m, MoE)]
+        self._stats = EngineStats(len(self._moe), cfg.num_experts)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str = "cpu", progress: Progress | None = None) -> Engine:
-        """Load a local Hugging Face folder (config.json, safetensors, tokenizer.json).
-
-        Weights are computed in float32 on the CPU.
-        """
+    def from_pretrained(cls, path: str | Path, config: EngineConfig | None = None, device: str = "cpu",
+                        progress: Progress | None = None) -> Engine:
+        """Load a local Hugging Face folder (config.json, safetensors, tokenizer.json); float32 on the CPU."""
         model = load_model(path, dtype=torch.float32, progress=progress).to(device)
-        return cls(model, Tokenizer.from_folder(path), device)
+        return cls(model, Tokenizer.from_folder(path), config, device)
 
     @property
     def max_context(self) -> int:
         return self.config.max_context
 
-    # -- prompts ------------------------------------------------------------------
+    # -- requests in --------------------------------------------------------------------
 
     def _prompt_ids(self, prompt: Prompt) -> list[int]:
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
@@ -104,57 +109,196 @@ class Engine:
                 f"the model's context is {self.max_context} tokens, but {n_prompt + n_new} were requested "
                 f"({n_prompt} in the prompt, {n_new} to generate)"
             )
+        if n_prompt + n_new > self.pool.num_blocks * self.pool.block_size:
+            raise PromptTooLongError(
+                f"the KV pool holds {self.pool.num_blocks * self.pool.block_size} tokens, but one request "
+                f"needs {n_prompt + n_new}; raise EngineConfig.kv_cache_tokens"
+            )
 
-    # -- forward ------------------------------------------------------------------
+    def submit(self, prompt: Prompt, params: SamplingParams | None = None, persona: Hashable = None,
+               adapter: Hashable = None) -> RequestHandle:
+        """Queue a request without running anything; `step()` or `pump()` make progress.
+
+        `persona` names who is speaking: the prefix cache keeps that persona's KV
+        according to `hint`s about it.
+        """
+        if adapter is not None:
+            raise ValueError(f"unknown adapter {adapter!r}: this engine has no LoRA adapters loaded")
+        params = params or SamplingParams()
+        ids = self._prompt_ids(prompt)
+        self._check_fits(len(ids), params.max_tokens)
+        req = Request(ids, params, persona, adapter, frozenset(self.eos_token_ids))
+        req.handle = RequestHandle(self, req)
+        self.scheduler.add(req)
+        return req.handle
+
+    def hint(self, persona: Hashable, next_use: float | None = None, pin: bool | None = None) -> None:
+        """Tell the cache how soon `persona` is needed again (e.g. ticks until the agent acts; smaller
+        is sooner) and whether to pin its KV. Eviction frees what is needed furthest in the future."""
+        self.cache.hint(persona, next_use, pin)
+
+    def cancel(self, req: Request) -> None:
+        if req.finished:
+            return
+        req.out.finish_reason = "cancelled"
+        req.out.text = self.tokenizer.decode(req.out.token_ids)
+        self.scheduler.finish(req)
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def step(self) -> list[RequestHandle]:
+        """One batched forward pass over every scheduled request; returns the requests it finished."""
+        t0 = time.perf_counter()
+        batch = self.scheduler.schedule()
+        if not batch:
+            return []
+        logits = self._run(batch)
+        finished = self._postprocess(batch, logits)
+        self._stats.record_step(batch, time.perf_counter() - t0)
+        return finished
 
     @torch.inference_mode()
-    def _forward(self, seqs: list[_Sequence]) -> torch.Tensor:
-        """Run every sequence's pending tokens in one flat batch -> last-token logits [B, V]."""
-        ids, pos, lens = [], [], []
-        for s in seqs:
-            start = s.kv.length
-            ids += s.pending
-            pos += range(start, start + len(s.pending))
-            lens.append(len(s.pending))
-        hidden = self.model(
-            torch.tensor(ids, device=self.device), torch.tensor(pos, device=self.device),
-            KVBatch([s.kv for s in seqs], lens),
-        )
-        last = torch.tensor(lens, device=self.device).cumsum(0) - 1
-        return self.model.compute_logits(hidden[last]).cpu()
+    def _run(self, batch: list[Scheduled]) -> torch.Tensor:
+        """Forward the scheduled tokens -> logits [R, V] for the R requests that sample this step."""
+        ids, pos = [], []
+        for s in batch:
+            r, start = s.request, s.request.num_computed
+            ids += r.tokens[start : start + s.num_tokens]
+            pos += range(start, start + s.num_tokens)
+        kv = PagedBatch(self.pool, [s.request.blocks for s in batch], [s.num_tokens for s in batch],
+                        [s.request.num_computed + s.num_tokens for s in batch], self.device)
+        hidden = self.model(torch.tensor(ids, device=self.device), torch.tensor(pos, device=self.device), kv)
+        last = torch.tensor([s.num_tokens for s in batch], device=self.device).cumsum(0) - 1
+        rows = last[[i for i, s in enumerate(batch) if s.samples]]
+        self._stats.record_experts(self._moe)
+        return self.model.compute_logits(hidden[rows]).cpu()
+
+    def _postprocess(self, batch: list[Scheduled], logits: torch.Tensor) -> list[RequestHandle]:
+        finished, row = [], 0
+        for s in batch:
+            req = s.request
+            sample = s.samples
+            req.num_computed += s.num_tokens
+            if not sample:
+                continue
+            req.append(req.sampler(logits[row]), self.tokenizer.decode)
+            row += 1
+            if req.out.finish_reason is not None:
+                self.scheduler.finish(req)
+                finished.append(req.handle)
+        return finished
+
+    def pump(self, max_ms: float) -> int:
+        """Run steps for at most about `max_ms` milliseconds (a game frame's budget); returns steps run.
+
+        A step is started only if the average step so far fits in the time left.
+        """
+        deadline = time.perf_counter() + max_ms / 1000
+        steps = 0
+        while self.scheduler.has_work:
+            left = deadline - time.perf_counter()
+            if left <= 0 or (steps and self._stats.step_ema_s > left):
+                break
+            self.step()
+            steps += 1
+        return steps
+
+    # -- convenience front ends ------------------------------------------------------------
+
+    @staticmethod
+    def _per_prompt(value, n: int, what: str) -> list:
+        if isinstance(value, (list, tuple)):
+            if len(value) != n:
+                raise ValueError(f"got {len(value)} {what} for {n} prompts")
+            return list(value)
+        return [value] * n
+
+    def generate(self, prompts: Prompt | Sequence[Prompt],
+                 params: SamplingParams | Sequence[SamplingParams] | None = None,
+                 personas: Hashable | Sequence[Hashable] = None) -> list[Completion]:
+        """Complete each prompt (a string or a list of token ids), all in one batch."""
+        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]
+        params = self._per_prompt(params or SamplingParams(), len(prompts), "SamplingParams")
+        personas = self._per_prompt(personas, len(prompts), "personas")
+        handles = [self.submit(p, sp, persona) for p, sp, persona in zip(prompts, params, personas, strict=True)]
+        while not all(h.done for h in handles):
+            self.step()
+        return [h.result() for h in handles]
+
+    async def agenerate(self, prompts: Prompt | Sequence[Prompt],
+                        params: SamplingParams | Sequence[SamplingParams] | None = None,
+                        personas: Hashable | Sequence[Hashable] = None) -> list[Completion]:
+        """`generate` for asyncio: yields to the event loop between steps, shares steps with other callers."""
+        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]
+        params = self._per_prompt(params or SamplingParams(), len(prompts), "SamplingParams")
+        personas = self._per_prompt(personas, len(prompts), "personas")
+        handles = [self.submit(p, sp, persona) for p, sp, persona in zip(prompts, params, personas, strict=True)]
+        while not all(h.done for h in handles):
+            self.step()
+            await asyncio.sleep(0)
+        return [h.result() for h in handles]
+
+    async def stream(self, prompt: Prompt, params: SamplingParams | None = None,
+                     persona: Hashable = None) -> AsyncIterator[str]:
+        """Yield the completion's text in pieces as tokens are generated."""
+        handle = self.submit(prompt, params, persona)
+        req, sent = handle._request, 0
+        hold = max((len(s) for s in req.params.stop), default=1) - 1
+        try:
+            while True:
+                if not req.finished:
+                    self.step()
+                if req.finished:
+                    text = req.out.text
+                else:
+                    text = self.tokenizer.decode(req.out.token_ids)
+                    # hold back a possible stop string's start and half-decoded characters
+                    text = text[: len(text) - hold].rstrip("\ufffd")
+                if len(text) > sent:
+                    yield text[sent:]
+                    sent = len(text)
+                if req.finished:
+                    return
+                await asyncio.sleep(0)
+        finally:
+            handle.cancel()
+
+    # -- direct access -----------------------------------------------------------------
 
     @torch.inference_mode()
     def logits(self, token_ids: Sequence[int]) -> torch.Tensor:
-        """Logits for every position of one sequence: [len, vocab] float32."""
+        """Logits for every position of one sequence: [len, vocab] float32 (nothing is cached)."""
         ids = self._prompt_ids(token_ids)
         self._check_fits(len(ids), 0)
-        kv = SequenceKV(self.config.num_layers)
-        hidden = self.model(
-            torch.tensor(ids, device=self.device), torch.arange(len(ids), device=self.device),
-            KVBatch([kv], [len(ids)]),
-        )
-        return self.model.compute_logits(hidden).cpu()
+        blocks = []
+        try:
+            for _ in range(-(-len(ids) // self.pool.block_size)):
+                blocks.append(self.scheduler._allocate())
+        except OutOfBlocks:
+            for b in blocks:
+                self.pool.decref(b)
+            raise RuntimeError("the KV pool has no room for this sequence while other requests run") from None
+        try:
+            kv = PagedBatch(self.pool, [blocks], [len(ids)], [len(ids)], self.device)
+            hidden = self.model(torch.tensor(ids, device=self.device), torch.arange(len(ids), device=self.device),
+                                kv)
+            return self.model.compute_logits(hidden).cpu()
+        finally:
+            for b in blocks:
+                self.pool.decref(b)
 
-    def generate(
-        self, prompts: Prompt | Sequence[Prompt], params: SamplingParams | Sequence[SamplingParams] | None = None
-    ) -> list[Completion]:
-        """Complete each prompt (a string or a list of token ids); one `SamplingParams` or one per prompt."""
-        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
-            prompts = [prompts]
-        params = params or SamplingParams()
-        if isinstance(params, SamplingParams):
-            params = [params] * len(prompts)
-        if len(params) != len(prompts):
-            raise ValueError(f"got {len(params)} SamplingParams for {len(prompts)} prompts")
-        seqs = []
-        for prompt, p in zip(prompts, params, strict=True):
-            ids = self._prompt_ids(prompt)
-            self._check_fits(len(ids), p.max_tokens)
-            seqs.append(_Sequence(ids, p, self.config.num_layers, self.eos_token_ids))
-        active = list(seqs)
-        while active:
-            logits = self._forward(active)
-            for s, row in zip(active, logits, strict=True):
-                s.accept(s.sampler(row), self.tokenizer.decode)
-            active = [s for s in active if s.out.finish_reason is None]
-        return [s.out for s in seqs]
+    def stats(self) -> dict:
+        """Throughput, batch sizes, prefix-cache hit rate, KV pool use, preemptions and expert load."""
+        s = self.scheduler
+        return self._stats.summary(
+            prompt_tokens=s.prompt_tokens, cached_tokens=s.cached_tokens, recomputed_tokens=s.recomputed_tokens,
+            preemptions=s.num_preemptions, waiting=len(s.waiting), running=len(s.running),
+            kv_blocks_total=self.pool.num_blocks, kv_blocks_used=self.pool.num_used,
+            kv_blocks_cached=self.cache.num_nodes, block_size=self.pool.block_size,
+        )
+
+    @property
+    def num_running(self) -> int:
+        return sum(1 for r in self.scheduler.running if r.status is Status.RUNNING)

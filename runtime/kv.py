@@ -1,47 +1,72 @@
-"""A simple contiguous KV cache: one growing tensor per sequence and layer.
+"""Attention over the paged KV pool for one engine step.
 
-`KVBatch` is what the model's attention layers talk to: it knows, for one
-forward pass over a flat batch of tokens, which tokens belong to which
-sequence, stores their keys and values, and runs attention over each
-sequence's full history.
+`PagedBatch` is what the model's attention layers talk to. It is built once
+per step from the scheduled requests (their block tables and how many new
+tokens each brings), writes every layer's new keys and values into their
+slots, and runs attention: decode tokens of all sequences together in one
+call, prefill chunks one sequence at a time.
+
+Legend: T new tokens in the step, B sequences, H query heads, G key/value
+heads, d head dim, bs block size, S key slots.
 """
 
 from __future__ import annotations
 
 import torch
 
-from swarm.kernels.attention import causal_attention
+from swarm.kernels.attention import causal_attention, decode_attention, gather_context
+from swarm.runtime.block_pool import KVPool
 
 
-class SequenceKV:
-    """Keys and values of one sequence, per layer: [S, G, d] each."""
+class PagedBatch:
+    def __init__(self, pool: KVPool, block_tables: list[list[int]], query_lens: list[int],
+                 context_lens: list[int], device: torch.device):
+        self.pool, self.query_lens, self.context_lens = pool, query_lens, context_lens
+        bs = pool.block_size
+        slots, starts, t = [], [], 0
+        for table, q, c in zip(block_tables, query_lens, context_lens, strict=True):
+            slots += [table[p // bs] * bs + p % bs for p in range(c - q, c)]
+            starts.append(t)
+            t += q
+        self.slots = torch.tensor(slots, dtype=torch.long, device=device)  # [T]
+        self.decode = [i for i, q in enumerate(query_lens) if q == 1]
+        self.prefill = [i for i, q in enumerate(query_lens) if q > 1]
+        self.starts = starts
+        self.tables = [torch.tensor(t, dtype=torch.long, device=device) for t in block_tables]
+        if self.decode:
+            nb = max(len(block_tables[i]) for i in self.decode)
+            padded = [block_tables[i] + [0] * (nb - len(block_tables[i])) for i in self.decode]
+            self.decode_table = torch.tensor(padded, dtype=torch.long, device=device)  # [B, nb]
+            self.decode_rows = torch.tensor([starts[i] for i in self.decode], dtype=torch.long, device=device)
+            lens = torch.tensor([context_lens[i] for i in self.decode], device=device)
+            self.key_pos = torch.arange(nb * bs, device=device)[None, :]  # [1, S]
+            self.decode_lens = lens[:, None]  # [B, 1]
+            self._masks: dict[int | None, torch.Tensor] = {}
 
-    def __init__(self, num_layers: int):
-        self.k: list[torch.Tensor | None] = [None] * num_layers
-        self.v: list[torch.Tensor | None] = [None] * num_layers
+    def _decode_mask(self, window: int | None) -> torch.Tensor:
+        mask = self._masks.get(window)
+        if mask is None:
+            mask = self.key_pos < self.decode_lens  # [B, S]
+            if window is not None:
+                mask &= self.key_pos >= self.decode_lens - window
+            self._masks[window] = mask
+        return mask
 
-    @property
-    def length(self) -> int:
-        return 0 if self.k[0] is None else self.k[0].shape[0]
-
-
-class KVBatch:
-    """One forward pass: `query_lens[i]` new tokens of `seqs[i]`, laid out one sequence after another."""
-
-    def __init__(self, seqs: list[SequenceKV], query_lens: list[int]):
-        self.seqs, self.query_lens = seqs, query_lens
-
-    def attend(
-        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, window: int | None
-    ) -> torch.Tensor:
-        """q [T, H, d], k/v [T, G, d] for the new tokens -> [T, H, d]; appends k/v to each sequence."""
-        outs = []
-        for seq, qs, ks, vs in zip(
-            self.seqs, q.split(self.query_lens), k.split(self.query_lens), v.split(self.query_lens), strict=True
-        ):
-            if seq.k[layer] is not None:
-                ks = torch.cat((seq.k[layer], ks))
-                vs = torch.cat((seq.v[layer], vs))
-            seq.k[layer], seq.v[layer] = ks, vs
-            outs.append(causal_attention(qs, ks, vs, scale, window))
-        return torch.cat(outs)
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+               window: int | None) -> torch.Tensor:
+        """q [T, H, d], k/v [T, G, d] of the new tokens -> [T, H, d]."""
+        kc, vc = self.pool.k[layer], self.pool.v[layer]
+        G, d = kc.shape[2:]
+        kc.view(-1, G, d).index_copy_(0, self.slots, k)
+        vc.view(-1, G, d).index_copy_(0, self.slots, v)
+        if not self.prefill:  # the common decode-only step: no scatter needed
+            return decode_attention(q, kc, vc, self.decode_table, self._decode_mask(window), scale)
+        out = torch.empty_like(q)
+        if self.decode:
+            rows = self.decode_rows
+            out[rows] = decode_attention(q[rows], kc, vc, self.decode_table, self._decode_mask(window), scale)
+        for i in self.prefill:
+            s, n, c = self.starts[i], self.query_lens[i], self.context_lens[i]
+            ks, vs = gather_context(kc, self.tables[i], c), gather_context(vc, self.tables[i], c)
+            out[s : s + n] = causal_attention(q[s : s + n], ks, vs, scale, window)
+        return out

@@ -18,7 +18,7 @@ from torch import nn
 
 from swarm.kernels.moe import expert_ffn, route
 from swarm.runtime.config import ModelConfig
-from swarm.runtime.kv import KVBatch
+from swarm.runtime.kv import PagedBatch
 from swarm.runtime.rope import Rotary, apply_rotary
 
 
@@ -51,7 +51,7 @@ class Attention(nn.Module):
             self.q_norm = RMSNorm(cfg.q_size, cfg.rms_norm_eps)
             self.k_norm = RMSNorm(cfg.kv_size, cfg.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: KVBatch) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: PagedBatch) -> torch.Tensor:
         T = x.shape[0]
         q, k, v = self.qkv(x).split([self.H * self.d, self.G * self.d, self.G * self.d], dim=-1)
         if self.qk_norm == "full":
@@ -116,7 +116,7 @@ class DecoderLayer(nn.Module):
             self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias)
         self.residual_multiplier = cfg.residual_multiplier
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: KVBatch) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: PagedBatch) -> torch.Tensor:
         x = x + self.attn(self.attn_norm(x), cos, sin, kv) * self.residual_multiplier
         return x + self.mlp(self.mlp_norm(x)) * self.residual_multiplier
 
@@ -133,7 +133,7 @@ class Model(nn.Module):
             self.lm_head.weight = self.embed.weight
         self.rotary = Rotary(cfg.rope, cfg.head_dim, cfg.max_position_embeddings)
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv: KVBatch) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv: PagedBatch) -> torch.Tensor:
         """input_ids, positions [T] -> final hidden states [T, D]."""
         x = self.embed(input_ids) * self.cfg.embedding_multiplier  # [T, D]
         cos, sin = self.rotary.cos_sin(positions, seq_len=int(positions.max()) + 1)  # [T, d]

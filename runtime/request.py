@@ -1,0 +1,116 @@
+"""A request's state inside the engine, and the handle its caller holds."""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from swarm.runtime.sampling import Sampler, SamplingParams
+
+if TYPE_CHECKING:
+    from swarm.runtime.engine import Engine
+
+_ids = itertools.count()
+
+
+class Status(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass
+class Completion:
+    prompt_token_ids: list[int]
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    finish_reason: str | None = None  # "stop" (a stop string or token), "length" or "cancelled"
+    cached_tokens: int = 0  # prompt tokens served from the prefix cache (first admission)
+
+
+class Request:
+    """Tokens, KV blocks and sampling state of one request.
+
+    `tokens` is the prompt followed by the output so far; the first
+    `num_computed` of them have their keys and values in `blocks`.
+    """
+
+    def __init__(self, prompt_ids: list[int], params: SamplingParams, persona: Hashable = None,
+                 adapter: Hashable = None, eos: frozenset[int] = frozenset()):
+        self.id = next(_ids)
+        self.params, self.persona, self.adapter = params, persona, adapter
+        self.sampler = Sampler(params)
+        self.tokens = list(prompt_ids)
+        self.num_prompt = len(prompt_ids)
+        self.num_computed = 0
+        self.blocks: list[int] = []
+        self.status = Status.WAITING
+        self.waited_steps = 0
+        self.admitted = False
+        self.stop_ids = set(params.stop_token_ids) | (set() if params.ignore_eos else set(eos))
+        self.out = Completion(prompt_token_ids=list(prompt_ids))
+        self.handle: RequestHandle | None = None
+
+    @property
+    def output_ids(self) -> list[int]:
+        return self.tokens[self.num_prompt :]
+
+    @property
+    def finished(self) -> bool:
+        return self.status is Status.FINISHED
+
+    @property
+    def num_pending(self) -> int:
+        """Tokens whose KV still has to be computed before the next token can be sampled."""
+        return len(self.tokens) - self.num_computed
+
+    def append(self, token: int, decode: Callable[[list[int]], str]) -> None:
+        """Add a sampled token and decide whether the request is done."""
+        self.tokens.append(token)
+        out, p = self.out, self.params
+        out.token_ids.append(token)
+        if p.stop:
+            text = decode(out.token_ids)
+            cut = min((i for i in (text.find(s) for s in p.stop) if i >= 0), default=-1)
+            if cut >= 0:
+                out.text, out.finish_reason = text[:cut], "stop"
+                return
+        if token in self.stop_ids:
+            out.finish_reason = "stop"
+        elif len(out.token_ids) >= p.max_tokens:
+            out.finish_reason = "length"
+        if out.finish_reason:
+            out.text = decode(out.token_ids)
+
+
+class RequestHandle:
+    """What `Engine.submit` returns: poll `done`, take `result()`, or `cancel()`."""
+
+    def __init__(self, engine: Engine, request: Request):
+        self._engine, self._request = engine, request
+
+    @property
+    def id(self) -> int:
+        return self._request.id
+
+    @property
+    def done(self) -> bool:
+        return self._request.finished
+
+    @property
+    def token_ids(self) -> list[int]:
+        """Tokens generated so far."""
+        return list(self._request.out.token_ids)
+
+    def result(self) -> Completion:
+        """The completion; steps the engine until this request is done if it is not yet."""
+        while not self.done:
+            self._engine.step()
+        return self._request.out
+
+    def cancel(self) -> None:
+        """Stop generating and free this request's KV blocks (a no-op once done)."""
+        self._engine.cancel(self._request)

@@ -1,0 +1,185 @@
+"""Continuous batching: which requests run in the next step, and how many tokens each.
+
+Each step fills a token budget: running requests first (a decode token each,
+or the next chunk of a prompt being prefilled), then waiting requests are
+admitted, those with the longest cached prefix first unless someone has
+waited `max_wait_steps` (then arrival order). Blocks come from the pool,
+evicting cold prefixes when it is empty; when even that is not enough, the
+newest running request is preempted (its computed blocks go back to the
+prefix cache, its tokens are recomputed later). Nothing crashes and no other
+request's blocks are touched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+from swarm.runtime.block_pool import KVPool, OutOfBlocks
+from swarm.runtime.prefix_cache import PrefixCache
+from swarm.runtime.request import Request, Status
+
+
+@dataclass
+class Scheduled:
+    request: Request
+    num_tokens: int  # tokens whose KV this step computes
+
+    @property
+    def samples(self) -> bool:
+        """Whether this step reaches the request's last token, so a new token is sampled."""
+        return self.request.num_computed + self.num_tokens == len(self.request.tokens)
+
+
+class Scheduler:
+    def __init__(self, pool: KVPool, cache: PrefixCache, max_batched_tokens: int, max_seqs: int,
+                 enable_prefix_cache: bool = True, max_wait_steps: int = 8):
+        self.pool, self.cache, self.bs = pool, cache, pool.block_size
+        self.max_batched_tokens, self.max_seqs = max_batched_tokens, max_seqs
+        self.enable_prefix_cache, self.max_wait_steps = enable_prefix_cache, max_wait_steps
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.num_preemptions = 0
+        self.prompt_tokens = 0  # tokens admitted for prefill (first admissions)
+        self.cached_tokens = 0  # of those, served from the prefix cache
+        self.recomputed_tokens = 0  # tokens prefilled again after a preemption
+        self._match_len: dict[int, tuple[int, int]] = {}  # request id -> (cache version, cached tokens)
+
+    def add(self, req: Request) -> None:
+        self.waiting.append(req)
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    # -- the step plan ------------------------------------------------------------------
+
+    def schedule(self) -> list[Scheduled]:
+        budget, batch = self.max_batched_tokens, []
+        for req in list(self.running):
+            if req.status is not Status.RUNNING:
+                continue  # preempted below, while making room for an older request
+            if budget == 0 or len(batch) >= self.max_seqs:
+                break
+            n = min(req.num_pending, budget)
+            while not self._reserve(req, n):
+                victim = next(r for r in reversed(self.running) if r.status is Status.RUNNING)
+                self._preempt(victim)
+                if victim is req:
+                    break
+            if req.status is Status.RUNNING:
+                batch.append(Scheduled(req, n))
+                budget -= n
+        preempted = any(r.status is Status.WAITING for r in self.running)
+        self.running = [r for r in self.running if r.status is Status.RUNNING]
+        if not preempted:
+            for req in self._admission_order():
+                if budget == 0 or len(batch) >= self.max_seqs:
+                    break
+                n = self._admit(req, budget)
+                if not n:
+                    break  # out of blocks: the rest wait
+                self.waiting.remove(req)
+                req.status = Status.RUNNING
+                self.running.append(req)
+                batch.append(Scheduled(req, n))
+                budget -= n
+        for req in self.waiting:
+            req.waited_steps += 1
+        return batch
+
+    def _admission_order(self) -> list[Request]:
+        starving = [r for r in self.waiting if r.waited_steps >= self.max_wait_steps]
+        rest = [r for r in self.waiting if r.waited_steps < self.max_wait_steps]
+        if self.enable_prefix_cache:
+            rest.sort(key=lambda r: -self._cached_len(r))  # stable: arrival order among equals
+        return starving + rest
+
+    def _cached_len(self, req: Request) -> int:
+        version, n = self._match_len.get(req.id, (-1, 0))
+        if version != self.cache.version:
+            n = self.cache.match(req.adapter, req.tokens, len(req.tokens) - 1).num_tokens(self.bs)
+            self._match_len[req.id] = (self.cache.version, n)
+        return n
+
+    # -- blocks ----------------------------------------------------------------------
+
+    def _allocate(self) -> int:
+        try:
+            return self.pool.allocate()
+        except OutOfBlocks:
+            # evict a few at a time so a full pool does not walk the tree every token
+            if self.cache.evict(max(1, self.pool.num_blocks // 64)) == 0:
+                raise
+            return self.pool.allocate()
+
+    def _reserve(self, req: Request, n: int) -> bool:
+        """Make sure slots [num_computed, num_computed + n) are in private blocks."""
+        try:
+            first = req.num_computed // self.bs
+            if first < len(req.blocks) and self.pool.shared(req.blocks[first]):  # copy-on-write
+                new = self._allocate()
+                self.pool.copy_block(req.blocks[first], new, req.num_computed % self.bs)
+                self.pool.decref(req.blocks[first])
+                req.blocks[first] = new
+            while len(req.blocks) < math.ceil((req.num_computed + n) / self.bs):
+                req.blocks.append(self._allocate())
+        except OutOfBlocks:
+            return False
+        return True
+
+    def _admit(self, req: Request, budget: int) -> int:
+        """Take cached blocks and reserve the first chunk; returns its size (0: no room, nothing held)."""
+        if self.enable_prefix_cache:
+            match = self.cache.match(req.adapter, req.tokens, len(req.tokens) - 1)
+            for b in match.blocks:
+                self.pool.incref(b)
+            req.blocks, req.num_computed = list(match.blocks), len(match.blocks) * self.bs
+            if match.partial:  # share the matching tokens of a partly matching block
+                block, k = match.partial
+                self.pool.incref(block)
+                req.blocks.append(block)
+                req.num_computed += k
+        n = min(budget, req.num_pending)
+        if not self._reserve(req, n):
+            self._release(req, to_cache=False)
+            return 0
+        if req.admitted:
+            self.recomputed_tokens += req.num_pending
+        else:
+            req.admitted = True
+            self.prompt_tokens += len(req.tokens)
+            self.cached_tokens += req.num_computed
+            req.out.cached_tokens = req.num_computed
+        self._match_len.pop(req.id, None)
+        return n
+
+    def _release(self, req: Request, to_cache: bool) -> None:
+        """Give back a request's blocks: computed ones to the prefix cache, the rest to the pool."""
+        keep = math.ceil(req.num_computed / self.bs) if to_cache and self.enable_prefix_cache else 0
+        if keep:
+            self.cache.insert(req.adapter, req.tokens[: req.num_computed], req.blocks[:keep], req.persona)
+        for b in req.blocks[keep:]:
+            self.pool.decref(b)
+        req.blocks, req.num_computed = [], 0
+
+    def _preempt(self, req: Request) -> None:
+        self._release(req, to_cache=True)
+        req.status = Status.WAITING
+        req.waited_steps = self.max_wait_steps  # first in line when room comes back
+        self.waiting.appendleft(req)
+        self.num_preemptions += 1
+
+    # -- endings ---------------------------------------------------------------------
+
+    def finish(self, req: Request) -> None:
+        """A request is done (or cancelled): leave its KV in the prefix cache, free the rest."""
+        cancelled = req.out.finish_reason == "cancelled"
+        if req.status is Status.RUNNING:
+            self.running.remove(req)
+            self._release(req, to_cache=not cancelled)
+        elif req.status is Status.WAITING:
+            self.waiting.remove(req)
+        req.status = Status.FINISHED
+        self._match_len.pop(req.id, None)

@@ -1,0 +1,63 @@
+"""Counters behind `Engine.stats()`."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import torch
+
+
+class EngineStats:
+    def __init__(self, num_moe_layers: int, num_experts: int):
+        self.started = time.perf_counter()
+        self.steps = 0
+        self.busy_s = 0.0
+        self.step_ema_s = 0.0
+        self.tokens_computed = 0  # prefill + decode tokens through the model
+        self.tokens_generated = 0  # sampled tokens
+        self.seqs_total = 0
+        self.recent = deque(maxlen=64)  # (time, duration, computed, generated, seqs) of recent steps
+        self.expert_load = torch.zeros(num_moe_layers, max(num_experts, 1), dtype=torch.long)
+
+    def record_step(self, batch, duration: float) -> None:
+        computed = sum(s.num_tokens for s in batch)
+        generated = sum(1 for s in batch if s.request.out.token_ids and s.request.num_computed == len(
+            s.request.tokens) - 1)
+        self.steps += 1
+        self.busy_s += duration
+        self.step_ema_s = duration if self.steps == 1 else 0.8 * self.step_ema_s + 0.2 * duration
+        self.tokens_computed += computed
+        self.tokens_generated += generated
+        self.seqs_total += len(batch)
+        self.recent.append((time.perf_counter(), duration, computed, generated, len(batch)))
+
+    def record_experts(self, moe_layers) -> None:
+        for i, layer in enumerate(moe_layers):
+            if layer.last_ids is not None:
+                self.expert_load[i] += torch.bincount(layer.last_ids.flatten().cpu(),
+                                                      minlength=self.expert_load.shape[1])
+
+    def summary(self, prompt_tokens: int, cached_tokens: int, kv_blocks_total: int, kv_blocks_used: int,
+                **extra) -> dict:
+        recent_s = sum(r[1] for r in self.recent)
+        return {
+            "steps": self.steps,
+            "tokens_per_s": self.tokens_generated / self.busy_s if self.busy_s else 0.0,
+            "computed_tokens_per_s": self.tokens_computed / self.busy_s if self.busy_s else 0.0,
+            "recent_tokens_per_s": sum(r[3] for r in self.recent) / recent_s if recent_s else 0.0,
+            "tokens_generated": self.tokens_generated,
+            "tokens_computed": self.tokens_computed,
+            "mean_batch_seqs": self.seqs_total / self.steps if self.steps else 0.0,
+            "mean_batch_tokens": self.tokens_computed / self.steps if self.steps else 0.0,
+            "last_batch_seqs": self.recent[-1][4] if self.recent else 0,
+            "prefix_cache_hit_rate": cached_tokens / prompt_tokens if prompt_tokens else 0.0,
+            "prompt_tokens": prompt_tokens,
+            "cached_tokens": cached_tokens,
+            "kv_pool_use": kv_blocks_used / kv_blocks_total,
+            "kv_blocks_total": kv_blocks_total,
+            "kv_blocks_used": kv_blocks_used,
+            "busy_s": self.busy_s,
+            "expert_load": self.expert_load.tolist(),
+            **extra,
+        }
