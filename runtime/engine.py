@@ -154,7 +154,7 @@ class Engine:
             return []
         logits = self._run(batch)
         finished = self._postprocess(batch, logits)
-        self._stats.record_step(batch, time.perf_counter() - t0)
+        self._stats.record_step(batch, len(logits), time.perf_counter() - t0)
         return finished
 
     @torch.inference_mode()

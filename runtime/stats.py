@@ -20,10 +20,8 @@ class EngineStats:
         self.recent = deque(maxlen=64)  # (time, duration, computed, generated, seqs) of recent steps
         self.expert_load = torch.zeros(num_moe_layers, max(num_experts, 1), dtype=torch.long)
 
-    def record_step(self, batch, duration: float) -> None:
+    def record_step(self, batch, generated: int, duration: float) -> None:
         computed = sum(s.num_tokens for s in batch)
-        generated = sum(1 for s in batch if s.request.out.token_ids and s.request.num_computed == len(
-            s.request.tokens) - 1)
         self.steps += 1
         self.busy_s += duration
         self.step_ema_s = duration if self.steps == 1 else 0.8 * self.step_ema_s + 0.2 * duration

@@ -1,0 +1,200 @@
+"""The batched engine: batch invariance, cached prefixes, chunked prefill, pressure, cancellation, async."""
+
+import asyncio
+import random
+
+import pytest
+import torch
+
+from swarm.runtime import Engine, SamplingParams
+from swarm.runtime.engine import EngineConfig
+from swarm.runtime.random_model import tiny_config, write_random_model
+from swarm.runtime.sampling import Sampler
+
+GREEDY = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+SEEDED = SamplingParams(max_tokens=12, temperature=0.9, top_p=0.95, seed=4, ignore_eos=True)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_random_model(tmp_path_factory.mktemp("m"), tiny_config(vocab_size=384, max_position_embeddings=1024))
+
+
+def make(folder, **kw) -> Engine:
+    return Engine.from_pretrained(folder, config=EngineConfig(**kw))
+
+
+def prompts(n: int, shared: int = 40, own: int = 20, seed: int = 0) -> list[list[int]]:
+    rng = random.Random(seed)
+    preamble = [rng.randrange(5, 384) for _ in range(shared)]
+    return [preamble + [rng.randrange(5, 384) for _ in range(own + i)] for i in range(n)]
+
+
+def test_batch_invariance_greedy_and_seeded(folder):
+    ps = prompts(6)
+    for params in (GREEDY, SEEDED):
+        alone = [make(folder).generate([p], params)[0].token_ids for p in ps]
+        together = [o.token_ids for o in make(folder).generate(ps, params)]
+        assert together == alone
+        # with cached prefixes: a warm engine that has seen the preamble and the prompts themselves
+        warm = make(folder)
+        warm.generate(ps[:3], params)
+        again = [o.token_ids for o in warm.generate(ps, params)]
+        assert again == alone
+        assert warm.stats()["cached_tokens"] > 0
+
+
+def _first_logits(engine, prompt, monkeypatch) -> torch.Tensor:
+    seen = []
+    real = Sampler.__call__
+    monkeypatch.setattr(Sampler, "__call__", lambda self, row: (seen.append(row.clone()), real(self, row))[1])
+    engine.generate([prompt], SamplingParams(max_tokens=1, temperature=0.0))
+    monkeypatch.setattr(Sampler, "__call__", real)
+    return seen[0]
+
+
+@pytest.mark.parametrize("cached", [37, 48, 59])  # partial block (copy-on-write), block-aligned, all but one
+def test_logits_with_a_cached_prefix_equal_logits_without(folder, monkeypatch, cached):
+    p = prompts(1, shared=60, own=0)[0]
+    cold = _first_logits(make(folder), p, monkeypatch)
+    engine = make(folder)
+    engine.generate([p[:cached] + [7, 8]], SamplingParams(max_tokens=1, temperature=0.0))  # caches p[:cached]
+    warm = _first_logits(engine, p, monkeypatch)
+    assert engine.scheduler.cached_tokens - 0 >= cached  # the second request reused the prefix
+    assert (warm - cold).abs().max() <= 1e-4
+    assert (engine.logits(p)[-1] - cold).abs().max() <= 1e-4
+
+
+def test_chunked_prefill_matches_one_shot(folder):
+    ps = prompts(3, shared=50, own=30)
+    ref = [o.token_ids for o in make(folder).generate(ps, GREEDY)]
+    small = make(folder, max_batched_tokens=7)
+    assert [o.token_ids for o in small.generate(ps, GREEDY)] == ref
+    assert small.stats()["mean_batch_tokens"] <= 7
+
+
+def test_turns_prefill_only_new_tokens(folder):
+    engine = make(folder)
+    convo = prompts(1, shared=30, own=10)[0]
+    for _ in range(3):
+        out = engine.generate([convo], GREEDY)[0]
+        convo = convo + out.token_ids + [11, 12, 13]
+        before = engine.stats()["tokens_computed"]
+        nxt = engine.generate([convo], SamplingParams(max_tokens=1, temperature=0.0))[0]
+        # only the reply's last token (never computed) and the 3 new tokens need a forward pass
+        assert engine.stats()["tokens_computed"] - before == 4
+        assert nxt.cached_tokens == len(convo) - 4
+
+
+def test_full_pool_queues_and_preempts_without_corruption(folder):
+    ps = prompts(8, shared=40, own=30)
+    ref = [o.token_ids for o in make(folder).generate(ps, GREEDY)]
+    # 160 tokens of KV: about two requests at a time (each needs up to 89 tokens)
+    tight = make(folder, kv_cache_tokens=160, block_size=8)
+    outs = tight.generate(ps, GREEDY)
+    assert [o.token_ids for o in outs] == ref
+    s = tight.stats()
+    assert s["preemptions"] > 0 and s["mean_batch_seqs"] < 4
+    assert tight.pool.num_used == tight.cache.num_nodes  # only the cache holds blocks now
+
+
+def test_eviction_under_pressure_keeps_outputs_right(folder):
+    ps = prompts(12, shared=24, own=16)
+    ref = [o.token_ids for o in make(folder).generate(ps, GREEDY)]
+    engine = make(folder, kv_cache_tokens=256, block_size=8)
+    for i, p in enumerate(ps):  # one agent after another: the pool fills with their KV
+        assert engine.generate([p], GREEDY)[0].token_ids == ref[i]
+    assert engine.cache.num_nodes * 8 <= 256
+    again = engine.generate(ps, GREEDY)  # some prefixes were evicted, some still cached
+    assert [o.token_ids for o in again] == ref
+
+
+def test_a_request_larger_than_the_pool_is_refused_up_front(folder):
+    engine = make(folder, kv_cache_tokens=32, block_size=8)
+    with pytest.raises(ValueError, match="KV pool holds 32 tokens"):
+        engine.submit(list(range(5, 35)), SamplingParams(max_tokens=8))
+
+
+def test_cancel_frees_blocks(folder):
+    engine = make(folder, enable_prefix_cache=False)
+    handles = [engine.submit(p, SamplingParams(max_tokens=50, temperature=0.0, ignore_eos=True))
+               for p in prompts(3)]
+    for _ in range(3):
+        engine.step()
+    assert engine.pool.num_used > 0
+    handles[1].cancel()
+    assert handles[1].done and handles[1].result().finish_reason == "cancelled"
+    for h in (handles[0], handles[2]):
+        h.cancel()
+    assert engine.pool.num_used == 0 and not engine.scheduler.has_work
+    handles[0].cancel()  # a second cancel is a no-op
+
+
+def test_cancel_a_waiting_request(folder):
+    engine = make(folder)
+    h = engine.submit("The tavern", GREEDY)
+    h.cancel()
+    assert h.done and engine.step() == [] and engine.pool.num_used == 0
+
+
+def test_submit_step_pump_and_handles(folder):
+    engine = make(folder)
+    ps = prompts(4)
+    handles = [engine.submit(p, GREEDY, persona=f"agent{i}") for i, p in enumerate(ps)]
+    assert not any(h.done for h in handles)
+    finished = []
+    while engine.scheduler.has_work:
+        steps = engine.pump(max_ms=5)
+        assert steps >= 1
+        finished += engine.step()
+    assert all(h.done for h in handles)
+    ref = [o.token_ids for o in make(folder).generate(ps, GREEDY)]
+    assert [h.result().token_ids for h in handles] == ref
+    assert engine.pump(max_ms=5) == 0  # nothing to do
+
+
+def test_result_drives_the_engine(folder):
+    engine = make(folder)
+    h = engine.submit("The mill", GREEDY)
+    assert len(h.result().token_ids) == 12
+
+
+async def test_agenerate_concurrent_callers_share_steps(folder):
+    engine = make(folder)
+    ps = prompts(4)
+    ref = [o.token_ids for o in make(folder).generate(ps, GREEDY)]
+    outs = await asyncio.gather(*(engine.agenerate([p], GREEDY) for p in ps))
+    assert [o[0].token_ids for o in outs] == ref
+    assert engine.stats()["mean_batch_seqs"] > 1.5  # they really ran together
+
+
+async def test_stream_pieces_add_up_to_the_text(folder):
+    engine = make(folder)
+    full = engine.generate("Once upon a time", GREEDY)[0].text
+    pieces = [p async for p in engine.stream("Once upon a time", GREEDY)]
+    assert "".join(pieces) == full and len(pieces) > 1
+
+
+async def test_stream_stops_before_a_stop_string(folder):
+    engine = make(folder)
+    free = engine.generate("Once", GREEDY)[0].text
+    stop = free[4:7]
+    params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True, stop=[stop])
+    text = "".join([p async for p in engine.stream("Once", params)])
+    assert text == free[: free.find(stop)]
+
+
+def test_stats(folder):
+    engine = make(folder)
+    p = prompts(1, shared=64, own=0)[0]
+    engine.generate([p], GREEDY)
+    engine.generate([p[:48] + [5] * 16], GREEDY)
+    s = engine.stats()
+    assert s["prompt_tokens"] == 128 and s["cached_tokens"] == 48
+    assert s["prefix_cache_hit_rate"] == pytest.approx(48 / 128)
+    assert s["tokens_generated"] == 24 and s["tokens_per_s"] > 0
+    assert 0 < s["kv_pool_use"] <= 1 and s["preemptions"] == 0
+    load = torch.tensor(s["expert_load"])
+    assert load.shape == (engine.config.num_layers, engine.config.num_experts)
+    # every computed token picks top_k experts in every MoE layer
+    assert (load.sum(1) == s["tokens_computed"] * engine.config.top_k).all()
