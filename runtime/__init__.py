@@ -1,7 +1,7 @@
 """The inference runtime: model family, checkpoint and tokenizer loading, sampling and the engine."""
 
 from swarm.runtime.config import ModelConfig, RopeConfig
-from swarm.runtime.engine import Completion, Engine
+from swarm.runtime.engine import Completion, Engine, EngineConfig, RequestHandle
 from swarm.runtime.errors import CheckpointError, ConfigError, PromptTooLongError, SwarmError
 from swarm.runtime.sampling import SamplingParams
 from swarm.runtime.tokenizer import Tokenizer
@@ -11,8 +11,10 @@ __all__ = [
     "Completion",
     "ConfigError",
     "Engine",
+    "EngineConfig",
     "ModelConfig",
     "PromptTooLongError",
+    "RequestHandle",
     "RopeConfig",
     "SamplingParams",
     "SwarmError",

@@ -198,3 +198,23 @@ def test_stats(folder):
     assert load.shape == (engine.config.num_layers, engine.config.num_experts)
     # every computed token picks top_k experts in every MoE layer
     assert (load.sum(1) == s["tokens_computed"] * engine.config.top_k).all()
+
+
+def test_longer_cached_prefixes_go_first_without_starving_others(folder):
+    engine = make(folder, max_seqs=1, max_wait_steps=4)
+    cached = prompts(1, shared=48, own=0)[0]
+    engine.generate([cached], SamplingParams(max_tokens=1, temperature=0.0))
+    short = SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True)
+    cold = engine.submit([7] * 30, short)
+    warm = engine.submit(cached + [9], short)
+    engine.step()
+    assert warm._request in engine.scheduler.running and cold._request in engine.scheduler.waiting
+    # a stream of cache-friendly arrivals cannot keep the cold request waiting forever
+    admitted_at = None
+    for step in range(40):
+        engine.submit(cached + [10 + step], short)
+        engine.step()
+        if cold._request not in engine.scheduler.waiting and admitted_at is None:
+            admitted_at = step
+    assert admitted_at is not None and admitted_at <= 4 + 2
+    assert cold.result().finish_reason == "length"
