@@ -41,17 +41,21 @@ def decode_attention(
 
     q [B, H, d]; k_cache/v_cache [N, bs, G, d]; block_table [B, nb] (padded);
     mask [B, S] with S = nb * bs, True where a key is visible -> [B, H, d].
+    The H/G query heads sharing a key/value head ride along as extra query rows
+    of that head, so grouped-query attention needs no copies of K and V.
     """
     B, nb = block_table.shape
     bs, G, d = k_cache.shape[1:]
-    k = k_cache[block_table].view(B, nb * bs, G, d).transpose(1, 2)  # [B, G, S, d]
-    v = v_cache[block_table].view(B, nb * bs, G, d).transpose(1, 2)
+    H = q.shape[1]
+    blocks = block_table.flatten()  # index_select copies whole blocks, far faster than 2-D indexing
+    k = k_cache.index_select(0, blocks).view(B, nb * bs, G, d).transpose(1, 2)  # [B, G, S, d]
+    v = v_cache.index_select(0, blocks).view(B, nb * bs, G, d).transpose(1, 2)
     out = F.scaled_dot_product_attention(
-        q[:, :, None, :], k, v, attn_mask=mask[:, None, None, :], scale=scale, enable_gqa=q.shape[1] != G
-    )  # [B, H, 1, d]
-    return out[:, :, 0, :]
+        q.view(B, G, H // G, d), k, v, attn_mask=mask[:, None, None, :], scale=scale
+    )  # [B, G, H/G, d]
+    return out.reshape(B, H, d)
 
 
 def gather_context(cache: torch.Tensor, blocks: torch.Tensor, length: int) -> torch.Tensor:
     """The first `length` slots of a sequence's blocks: cache [N, bs, G, d], blocks [nb] -> [length, G, d]."""
-    return cache[blocks].flatten(0, 1)[:length]
+    return cache.index_select(0, blocks).flatten(0, 1)[:length]

@@ -218,3 +218,4 @@ def test_longer_cached_prefixes_go_first_without_starving_others(folder):
             admitted_at = step
     assert admitted_at is not None and admitted_at <= 4 + 2
     assert cold.result().finish_reason == "length"
+
