@@ -65,7 +65,6 @@ class PrefixCache:
         self.hints: dict[Hashable, float] = {}
         self.pinned: set[Hashable] = set()
         self.num_nodes = 0
-        self.version = 0  # bumped whenever the set of cached prefixes changes
         self._clock = itertools.count(1)
 
     # -- hints ----------------------------------------------------------------------
@@ -128,7 +127,6 @@ class PrefixCache:
                 self._drop_partials_covered_by(node, chunk)
                 child = node.children[chunk] = Node(chunk, block, node)
                 self.num_nodes += 1
-                self.version += 1
             else:
                 self.alloc.decref(block)
             child.last_use = now
@@ -148,7 +146,6 @@ class PrefixCache:
     def _release(self, node: Node) -> None:
         self.alloc.decref(node.block)
         self.num_nodes -= 1
-        self.version += 1
 
     # -- eviction ------------------------------------------------------------------
 

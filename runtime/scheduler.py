@@ -44,7 +44,7 @@ class Scheduler:
         self.prompt_tokens = 0  # tokens admitted for prefill (first admissions)
         self.cached_tokens = 0  # of those, served from the prefix cache
         self.recomputed_tokens = 0  # tokens prefilled again after a preemption
-        self._match_len: dict[int, tuple[int, int]] = {}  # request id -> (cache version, cached tokens)
+        self._match_len: dict[int, int] = {}  # request id -> cached tokens when it was first considered
 
     def add(self, req: Request) -> None:
         self.waiting.append(req)
@@ -97,10 +97,12 @@ class Scheduler:
         return starving + rest
 
     def _cached_len(self, req: Request) -> int:
-        version, n = self._match_len.get(req.id, (-1, 0))
-        if version != self.cache.version:
-            n = self.cache.match(req.adapter, req.tokens, len(req.tokens) - 1).num_tokens(self.bs)
-            self._match_len[req.id] = (self.cache.version, n)
+        # Only an ordering heuristic: looked up once per request, so a long queue costs
+        # one tree walk per arrival rather than per step.
+        n = self._match_len.get(req.id)
+        if n is None:
+            n = self._match_len[req.id] = self.cache.match(req.adapter, req.tokens, len(req.tokens) - 1).num_tokens(
+                self.bs)
         return n
 
     # -- blocks ----------------------------------------------------------------------
