@@ -179,6 +179,7 @@ class Engine:
             req = s.request
             sample = s.samples
             req.num_computed += s.num_tokens
+            self.scheduler.cache_computed(req)
             if not sample:
                 continue
             req.append(req.sampler(logits[row]), self.tokenizer.decode)

@@ -107,10 +107,11 @@ class PrefixCache:
         return out
 
     def insert(self, adapter: Hashable, tokens: Sequence[int], blocks: Sequence[int], persona: Hashable = None) -> None:
-        """Hand a finished request's blocks to the tree. `blocks[i]` holds tokens[i*bs:(i+1)*bs].
+        """Record that `blocks[i]` holds tokens[i*bs:(i+1)*bs] (the last block may be partial).
 
-        Takes over one reference of every block: kept where the block becomes a node,
-        released where the tree already holds the same tokens.
+        The tree takes a reference of its own to every block that becomes a node;
+        the caller keeps its references and releases them when it is done. Chunks
+        the tree already holds (in another block) are skipped.
         """
         assert len(blocks) == math.ceil(len(tokens) / self.bs), "one block per block_size tokens"
         node = self.roots.get(adapter)
@@ -120,15 +121,13 @@ class PrefixCache:
         for i, block in enumerate(blocks):
             chunk = tuple(tokens[i * self.bs : (i + 1) * self.bs])
             child = node.children.get(chunk)
-            if child is None and len(chunk) < self.bs and self._covered(node, chunk):
-                self.alloc.decref(block)  # a tail whose tokens a sibling already holds
-                break
             if child is None:
+                if len(chunk) < self.bs and self._covered(node, chunk):
+                    break  # a tail whose tokens a sibling already holds
                 self._drop_partials_covered_by(node, chunk)
+                self.alloc.incref(block)
                 child = node.children[chunk] = Node(chunk, block, node)
                 self.num_nodes += 1
-            else:
-                self.alloc.decref(block)
             child.last_use = now
             if persona is not None:
                 child.personas.add(persona)

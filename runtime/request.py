@@ -47,6 +47,7 @@ class Request:
         self.num_prompt = len(prompt_ids)
         self.num_computed = 0
         self.blocks: list[int] = []
+        self.num_cached_blocks = 0  # leading full blocks already offered to the prefix cache
         self.status = Status.WAITING
         self.waited_steps = 0
         self.admitted = False

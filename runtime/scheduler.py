@@ -157,14 +157,22 @@ class Scheduler:
         self._match_len.pop(req.id, None)
         return n
 
+    def cache_computed(self, req: Request) -> None:
+        """Offer a running request's newly completed full blocks to the prefix cache right away,
+        so requests admitted while it still runs share them (e.g. a world preamble)."""
+        full = req.num_computed // self.bs
+        if self.enable_prefix_cache and full > req.num_cached_blocks:
+            self.cache.insert(req.adapter, req.tokens[: full * self.bs], req.blocks[:full], req.persona)
+            req.num_cached_blocks = full
+
     def _release(self, req: Request, to_cache: bool) -> None:
-        """Give back a request's blocks: computed ones to the prefix cache, the rest to the pool."""
-        keep = math.ceil(req.num_computed / self.bs) if to_cache and self.enable_prefix_cache else 0
-        if keep:
+        """Give back a request's blocks, first offering the computed ones (partial tail too) to the cache."""
+        if to_cache and self.enable_prefix_cache and req.num_computed:
+            keep = math.ceil(req.num_computed / self.bs)
             self.cache.insert(req.adapter, req.tokens[: req.num_computed], req.blocks[:keep], req.persona)
-        for b in req.blocks[keep:]:
+        for b in req.blocks:
             self.pool.decref(b)
-        req.blocks, req.num_computed = [], 0
+        req.blocks, req.num_computed, req.num_cached_blocks = [], 0, 0
 
     def _preempt(self, req: Request) -> None:
         self._release(req, to_cache=True)

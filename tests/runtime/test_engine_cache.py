@@ -219,3 +219,13 @@ def test_longer_cached_prefixes_go_first_without_starving_others(folder):
     assert admitted_at is not None and admitted_at <= 4 + 2
     assert cold.result().finish_reason == "length"
 
+
+
+def test_requests_in_flight_share_a_preamble_as_soon_as_it_is_computed(folder):
+    ps = prompts(3, shared=48, own=22)
+    ref = [o.token_ids for o in make(folder).generate(ps, GREEDY)]
+    engine = make(folder, max_batched_tokens=32)  # the first prompt alone fills the first steps
+    outs = engine.generate(ps, GREEDY)  # submitted together, nothing cached beforehand
+    assert [o.token_ids for o in outs] == ref
+    assert outs[0].cached_tokens == 0
+    assert all(o.cached_tokens >= 48 for o in outs[1:])  # the preamble's blocks, computed once

@@ -39,6 +39,8 @@ def write_request(pool: FakePool, cache: PrefixCache, adapter, tokens, persona=N
     for p in range(done, len(tokens)):
         pool.slots[blocks[p // BS]][p % BS] = tokens[p]
     cache.insert(adapter, tokens, blocks, persona)
+    for b in blocks:
+        pool.decref(b)  # the request is done: only the tree's references remain
     return done
 
 
