@@ -48,8 +48,10 @@ def expert_ffn(
     token = order // K  # token of each sorted pair
     weight = weights.reshape(-1)[order].to(x.dtype)
     counts = torch.bincount(flat, minlength=E)
-    widest = int(counts.max())
-    if E * widest <= 2 * T * K + 4 * E:
+    widest, active = int(counts.max()), int((counts > 0).sum())
+    # The batched form reads every expert's weights, so it pays only when (nearly) all
+    # experts are hit and the groups are about even; otherwise loop over the hit ones.
+    if 4 * active >= 3 * E and E * widest <= 2 * T * K + 4 * E:
         rank = torch.arange(T * K, device=x.device) - (counts.cumsum(0) - counts)[expert]  # slot in its group
         grouped = x.new_zeros(E, widest, x.shape[1])  # [E, n, D]
         grouped[expert, rank] = x[token]
