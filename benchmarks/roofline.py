@@ -60,8 +60,8 @@ def matmul_flops(size: int = 2048, repeats: int = 5) -> dict:
 
 def measure(quick: bool = False) -> dict:
     """The limits the roofline section divides by, plus the thread count they were measured with."""
-    bw = memory_bandwidth(mib=128 if quick else 512, repeats=3 if quick else 5)
-    mm = matmul_flops(size=1024 if quick else 2048, repeats=3 if quick else 5)
+    bw = memory_bandwidth(mib=128 if quick else 512, repeats=3 if quick else 8)
+    mm = matmul_flops(size=1024 if quick else 2048, repeats=3 if quick else 10)
     return {**bw, **mm, "torch_threads": torch.get_num_threads()}
 
 
