@@ -21,7 +21,7 @@ from swarm.runtime.kv import PagedBatch
 from swarm.runtime.loader import Progress, load_model
 from swarm.runtime.model import Model, MoE
 from swarm.runtime.prefix_cache import PrefixCache
-from swarm.runtime.request import Completion, Request, RequestHandle, Status
+from swarm.runtime.request import Completion, Request, RequestHandle
 from swarm.runtime.sampling import SamplingParams
 from swarm.runtime.scheduler import Scheduled, Scheduler
 from swarm.runtime.stats import EngineStats
@@ -276,7 +276,7 @@ class Engine:
         blocks = []
         try:
             for _ in range(-(-len(ids) // self.pool.block_size)):
-                blocks.append(self.scheduler._allocate())
+                blocks.append(self.scheduler.allocate())
         except OutOfBlocks:
             for b in blocks:
                 self.pool.decref(b)
@@ -299,7 +299,3 @@ class Engine:
             kv_blocks_total=self.pool.num_blocks, kv_blocks_used=self.pool.num_used,
             kv_blocks_cached=self.cache.num_nodes, block_size=self.pool.block_size,
         )
-
-    @property
-    def num_running(self) -> int:
-        return sum(1 for r in self.scheduler.running if r.status is Status.RUNNING)

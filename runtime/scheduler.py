@@ -107,7 +107,8 @@ class Scheduler:
 
     # -- blocks ----------------------------------------------------------------------
 
-    def _allocate(self) -> int:
+    def allocate(self) -> int:
+        """A free block, evicting cold cached prefixes if needed; raises OutOfBlocks when none can be had."""
         try:
             return self.pool.allocate()
         except OutOfBlocks:
@@ -121,12 +122,12 @@ class Scheduler:
         try:
             first = req.num_computed // self.bs
             if first < len(req.blocks) and self.pool.shared(req.blocks[first]):  # copy-on-write
-                new = self._allocate()
+                new = self.allocate()
                 self.pool.copy_block(req.blocks[first], new, req.num_computed % self.bs)
                 self.pool.decref(req.blocks[first])
                 req.blocks[first] = new
             while len(req.blocks) < math.ceil((req.num_computed + n) / self.bs):
-                req.blocks.append(self._allocate())
+                req.blocks.append(self.allocate())
         except OutOfBlocks:
             return False
         return True
