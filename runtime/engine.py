@@ -12,19 +12,23 @@ import time
 from collections.abc import AsyncIterator, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from swarm.runtime.block_pool import KVPool, OutOfBlocks
-from swarm.runtime.errors import PromptTooLongError
+from swarm.runtime.errors import PromptTooLongError, SchemaError
+from swarm.runtime.grammar import GrammarCompiler, GrammarState
 from swarm.runtime.kv import PagedBatch
 from swarm.runtime.loader import Progress, load_model
+from swarm.runtime.lora import LoRAManager
 from swarm.runtime.model import Model, MoE
 from swarm.runtime.prefix_cache import PrefixCache
 from swarm.runtime.request import Completion, Request, RequestHandle
 from swarm.runtime.sampling import SamplingParams
 from swarm.runtime.scheduler import Scheduled, Scheduler
 from swarm.runtime.stats import EngineStats
+from swarm.runtime.token_mask import TokenMasker
 from swarm.runtime.tokenizer import Tokenizer
 
 Prompt = str | Sequence[int]
@@ -43,6 +47,8 @@ class EngineConfig:
     max_seqs: int = 256  # requests in one step
     enable_prefix_cache: bool = True
     max_wait_steps: int = 8  # a waiting request is admitted in arrival order after this many steps
+    max_adapters: int = 8  # LoRA adapters resident at once (more are loaded on demand)
+    max_lora_rank: int = 64
 
     def __post_init__(self):
         if self.block_size < 1 or self.max_batched_tokens < 1 or self.max_seqs < 1:
@@ -76,10 +82,15 @@ class Engine:
         self.pool = KVPool(ec.num_blocks(per_token), ec.block_size, cfg.num_layers, cfg.num_kv_heads,
                            cfg.head_dim, dtype, self.device)
         self.cache = PrefixCache(self.pool)
+        self.lora = LoRAManager(model, cfg, ec.max_adapters, ec.max_lora_rank)
         self.scheduler = Scheduler(self.pool, self.cache, ec.max_batched_tokens, ec.max_seqs,
-                                   ec.enable_prefix_cache, ec.max_wait_steps)
+                                   ec.enable_prefix_cache, ec.max_wait_steps, self._acquire_adapter,
+                                   self._release_adapter)
         self._moe = [m for m in model.modules() if isinstance(m, MoE)]
         self._stats = EngineStats(len(self._moe), cfg.num_experts)
+        # constrained decoding: the tokenizer's llguidance view is built on the first schema
+        self.grammars = GrammarCompiler(tokenizer, cfg.vocab_size, self.eos_token_ids)
+        self._masker = TokenMasker(cfg.vocab_size)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, config: EngineConfig | None = None, device: str = "cpu",
@@ -116,21 +127,59 @@ class Engine:
             )
 
     def submit(self, prompt: Prompt, params: SamplingParams | None = None, persona: Hashable = None,
-               adapter: Hashable = None) -> RequestHandle:
+               adapter: Hashable = None, schema: Any = None) -> RequestHandle:
         """Queue a request without running anything; `step()` or `pump()` make progress.
 
         `persona` names who is speaking: the prefix cache keeps that persona's KV
-        according to `hint`s about it.
+        according to `hint`s about it. `schema` constrains the completion to a msgspec
+        type (compact JSON), a `Regex` or a `Choice`; the completion's `.value` holds
+        the result. A schema that cannot be used raises SchemaError here.
         """
-        if adapter is not None:
-            raise ValueError(f"unknown adapter {adapter!r}: this engine has no LoRA adapters loaded")
+        self._check_adapter(adapter)
         params = params or SamplingParams()
         ids = self._prompt_ids(prompt)
         self._check_fits(len(ids), params.max_tokens)
-        req = Request(ids, params, persona, adapter, frozenset(self.eos_token_ids))
+        grammar = None if schema is None else self._grammar_state(schema, params)
+        req = Request(ids, params, persona, adapter, frozenset(self.eos_token_ids), grammar)
         req.handle = RequestHandle(self, req)
         self.scheduler.add(req)
         return req.handle
+
+    def _grammar_state(self, schema: Any, params: SamplingParams) -> GrammarState:
+        if params.stop or params.stop_token_ids:
+            raise SchemaError("a schema decides where the completion ends: drop stop and stop_token_ids "
+                              "from SamplingParams when passing schema=")
+        return GrammarState(self.grammars.compile(schema))
+
+    # -- adapters ---------------------------------------------------------------------
+
+    def add_adapter(self, name: str, path: str | Path) -> None:
+        """Register a PEFT LoRA adapter folder under `name`; it is loaded into a slot when first used."""
+        self.lora.add(name, path)
+
+    def remove_adapter(self, name: str) -> None:
+        """Forget an adapter and the KV cached under it (no running request may use it)."""
+        self.lora.remove(name)
+        self.cache.drop(name)
+
+    def _check_adapter(self, adapter: Hashable) -> None:
+        if adapter is not None and adapter not in self.lora.known:
+            known = ", ".join(map(repr, self.lora.known)) or "none"
+            raise ValueError(f"unknown adapter {adapter!r} (loaded: {known}); call engine.add_adapter first")
+
+    def _acquire_adapter(self, req: Request) -> bool:
+        if req.adapter is None:
+            return True
+        slot = self.lora.acquire(req.adapter)
+        if slot is None:
+            return False
+        req.lora_slot = slot
+        return True
+
+    def _release_adapter(self, req: Request) -> None:
+        if req.lora_slot >= 0:
+            self.lora.release(req.adapter)
+            req.lora_slot = -1
 
     def hint(self, persona: Hashable, next_use: float | None = None, pin: bool | None = None) -> None:
         """Tell the cache how soon `persona` is needed again (e.g. ticks until the agent acts; smaller
@@ -167,6 +216,7 @@ class Engine:
             pos += range(start, start + s.num_tokens)
         kv = PagedBatch(self.pool, [s.request.blocks for s in batch], [s.num_tokens for s in batch],
                         [s.request.num_computed + s.num_tokens for s in batch], self.device)
+        self.lora.batch.set([s.request.lora_slot for s in batch], [s.num_tokens for s in batch], self.device)
         hidden = self.model(torch.tensor(ids, device=self.device), torch.tensor(pos, device=self.device), kv)
         last = torch.tensor([s.num_tokens for s in batch], device=self.device).cumsum(0) - 1
         rows = last[[i for i, s in enumerate(batch) if s.samples]]
@@ -175,6 +225,7 @@ class Engine:
 
     def _postprocess(self, batch: list[Scheduled], logits: torch.Tensor) -> list[RequestHandle]:
         finished, row = [], 0
+        dead = self._mask_grammars(batch, logits)
         for s in batch:
             req = s.request
             sample = s.samples
@@ -182,12 +233,26 @@ class Engine:
             self.scheduler.cache_computed(req)
             if not sample:
                 continue
-            req.append(req.sampler(logits[row]), self.tokenizer.decode)
+            if row in dead:
+                req.fail(dead[row], self.tokenizer.decode)
+            else:
+                req.append(req.sampler(logits[row]), self.tokenizer.decode)
             row += 1
             if req.out.finish_reason is not None:
                 self.scheduler.finish(req)
                 finished.append(req.handle)
         return finished
+
+    def _mask_grammars(self, batch: list[Scheduled], logits: torch.Tensor) -> dict[int, str]:
+        """Mask the rows of constrained requests, all together; returns {row: why} for rows no token can follow."""
+        sampling = [s.request for s in batch if s.samples]
+        rows = [i for i, r in enumerate(sampling) if r.grammar is not None]
+        if not rows:
+            return {}
+        matchers = [sampling[i].grammar.matcher for i in rows]
+        dead = self._masker.apply(logits, rows, matchers)
+        return {rows[i]: matchers[i].get_error() or "no token can continue the value: the tokenizer cannot spell it"
+                for i in dead}
 
     def pump(self, max_ms: float) -> int:
         """Run steps for at most about `max_ms` milliseconds (a game frame's budget); returns steps run.
@@ -214,37 +279,49 @@ class Engine:
             return list(value)
         return [value] * n
 
-    def generate(self, prompts: Prompt | Sequence[Prompt],
-                 params: SamplingParams | Sequence[SamplingParams] | None = None,
-                 personas: Hashable | Sequence[Hashable] = None) -> list[Completion]:
-        """Complete each prompt (a string or a list of token ids), all in one batch."""
+    def _submit_all(self, prompts, params, personas, adapter, schema) -> list[RequestHandle]:
         if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
             prompts = [prompts]
-        params = self._per_prompt(params or SamplingParams(), len(prompts), "SamplingParams")
-        personas = self._per_prompt(personas, len(prompts), "personas")
-        handles = [self.submit(p, sp, persona) for p, sp, persona in zip(prompts, params, personas, strict=True)]
+        n = len(prompts)
+        columns = [self._per_prompt(params or SamplingParams(), n, "SamplingParams"),
+                   self._per_prompt(personas, n, "personas"), self._per_prompt(adapter, n, "adapters"),
+                   self._per_prompt(schema, n, "schemas")]
+        return [self.submit(p, sp, persona, a, sc)
+                for p, sp, persona, a, sc in zip(prompts, *columns, strict=True)]
+
+    def generate(self, prompts: Prompt | Sequence[Prompt],
+                 params: SamplingParams | Sequence[SamplingParams] | None = None,
+                 personas: Hashable | Sequence[Hashable] = None,
+                 adapter: Hashable | Sequence[Hashable] = None, schema: Any = None) -> list[Completion]:
+        """Complete each prompt (a string or a list of token ids), all in one batch.
+
+        `params`, `personas`, `adapter` and `schema` take one value for all prompts or a list with one
+        per prompt (`adapter=None` is the base model, `schema=None` unconstrained; see `submit`).
+        """
+        handles = self._submit_all(prompts, params, personas, adapter, schema)
         while not all(h.done for h in handles):
             self.step()
         return [h.result() for h in handles]
 
     async def agenerate(self, prompts: Prompt | Sequence[Prompt],
                         params: SamplingParams | Sequence[SamplingParams] | None = None,
-                        personas: Hashable | Sequence[Hashable] = None) -> list[Completion]:
+                        personas: Hashable | Sequence[Hashable] = None,
+                        adapter: Hashable | Sequence[Hashable] = None, schema: Any = None) -> list[Completion]:
         """`generate` for asyncio: yields to the event loop between steps, shares steps with other callers."""
-        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
-            prompts = [prompts]
-        params = self._per_prompt(params or SamplingParams(), len(prompts), "SamplingParams")
-        personas = self._per_prompt(personas, len(prompts), "personas")
-        handles = [self.submit(p, sp, persona) for p, sp, persona in zip(prompts, params, personas, strict=True)]
+        handles = self._submit_all(prompts, params, personas, adapter, schema)
         while not all(h.done for h in handles):
             self.step()
             await asyncio.sleep(0)
         return [h.result() for h in handles]
 
     async def stream(self, prompt: Prompt, params: SamplingParams | None = None,
-                     persona: Hashable = None) -> AsyncIterator[str]:
-        """Yield the completion's text in pieces as tokens are generated."""
-        handle = self.submit(prompt, params, persona)
+                     persona: Hashable = None, adapter: Hashable = None, schema: Any = None) -> AsyncIterator[str]:
+        """Yield the completion's text in pieces as tokens are generated.
+
+        With a `schema` the pieces join into the constrained text (JSON for a msgspec type):
+        decode it with `msgspec.json.decode(text, type=schema)` once the stream ends.
+        """
+        handle = self.submit(prompt, params, persona, adapter, schema)
         req, sent = handle._request, 0
         hold = max((len(s) for s in req.params.stop), default=1) - 1
         try:
@@ -269,26 +346,29 @@ class Engine:
     # -- direct access -----------------------------------------------------------------
 
     @torch.inference_mode()
-    def logits(self, token_ids: Sequence[int]) -> torch.Tensor:
+    def logits(self, token_ids: Sequence[int], adapter: Hashable = None) -> torch.Tensor:
         """Logits for every position of one sequence: [len, vocab] float32 (nothing is cached)."""
         ids = self._prompt_ids(token_ids)
         self._check_fits(len(ids), 0)
+        self._check_adapter(adapter)
+        probe = Request(ids, SamplingParams(), adapter=adapter)
+        if not self._acquire_adapter(probe):
+            raise RuntimeError(f"every adapter slot is held by running requests; cannot load {adapter!r} now")
         blocks = []
         try:
             for _ in range(-(-len(ids) // self.pool.block_size)):
                 blocks.append(self.scheduler.allocate())
-        except OutOfBlocks:
-            for b in blocks:
-                self.pool.decref(b)
-            raise RuntimeError("the KV pool has no room for this sequence while other requests run") from None
-        try:
             kv = PagedBatch(self.pool, [blocks], [len(ids)], [len(ids)], self.device)
+            self.lora.batch.set([probe.lora_slot], [len(ids)], self.device)
             hidden = self.model(torch.tensor(ids, device=self.device), torch.arange(len(ids), device=self.device),
                                 kv)
             return self.model.compute_logits(hidden).cpu()
+        except OutOfBlocks:
+            raise RuntimeError("the KV pool has no room for this sequence while other requests run") from None
         finally:
             for b in blocks:
                 self.pool.decref(b)
+            self._release_adapter(probe)
 
     def stats(self) -> dict:
         """Throughput, batch sizes, prefix-cache hit rate, KV pool use, preemptions and expert load."""

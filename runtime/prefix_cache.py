@@ -178,6 +178,15 @@ class PrefixCache:
                 heapq.heappush(heap, (*self._priority(parent), next(tie), parent))
         return freed
 
+    def drop(self, adapter: Hashable) -> None:
+        """Forget everything cached under `adapter` (its weights changed or it is gone); nothing may use it."""
+        root = self.roots.pop(adapter, None)
+        stack = list(root.children.values()) if root else []
+        while stack:
+            node = stack.pop()
+            stack.extend(node.children.values())
+            self._release(node)
+
     def clear(self) -> None:
         """Drop every cached prefix no running request uses."""
         self.evict(self.num_nodes)

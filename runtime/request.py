@@ -6,12 +6,13 @@ import enum
 import itertools
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from swarm.runtime.sampling import Sampler, SamplingParams
 
 if TYPE_CHECKING:
     from swarm.runtime.engine import Engine
+    from swarm.runtime.grammar import GrammarState
 
 _ids = itertools.count()
 
@@ -27,8 +28,12 @@ class Completion:
     prompt_token_ids: list[int]
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
-    finish_reason: str | None = None  # "stop" (a stop string or token), "length" or "cancelled"
+    # "stop" (a stop string or token, or a constrained value complete), "length", "cancelled", or "error"
+    # (a constrained request whose grammar could not go on: see `error`)
+    finish_reason: str | None = None
     cached_tokens: int = 0  # prompt tokens served from the prefix cache (first admission)
+    value: Any = None  # with a schema: the decoded value, set only when it is complete
+    error: str | None = None  # why a constrained request ended with finish_reason "error"
 
 
 class Request:
@@ -39,15 +44,17 @@ class Request:
     """
 
     def __init__(self, prompt_ids: list[int], params: SamplingParams, persona: Hashable = None,
-                 adapter: Hashable = None, eos: frozenset[int] = frozenset()):
+                 adapter: Hashable = None, eos: frozenset[int] = frozenset(), grammar: GrammarState | None = None):
         self.id = next(_ids)
         self.params, self.persona, self.adapter = params, persona, adapter
         self.sampler = Sampler(params)
+        self.grammar = grammar  # constrained decoding: the engine masks this request's logits
         self.tokens = list(prompt_ids)
         self.num_prompt = len(prompt_ids)
         self.num_computed = 0
         self.blocks: list[int] = []
         self.num_cached_blocks = 0  # leading full blocks already offered to the prefix cache
+        self.lora_slot = -1  # the adapter's slot while running (-1: base model)
         self.status = Status.WAITING
         self.waited_steps = 0
         self.admitted = False
@@ -73,6 +80,9 @@ class Request:
         self.tokens.append(token)
         out, p = self.out, self.params
         out.token_ids.append(token)
+        if self.grammar is not None:
+            self._append_constrained(token, decode)
+            return
         if p.stop:
             text = decode(out.token_ids)
             cut = min((i for i in (text.find(s) for s in p.stop) if i >= 0), default=-1)
@@ -85,6 +95,26 @@ class Request:
             out.finish_reason = "length"
         if out.finish_reason:
             out.text = decode(out.token_ids)
+
+    def _append_constrained(self, token: int, decode: Callable[[list[int]], str]) -> None:
+        # The grammar alone decides the end (submit refuses stop strings and stop ids with a schema);
+        # its mask admits end-of-sequence only once the value is complete.
+        out, grammar = self.out, self.grammar
+        error = grammar.consume(token)
+        if error is not None:
+            self.fail(error, decode)
+        elif grammar.done:
+            out.text, out.finish_reason = decode(out.token_ids), "stop"
+            out.value, error = grammar.result(out.text)
+            if error is not None:
+                self.fail(error, decode)
+        elif len(out.token_ids) >= self.params.max_tokens:
+            out.text, out.finish_reason = decode(out.token_ids), "length"
+
+    def fail(self, error: str, decode: Callable[[list[int]], str]) -> None:
+        """End with finish_reason "error": the request's grammar cannot go on."""
+        self.out.text, self.out.finish_reason, self.out.error = decode(self.out.token_ids), "error", error
+        self.out.value = None
 
 
 class RequestHandle:

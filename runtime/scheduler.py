@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from swarm.runtime.block_pool import KVPool, OutOfBlocks
@@ -34,10 +35,13 @@ class Scheduled:
 
 class Scheduler:
     def __init__(self, pool: KVPool, cache: PrefixCache, max_batched_tokens: int, max_seqs: int,
-                 enable_prefix_cache: bool = True, max_wait_steps: int = 8):
+                 enable_prefix_cache: bool = True, max_wait_steps: int = 8,
+                 acquire: Callable[[Request], bool] | None = None, release: Callable[[Request], None] | None = None):
         self.pool, self.cache, self.bs = pool, cache, pool.block_size
         self.max_batched_tokens, self.max_seqs = max_batched_tokens, max_seqs
         self.enable_prefix_cache, self.max_wait_steps = enable_prefix_cache, max_wait_steps
+        # per-request resources beyond KV blocks (a LoRA slot): taken at admission, given back on release
+        self.acquire, self.release = acquire, release
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.num_preemptions = 0
@@ -78,6 +82,8 @@ class Scheduler:
                 if budget == 0 or len(batch) >= self.max_seqs:
                     break
                 n = self._admit(req, budget)
+                if n < 0:
+                    continue  # its adapter cannot be loaded now: others may still fit
                 if not n:
                     break  # out of blocks: the rest wait
                 self.waiting.remove(req)
@@ -133,7 +139,10 @@ class Scheduler:
         return True
 
     def _admit(self, req: Request, budget: int) -> int:
-        """Take cached blocks and reserve the first chunk; returns its size (0: no room, nothing held)."""
+        """Take cached blocks and reserve the first chunk; returns its size (0: no KV room, -1: no adapter
+        slot; nothing is held then)."""
+        if self.acquire is not None and not self.acquire(req):
+            return -1
         if self.enable_prefix_cache:
             match = self.cache.match(req.adapter, req.tokens, len(req.tokens) - 1)
             for b in match.blocks:
@@ -174,6 +183,8 @@ class Scheduler:
         for b in req.blocks:
             self.pool.decref(b)
         req.blocks, req.num_computed, req.num_cached_blocks = [], 0, 0
+        if self.release is not None:
+            self.release(req)
 
     def _preempt(self, req: Request) -> None:
         self._release(req, to_cache=True)

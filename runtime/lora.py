@@ -1,0 +1,286 @@
+"""Many LoRA adapters in one batch, applied as a pass over the plain model.
+
+`read_peft_adapter` loads a PEFT folder (`adapter_config.json`,
+`adapter_model.safetensors`) and checks it against the model: every tensor
+maps to a projection the model has, with the shapes it needs.
+`LoRAManager` keeps up to `max_adapters` adapters resident in slots, wraps
+the targeted projections with `LoRALinear` (base output plus the batched
+low-rank update of each token's slot), and loads adapters into slots on
+demand, evicting the least recently used one that no running request holds.
+
+Ranks are zero-padded to `max_rank`, and `alpha / r` (or `alpha / sqrt(r)`
+with rsLoRA) is folded into B, so every slot has the same shapes.
+
+Legend: T tokens, Din/Dout features, S slots, R padded rank per slice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from swarm.kernels.lora import lora_gather, lora_segment
+from swarm.runtime.config import ModelConfig
+from swarm.runtime.errors import CheckpointError
+
+# HF projection name -> (our module under layers.{i}, slice index within it)
+_ATTN = {"q_proj": ("attn.qkv", 0), "k_proj": ("attn.qkv", 1), "v_proj": ("attn.qkv", 2), "o_proj": ("attn.o_proj", 0)}
+_MLP = {"gate_proj": ("gate_up", 0), "up_proj": ("gate_up", 1), "down_proj": ("down", 0)}
+_KEY = re.compile(r"^(?:base_model\.model\.)?model\.layers\.(\d+)\.(.+)\.lora_([AB])(?:\.default)?\.weight$")
+
+
+def _slices(cfg: ModelConfig, module: str, layer: int) -> list[tuple[int, int]]:
+    """Output row ranges of the fused projection `module` in `layer`, one per original projection."""
+    q, kv, D = cfg.q_size, cfg.kv_size, cfg.hidden_size
+    if module == "attn.qkv":
+        return [(0, q), (q, q + kv), (q + kv, q + 2 * kv)]
+    if module == "attn.o_proj":
+        return [(0, D)]
+    width = cfg.shared_expert_intermediate_size if module.startswith("mlp.shared.") else cfg.intermediate_size
+    return [(0, width), (width, 2 * width)] if module.endswith("gate_up") else [(0, D)]
+
+
+def _in_features(cfg: ModelConfig, module: str) -> int:
+    if module == "attn.o_proj":
+        return cfg.q_size
+    if module.endswith(".down"):
+        return cfg.shared_expert_intermediate_size if module.startswith("mlp.shared.") else cfg.intermediate_size
+    return cfg.hidden_size
+
+
+def _target(cfg: ModelConfig, layer: int, path: str) -> tuple[str, int]:
+    """Map a PEFT module path inside a layer ('self_attn.q_proj', 'mlp.down_proj', ...) to ours."""
+    head, _, name = path.rpartition(".")
+    if head == "self_attn" and name in _ATTN:
+        return _ATTN[name]
+    if name in _MLP:
+        if head == "mlp" and not cfg.moe_layers[layer]:
+            return "mlp." + _MLP[name][0], _MLP[name][1]
+        if head == "mlp.shared_expert" and cfg.moe_layers[layer] and cfg.shared_expert_intermediate_size:
+            return "mlp.shared." + _MLP[name][0], _MLP[name][1]
+    if ".experts." in f".{path}.":
+        raise CheckpointError(f"LoRA on expert weights ({path!r}) is not supported; target attention or dense MLPs")
+    raise CheckpointError(
+        f"unknown LoRA target module {path!r} in layer {layer}; supported: self_attn.q_proj/k_proj/v_proj/o_proj, "
+        "mlp.gate_proj/up_proj/down_proj of dense layers, mlp.shared_expert.* of Qwen2-MoE layers"
+    )
+
+
+@dataclass
+class Adapter:
+    """A parsed adapter: per (layer, our module), per slice, the (A [r, Din], B*scale [n_out, r]) pair."""
+
+    name: str
+    rank: int
+    weights: dict[tuple[int, str], dict[int, tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
+
+
+def read_peft_adapter(name: str, folder: str | Path, cfg: ModelConfig) -> Adapter:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"adapter folder {folder} does not exist")
+    cfg_path, weights_path = folder / "adapter_config.json", folder / "adapter_model.safetensors"
+    if not cfg_path.is_file():
+        raise CheckpointError(f"no adapter_config.json in {folder}")
+    if not weights_path.is_file():
+        raise CheckpointError(f"no adapter_model.safetensors in {folder} (only safetensors adapters are supported)")
+    try:
+        acfg = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{cfg_path} is not valid JSON: {e}") from None
+    if acfg.get("peft_type", "LORA") != "LORA":
+        raise CheckpointError(f"adapter {name!r} is a {acfg.get('peft_type')} adapter; only LORA is supported")
+    for key, bad in (("use_dora", True), ("fan_in_fan_out", True)):
+        if acfg.get(key) == bad:
+            raise CheckpointError(f"adapter {name!r} sets {key}; not supported")
+    if acfg.get("bias", "none") != "none" or acfg.get("modules_to_save"):
+        raise CheckpointError(f"adapter {name!r} trains biases or whole modules; only LoRA matrices are supported")
+    try:
+        tensors = load_file(str(weights_path))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"cannot read {weights_path} (corrupt?): {e}") from None
+    alpha, rslora = float(acfg.get("lora_alpha", acfg.get("r", 8))), bool(acfg.get("use_rslora", False))
+    alpha_pattern = acfg.get("alpha_pattern") or {}
+
+    pairs: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
+    for key, t in tensors.items():
+        m = _KEY.match(key)
+        if m is None:
+            raise CheckpointError(f"adapter {name!r}: unexpected tensor {key!r} (not a LoRA A/B matrix of a layer)")
+        layer, path, ab = int(m[1]), m[2], m[3]
+        if layer >= cfg.num_layers:
+            raise CheckpointError(
+                f"adapter {name!r} targets layer {layer}, but the model has {cfg.num_layers} layers "
+                "(an adapter for another base model?)"
+            )
+        pairs.setdefault((layer, path), {})[ab] = t
+    adapter = Adapter(name, rank=0)
+    for (layer, path), ab in sorted(pairs.items()):
+        if set(ab) != {"A", "B"}:
+            raise CheckpointError(f"adapter {name!r}: {path} in layer {layer} has lora_{list(ab)[0]} only")
+        module, idx = _target(cfg, layer, path)
+        lo, hi = _slices(cfg, module, layer)[idx]
+        a, b = ab["A"].float(), ab["B"].float()
+        r = a.shape[0]
+        want_a, want_b = (r, _in_features(cfg, module)), (hi - lo, r)
+        if tuple(a.shape) != want_a or tuple(b.shape) != want_b:
+            raise CheckpointError(
+                f"adapter {name!r}: layer {layer} {path} has lora_A {tuple(a.shape)} and lora_B {tuple(b.shape)}, "
+                f"the model needs {want_a} and {want_b} (rank/shape mismatch or another base model)"
+            )
+        short = path.rpartition(".")[2]
+        a_alpha = float(next((v for k, v in alpha_pattern.items() if k == short or path.endswith(k)), alpha))
+        scale = a_alpha / math.sqrt(r) if rslora else a_alpha / r
+        adapter.weights.setdefault((layer, module), {})[idx] = (a, b * scale)
+        adapter.rank = max(adapter.rank, r)
+    if not adapter.weights:
+        raise CheckpointError(f"adapter {name!r} holds no LoRA weights")
+    return adapter
+
+
+class LoRABatch:
+    """Which slot each token of the current step uses; shared by every LoRALinear."""
+
+    def __init__(self):
+        self.slots: torch.Tensor | None = None  # [T] int64, -1 for the base model
+        self.used: set[int] = set()
+        self.segments: tuple[list[int], list[int]] | None = None  # (starts, slot per run) for prefill-heavy steps
+
+    def set(self, run_slots: list[int], run_lens: list[int], device: torch.device) -> None:
+        """One run of `run_lens[i]` tokens on slot `run_slots[i]` per scheduled request."""
+        self.used = {s for s in run_slots if s >= 0}
+        if not self.used:
+            self.slots = self.segments = None
+            return
+        self.slots = torch.repeat_interleave(torch.tensor(run_slots, device=device),
+                                             torch.tensor(run_lens, device=device))
+        # Long runs (prefill chunks) go through the segment form; decode steps, one token per
+        # request, through the gather form, which groups tokens by slot.
+        if max(run_lens) > 1:
+            starts = [0]
+            for n in run_lens:
+                starts.append(starts[-1] + n)
+            self.segments = (starts, list(run_slots))
+        else:
+            self.segments = None
+
+
+class LoRALinear(nn.Module):
+    """A projection plus the low-rank updates of up to S adapters, one per token."""
+
+    def __init__(self, base: nn.Module, slices: list[tuple[int, int]], in_features: int, slots: int, rank: int,
+                 batch: LoRABatch):
+        super().__init__()
+        self.base, self.slices, self.batch, self.rank = base, slices, batch, rank
+        out_features = slices[-1][1]
+        n = len(slices)
+        ref = next(base.parameters())
+        # slice j uses rank rows [j*R, (j+1)*R) of A and writes output rows slices[j] of B
+        self.a = torch.zeros(slots, n * rank, in_features, dtype=torch.float32, device=ref.device)
+        self.b = torch.zeros(slots, out_features, n * rank, dtype=torch.float32, device=ref.device)
+        self.loaded: set[int] = set()  # slots whose adapter targets this projection
+        self._ones = torch.ones(slots, device=ref.device)
+
+    def load(self, slot: int, pairs: dict[int, tuple[torch.Tensor, torch.Tensor]] | None) -> None:
+        self.a[slot].zero_()
+        self.b[slot].zero_()
+        self.loaded.discard(slot)
+        for j, (a, b) in (pairs or {}).items():
+            r, (lo, hi) = a.shape[0], self.slices[j]
+            self.a[slot, j * self.rank : j * self.rank + r] = a
+            self.b[slot, lo:hi, j * self.rank : j * self.rank + r] = b
+            self.loaded.add(slot)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        batch = self.batch
+        if not (batch.used & self.loaded):
+            return y
+        if batch.segments is not None:
+            starts, seg = batch.segments
+            seg = [s if s in self.loaded else -1 for s in seg]
+            return y + lora_segment(x, self.a, self.b, starts, seg, self._ones)
+        return y + lora_gather(x, self.a, self.b, batch.slots, self._ones)
+
+
+class LoRAManager:
+    """Known adapters, the slots they are resident in, and the wrapped projections."""
+
+    def __init__(self, model: nn.Module, cfg: ModelConfig, max_adapters: int, max_rank: int):
+        self.model, self.cfg, self.max_rank = model, cfg, max_rank
+        self.num_slots = max_adapters
+        self.known: dict[str, Adapter] = {}
+        self.resident: OrderedDict[str, int] = OrderedDict()  # name -> slot, least recently used first
+        self.users: dict[str, int] = {}  # running requests per resident adapter
+        self.batch = LoRABatch()
+        self.wrapped: dict[tuple[int, str], LoRALinear] = {}
+
+    def add(self, name: str, folder: str | Path) -> None:
+        if name in self.known:
+            raise ValueError(f"adapter {name!r} is already loaded; remove_adapter it first")
+        adapter = read_peft_adapter(name, folder, self.cfg)
+        if adapter.rank > self.max_rank:
+            raise CheckpointError(
+                f"adapter {name!r} has rank {adapter.rank}, above EngineConfig.max_lora_rank ({self.max_rank})"
+            )
+        for key in adapter.weights:
+            self._wrap(*key)
+        self.known[name] = adapter
+
+    def remove(self, name: str) -> None:
+        if name not in self.known:
+            raise KeyError(f"unknown adapter {name!r}")
+        if self.users.get(name):
+            raise ValueError(f"adapter {name!r} is used by {self.users[name]} running requests")
+        slot = self.resident.pop(name, None)
+        if slot is not None:
+            for layer in self.wrapped.values():
+                layer.load(slot, None)
+        del self.known[name]
+
+    def _wrap(self, layer: int, module: str) -> None:
+        if (layer, module) in self.wrapped:
+            return
+        parent = self.model.layers[layer]
+        *path, attr = module.split(".")
+        for p in path:
+            parent = getattr(parent, p)
+        base = getattr(parent, attr)
+        wrapped = LoRALinear(base, _slices(self.cfg, module, layer), _in_features(self.cfg, module),
+                             self.num_slots, self.max_rank, self.batch)
+        setattr(parent, attr, wrapped)
+        self.wrapped[(layer, module)] = wrapped
+        for name, slot in self.resident.items():  # adapters already resident that target this module
+            wrapped.load(slot, self.known[name].weights.get((layer, module)))
+
+    def acquire(self, name: Hashable) -> int | None:
+        """The slot of adapter `name`, loading it if needed; None when every slot is busy."""
+        slot = self.resident.get(name)
+        if slot is None:
+            free = set(range(self.num_slots)) - set(self.resident.values())
+            if not free:
+                idle = next((n for n in self.resident if not self.users.get(n)), None)
+                if idle is None:
+                    return None
+                free = {self.resident.pop(idle)}
+            slot = min(free)
+            adapter = self.known[name]
+            for key, layer in self.wrapped.items():
+                layer.load(slot, adapter.weights.get(key))
+            self.resident[name] = slot
+        self.resident.move_to_end(name)
+        self.users[name] = self.users.get(name, 0) + 1
+        return slot
+
+    def release(self, name: Hashable) -> None:
+        self.users[name] -= 1
