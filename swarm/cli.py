@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from swarm.runtime.errors import SwarmError
 
@@ -14,9 +15,13 @@ def _generate(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     engine = Engine.from_pretrained(args.model)
+    adapter = None
+    if args.adapter:
+        adapter = Path(args.adapter).name
+        engine.add_adapter(adapter, args.adapter)
     t1 = time.perf_counter()
     params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed)
-    [out] = engine.generate([args.prompt], params)
+    [out] = engine.generate([args.prompt], params, adapter=adapter)
     t2 = time.perf_counter()
     print(args.prompt + out.text)
     cfg = engine.config
@@ -49,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-tokens", type=int, default=32)
     g.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
     g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--adapter", help="a PEFT LoRA adapter folder to generate with")
     g.set_defaults(func=_generate)
 
     r = sub.add_parser("random-model", help="write a small random-weight model folder (for trying the runtime)")

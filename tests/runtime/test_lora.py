@@ -177,3 +177,11 @@ def test_an_adapter_in_use_cannot_be_removed(family):
         engine.remove_adapter("all")
     h.result()
     engine.remove_adapter("all")
+
+
+def test_cli_generates_with_an_adapter(family, capsys):
+    from swarm.cli import main
+
+    base, made = family
+    assert main(["generate", "--model", str(base), "--adapter", str(made["qv"][0]), "--max-tokens", "4", "Hi"]) == 0
+    assert "4 new tokens" in capsys.readouterr().err
