@@ -249,10 +249,14 @@ class Engine:
         rows = [i for i, r in enumerate(sampling) if r.grammar is not None]
         if not rows:
             return {}
-        matchers = [sampling[i].grammar.matcher for i in rows]
-        dead = self._masker.apply(logits, rows, matchers)
-        return {rows[i]: matchers[i].get_error() or "no token can continue the value: the tokenizer cannot spell it"
-                for i in dead}
+        grammars = [sampling[i].grammar for i in rows]
+        empty = set(self._masker.apply(logits, rows, [g.matcher for g in grammars]))
+        dead = {}
+        for i, g in enumerate(grammars):  # llguidance marks a dead end as an error (its mask allows only EOS)
+            why = g.stuck() or ("the grammar allows no token here" if i in empty else None)
+            if why:
+                dead[rows[i]] = why
+        return dead
 
     def pump(self, max_ms: float) -> int:
         """Run steps for at most about `max_ms` milliseconds (a game frame's budget); returns steps run.

@@ -15,3 +15,8 @@ class CheckpointError(SwarmError):
 
 class PromptTooLongError(SwarmError, ValueError):
     """A prompt (plus the tokens asked for) does not fit in the model's context."""
+
+
+class SchemaError(SwarmError, ValueError):
+    """A schema, regex or choice cannot constrain decoding: msgspec cannot describe it, llguidance
+    rejects it, or the tokenizer cannot spell what it requires."""

@@ -1,0 +1,253 @@
+"""Constrained decoding: a completion shaped by a msgspec type, a regex or a choice of strings.
+
+`GrammarCompiler.compile` turns a constraint into an llguidance matcher in its
+start state, once per constraint (an LRU cache, also keyed by the grammar text
+so equal schemas built anew each tick share one compilation). Each request
+gets a copy of that matcher (`GrammarState`) and advances it with every token
+it samples; `swarm.runtime.token_mask` masks a whole step's logits with the
+matchers at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import llguidance as llg
+import msgspec
+
+from swarm.runtime.errors import SchemaError
+from swarm.runtime.tokenizer import Tokenizer
+
+__all__ = ["Choice", "GrammarCompiler", "GrammarState", "Regex"]
+
+# Compact JSON (no whitespace between tokens): the bytes `msgspec.json.encode` writes, so
+# examples in a prompt look like the output, and no tokens go to layout.
+_JSON_OPTIONS = {"whitespace_flexible": False}
+_JSON_SYNTAX = tuple('{}[]":,')
+# Without this llguidance puts the whole grammar and parser state in its error messages.
+_LIMITS = llg.LLParserLimits(verbose_errors=False)
+
+
+@dataclass(frozen=True)
+class Regex:
+    """Constrain a completion to match `pattern` as a whole (Rust `regex` syntax); `.value` is the text."""
+
+    pattern: str
+
+    def __post_init__(self):
+        if not isinstance(self.pattern, str):
+            raise SchemaError(f"Regex takes a pattern string, got {type(self.pattern).__name__}")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Constrain a completion to exactly one of `options`; `.value` is the chosen string."""
+
+    options: tuple[str, ...]
+
+    def __post_init__(self):
+        if isinstance(self.options, str):
+            raise SchemaError(f"Choice takes a list of strings, not one string ({self.options!r})")
+        object.__setattr__(self, "options", tuple(self.options))
+        if not self.options:
+            raise SchemaError("Choice needs at least one option")
+        bad = [o for o in self.options if not isinstance(o, str) or not o]
+        if bad:
+            raise SchemaError(f"Choice options must be non-empty strings, got {bad[:3]!r}")
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """A compiled constraint: the matcher in its start state, and how finished text becomes `.value`."""
+
+    matcher: llg.LLMatcher
+    decode: Callable[[str], Any]
+
+
+class GrammarState:
+    """One request's position in its grammar; the engine masks its logits with `matcher`."""
+
+    __slots__ = ("decode", "matcher")
+
+    def __init__(self, grammar: Grammar):
+        self.matcher = grammar.matcher.deep_copy()  # shares the compiled lexer, copies only the parse state
+        self.decode = grammar.decode
+
+    def consume(self, token: int) -> str | None:
+        """Advance past a sampled token; returns an error message if the grammar does not allow it."""
+        if self.matcher.consume_token(token):
+            return None
+        return _error(self.matcher) or f"token {token} does not continue the value"
+
+    def stuck(self) -> str | None:
+        """Why no token can come next, if none can; ask after the step's mask was computed."""
+        return _error(self.matcher) if self.matcher.is_error() else None
+
+    @property
+    def done(self) -> bool:
+        """The value is complete and nothing can follow it (or the end-of-sequence token was taken)."""
+        return self.matcher.is_stopped()
+
+    def result(self, text: str) -> tuple[Any, str | None]:
+        """The finished text's value: (value, None), or (None, why) if it is not a complete value."""
+        if not self.matcher.is_accepting():
+            return None, f"the grammar stopped before the value was complete ({self.matcher.stop_reason()})"
+        try:
+            return self.decode(text), None
+        except msgspec.MsgspecError as e:  # a schema feature the grammar enforces more loosely than msgspec
+            return None, f"msgspec does not accept the constrained text {text!r}: {e}"
+
+
+class GrammarCompiler:
+    """Compiles constraints against one tokenizer and vocabulary; at most `cache_size` stay compiled."""
+
+    def __init__(self, tokenizer: Tokenizer, vocab_size: int, eos_token_ids: Iterable[int], cache_size: int = 256):
+        self._tokenizer, self._vocab_size = tokenizer, vocab_size
+        self._eos = sorted(eos_token_ids)
+        self._cache_size = cache_size
+        self._lltok: llg.LLTokenizer | None = None
+        self._pieces: set[bytes] | None = None  # every token's bytes; None when each single byte is a token
+        self._by_constraint: OrderedDict[Hashable, Grammar] = OrderedDict()
+        self._by_text: OrderedDict[str, llg.LLMatcher] = OrderedDict()
+
+    def compile(self, constraint: Any) -> Grammar:
+        """A msgspec type, `Regex` or `Choice` -> its grammar; raises SchemaError if it cannot be used."""
+        key = _cache_key(constraint)
+        if key is not None and key in self._by_constraint:
+            self._by_constraint.move_to_end(key)
+            return self._by_constraint[key]
+        text, literals, decode = _translate(constraint)
+        matcher = self._by_text.get(text)
+        if matcher is None:
+            matcher = self._build(text, literals, constraint)
+            _put(self._by_text, text, matcher, self._cache_size)
+        else:
+            self._by_text.move_to_end(text)
+        grammar = Grammar(matcher, decode)
+        if key is not None:
+            _put(self._by_constraint, key, grammar, self._cache_size)
+        return grammar
+
+    def _build(self, text: str, literals: list[str], constraint: Any) -> llg.LLMatcher:
+        tok = self._llg_tokenizer()
+        self._check_spellable(literals, constraint)
+        matcher = llg.LLMatcher(tok, text, log_level=0, limits=_LIMITS)
+        if matcher.is_error():
+            raise SchemaError(f"llguidance rejects {_describe(constraint)}: {matcher.get_error()}")
+        # A dead end at the start means the tokenizer cannot spell any value of it.
+        if not any(matcher.compute_bitmask()) or matcher.is_error():
+            raise SchemaError(f"the tokenizer has no token that can start a value of {_describe(constraint)}")
+        return matcher
+
+    def _llg_tokenizer(self) -> llg.LLTokenizer:
+        if self._lltok is None:
+            try:
+                self._lltok = llg.LLTokenizer(self._tokenizer.to_str(), n_vocab=self._vocab_size,
+                                              eos_token=self._eos or None)
+            except ValueError as e:
+                raise SchemaError(f"this tokenizer cannot be used for constrained decoding: {e} "
+                                  f"(model vocabulary {self._vocab_size})") from None
+            pieces = {self._lltok.decode_bytes([i]) for i in range(self._lltok.vocab_size)
+                      if not self._lltok.is_special_token(i)}
+            self._pieces = None if all(bytes([b]) in pieces for b in range(256)) else pieces
+        return self._lltok
+
+    def _check_spellable(self, literals: list[str], constraint: Any) -> None:
+        if self._pieces is None:
+            return
+        longest = max(map(len, self._pieces), default=0)
+        for s in literals:
+            if not _spellable(s.encode(), self._pieces, longest):
+                raise SchemaError(f"the tokenizer cannot spell {s!r}, which {_describe(constraint)} requires")
+
+
+def _translate(constraint: Any) -> tuple[str, list[str], Callable[[str], Any]]:
+    """-> the llguidance grammar, the literal strings every use of it may need, and the value decoder."""
+    if isinstance(constraint, Regex):
+        return llg.LLMatcher.grammar_from_regex(constraint.pattern), [], str
+    if isinstance(constraint, Choice):
+        # Lark string literals take JSON escapes, so any option text is safe inside one.
+        lark = "start: " + " | ".join(json.dumps(o) for o in constraint.options)
+        return llg.LLMatcher.grammar_from_lark(lark), list(constraint.options), str
+    if isinstance(constraint, str):
+        raise SchemaError(f"schema= takes a msgspec type, Regex or Choice, not the string {constraint!r} "
+                          "(for a regex write Regex(...))")
+    try:
+        schema = msgspec.json.schema(constraint)
+        decoder = msgspec.json.Decoder(constraint)
+    except (TypeError, ValueError) as e:
+        raise SchemaError(f"msgspec cannot describe {constraint!r} as a JSON schema: {e}") from None
+    literals = list(_JSON_SYNTAX)
+    for node in _subschemas(schema):
+        if "properties" in node:
+            literals += node["properties"]
+            # msgspec ignores unknown fields, so extra ones would only waste tokens (and never end).
+            node.setdefault("additionalProperties", False)
+        for v in [*node.get("enum", ()), *([node["const"]] if "const" in node else [])]:
+            literals.append(v if isinstance(v, str) else json.dumps(v))
+    try:
+        text = llg.LLMatcher.grammar_from_json_schema(schema, defaults=_JSON_OPTIONS)
+    except ValueError as e:
+        raise SchemaError(f"llguidance rejects the JSON schema of {constraint!r}: {e}") from None
+    return text, literals, decoder.decode
+
+
+_SCHEMA_KEYS = ("items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames")
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+
+
+def _subschemas(node: Any) -> Iterator[dict]:
+    """Every schema object inside a JSON schema (not the values of `default`, `examples` and the like)."""
+    if not isinstance(node, dict):
+        return
+    yield node
+    for key in _SCHEMA_KEYS:
+        yield from _subschemas(node.get(key))
+    for key in _SCHEMA_LISTS:
+        for sub in node.get(key, ()):
+            yield from _subschemas(sub)
+    for key in ("properties", "$defs", "definitions"):
+        for sub in node.get(key, {}).values():
+            yield from _subschemas(sub)
+
+
+def _spellable(data: bytes, pieces: set[bytes], longest: int) -> bool:
+    """Whether `data` splits into token byte strings (reach[i]: the first i bytes can be spelled)."""
+    reach = [True] + [False] * len(data)
+    for i in range(len(data)):
+        if reach[i]:
+            for j in range(i + 1, min(len(data), i + longest) + 1):
+                if data[i:j] in pieces:
+                    reach[j] = True
+    return reach[-1]
+
+
+def _error(matcher: llg.LLMatcher) -> str:
+    error = matcher.get_error().replace("\n<non-verbose/>", "")
+    if error.startswith("NoExtension"):  # llguidance's word for a dead end: no token spells what must follow
+        return "no token can continue the value: the tokenizer cannot spell what the grammar requires next"
+    return error
+
+
+def _cache_key(constraint: Any) -> Hashable | None:
+    try:
+        hash(constraint)
+    except TypeError:
+        return None
+    return constraint
+
+
+def _describe(constraint: Any) -> str:
+    if isinstance(constraint, (Regex, Choice)):
+        return repr(constraint)
+    return f"the schema {getattr(constraint, '__name__', None) or constraint!r}"
+
+
+def _put(cache: OrderedDict, key: Hashable, value: Any, size: int) -> None:
+    cache[key] = value
+    if len(cache) > size:
+        cache.popitem(last=False)

@@ -1,0 +1,236 @@
+"""Constrained decoding on a random-weight model with a byte-level BPE tokenizer (the worst case:
+the model puts its probability anywhere, so every valid output depends on the mask)."""
+
+import re
+from typing import Annotated, Literal
+
+import msgspec
+import pytest
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models
+
+from swarm.runtime import Choice, Engine, EngineConfig, Regex, SamplingParams, SchemaError
+from swarm.runtime.random_model import tiny_config, write_random_model
+from swarm.runtime.tokenizer import Tokenizer
+
+PLAYERS = ("Mira", "Tomas", "Zoë", 'O"Hara')  # a non-ASCII name and one JSON must escape
+
+
+class Vote(msgspec.Struct, tag="vote"):
+    target: Literal[PLAYERS]
+
+
+class Say(msgspec.Struct, tag="say"):
+    to: Literal[PLAYERS]
+    text: Annotated[str, msgspec.Meta(max_length=12)]
+
+
+class Move(msgspec.Struct, tag="move"):
+    place: Literal["tavern", "square", "mill"]
+    minutes: Annotated[int, msgspec.Meta(ge=0, le=90)]
+    running: bool = False
+
+
+Action = Vote | Say | Move
+
+
+def sampled(n: int, first_seed: int = 0, max_tokens: int = 160) -> list[SamplingParams]:
+    return [SamplingParams(max_tokens=max_tokens, temperature=1.0, seed=first_seed + i) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_random_model(tmp_path_factory.mktemp("m"), tiny_config(vocab_size=384))
+
+
+@pytest.fixture(scope="module")
+def engine(folder):
+    return Engine.from_pretrained(folder, config=EngineConfig(kv_cache_tokens=16384))
+
+
+def assert_valid(outs, schema=Action):
+    for o in outs:
+        assert o.finish_reason == "stop", (o.finish_reason, o.text, o.error)
+        assert msgspec.json.decode(o.text, type=schema) == o.value
+        assert o.error is None
+
+
+def test_every_sampled_action_decodes_in_a_mixed_batch(engine):
+    prompts = ["The guard", "Mira says", "Once upon a time there was a village", "<|im_start|>user\nvote"]
+    n = 96
+    constrained = [prompts[i % len(prompts)] for i in range(n)]
+    free = ["The baker sells bread"] * 8
+    params = sampled(n) + [SamplingParams(max_tokens=24, temperature=1.0, seed=s, ignore_eos=True) for s in range(8)]
+    outs = engine.generate(constrained + free, params, schema=[Action] * n + [None] * 8)
+    assert_valid(outs[:n])
+    assert {type(o.value) for o in outs[:n]} == {Vote, Say, Move}  # temperature 1.0 explores every branch
+    for o in outs[:n]:
+        v = o.value
+        assert (v.target if isinstance(v, Vote) else v.to if isinstance(v, Say) else v.place) in (
+            *PLAYERS, "tavern", "square", "mill")
+    assert all(o.value is None and len(o.token_ids) == 24 for o in outs[n:])
+
+
+def test_unconstrained_requests_are_unchanged_by_constrained_neighbours(engine):
+    p = SamplingParams(max_tokens=16, temperature=1.0, seed=3, ignore_eos=True)
+    alone = engine.generate("The smith", p)[0].token_ids
+    mixed = engine.generate(["The smith", "The guard", "A child"], [p] + sampled(2), schema=[None, Action, Action])
+    assert mixed[0].token_ids == alone
+    # and the same seed under the same schema gives the same action alone or in a batch
+    assert mixed[1].value == engine.generate("The guard", sampled(1), schema=Action)[0].value
+
+
+def test_prefix_cache_hits_keep_actions_valid(folder):
+    engine = Engine.from_pretrained(folder, config=EngineConfig(kv_cache_tokens=16384, block_size=8))
+    preamble = "Once upon a time there was a village with a tavern, a square and a mill. "
+    first = engine.generate([preamble + "The guard"] * 4, sampled(4), schema=Action)
+    again = engine.generate([preamble + f"Agent {i} acts." for i in range(16)], sampled(16, 100), schema=Action)
+    assert_valid(first + again)
+    assert all(o.cached_tokens > 0 for o in again)
+
+
+def test_preempted_constrained_requests_stay_valid(folder):
+    tight = Engine.from_pretrained(folder, config=EngineConfig(kv_cache_tokens=160, block_size=8))
+    outs = tight.generate([f"The guard number {i} walks to the square and says" for i in range(8)],
+                          sampled(8, 7, max_tokens=90), schema=Action)
+    assert_valid(outs)
+    assert tight.stats()["preemptions"] > 0
+
+
+def test_top_level_values_end_with_eos_only_when_complete(engine):
+    Count = Annotated[int, msgspec.Meta(ge=0, le=9999)]
+    outs = engine.generate(["Count"] * 16, sampled(16), schema=Count)
+    assert_valid(outs, Count)
+    for schema in (Annotated[list[Literal["a", "b"]], msgspec.Meta(max_length=5)], tuple[Literal["a", "b"], bool]):
+        assert_valid(engine.generate(["x"] * 8, sampled(8, 50), schema=schema), schema)
+
+
+def test_regex_constraint(engine):
+    pattern = r"[a-z]{2,5}-[0-9]{1,2}( \(ok\))?"
+    outs = engine.generate(["Code:"] * 24, sampled(24), schema=Regex(pattern))
+    for o in outs:
+        assert o.finish_reason == "stop" and re.fullmatch(pattern, o.text) and o.value == o.text
+
+
+def test_choice_constraint(engine):
+    options = ("yes", "no", "maybe so", 'say "hi"', "x|y.*", "Zoë", "yes!")
+    outs = engine.generate(["Answer:"] * 32, sampled(32), schema=Choice(options))
+    assert all(o.finish_reason == "stop" and o.value == o.text and o.text in options for o in outs)
+    assert len({o.text for o in outs}) > 2
+
+
+def test_max_tokens_before_the_value_is_complete(engine):
+    long_say = engine.generate(["The guard"] * 6, sampled(6, max_tokens=3), schema=Say)
+    assert all(o.finish_reason == "length" and o.value is None and len(o.token_ids) == 3 for o in long_say)
+    assert_valid(engine.generate("The guard", sampled(1), schema=Action))  # the engine goes on as before
+
+
+async def test_stream_with_a_schema(engine):
+    pieces = [p async for p in engine.stream("The guard", sampled(1, 5)[0], schema=Action)]
+    ref = engine.generate("The guard", sampled(1, 5), schema=Action)[0]
+    assert len(pieces) > 1 and "".join(pieces) == ref.text
+    assert msgspec.json.decode("".join(pieces), type=Action) == ref.value
+
+
+async def test_agenerate_with_a_schema(engine):
+    outs = await engine.agenerate(["The guard", "A child"], sampled(2), schema=Action)
+    assert_valid(outs)
+
+
+def test_cancel_a_constrained_request(engine):
+    h = engine.submit("The guard", sampled(1)[0], schema=Say)
+    other = engine.submit("A child", sampled(1, 9)[0], schema=Action)
+    engine.step()
+    engine.step()
+    h.cancel()
+    out = h.result()
+    assert out.finish_reason == "cancelled" and out.value is None
+    assert_valid([other.result()])
+    assert not engine.scheduler.has_work
+
+
+def test_compiled_once_per_schema(engine):
+    g = engine.grammars.compile(Action)
+    assert engine.grammars.compile(Action) is g
+    # equal schemas built anew (e.g. each tick) share the compiled matcher but decode to their own type
+    a = msgspec.defstruct("Ballot", [("target", Literal["Mira", "Tomas"])])
+    b = msgspec.defstruct("Ballot", [("target", Literal["Mira", "Tomas"])])
+    ga, gb = engine.grammars.compile(a), engine.grammars.compile(b)
+    assert ga.matcher is gb.matcher
+    assert type(engine.generate("x", sampled(1), schema=b)[0].value) is b
+
+
+@pytest.mark.parametrize("schema, message", [
+    (set[int], "uniqueItems"),  # msgspec writes a keyword llguidance does not implement
+    (Annotated[str, msgspec.Meta(pattern="(?=a)b")], "look-around"),
+    (Regex("a(b"), "unclosed group"),
+    (object, "msgspec cannot describe"),
+    ("[0-9]+", "Regex"),
+])
+def test_rejected_schemas_fail_at_submit(engine, schema, message):
+    with pytest.raises(SchemaError, match=re.escape(message)):
+        engine.submit("x", schema=schema)
+    assert not engine.scheduler.has_work
+
+
+def test_bad_constraints_and_params():
+    with pytest.raises(SchemaError, match="at least one"):
+        Choice([])
+    with pytest.raises(SchemaError, match="not one string"):
+        Choice("yes")
+    with pytest.raises(SchemaError, match="non-empty"):
+        Choice(["a", ""])
+
+
+def test_stop_strings_with_a_schema_are_refused(engine):
+    with pytest.raises(SchemaError, match="stop"):
+        engine.submit("x", SamplingParams(stop=["}"]), schema=Action)
+    with pytest.raises(SchemaError, match="stop"):
+        engine.submit("x", SamplingParams(stop_token_ids=[7]), schema=Action)
+
+
+# -- tokenizers that cannot spell everything ------------------------------------------------
+
+
+def engine_with(folder, tokenizer: HFTokenizer) -> Engine:
+    model = Engine.from_pretrained(folder, config=EngineConfig(kv_cache_tokens=1024)).model
+    return Engine(model, Tokenizer(tokenizer, {"eos_token": "<eos>"}), EngineConfig(kv_cache_tokens=1024))
+
+
+def letters_only() -> HFTokenizer:
+    """A BPE without byte tokens: it can write `{}[]":,` and ten letters (enough for the ballot below)."""
+    # the ids of the special tokens are the random model's (config.json: bos 1, eos 2)
+    vocab = {t: i for i, t in enumerate(["<pad>", "<bos>", "<eos>", *'{}[]":,', *"abegoprtvy"])}
+    tok = HFTokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.add_special_tokens(["<pad>", "<bos>", "<eos>"])
+    tok.decoder = decoders.ByteFallback()
+    return tok
+
+
+def test_schema_the_tokenizer_cannot_spell(folder):
+    engine = engine_with(folder, letters_only())
+    with pytest.raises(SchemaError, match="cannot spell 'c'"):
+        engine.submit([1], schema=Literal["a", "c"])
+    with pytest.raises(SchemaError, match="cannot spell 'Mira'"):
+        engine.submit([1], schema=Vote)
+    with pytest.raises(SchemaError, match="no token that can start"):
+        engine.submit([1], schema=Regex("[0-9]+"))
+    ballot = msgspec.defstruct("Ballot", [("target", Literal["a", "b"])], tag_field="type", tag="vote")
+    outs = engine.generate([[1]] * 4, sampled(4, max_tokens=64), schema=ballot)
+    assert_valid(outs, ballot)
+
+
+def test_a_dead_end_mid_value_ends_the_request_not_the_engine(folder):
+    engine = engine_with(folder, letters_only())
+    # "a" can be written, then no token spells "c": the request ends with an error, others go on
+    stuck, fine = engine.generate([[1], [1]], sampled(2), schema=[Regex("ac"), Choice(["ab", "ba"])])
+    assert stuck.finish_reason == "error" and stuck.value is None and "cannot spell" in stuck.error
+    assert stuck.text == "a"
+    assert fine.finish_reason == "stop" and fine.value in ("ab", "ba")
+
+
+def test_a_tokenizer_llguidance_cannot_read(folder):
+    tok = HFTokenizer(models.WordLevel({"<unk>": 0, "<bos>": 1, "<eos>": 2, "a": 3}, unk_token="<unk>"))
+    engine = engine_with(folder, tok)
+    with pytest.raises(SchemaError, match="cannot be used for constrained decoding"):
+        engine.submit([1], schema=Action)
