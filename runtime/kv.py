@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from swarm.kernels.attention import causal_attention, decode_attention, gather_context
+from swarm.kernels import registry
+from swarm.kernels.attention import causal_attention, gather_context
 from swarm.runtime.block_pool import KVPool
 
 
@@ -42,6 +43,7 @@ class PagedBatch:
             self.key_pos = torch.arange(nb * bs, device=device)[None, :]  # [1, S]
             self.decode_lens = lens[:, None]  # [B, 1]
             self._masks: dict[int | None, torch.Tensor] = {}
+            self._decode_attention = registry.get("decode_attention", device)
 
     def _decode_mask(self, window: int | None) -> torch.Tensor:
         mask = self._masks.get(window)
@@ -60,11 +62,11 @@ class PagedBatch:
         kc.view(-1, G, d).index_copy_(0, self.slots, k)
         vc.view(-1, G, d).index_copy_(0, self.slots, v)
         if not self.prefill:  # the common decode-only step: no scatter needed
-            return decode_attention(q, kc, vc, self.decode_table, self._decode_mask(window), scale)
+            return self._decode_attention(q, kc, vc, self.decode_table, self._decode_mask(window), scale)
         out = torch.empty_like(q)
         if self.decode:
             rows = self.decode_rows
-            out[rows] = decode_attention(q[rows], kc, vc, self.decode_table, self._decode_mask(window), scale)
+            out[rows] = self._decode_attention(q[rows], kc, vc, self.decode_table, self._decode_mask(window), scale)
         for i in self.prefill:
             s, n, c = self.starts[i], self.query_lens[i], self.context_lens[i]
             ks, vs = gather_context(kc, self.tables[i], c), gather_context(vc, self.tables[i], c)

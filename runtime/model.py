@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from swarm.kernels.moe import expert_ffn, route
+from swarm.kernels import registry
 from swarm.runtime.config import ModelConfig
 from swarm.runtime.kv import PagedBatch
 from swarm.runtime.rope import Rotary, apply_rotary
@@ -94,14 +94,22 @@ class MoE(nn.Module):
             self.shared = MLP(D, cfg.shared_expert_intermediate_size)
             self.shared_gate = nn.Linear(D, 1, bias=False)
         self.last_ids: torch.Tensor | None = None  # [T, K] routing of the last call, for expert-load stats
+        self._kernel_device: torch.device | None = None  # the device the kernels were picked for
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights, ids = route(self.router(x), self.top_k, self.mode, self.renormalize)  # [T, K]
+        if x.device != self._kernel_device:  # weights move after construction: pick the kernels on first use
+            self._route, self._ffn = registry.get("moe_route", x.device), registry.get("moe_expert_ffn", x.device)
+            self._kernel_device = x.device
+        weights, ids = self._route(self.router(x), self.top_k, self.mode, self.renormalize)  # [T, K]
         self.last_ids = ids
-        out = expert_ffn(x, self.gate_up, self.down, weights, ids)
+        out = self.experts(x, weights, ids)
         if self.shared is not None:
             out = out + torch.sigmoid(self.shared_gate(x)) * self.shared(x)
         return out
+
+    def experts(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """The routed experts' weighted sum: x [T, D], weights/ids [T, K] -> [T, D] (int8 overrides this)."""
+        return self._ffn(x, self.gate_up, self.down, weights, ids)
 
 
 class DecoderLayer(nn.Module):

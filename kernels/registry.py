@@ -1,0 +1,91 @@
+"""Hot ops by name and backend, picked per device.
+
+Every op has a torch implementation (the reference, and the CPU path) and may
+have a Triton one for CUDA. `get(name, device)` returns the Triton one on a
+CUDA device and the torch one anywhere else; `SWARM_KERNELS=torch` or
+`SWARM_KERNELS=triton` forces a backend. Nothing falls back silently: an op
+without the chosen backend, or a Triton backend without a GPU, is an error.
+
+Implementations are named by import path and imported on first use, so the
+CPU path never imports triton (a dev-only dependency).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+
+import torch
+
+BACKENDS = ("torch", "triton")
+ENV = "SWARM_KERNELS"
+
+
+class KernelUnavailable(RuntimeError):
+    """The requested op has no implementation for the chosen backend, or the backend cannot run here."""
+
+
+# (op, backend) -> "module:function", or the callable itself once loaded or registered
+_REGISTRY: dict[tuple[str, str], str | Callable] = {
+    ("moe_route", "torch"): "swarm.kernels.moe:route",
+    ("moe_route", "triton"): "swarm.kernels.triton.moe_route:route",
+    ("moe_expert_ffn", "torch"): "swarm.kernels.moe:expert_ffn",
+    ("moe_expert_ffn", "triton"): "swarm.kernels.triton.moe_ffn:expert_ffn",
+    ("decode_attention", "torch"): "swarm.kernels.attention:decode_attention",
+    ("decode_attention", "triton"): "swarm.kernels.triton.decode_attention:decode_attention",
+    ("lora_gather", "torch"): "swarm.kernels.lora:lora_gather",
+    ("lora_gather", "triton"): "swarm.kernels.triton.lora_gather:lora_gather",
+    ("lora_segment", "torch"): "swarm.kernels.lora:lora_segment",
+    ("lora_segment", "triton"): "swarm.kernels.triton.lora_segment:lora_segment",
+}
+
+
+def register(name: str, backend: str, fn: str | Callable) -> None:
+    """Add or replace the `backend` implementation of op `name` (a callable or a "module:function" path)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown kernel backend {backend!r}; expected one of {BACKENDS}")
+    _REGISTRY[(name, backend)] = fn
+
+
+def ops() -> dict[str, list[str]]:
+    """Every registered op and its backends."""
+    out: dict[str, list[str]] = {}
+    for name, backend in _REGISTRY:
+        out.setdefault(name, []).append(backend)
+    return out
+
+
+def backend_for(device: torch.device | str) -> str:
+    """The backend `get` uses on `device`: SWARM_KERNELS if set, else triton on CUDA and torch elsewhere."""
+    device = torch.device(device)
+    forced = os.environ.get(ENV, "").strip().lower()
+    if forced and forced not in BACKENDS:
+        raise KernelUnavailable(f"{ENV}={forced!r} is not a kernel backend; expected one of {BACKENDS}")
+    backend = forced or ("triton" if device.type == "cuda" else "torch")
+    # The Triton interpreter runs kernels on CPU tensors (tests); compiled Triton needs an NVIDIA GPU.
+    if backend == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise KernelUnavailable(
+            f"triton kernels need a CUDA device, not {device}; unset {ENV} (or set {ENV}=torch) "
+            "to run the torch kernels, or set TRITON_INTERPRET=1 to interpret the triton ones"
+        )
+    return backend
+
+
+def get(name: str, device: torch.device | str, backend: str | None = None) -> Callable:
+    """The implementation of op `name` for `device` (or for an explicit `backend`)."""
+    backend = backend or backend_for(device)
+    impl = _REGISTRY.get((name, backend))
+    if impl is None:
+        have = ops().get(name)
+        if have is None:
+            raise KernelUnavailable(f"unknown kernel {name!r}; registered: {sorted(ops())}")
+        raise KernelUnavailable(f"kernel {name!r} has no {backend} implementation (it has: {have})")
+    if isinstance(impl, str):
+        module, attr = impl.split(":")
+        try:
+            impl = getattr(importlib.import_module(module), attr)
+        except ImportError as e:
+            raise KernelUnavailable(f"kernel {name!r} ({backend}) cannot be imported: {e}") from e
+        _REGISTRY[(name, backend)] = impl
+    return impl
