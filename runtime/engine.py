@@ -94,9 +94,18 @@ class Engine:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, config: EngineConfig | None = None, device: str = "cpu",
-                        progress: Progress | None = None) -> Engine:
-        """Load a local Hugging Face folder (config.json, safetensors, tokenizer.json); float32 on the CPU."""
+                        progress: Progress | None = None, quantize: str | None = None) -> Engine:
+        """Load a local Hugging Face folder (config.json, safetensors, tokenizer.json); float32 on the CPU.
+
+        `quantize="int8"` turns the weights into weight-only int8 (CPU only; see `swarm.runtime.quant`).
+        """
+        if quantize not in (None, "int8"):
+            raise ValueError(f"unknown quantize={quantize!r}; supported: None, 'int8'")
         model = load_model(path, dtype=torch.float32, progress=progress).to(device)
+        if quantize == "int8":
+            from swarm.runtime.quant import quantize_int8
+
+            quantize_int8(model)
         return cls(model, Tokenizer.from_folder(path), config, device)
 
     @property

@@ -1,0 +1,138 @@
+"""Weight-only int8 for CPU decode: a pass over the plain model (`quantize_int8(model)`).
+
+CPU decode reads every weight it uses once per step, so it is bound by memory
+bandwidth; int8 weights read a quarter of the bytes of float32. Each output
+channel (weight row) gets its own scale: w ~ q * scale, q in [-127, 127].
+
+The matmul is torch's packed int8 kernel, `aten._weight_int8pack_mm`. On
+AVX2 machines its float32 path is scalar (5 to 30 times slower than a
+float32 matmul here), while its bfloat16 path is vectorised, so activations
+enter the matmul as bfloat16 and come back as float32: the activation
+rounding (8 bits of mantissa) is part of the measured logit error. The kernel
+needs in_features to be a multiple of 8 (it crashes otherwise), so other
+shapes are refused.
+
+What is quantized: the attention projections, dense and shared-expert MLPs,
+the routed experts and lm_head. The router and the shared-expert gate stay
+float32: they are tiny, and a rounding there can flip which experts run.
+
+Legend: T tokens, D hidden, E experts, K top-k, I expert width, N out features, C in features.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from swarm.runtime.model import MoE
+
+_KEEP_FLOAT = ("router", "shared_gate")
+
+
+def _int8mm() -> object:
+    op = getattr(torch.ops.aten, "_weight_int8pack_mm", None)
+    if op is None:
+        raise RuntimeError(f"torch {torch.__version__} has no aten._weight_int8pack_mm; int8 weights need torch>=2.3")
+    return op
+
+
+def quantize_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """w [..., N, C] float -> q [..., N, C] int8, scale [..., N] bfloat16 with w ~ q * scale per row."""
+    w = w.detach().float()
+    # Round the scale up to bfloat16 (what the kernel takes) so no |w / scale| exceeds 127.
+    scale = (w.abs().amax(-1).clamp_min(1e-12) / 127 * (1 + 2**-7)).to(torch.bfloat16)
+    q = torch.round(w / scale.float()[..., None]).clamp_(-127, 127).to(torch.int8)
+    return q.contiguous(), scale.contiguous()
+
+
+def _check_in_features(name: str, c: int) -> None:
+    if c % 8:
+        raise ValueError(f"int8: {name} has {c} input features; the packed int8 kernel needs a multiple of 8")
+
+
+class Int8Linear(nn.Module):
+    """nn.Linear with an int8 weight [N, C] and a bfloat16 scale per output row."""
+
+    def __init__(self, linear: nn.Linear, name: str = "linear"):
+        super().__init__()
+        _check_in_features(name, linear.in_features)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        q, scale = quantize_rows(linear.weight)
+        self.weight = nn.Parameter(q, requires_grad=False)  # [N, C] int8
+        self.scale = nn.Parameter(scale, requires_grad=False)  # [N] bfloat16
+        self.bias = linear.bias
+        self._mm = _int8mm()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)  # [T, C]
+        y = self._mm(rows, self.weight, self.scale).to(x.dtype).view(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
+
+
+class Int8MoE(MoE):
+    """MoE whose routed experts hold int8 weights: gate_up [E, 2I, D], down [E, D, I] plus row scales.
+
+    Experts run one at a time over their sorted tokens (the packed kernel has no batched form);
+    an expert no token chose costs nothing, which is what decode batches mostly see.
+    """
+
+    def experts(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        T, K = ids.shape
+        flat = ids.reshape(-1)  # [T*K]
+        order = flat.argsort(stable=True)
+        token = order // K  # token of each sorted pair
+        weight = weights.reshape(-1)[order].to(x.dtype)
+        xb = x.to(torch.bfloat16)
+        out = torch.zeros_like(x)
+        start = 0
+        for e, n in enumerate(torch.bincount(flat, minlength=self.gate_up.shape[0]).tolist()):
+            if n == 0:
+                continue
+            rows = token[start : start + n]
+            g, u = self._mm(xb[rows], self.gate_up[e], self.gate_up_scale[e]).float().chunk(2, dim=-1)  # [n, I]
+            h = (F.silu(g) * u).to(torch.bfloat16)
+            y = self._mm(h, self.down[e], self.down_scale[e]).to(x.dtype)  # [n, D]
+            out.index_add_(0, rows, y * weight[start : start + n, None])
+            start += n
+        return out
+
+
+def _quantize_moe(moe: MoE) -> None:
+    gq, gs = quantize_rows(moe.gate_up)
+    dq, ds = quantize_rows(moe.down)
+    moe.gate_up = nn.Parameter(gq, requires_grad=False)  # [E, 2I, D] int8
+    moe.gate_up_scale = nn.Parameter(gs, requires_grad=False)  # [E, 2I]
+    moe.down = nn.Parameter(dq, requires_grad=False)  # [E, D, I] int8
+    moe.down_scale = nn.Parameter(ds, requires_grad=False)  # [E, D]
+    moe._mm = _int8mm()
+    # Swapping the class keeps every other field of the float module (router, shared expert, stats).
+    moe.__class__ = Int8MoE
+
+
+@torch.no_grad()
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """Replace the model's float Linear and expert weights by int8 ones in place; returns the model.
+
+    CPU only. Raises if a weight is not on the CPU or has an input width the kernel cannot take.
+    """
+    _int8mm()
+    devices = {p.device.type for p in model.parameters()}
+    if devices != {"cpu"}:
+        raise ValueError(f"int8 weights are a CPU path; the model is on {sorted(devices)}")
+    targets = [(name, m) for name, m in model.named_modules()
+               if (isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] not in _KEEP_FLOAT)
+               or (isinstance(m, MoE) and not isinstance(m, Int8MoE))]
+    for name, module in targets:  # check every shape before changing anything
+        if isinstance(module, nn.Linear):
+            _check_in_features(name, module.in_features)
+        else:
+            _check_in_features(f"{name}.gate_up", module.gate_up.shape[2])
+            _check_in_features(f"{name}.down", module.down.shape[2])
+    for name, module in targets:
+        if isinstance(module, MoE):
+            _quantize_moe(module)
+            continue
+        parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+        setattr(parent, name.rpartition(".")[2], Int8Linear(module, name))
+    return model
