@@ -1,0 +1,327 @@
+"""The torch CPU kernels against the naive loops they replace, and int8 against float32 decode.
+
+    .venv/bin/python benchmarks/kernels.py                 # full run (about 40 s on 2 CPU cores)
+    .venv/bin/python benchmarks/kernels.py --quick         # smoke run, tiny sizes
+    .venv/bin/python benchmarks/kernels.py --threads 1     # on a shared machine, one thread suffers least
+
+Prints one JSON object on stdout (progress on stderr). Sections:
+
+  hardware  memory bandwidth and matmul FLOP/s measured now (the limits to read the rest against)
+  kernels   each torch kernel (MoE expert FFN, paged decode attention, LoRA gather and segment) against the
+            per-token / per-expert / per-sequence Python loop it replaces, on the benchmark model's shapes
+  int8      decode steps of the engine with float32 and weight-only int8 weights (random-weight Qwen3-MoE of
+            benchmarks/engine.py) at batch 1 and 32, alternating timed blocks; one 512-token prefill chunk;
+            logit error on one sequence, next to the error of merely rounding the weights to bfloat16
+
+Every section reports `machine`: CPU time other processes took while it ran; `disturbed` sections have
+inflated times. Times are the best of several repetitions (the least disturbed).
+
+Legend: T tokens, D hidden, E experts, K top-k, I expert width, B sequences, H query heads, G key/value heads,
+d head dim, S slots, R rank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from swarm.kernels.attention import decode_attention, gather_context
+from swarm.kernels.lora import lora_gather, lora_segment
+from swarm.kernels.moe import expert_ffn
+from swarm.runtime import Engine, EngineConfig, SamplingParams
+from swarm.runtime.loader import load_model
+from swarm.runtime.tokenizer import Tokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: the helpers sit beside it
+import roofline  # noqa: E402
+from engine import QUICK, MachineLoad, Sizes, ensure_model, git_revision, log, model_config  # noqa: E402
+
+FIRST_ID = 5  # ids below are the tokenizer's special tokens
+
+
+def timed(fn: Callable[[], object], min_seconds: float = 0.2, repeats: int = 5) -> float:
+    """Seconds per call: calls are batched so one timing lasts about min_seconds / repeats; best of `repeats`."""
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - t0, 1e-6)
+    n = max(1, int(min_seconds / repeats / once))
+    return roofline.best_time(lambda: [fn() for _ in range(n)], repeats, warmup=0) / n
+
+
+def compare(fast: Callable[[], torch.Tensor], loops: dict[str, Callable[[], torch.Tensor]], quick: bool) -> dict:
+    budget = 0.05 if quick else 0.5
+    out = fast()
+    t_fast = timed(fast, budget)
+    row: dict = {"kernel_ms": 1e3 * t_fast}
+    for name, loop in loops.items():
+        t = timed(loop, budget)
+        row[f"{name}_ms"] = 1e3 * t
+        row[f"speedup_vs_{name}"] = t / t_fast
+        row[f"max_abs_diff_vs_{name}"] = (out - loop()).abs().max().item()
+    return row
+
+
+# -- naive loops (what the kernels replace) ---------------------------------------------------
+
+
+def moe_per_token(x, gate_up, down, weights, ids):
+    out = torch.zeros_like(x)
+    for t in range(ids.shape[0]):
+        for j in range(ids.shape[1]):
+            e = int(ids[t, j])
+            g, u = (gate_up[e] @ x[t]).chunk(2)
+            out[t] += weights[t, j] * (down[e] @ (F.silu(g) * u))
+    return out
+
+
+def moe_per_expert(x, gate_up, down, weights, ids):
+    """The transformers-style loop: every expert, the tokens routed to it picked by a mask."""
+    out = torch.zeros_like(x)
+    for e in range(gate_up.shape[0]):
+        tok, slot = (ids == e).nonzero(as_tuple=True)
+        if tok.numel() == 0:
+            continue
+        g, u = F.linear(x[tok], gate_up[e]).chunk(2, dim=-1)
+        out.index_add_(0, tok, F.linear(F.silu(g) * u, down[e]) * weights[tok, slot, None])
+    return out
+
+
+def attention_per_sequence(q, k_cache, v_cache, tables, lens, scale):
+    """One sequence at a time: gather its blocks, repeat K/V for the query heads, attend."""
+    H, G = q.shape[1], k_cache.shape[2]
+    out = torch.empty_like(q)
+    for b, (table, n) in enumerate(zip(tables, lens, strict=True)):
+        k = gather_context(k_cache, table, n).repeat_interleave(H // G, dim=1).transpose(0, 1)  # [H, n, d]
+        v = gather_context(v_cache, table, n).repeat_interleave(H // G, dim=1).transpose(0, 1)
+        p = (q[b][:, None, :] @ k.transpose(1, 2) * scale).softmax(-1)  # [H, 1, n]
+        out[b] = (p @ v)[:, 0]
+    return out
+
+
+def lora_per_token(x, a, b, slots, scale):
+    out = x.new_zeros(x.shape[0], b.shape[1])
+    for t, s in enumerate(slots):
+        if s >= 0:
+            out[t] = b[s] @ (a[s] @ x[t]) * scale[s]
+    return out
+
+
+# -- sections -------------------------------------------------------------------------------------
+
+
+def _moe_row(g: torch.Generator, T: int, gate_up: torch.Tensor, down: torch.Tensor, K: int, quick: bool) -> dict:
+    E, D = gate_up.shape[0], gate_up.shape[2]
+    x = torch.randn(T, D, generator=g)
+    ids = torch.stack([torch.randperm(E, generator=g)[:K] for _ in range(T)])
+    w = torch.rand(T, K, generator=g)
+    loops = {"per_expert_loop": lambda: moe_per_expert(x, gate_up, down, w, ids)}
+    if T <= 32:  # the per-token loop at 512 tokens takes seconds per call and says nothing new
+        loops["per_token_loop"] = lambda: moe_per_token(x, gate_up, down, w, ids)
+    return compare(lambda: expert_ffn(x, gate_up, down, w, ids), loops, quick)
+
+
+def _attention_row(g: torch.Generator, B: int, context: int, H: int, G: int, d: int, bs: int, quick: bool) -> dict:
+    nb = context // bs + 1
+    lens = torch.randint(context // 2, context + 1, (B,), generator=g).tolist()
+    N = B * nb + 1
+    k_cache, v_cache = torch.randn(N, bs, G, d, generator=g), torch.randn(N, bs, G, d, generator=g)
+    table = torch.randperm(N, generator=g)[: B * nb].view(B, nb)  # [B, nb] scattered blocks
+    tables = [table[b, : -(-n // bs)] for b, n in enumerate(lens)]
+    mask = torch.arange(nb * bs)[None, :] < torch.tensor(lens)[:, None]  # [B, S]
+    q = torch.randn(B, H, d, generator=g)
+    row = compare(lambda: decode_attention(q, k_cache, v_cache, table, mask, d**-0.5),
+                  {"per_sequence_loop": lambda: attention_per_sequence(q, k_cache, v_cache, tables, lens, d**-0.5)},
+                  quick)
+    return row | {"mean_context": statistics.fmean(lens)}
+
+
+def section_kernels(s: Sizes, quick: bool, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    D, I, E, K = s.hidden, s.expert_width, s.experts, s.top_k
+    gate_up, down = torch.randn(E, 2 * I, D, generator=g) * 0.05, torch.randn(E, D, I, generator=g) * 0.05
+    moe = {}
+    for T in (1, 32) if quick else (1, 32, 512):
+        log(f"kernels: MoE expert FFN, {T} tokens")
+        moe[f"tokens_{T}"] = _moe_row(g, T, gate_up, down, K, quick)
+    attn = {}
+    H, G, d, bs = s.heads, s.kv_heads, s.head_dim, 16
+    context = 64 if quick else 512
+    for B in (1, 32):
+        log(f"kernels: paged decode attention, {B} sequences of up to {context} tokens")
+        attn[f"batch_{B}"] = _attention_row(g, B, context, H, G, d, bs, quick)
+
+    # LoRA on the fused qkv projection: Din = D, Dout = q + 2 kv
+    Din, Dout, S, R = D, (H + 2 * G) * d, 8, 16
+    x = torch.randn(512, Din, generator=g)
+    a, b = torch.randn(S, R, Din, generator=g) * 0.05, torch.randn(S, Dout, R, generator=g) * 0.05
+    scale = torch.full((S,), 2.0)
+    log("kernels: LoRA gather (32 decode tokens over 8 adapters + base) and segment (4 runs of 128 tokens)")
+    slots = torch.randint(-1, S, (32,), generator=g)
+    xs = x[:32]
+    gather = compare(lambda: lora_gather(xs, a, b, slots, scale),
+                     {"per_token_loop": lambda: lora_per_token(xs, a, b, slots.tolist(), scale)}, quick)
+    starts, seg = [0, 128, 256, 384, 512], [0, 3, -1, 5]
+    per_token = [sl for sl, lo, hi in zip(seg, starts, starts[1:], strict=False) for _ in range(lo, hi)]
+    segment = compare(lambda: lora_segment(x, a, b, starts, seg, scale),
+                      {"per_token_loop": lambda: lora_per_token(x, a, b, per_token, scale)}, quick)
+    return {
+        "moe_expert_ffn": moe, "decode_attention": attn,
+        "lora_gather": {"tokens": 32, "slots": S, "rank": R, **gather},
+        "lora_segment": {"tokens": 512, "runs": len(seg), "rank": R, **segment},
+        "shapes": {"D": D, "I": I, "E": E, "K": K, "H": H, "G": G, "d": d, "block_size": bs,
+                   "lora_in": Din, "lora_out": Dout},
+    }
+
+
+def _engine(folder: Path, quantize: str | None, batch: int, tokens: int) -> Engine:
+    config = EngineConfig(kv_cache_tokens=batch * (tokens + 32), enable_prefix_cache=False)
+    return Engine.from_pretrained(folder, config, quantize=quantize)
+
+
+def _start_decoding(engine: Engine, prompts: list[list[int]], max_tokens: int) -> list:
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+    handles = [engine.submit(p, params) for p in prompts]
+    while not all(h.token_ids for h in handles):
+        engine.step()
+    for _ in range(2):
+        engine.step()
+    return handles
+
+
+def _decode_block(engine: Engine, batch: int, steps: int) -> list[float]:
+    times = []
+    for _ in range(steps):
+        computed = engine.stats()["tokens_computed"]
+        t0 = time.perf_counter()
+        engine.step()
+        times.append(time.perf_counter() - t0)
+        assert engine.stats()["tokens_computed"] - computed == batch, "a timed step was not decode-only"
+    return times
+
+
+def logit_error(folder: Path, s: Sizes, seed: int) -> dict:
+    """int8 against float32 logits on one random sequence, next to the error that merely rounding the
+    float32 weights to bfloat16 causes (how sensitive this random-weight model is to any perturbation)."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    ids = torch.randint(FIRST_ID, s.vocab, (64,), generator=gen).tolist()
+    tok = Tokenizer.from_folder(folder)
+    ref = Engine(load_model(folder, dtype=torch.float32), tok).logits(ids)
+    rounded = load_model(folder, dtype=torch.float32)
+    with torch.no_grad():
+        for p in rounded.parameters():
+            p.copy_(p.bfloat16().float())
+    out = {}
+    for name, logits in (("int8", Engine.from_pretrained(folder, quantize="int8").logits(ids)),
+                         ("bf16_rounded_weights_baseline", Engine(rounded, tok).logits(ids))):
+        diff = (logits - ref).abs()
+        out[name] = {"max_abs_diff": diff.max().item(), "mean_abs_diff": diff.mean().item(),
+                     "top1_agreement": (logits.argmax(-1) == ref.argmax(-1)).float().mean().item()}
+    out["positions"] = len(ids)
+    out["max_abs_logit"] = ref.abs().max().item()
+    return out
+
+
+def section_int8(folder: Path, s: Sizes, quick: bool, seed: int) -> dict:
+    context, steps, blocks = (32, 4, 2) if quick else (512, 16, 3)
+    rows = {}
+    for batch in (1, 4) if quick else (1, 32):
+        log(f"int8: decode at batch {batch}, context {context}, float32 and int8 alternating")
+        gen = torch.Generator().manual_seed(seed + batch)
+        prompts = [torch.randint(FIRST_ID, s.vocab, (context,), generator=gen).tolist() for _ in range(batch)]
+        budget = steps * blocks + 8 + -(-batch * context // 512)  # decode tokens, warm-up, chunked prefill
+        engines = {q: _engine(folder, q if q == "int8" else None, batch, context + budget) for q in ("float32", "int8")}
+        for eng in engines.values():
+            _start_decoding(eng, prompts, budget)
+        runs: dict[str, list[list[float]]] = {q: [] for q in engines}
+        for _ in range(blocks):  # alternate, so a burst of load on the machine hits both alike
+            for q, eng in engines.items():
+                runs[q].append(_decode_block(eng, batch, steps))
+        row = {"batch": batch, "context": context, "steps_per_block": steps, "blocks": blocks}
+        for q, blocks_ in runs.items():
+            best = min(blocks_, key=sum)
+            row[q] = {"step_ms": 1e3 * sum(best) / steps, "median_step_ms": 1e3 * statistics.median(best),
+                      "block_mean_step_ms": [1e3 * sum(b) / steps for b in blocks_],
+                      "tokens_per_s": batch * steps / sum(best),
+                      "weights_mib": roofline.weight_bytes(engines[q].model) / 2**20}
+        row["speedup"] = row["float32"]["step_ms"] / row["int8"]["step_ms"]
+        rows[f"batch_{batch}"] = row
+        del engines
+    log("int8: one prefill chunk")
+    gen = torch.Generator().manual_seed(seed + 2)
+    chunk = torch.randint(FIRST_ID, s.vocab, (min(512, 4 * context),), generator=gen).tolist()
+    prefill = {}
+    for q in ("float32", "int8"):
+        eng = _engine(folder, q if q == "int8" else None, 1, len(chunk))
+        prefill[f"{q}_ms"] = 1e3 * roofline.best_time(lambda eng=eng: eng.logits(chunk), 2 if quick else 3)
+    prefill["speedup"] = prefill["float32_ms"] / prefill["int8_ms"]
+    log("int8: logit error")
+    return {**rows, f"prefill_{len(chunk)}_tokens": prefill, "logit_error": logit_error(folder, s, seed),
+            "method": "weight-only int8, one bfloat16 scale per output row, aten._weight_int8pack_mm with bfloat16 "
+                      "activations (its float32 path is scalar on AVX2); router and shared-expert gate stay float32"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
+    p.add_argument("--sections", default="hardware,kernels,int8", help="comma-separated: hardware, kernels, int8")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model-dir", type=Path, default=None, help="keep (or reuse) the random checkpoint here")
+    p.add_argument("--output", type=Path, default=None, help="also write the JSON here")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    sections = [x.strip() for x in args.sections.split(",") if x.strip()]
+    unknown = set(sections) - {"hardware", "kernels", "int8"}
+    if unknown:
+        raise SystemExit(f"unknown sections {sorted(unknown)}")
+    s = QUICK if args.quick else Sizes()
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    started = time.perf_counter()
+    result: dict = {"config": {"quick": args.quick, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                               "cpu_count": os.cpu_count(), "git": git_revision(), "seed": args.seed,
+                               "model": {"hidden": s.hidden, "layers": s.layers, "heads": s.heads,
+                                         "head_dim": s.head_dim, "kv_heads": s.kv_heads, "experts": s.experts,
+                                         "top_k": s.top_k, "expert_width": s.expert_width, "vocab": s.vocab}}}
+    with tempfile.TemporaryDirectory(prefix="swarm-kernels-") as tmp:
+        folder = None
+        if "int8" in sections:
+            folder = ensure_model(args.model_dir or Path(tmp) / "model", model_config(s))
+        runners = {
+            "hardware": lambda: roofline.measure(args.quick),
+            "kernels": lambda: section_kernels(s, args.quick, args.seed),
+            "int8": lambda: section_int8(folder, s, args.quick, args.seed),
+        }
+        for name in ("hardware", "kernels", "int8"):
+            if name in sections:
+                load = MachineLoad()
+                result[name] = runners[name]()
+                result[name]["machine"] = load.report()
+                log(f"{name} done in {result[name]['machine']['wall_s']:.1f}s"
+                    + (" (DISTURBED: other processes used the CPU)" if result[name]["machine"]["disturbed"] else ""))
+    result["disturbed_sections"] = [n for n in ("hardware", "kernels", "int8")
+                                    if n in result and result[n]["machine"]["disturbed"]]
+    result["total_seconds"] = time.perf_counter() - started
+    text = json.dumps(result, indent=2, default=float)
+    if args.output:
+        args.output.write_text(text + "\n")
+    print(text)
+    return result
+
+
+if __name__ == "__main__":
+    main()
