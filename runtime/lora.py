@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from swarm.kernels.lora import lora_gather, lora_segment
+from swarm.kernels import registry
 from swarm.runtime.config import ModelConfig
 from swarm.runtime.errors import CheckpointError
 
@@ -190,6 +190,8 @@ class LoRALinear(nn.Module):
         self.b = torch.zeros(slots, out_features, n * rank, dtype=torch.float32, device=ref.device)
         self.loaded: set[int] = set()  # slots whose adapter targets this projection
         self._ones = torch.ones(slots, device=ref.device)
+        self._gather = registry.get("lora_gather", ref.device)
+        self._segment = registry.get("lora_segment", ref.device)
 
     def load(self, slot: int, pairs: dict[int, tuple[torch.Tensor, torch.Tensor]] | None) -> None:
         self.a[slot].zero_()
@@ -209,8 +211,8 @@ class LoRALinear(nn.Module):
         if batch.segments is not None:
             starts, seg = batch.segments
             seg = [s if s in self.loaded else -1 for s in seg]
-            return y + lora_segment(x, self.a, self.b, starts, seg, self._ones)
-        return y + lora_gather(x, self.a, self.b, batch.slots, self._ones)
+            return y + self._segment(x, self.a, self.b, starts, seg, self._ones)
+        return y + self._gather(x, self.a, self.b, batch.slots, self._ones)
 
 
 class LoRAManager:

@@ -25,3 +25,18 @@ def test_console_script_generates(tmp_path):
                          capture_output=True, text=True, check=True)
     assert out.stdout.startswith("The tavern")
     assert "8 new tokens" in out.stderr and "mixtral" in out.stderr
+
+
+def test_every_package_folder_is_listed_in_pyproject():
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    roots = {"swarm": "swarm", "runtime": "swarm.runtime", "agents": "swarm.agents", "kernels": "swarm.kernels",
+             "scenarios": "swarm.scenarios"}
+    found = set()
+    for folder, name in roots.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder).parts
+            found.add(".".join((name, *rel)))
+    assert found == listed, "a regular (non-editable) install would leave these out or fail"
