@@ -27,7 +27,8 @@ __all__ = ["Choice", "GrammarCompiler", "GrammarState", "Regex"]
 # Compact JSON (no whitespace between tokens): the bytes `msgspec.json.encode` writes, so
 # examples in a prompt look like the output, and no tokens go to layout.
 _JSON_OPTIONS = {"whitespace_flexible": False}
-_JSON_SYNTAX = tuple('{}[]":,')
+# The punctuation each kind of JSON value is written with, for the spelling check.
+_SYNTAX = {"object": ("{", "}", ":", ",", '"'), "array": ("[", "]", ","), "string": ('"',)}
 # Without this llguidance puts the whole grammar and parser state in its error messages.
 _LIMITS = llg.LLParserLimits(verbose_errors=False)
 
@@ -74,7 +75,7 @@ class GrammarState:
     __slots__ = ("decode", "matcher")
 
     def __init__(self, grammar: Grammar):
-        self.matcher = grammar.matcher.deep_copy()  # shares the compiled lexer, copies only the parse state
+        self.matcher = grammar.matcher.deep_copy()  # ~5 us, where building a matcher takes a millisecond or more
         self.decode = grammar.decode
 
     def consume(self, token: int) -> str | None:
@@ -181,14 +182,16 @@ def _translate(constraint: Any) -> tuple[str, list[str], Callable[[str], Any]]:
         decoder = msgspec.json.Decoder(constraint)
     except (TypeError, ValueError) as e:
         raise SchemaError(f"msgspec cannot describe {constraint!r} as a JSON schema: {e}") from None
-    literals = list(_JSON_SYNTAX)
+    literals = []  # what the output must spell exactly: JSON-encoded names and constants, punctuation
     for node in _subschemas(schema):
+        literals += _SYNTAX.get(node.get("type"), ())
         if "properties" in node:
-            literals += node["properties"]
+            literals += _SYNTAX["object"]
+            literals += [json.dumps(name, ensure_ascii=False) for name in node["properties"]]
             # msgspec ignores unknown fields, so extra ones would only waste tokens (and never end).
             node.setdefault("additionalProperties", False)
         for v in [*node.get("enum", ()), *([node["const"]] if "const" in node else [])]:
-            literals.append(v if isinstance(v, str) else json.dumps(v))
+            literals.append(json.dumps(v, ensure_ascii=False))
     try:
         text = llg.LLMatcher.grammar_from_json_schema(schema, defaults=_JSON_OPTIONS)
     except ValueError as e:

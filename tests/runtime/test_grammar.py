@@ -209,12 +209,14 @@ def letters_only() -> HFTokenizer:
 
 def test_schema_the_tokenizer_cannot_spell(folder):
     engine = engine_with(folder, letters_only())
-    with pytest.raises(SchemaError, match="cannot spell 'c'"):
+    with pytest.raises(SchemaError, match=re.escape("""cannot spell '"c"'""")):
         engine.submit([1], schema=Literal["a", "c"])
-    with pytest.raises(SchemaError, match="cannot spell 'Mira'"):
+    with pytest.raises(SchemaError, match=re.escape("""cannot spell '"Mira"'""")):
         engine.submit([1], schema=Vote)
     with pytest.raises(SchemaError, match="no token that can start"):
         engine.submit([1], schema=Regex("[0-9]+"))
+    with pytest.raises(SchemaError, match="no token that can start"):
+        engine.submit([1], schema=int)  # no digits
     ballot = msgspec.defstruct("Ballot", [("target", Literal["a", "b"])], tag_field="type", tag="vote")
     outs = engine.generate([[1]] * 4, sampled(4, max_tokens=64), schema=ballot)
     assert_valid(outs, ballot)
