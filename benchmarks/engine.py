@@ -862,11 +862,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["disturbed_sections"] = [n for n in SECTIONS if n in result and result[n]["machine"]["disturbed"]]
         result["total_seconds"] = time.perf_counter() - started
 
-    text = json.dumps(result, indent=2, default=float)
-    if args.output:
-        args.output.write_text(text + "\n")
-    print(text)
-    return result
+    return roofline.emit(result, args.output)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ and applying masks (`Engine._mask_grammars`); consuming tokens is in the rest.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -212,11 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["meets_target"] = worst <= 0.05
         result["disturbed_batches"] = [x for x in s.batches if result[f"batch_{x}"]["machine"]["disturbed"]]
         result["total_seconds"] = time.perf_counter() - started
-    text = json.dumps(result, indent=2, default=float)
-    if args.output:
-        args.output.write_text(text + "\n")
-    print(text)
-    return result
+    return roofline.emit(result, args.output)
 
 
 if __name__ == "__main__":

@@ -114,3 +114,14 @@ def decode_step_cost(cfg: ModelConfig, context_lens: Sequence[int], experts_hit:
 
 def weight_bytes(model: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def emit(result: dict, output=None) -> dict:
+    """Print the benchmark's JSON object (and write it to `output`, a Path, when given)."""
+    import json
+
+    text = json.dumps(result, indent=2, default=float)
+    if output:
+        output.write_text(text + "\n")
+    print(text)
+    return result
