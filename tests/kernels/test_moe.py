@@ -34,3 +34,19 @@ def test_routing_modes():
     assert torch.allclose(w.sum(-1), torch.ones(1))
     w, ids = route(logits, 2, "topk_softmax", renormalize=False)
     assert ids.tolist() == [[0, 1]] and torch.allclose(w, logits[:, :2].softmax(-1))
+
+
+@pytest.mark.parametrize("T", [1, 2, 3])
+def test_expert_ffn_for_a_few_tokens(T):
+    g = torch.Generator().manual_seed(T)
+    D, I, E, K = 16, 24, 6, 2
+    x = torch.randn(T, D, generator=g)
+    gate_up, down = torch.randn(E, 2 * I, D, generator=g), torch.randn(E, D, I, generator=g)
+    ids = torch.stack([torch.randperm(E, generator=g)[:K] for _ in range(T)])
+    weights = torch.rand(T, K, generator=g)
+    ref = torch.zeros(T, D)
+    for t in range(T):
+        for j in range(K):
+            gg, uu = (gate_up[ids[t, j]] @ x[t]).chunk(2)
+            ref[t] += weights[t, j] * (down[ids[t, j]] @ (torch.nn.functional.silu(gg) * uu))
+    assert torch.allclose(expert_ffn(x, gate_up, down, weights, ids), ref, atol=1e-4, rtol=1e-4)
