@@ -59,3 +59,16 @@ def decode_attention(
 def gather_context(cache: torch.Tensor, blocks: torch.Tensor, length: int) -> torch.Tensor:
     """The first `length` slots of a sequence's blocks: cache [N, bs, G, d], blocks [nb] -> [length, G, d]."""
     return cache.index_select(0, blocks).flatten(0, 1)[:length]
+
+
+def prefill_attention(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, blocks: torch.Tensor, context_len: int,
+    scale: float, window: int | None = None,
+) -> torch.Tensor:
+    """A prefill chunk of one sequence over its paged keys/values (cached prefix + the chunk itself).
+
+    q [Q, H, d] at the last Q of the sequence's context_len positions; k_cache/v_cache [N, bs, G, d];
+    blocks [nb], the sequence's block table -> [Q, H, d]. Causal, with an optional sliding window.
+    """
+    k, v = gather_context(k_cache, blocks, context_len), gather_context(v_cache, blocks, context_len)
+    return causal_attention(q, k, v, scale, window)

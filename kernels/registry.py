@@ -34,6 +34,8 @@ _REGISTRY: dict[tuple[str, str], str | Callable] = {
     ("moe_expert_ffn", "triton"): "swarm.kernels.triton.moe_ffn:expert_ffn",
     ("decode_attention", "torch"): "swarm.kernels.attention:decode_attention",
     ("decode_attention", "triton"): "swarm.kernels.triton.decode_attention:decode_attention",
+    ("prefill_attention", "torch"): "swarm.kernels.attention:prefill_attention",
+    ("prefill_attention", "triton"): "swarm.kernels.triton.prefill_attention:prefill_attention",
     ("lora_gather", "torch"): "swarm.kernels.lora:lora_gather",
     ("lora_gather", "triton"): "swarm.kernels.triton.lora_gather:lora_gather",
     ("lora_segment", "torch"): "swarm.kernels.lora:lora_segment",

@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 
 from swarm.kernels import registry
-from swarm.kernels.attention import causal_attention, gather_context
 from swarm.runtime.block_pool import KVPool
 
 
@@ -34,6 +33,8 @@ class PagedBatch:
         self.prefill = [i for i, q in enumerate(query_lens) if q > 1]
         self.starts = starts
         self.tables = [torch.tensor(t, dtype=torch.long, device=device) for t in block_tables]
+        if self.prefill:
+            self._prefill_attention = registry.get("prefill_attention", device)
         if self.decode:
             nb = max(len(block_tables[i]) for i in self.decode)
             padded = [block_tables[i] + [0] * (nb - len(block_tables[i])) for i in self.decode]
@@ -69,6 +70,5 @@ class PagedBatch:
             out[rows] = self._decode_attention(q[rows], kc, vc, self.decode_table, self._decode_mask(window), scale)
         for i in self.prefill:
             s, n, c = self.starts[i], self.query_lens[i], self.context_lens[i]
-            ks, vs = gather_context(kc, self.tables[i], c), gather_context(vc, self.tables[i], c)
-            out[s : s + n] = causal_attention(q[s : s + n], ks, vs, scale, window)
+            out[s : s + n] = self._prefill_attention(q[s : s + n], kc, vc, self.tables[i], c, scale, window)
         return out

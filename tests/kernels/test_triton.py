@@ -27,7 +27,7 @@ triton = pytest.importorskip("triton")
 from swarm.kernels.triton._checks import UnsupportedInput, interpreted  # noqa: E402
 
 INTERPRETED = interpreted(triton.language.max)  # this process interprets triton
-OPS = ("moe_route", "moe_ffn", "decode_attention", "lora_gather", "lora_segment")
+OPS = ("moe_route", "moe_ffn", "decode_attention", "prefill_attention", "lora_gather", "lora_segment")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -166,6 +166,45 @@ def test_decode_attention_bfloat16(tr):
     close(got, ref, 1e-2)
 
 
+def _prefill_inputs(Q, H, G, d, bs, C, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    nb = -(-C // bs)
+    N = nb + 4
+    q = torch.randn(Q, H, d, generator=g)
+    k_cache, v_cache = torch.randn(N, bs, G, d, generator=g), torch.randn(N, bs, G, d, generator=g)
+    blocks = torch.randperm(N, generator=g)[:nb]
+    return q.to(dtype), k_cache.to(dtype), v_cache.to(dtype), blocks
+
+
+@pytest.mark.parametrize("Q,H,G,d,bs,C,window", [
+    (20, 6, 2, 64, 16, 20, None),  # GQA, no cached prefix, a partial last block
+    (37, 4, 4, 20, 4, 70, None),  # multi-head after a prefix; head dim not a power of two; several query tiles
+    (5, 8, 1, 32, 8, 29, None),  # multi-query after a prefix, a partial last block
+    (30, 6, 3, 16, 8, 95, 12),  # sliding window: most of the prefix is out of reach
+    (1, 4, 2, 16, 4, 9, None),  # a single query
+    (1, 4, 2, 16, 4, 9, 3),
+])
+def test_prefill_attention_matches_torch(tr, Q, H, G, d, bs, C, window):
+    q, k_cache, v_cache, blocks = _prefill_inputs(Q, H, G, d, bs, C)
+    got = tr.m["prefill_attention"].prefill_attention(*tr.to(q, k_cache, v_cache, blocks), C, 0.125, window)
+    close(got, attention.prefill_attention(q, k_cache, v_cache, blocks, C, 0.125, window), 1e-5)
+
+
+def test_prefill_attention_reference_is_causal_attention():
+    q, k_cache, v_cache, blocks = _prefill_inputs(6, 4, 2, 8, 4, 14)
+    k, v = attention.gather_context(k_cache, blocks, 14), attention.gather_context(v_cache, blocks, 14)
+    ref = attention.causal_attention(q, k, v, 0.3, 5)
+    assert torch.equal(attention.prefill_attention(q, k_cache, v_cache, blocks, 14, 0.3, 5), ref)
+
+
+def test_prefill_attention_bfloat16(tr):
+    q, k_cache, v_cache, blocks = _prefill_inputs(18, 4, 2, 32, 16, 40, torch.bfloat16)
+    got = tr.m["prefill_attention"].prefill_attention(*tr.to(q, k_cache, v_cache, blocks.int()), 40, 0.2)
+    assert got.dtype == torch.bfloat16
+    ref = attention.prefill_attention(q.float(), k_cache.float(), v_cache.float(), blocks, 40, 0.2)
+    close(got, ref, 2e-2)
+
+
 # -- LoRA ---------------------------------------------------------------------------------
 
 
@@ -225,6 +264,26 @@ def test_unsupported_inputs_raise(tr):
         attend(q, k_cache, v_cache, table, mask.int(), 1.0)
     with pytest.raises(Unsupported, match="mask must be"):
         attend(q, k_cache, v_cache, table, mask[:, :5], 1.0)
+    q, k_cache, v_cache, blocks = tr.to(*_prefill_inputs(4, 4, 2, 16, 4, 10))
+    prefill = m["prefill_attention"].prefill_attention
+    with pytest.raises(Unsupported, match="dtype"):
+        prefill(q.double(), k_cache.double(), v_cache.double(), blocks, 10, 1.0)
+    with pytest.raises(Unsupported, match="share a dtype"):
+        prefill(q, k_cache.half(), v_cache.half(), blocks, 10, 1.0)
+    with pytest.raises(Unsupported, match="blocks"):
+        prefill(q, k_cache, v_cache, blocks.float(), 10, 1.0)
+    with pytest.raises(Unsupported, match="evenly"):
+        prefill(q[:, :3], k_cache, v_cache, blocks, 10, 1.0)
+    with pytest.raises(Unsupported, match="head dim"):
+        prefill(q[..., :8], k_cache, v_cache, blocks, 10, 1.0)
+    with pytest.raises(Unsupported, match="context_len"):
+        prefill(q, k_cache, v_cache, blocks, 13, 1.0)  # 3 blocks of 4
+    with pytest.raises(Unsupported, match="context_len"):
+        prefill(q, k_cache, v_cache, blocks, 3, 1.0)  # fewer positions than queries
+    with pytest.raises(Unsupported, match="block table"):
+        prefill(q, k_cache, v_cache, blocks[None], 10, 1.0)
+    with pytest.raises(Unsupported, match="window"):
+        prefill(q, k_cache, v_cache, blocks, 10, 1.0, 0)
     x, a, b, scale = tr.to(*_lora_inputs())
     with pytest.raises(Unsupported, match="rank"):
         m["lora_gather"].lora_gather(x, a.new_zeros(3, 300, 40), b.new_zeros(3, 70, 300), x.new_zeros(11).long(),
@@ -259,6 +318,7 @@ def test_kernels_compile_for_a_gpu_without_one(monkeypatch):
     from swarm.kernels.triton import lora_gather as lg
     from swarm.kernels.triton import lora_segment as ls
     from swarm.kernels.triton import moe_ffn, moe_route
+    from swarm.kernels.triton import prefill_attention as pa
 
     cases = [
         (moe_route._route_kernel, {"logits_ptr": "*bf16", "w_ptr": "*fp32", "ids_ptr": "*i64"},
@@ -273,6 +333,12 @@ def test_kernels_compile_for_a_gpu_without_one(monkeypatch):
                               "mask_ptr": "*i1", "o_ptr": "*fp32", "lse_ptr": "*fp32", "scale": "fp32"},
          dict(QG=1, QGP=1, BSP=16, DP=64)),
         (da._merge_kernel, {"o_ptr": "*fp32", "lse_ptr": "*fp32", "out_ptr": "*bf16"}, dict(SP=4, DP=64)),
+        (pa._prefill_kernel, {"q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "table_ptr": "*i64",
+                              "o_ptr": "*bf16", "scale": "fp32"},
+         dict(QG=2, BLOCK_M=64, BLOCK_N=64, DP=64, PRECISION="ieee", DOT_F32=False)),
+        (pa._prefill_kernel, {"q_ptr": "*fp32", "k_ptr": "*fp32", "v_ptr": "*fp32", "table_ptr": "*i32",
+                              "o_ptr": "*fp32", "scale": "fp32"},
+         dict(QG=1, BLOCK_M=16, BLOCK_N=32, DP=128, PRECISION="tf32", DOT_F32=False)),
         (lg._shrink_kernel, {"x_ptr": "*fp16", "a_ptr": "*fp32", "slots_ptr": "*i64", "scale_ptr": "*fp32",
                              "h_ptr": "*fp32"}, dict(RP=16, BLOCK_K=64)),
         (lg._expand_kernel, {"h_ptr": "*fp32", "b_ptr": "*fp32", "slots_ptr": "*i64", "out_ptr": "*fp16"},
@@ -294,12 +360,13 @@ def test_registry_picks_torch_on_cpu_and_triton_on_cuda(monkeypatch):
     monkeypatch.delenv(registry.ENV, raising=False)
     assert registry.get("moe_expert_ffn", "cpu") is moe.expert_ffn
     assert registry.get("decode_attention", torch.device("cpu")) is attention.decode_attention
+    assert registry.get("prefill_attention", "cpu") is attention.prefill_attention
     assert registry.get("lora_segment", "cpu") is lora.lora_segment
     assert registry.get("moe_route", "cuda").__module__ == "swarm.kernels.triton.moe_route"
     monkeypatch.setenv(registry.ENV, "torch")
     assert registry.get("moe_route", "cuda") is moe.route
-    assert set(registry.ops()) == {"moe_route", "moe_expert_ffn", "decode_attention", "lora_gather",
-                                   "lora_segment"}
+    assert set(registry.ops()) == {"moe_route", "moe_expert_ffn", "decode_attention", "prefill_attention",
+                                   "lora_gather", "lora_segment"}
     assert all(sorted(b) == ["torch", "triton"] for b in registry.ops().values())
 
 
@@ -326,7 +393,7 @@ def test_model_and_kv_call_through_the_registry(monkeypatch, tmp_path):
     from swarm.runtime import Engine, SamplingParams
     from swarm.runtime.random_model import tiny_config, write_random_model
 
-    calls = {"moe_expert_ffn": 0, "moe_route": 0, "decode_attention": 0}
+    calls = {"moe_expert_ffn": 0, "moe_route": 0, "decode_attention": 0, "prefill_attention": 0}
 
     def spy(name, fn):
         def wrapped(*args):
@@ -342,10 +409,12 @@ def test_model_and_kv_call_through_the_registry(monkeypatch, tmp_path):
     layers = engine.config.num_layers
     assert calls["moe_route"] == calls["moe_expert_ffn"] >= 3 * layers  # prefill + 2 decode steps
     assert calls["decode_attention"] >= 2 * layers
+    assert calls["prefill_attention"] == layers  # one prompt, one chunk
 
 
 def test_engine_on_triton_kernels_matches_torch(tr, monkeypatch, tmp_path):
-    """The whole model on the triton backend (routing, expert FFN, decode attention): same logits and tokens."""
+    """The whole model on the triton backend (routing, expert FFN, decode and prefill attention): same logits
+    and tokens."""
     from swarm.runtime import Engine, SamplingParams
     from swarm.runtime.random_model import tiny_config, write_random_model
 
