@@ -6,6 +6,16 @@ import torch
 from swarm.kernels.moe import expert_ffn, route
 
 
+def per_token_reference(x, gate_up, down, weights, ids):
+    """Each token through each of its experts, one at a time."""
+    ref = torch.zeros_like(x)
+    for t in range(ids.shape[0]):
+        for j in range(ids.shape[1]):
+            g, u = (gate_up[ids[t, j]] @ x[t]).chunk(2)
+            ref[t] += weights[t, j] * (down[ids[t, j]] @ (torch.nn.functional.silu(g) * u))
+    return ref
+
+
 @pytest.mark.parametrize("routing", ["even", "skewed"])
 def test_grouped_expert_ffn_matches_a_per_token_reference(routing):
     g = torch.Generator().manual_seed(0)
@@ -17,11 +27,7 @@ def test_grouped_expert_ffn_matches_a_per_token_reference(routing):
     else:  # nearly every token on experts 0 and 1: the padded batched form would waste work
         ids = torch.tensor([[0, 1]] * (T - 1) + [[4, 5]])
     weights = torch.rand(T, K, generator=g)
-    ref = torch.zeros(T, D)
-    for t in range(T):
-        for j in range(K):
-            gg, uu = (gate_up[ids[t, j]] @ x[t]).chunk(2)
-            ref[t] += weights[t, j] * (down[ids[t, j]] @ (torch.nn.functional.silu(gg) * uu))
+    ref = per_token_reference(x, gate_up, down, weights, ids)
     assert torch.allclose(expert_ffn(x, gate_up, down, weights, ids), ref, atol=1e-4, rtol=1e-4)
 
 
@@ -44,9 +50,5 @@ def test_expert_ffn_for_a_few_tokens(T):
     gate_up, down = torch.randn(E, 2 * I, D, generator=g), torch.randn(E, D, I, generator=g)
     ids = torch.stack([torch.randperm(E, generator=g)[:K] for _ in range(T)])
     weights = torch.rand(T, K, generator=g)
-    ref = torch.zeros(T, D)
-    for t in range(T):
-        for j in range(K):
-            gg, uu = (gate_up[ids[t, j]] @ x[t]).chunk(2)
-            ref[t] += weights[t, j] * (down[ids[t, j]] @ (torch.nn.functional.silu(gg) * uu))
+    ref = per_token_reference(x, gate_up, down, weights, ids)
     assert torch.allclose(expert_ffn(x, gate_up, down, weights, ids), ref, atol=1e-4, rtol=1e-4)
