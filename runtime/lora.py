@@ -16,7 +16,6 @@ Legend: T tokens, Din/Dout features, S slots, R padded rank per slice.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import OrderedDict
@@ -32,6 +31,7 @@ from torch import nn
 from swarm.kernels import registry
 from swarm.runtime.config import ModelConfig
 from swarm.runtime.errors import CheckpointError
+from swarm.runtime.loader import read_json
 
 # HF projection name -> (our module under layers.{i}, slice index within it)
 _ATTN = {"q_proj": ("attn.qkv", 0), "k_proj": ("attn.qkv", 1), "v_proj": ("attn.qkv", 2), "o_proj": ("attn.o_proj", 0)}
@@ -94,10 +94,7 @@ def read_peft_adapter(name: str, folder: str | Path, cfg: ModelConfig) -> Adapte
         raise CheckpointError(f"no adapter_config.json in {folder}")
     if not weights_path.is_file():
         raise CheckpointError(f"no adapter_model.safetensors in {folder} (only safetensors adapters are supported)")
-    try:
-        acfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{cfg_path} is not valid JSON: {e}") from None
+    acfg = read_json(cfg_path)
     if acfg.get("peft_type", "LORA") != "LORA":
         raise CheckpointError(f"adapter {name!r} is a {acfg.get('peft_type')} adapter; only LORA is supported")
     for key, bad in (("use_dora", True), ("fan_in_fan_out", True)):

@@ -13,6 +13,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer as _HFTokenizer
 
 from swarm.runtime.errors import CheckpointError
+from swarm.runtime.loader import read_json
 
 
 def _token_text(value: Any) -> str | None:
@@ -50,10 +51,7 @@ class Tokenizer:
         config = {}
         cfg_path = folder / "tokenizer_config.json"
         if cfg_path.is_file():
-            try:
-                config = json.loads(cfg_path.read_text())
-            except json.JSONDecodeError as e:
-                raise CheckpointError(f"{cfg_path} is not valid JSON: {e}") from None
+            config = read_json(cfg_path)
         template = None
         if (folder / "chat_template.jinja").is_file():
             template = (folder / "chat_template.jinja").read_text()

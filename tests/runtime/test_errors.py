@@ -116,3 +116,11 @@ def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
     assert main(["generate", "--model", str(tmp_path / "missing"), "hi"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("swarm: error:") and "does not exist" in err
+
+
+@pytest.mark.parametrize("name, error", [("config.json", ConfigError), ("tokenizer_config.json", CheckpointError),
+                                         ("model.safetensors.index.json", CheckpointError)])
+def test_malformed_json_names_the_file(model_dir, name, error):
+    (model_dir / name).write_text("{not json")
+    with pytest.raises(error, match=f"{name}.* is not valid JSON"):
+        Engine.from_pretrained(model_dir)
