@@ -36,6 +36,29 @@ def check_dtype(op: str, name: str, t: torch.Tensor, allowed: tuple[torch.dtype,
         raise UnsupportedInput(f"{op}: {name} has dtype {t.dtype}; supported: {[str(d) for d in allowed]}")
 
 
+def check_floats(op: str, **tensors: torch.Tensor) -> None:
+    """Every tensor a supported float dtype, and all of one dtype."""
+    for name, t in tensors.items():
+        check_dtype(op, name, t, FLOATS)
+    dtypes = {t.dtype for t in tensors.values()}
+    if len(dtypes) > 1:
+        got = ", ".join(f"{n} {t.dtype}" for n, t in tensors.items())
+        raise UnsupportedInput(f"{op}: {', '.join(tensors)} must share a dtype, got {got}")
+
+
+def check_paged_kv(op: str, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                   max_head_dim: int) -> tuple[int, int, int, int]:
+    """q [T, H, d] against a paged pool k_cache/v_cache [N, bs, G, d] -> (H, d, bs, G)."""
+    check_floats(op, q=q, k_cache=k_cache, v_cache=v_cache)
+    check_shape(op, q.dim() == 3 and k_cache.dim() == 4 and k_cache.shape == v_cache.shape,
+                "expected q [T, H, d] and k_cache/v_cache [N, bs, G, d] of one shape")
+    H, d = q.shape[1:]
+    bs, G, dk = k_cache.shape[1:]
+    check_shape(op, dk == d and d <= max_head_dim, f"head dim {d} (cache {dk}); supported up to {max_head_dim}")
+    check_shape(op, H % G == 0, f"{H} query heads do not share {G} key/value heads evenly")
+    return H, d, bs, G
+
+
 def check_shape(op: str, ok: bool, what: str) -> None:
     if not ok:
         raise UnsupportedInput(f"{op}: {what}")

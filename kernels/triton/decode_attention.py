@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from swarm.kernels.triton._checks import FLOATS, check_device, check_dtype, check_shape
+from swarm.kernels.triton._checks import check_device, check_dtype, check_paged_kv, check_shape
 
 MAX_HEAD_DIM = 256
 MIN_BLOCKS_PER_SLICE = 4
@@ -87,18 +87,10 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     block_table [B, nb], mask [B, nb * bs] (True where a key is visible) -> [B, H, d]."""
     op = "triton decode_attention"
     check_device(op, _partial_kernel, q, k_cache, v_cache, block_table, mask)
-    for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
-        check_dtype(op, name, t, FLOATS)
-    check_shape(op, q.dtype == k_cache.dtype == v_cache.dtype,
-                f"q, k_cache and v_cache must share a dtype, got {q.dtype}, {k_cache.dtype}, {v_cache.dtype}")
     check_dtype(op, "block_table", block_table, (torch.int32, torch.int64))
     check_dtype(op, "mask", mask, (torch.bool,))
-    check_shape(op, q.dim() == 3 and k_cache.dim() == 4 and k_cache.shape == v_cache.shape,
-                "expected q [B, H, d] and k_cache/v_cache [N, bs, G, d] of one shape")
-    B, H, d = q.shape
-    _, bs, G, dk = k_cache.shape
-    check_shape(op, dk == d and d <= MAX_HEAD_DIM, f"head dim {d} (cache {dk}); supported up to {MAX_HEAD_DIM}")
-    check_shape(op, H % G == 0, f"{H} query heads do not share {G} key/value heads evenly")
+    H, d, bs, G = check_paged_kv(op, q, k_cache, v_cache, MAX_HEAD_DIM)
+    B = q.shape[0]
     check_shape(op, block_table.dim() == 2 and block_table.shape[0] == B, f"block_table must be [B={B}, nb]")
     nb = block_table.shape[1]
     check_shape(op, tuple(mask.shape) == (B, nb * bs), f"mask must be [B={B}, nb * bs={nb * bs}]")

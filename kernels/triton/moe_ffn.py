@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from swarm.kernels.triton._checks import FLOATS, check_device, check_dtype, check_shape, dot_precision
+from swarm.kernels.triton._checks import FLOATS, check_device, check_dtype, check_floats, check_shape, dot_precision
 
 BLOCK_N, BLOCK_K = 64, 32
 
@@ -111,10 +111,7 @@ def expert_ffn(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor, weigh
     weights/ids [T, K] -> [T, D]."""
     op = "triton moe_expert_ffn"
     check_device(op, _gate_up_kernel, x, gate_up, down, weights, ids)
-    for name, t in (("x", x), ("gate_up", gate_up), ("down", down)):
-        check_dtype(op, name, t, FLOATS)
-    check_shape(op, gate_up.dtype == down.dtype == x.dtype,
-                f"x, gate_up and down must share a dtype, got {x.dtype}, {gate_up.dtype}, {down.dtype}")
+    check_floats(op, x=x, gate_up=gate_up, down=down)
     check_dtype(op, "ids", ids, (torch.int32, torch.int64))
     check_dtype(op, "weights", weights, FLOATS)
     check_shape(op, x.dim() == 2 and gate_up.dim() == 3 and down.dim() == 3,

@@ -21,9 +21,9 @@ import triton
 import triton.language as tl
 
 from swarm.kernels.triton._checks import (
-    FLOATS,
     check_device,
     check_dtype,
+    check_paged_kv,
     check_shape,
     dot_precision,
     interpreted,
@@ -91,17 +91,9 @@ def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     context_len positions), k_cache/v_cache [N, bs, G, d], blocks [nb] (the sequence's block table) -> [Q, H, d]."""
     op = "triton prefill_attention"
     check_device(op, _prefill_kernel, q, k_cache, v_cache, blocks)
-    for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
-        check_dtype(op, name, t, FLOATS)
-    check_shape(op, q.dtype == k_cache.dtype == v_cache.dtype,
-                f"q, k_cache and v_cache must share a dtype, got {q.dtype}, {k_cache.dtype}, {v_cache.dtype}")
     check_dtype(op, "blocks", blocks, (torch.int32, torch.int64))
-    check_shape(op, q.dim() == 3 and k_cache.dim() == 4 and k_cache.shape == v_cache.shape,
-                "expected q [Q, H, d] and k_cache/v_cache [N, bs, G, d] of one shape")
-    Q, H, d = q.shape
-    _, bs, G, dk = k_cache.shape
-    check_shape(op, dk == d and d <= MAX_HEAD_DIM, f"head dim {d} (cache {dk}); supported up to {MAX_HEAD_DIM}")
-    check_shape(op, H % G == 0, f"{H} query heads do not share {G} key/value heads evenly")
+    H, d, bs, G = check_paged_kv(op, q, k_cache, v_cache, MAX_HEAD_DIM)
+    Q = q.shape[0]
     check_shape(op, blocks.dim() == 1, f"blocks must be one sequence's block table [nb], got {tuple(blocks.shape)}")
     context_len = int(context_len)
     check_shape(op, Q <= context_len <= blocks.shape[0] * bs,
