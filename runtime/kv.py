@@ -32,7 +32,8 @@ class PagedBatch:
         self.decode = [i for i, q in enumerate(query_lens) if q == 1]
         self.prefill = [i for i, q in enumerate(query_lens) if q > 1]
         self.starts = starts
-        self.tables = [torch.tensor(t, dtype=torch.long, device=device) for t in block_tables]
+        # prefill sequences attend one by one through their own block table; decode ones share a padded one
+        self.tables = {i: torch.tensor(block_tables[i], dtype=torch.long, device=device) for i in self.prefill}
         if self.prefill:
             self._prefill_attention = registry.get("prefill_attention", device)
         if self.decode:
