@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from swarm.runtime.block_pool import KVPool, OutOfBlocks
 from swarm.runtime.errors import PromptTooLongError, SchemaError
 from swarm.runtime.grammar import GrammarCompiler, GrammarState
-from swarm.runtime.kv import PagedBatch
+from swarm.runtime.kv import DenseBatch, PagedBatch
 from swarm.runtime.loader import Progress, load_model
 from swarm.runtime.lora import LoRAManager
 from swarm.runtime.model import Model, MoE
@@ -382,6 +383,46 @@ class Engine:
             for b in blocks:
                 self.pool.decref(b)
             self._release_adapter(probe)
+
+    @torch.inference_mode()
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """Sentence embeddings from the base model: [len(texts), hidden] float32 on the CPU.
+
+        Each row is the L2-normalised mean of the final (normed) hidden states over the text's tokens. Texts
+        run many to a forward pass, about `max_batched_tokens` tokens each; a text longer than the model's
+        context is truncated to it, and a text with no tokens gets a zero row. Nothing is cached: the KV pool
+        and the prefix cache are not touched, so it may run between any two steps.
+        """
+        out = torch.zeros(len(texts), self.config.hidden_size)
+        ids = [self.tokenizer.encode(t)[: self.max_context] for t in texts]
+        for chunk in self._embed_chunks([len(i) for i in ids]):
+            out[chunk] = self._mean_hidden([ids[i] for i in chunk])
+        return F.normalize(out, dim=-1)
+
+    def _embed_chunks(self, lengths: list[int]) -> list[list[int]]:
+        """Indices of non-empty texts grouped up to max_batched_tokens tokens; similar lengths share a chunk
+        because the attention pads every sequence to the chunk's longest."""
+        order = sorted((i for i, n in enumerate(lengths) if n), key=lambda i: lengths[i])
+        chunks, chunk, tokens = [], [], 0
+        for i in order:
+            if chunk and tokens + lengths[i] > self.engine_config.max_batched_tokens:
+                chunks.append(chunk)
+                chunk, tokens = [], 0
+            chunk.append(i)
+            tokens += lengths[i]
+        return chunks + [chunk] if chunk else chunks
+
+    def _mean_hidden(self, seqs: list[list[int]]) -> torch.Tensor:
+        """Token ids of B sequences -> mean final hidden state per sequence [B, D] float32 on the CPU."""
+        lens = [len(s) for s in seqs]
+        flat = torch.tensor([t for s in seqs for t in s], device=self.device)  # [T]
+        pos = torch.cat([torch.arange(n, device=self.device) for n in lens])  # [T]
+        self.lora.batch.set([-1] * len(seqs), lens, self.device)  # the base model: no adapter slot
+        hidden = self.model(flat, pos, DenseBatch(lens, self.device)).float()  # [T, D]
+        seq = torch.repeat_interleave(torch.arange(len(seqs), device=self.device),
+                                      torch.tensor(lens, device=self.device))  # [T] sequence of each token
+        sums = hidden.new_zeros(len(seqs), hidden.shape[1]).index_add_(0, seq, hidden)  # [B, D]
+        return (sums / torch.tensor(lens, device=self.device)[:, None]).cpu()
 
     def stats(self) -> dict:
         """Throughput, batch sizes, prefix-cache hit rate, KV pool use, preemptions and expert load."""

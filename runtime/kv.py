@@ -6,13 +6,18 @@ tokens each brings), writes every layer's new keys and values into their
 slots, and runs attention: decode tokens of all sequences together in one
 call, prefill chunks one sequence at a time.
 
+`DenseBatch` has the same `attend` for a forward pass that caches nothing
+(`Engine.embed`): each sequence attends causally over its own tokens only,
+and the pool is never touched.
+
 Legend: T new tokens in the step, B sequences, H query heads, G key/value
-heads, d head dim, bs block size, S key slots.
+heads, d head dim, bs block size, S key slots, L longest sequence.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from swarm.kernels import registry
 from swarm.runtime.block_pool import KVPool
@@ -73,3 +78,50 @@ class PagedBatch:
             s, n, c = self.starts[i], self.query_lens[i], self.context_lens[i]
             out[s : s + n] = self._prefill_attention(q[s : s + n], kc, vc, self.tables[i], c, scale, window)
         return out
+
+
+class DenseBatch:
+    """Whole sequences with no cache: every sequence attends causally over its own tokens, nothing is stored.
+
+    The sequences are padded to the longest one and run as one masked attention call (rather than one call
+    per sequence) because embedding batches hold many short texts. Padding keys are masked out, so a
+    sequence's output does not depend on its neighbours.
+    """
+
+    def __init__(self, query_lens: list[int], device: torch.device):
+        if not query_lens or min(query_lens) < 1:
+            raise ValueError(f"every sequence needs at least one token, got lengths {query_lens}")
+        B, L = len(query_lens), max(query_lens)
+        lens = torch.tensor(query_lens, device=device)
+        pos = torch.arange(L, device=device)
+        valid = pos[None, :] < lens[:, None]  # [B, L]
+        self.B, self.L = B, L
+        self.rows = valid.flatten().nonzero().squeeze(1)  # [T] each token's row in the padded [B * L]
+        self.key_pos, self.query_pos = pos[None, None, :], pos[None, :, None]  # [1, 1, L], [1, L, 1]
+        self.key_valid = valid[:, None, :]  # [B, 1, L]
+        self._masks: dict[int | None, torch.Tensor] = {}
+
+    def _mask(self, window: int | None) -> torch.Tensor:
+        mask = self._masks.get(window)
+        if mask is None:
+            mask = self.key_valid & (self.key_pos <= self.query_pos)  # [B, L, L]
+            if window is not None:
+                mask &= self.key_pos > self.query_pos - window
+            self._masks[window] = mask
+        return mask
+
+    def _padded(self, x: torch.Tensor) -> torch.Tensor:
+        """[T, heads, d] -> [B, heads, L, d], zeros in the padding."""
+        out = x.new_zeros(self.B * self.L, *x.shape[1:])
+        out[self.rows] = x
+        return out.view(self.B, self.L, *x.shape[1:]).transpose(1, 2)
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+               window: int | None) -> torch.Tensor:
+        """q [T, H, d], k/v [T, G, d] of the sequences' tokens -> [T, H, d]."""
+        H, G = q.shape[1], k.shape[1]
+        out = F.scaled_dot_product_attention(
+            self._padded(q), self._padded(k), self._padded(v), attn_mask=self._mask(window)[:, None],
+            scale=scale, enable_gqa=H != G,
+        )  # [B, H, L, d]
+        return out.transpose(1, 2).reshape(self.B * self.L, H, -1)[self.rows]
