@@ -1,0 +1,89 @@
+"""What agents do: msgspec Structs in a tagged union, decoded from constrained JSON.
+
+Every action is a subclass of `Action`, tagged in the `"type"` field
+(`{"type":"say","text":"Hello"}`). Scenarios add their own:
+
+    class Vote(Action, tag="vote"):
+        target: Name
+
+and pass `action_union(*BASE_ACTIONS, Vote)` to the engine as `schema=`. The
+runtime compiles the union's JSON schema into a grammar, so every completion
+decodes into one of the types. String fields carry a `max_length` so that a
+constrained completion always ends within a bounded number of tokens.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Annotated, Any
+
+import msgspec
+
+__all__ = ["BASE_ACTIONS", "Action", "Give", "Insight", "Move", "Name", "PlanUpdate", "Say", "Text", "Use", "Wait",
+           "action_union"]
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]  # a person, place or item
+Text = Annotated[str, msgspec.Meta(max_length=200)]  # something said or thought
+StepText = Annotated[str, msgspec.Meta(min_length=1, max_length=80)]
+
+
+class Action(msgspec.Struct, tag_field="type", frozen=True, kw_only=True):
+    """The base of every action; subclass it with `tag="..."` (the class name is the tag otherwise)."""
+
+
+class Say(Action, tag="say"):
+    text: Text
+    to: Name | None = None
+
+
+class Move(Action, tag="move"):
+    to: Name
+
+
+class Give(Action, tag="give"):
+    item: Name
+    to: Name
+
+
+class Use(Action, tag="use"):
+    item: Name
+    target: Name | None = None
+
+
+class Wait(Action, tag="wait"):
+    pass
+
+
+BASE_ACTIONS: tuple[type[Action], ...] = (Say, Move, Give, Use, Wait)
+
+
+class Insight(msgspec.Struct, frozen=True, kw_only=True):
+    """A reflection: one higher-level conclusion drawn from recent memories."""
+
+    text: Text
+
+
+class PlanUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    """The next steps towards the agent's current goal, in order."""
+
+    steps: Annotated[list[StepText], msgspec.Meta(min_length=1, max_length=4)]
+
+
+def action_union(*types: type[Action]) -> Any:
+    """The `typing.Union` of the given Action subclasses, for `schema=` (one type is returned as itself).
+
+    Raises TypeError unless each is a tagged subclass of Action (not Action itself) and the tags are unique.
+    """
+    if not types:
+        raise TypeError("action_union needs at least one Action subclass")
+    tags: dict[str, type] = {}
+    for t in types:
+        if not (isinstance(t, type) and issubclass(t, Action)) or t is Action:
+            raise TypeError(f"{t!r} is not a subclass of swarm.agents.actions.Action")
+        info = msgspec.inspect.type_info(t)
+        if info.tag_field != "type" or not isinstance(info.tag, str):
+            raise TypeError(f"{t.__name__} must be tagged in the 'type' field with a string tag, like Action")
+        if info.tag in tags:
+            raise TypeError(f"{t.__name__} and {tags[info.tag].__name__} share the tag {info.tag!r}")
+        tags[info.tag] = t
+    return typing.Union[types]  # noqa: UP007 (the runtime form of `A | B | ...` over a tuple of types)

@@ -1,0 +1,246 @@
+"""An agent: a persona with memory, a plan and a conversation history, turned into model requests.
+
+The simulation drives it in three verbs: `observe` what happened, build
+`requests` for the agents that act (one batch for the engine), and
+`receive` each answer. Prompts are laid out for the prefix cache: the
+persona's system message is the same bytes every turn, and the history
+only grows between trims, so consecutive turns share a long prefix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+
+from swarm.agents.actions import Insight, PlanUpdate
+from swarm.agents.memory import KINDS, Memory, MemoryStream
+from swarm.agents.persona import Persona
+from swarm.agents.plans import Plan
+
+__all__ = ["Agent", "Observation", "TurnRequest"]
+
+ACT_TOKENS, REFLECT_TOKENS, PLAN_TOKENS = 200, 160, 200  # above the longest JSON the schemas allow, in practice
+MAX_LISTED_OBSERVATIONS = 12  # per prompt; older unanswered ones stay in memory
+EMA_ALPHA = 0.3  # weight of the newest interval in the acting-interval estimate
+
+
+class Observation(msgspec.Struct, frozen=True):
+    """Something an agent perceives at `tick` (importance 0..10; `kind` is a memory kind)."""
+
+    tick: int
+    text: str
+    importance: float = 3.0
+    kind: str = "observation"
+    source: str | None = None
+
+    def __post_init__(self):
+        if not 0 <= self.importance <= 10:
+            raise ValueError(f"importance must be within 0..10, got {self.importance}")
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown observation kind {self.kind!r}; expected one of {KINDS}")
+
+
+@dataclass(frozen=True)
+class TurnRequest:
+    """One model call an agent wants: chat `messages` answered with one value of `schema`.
+
+    `persona` is the engine's prefix-cache key (the agent id); `adapter` the persona's LoRA adapter.
+    `step` (the plan step shown) and `observed` (how many new observations the prompt holds) tell
+    `Agent.receive` what the answer settles.
+    """
+
+    agent_id: str
+    kind: Literal["act", "reflect", "plan"]
+    messages: list[dict[str, str]]
+    schema: Any
+    max_tokens: int
+    persona: str
+    adapter: str | None = None
+    step: int | None = None
+    observed: int = 0
+
+
+class Agent:
+    """A persona in the simulation. `history_turns` bounds the (user, assistant) exchanges kept in prompts."""
+
+    def __init__(self, id: str, persona: Persona, memory: MemoryStream | None = None, plan: Plan | None = None,
+                 history_turns: int = 6):
+        if not isinstance(id, str) or not id:
+            raise ValueError("an agent needs a non-empty string id")
+        if history_turns < 0:
+            raise ValueError(f"history_turns must be >= 0, got {history_turns}")
+        self.id, self.persona, self.history_turns = id, persona, history_turns
+        self.memory = memory if memory is not None else MemoryStream()
+        self.plan = plan if plan is not None else Plan()
+        self.history: list[dict[str, str]] = []  # alternating user / assistant messages
+        self.new_observations: list[Observation] = []  # since the last answered act request
+        self._new_memory_ids: list[int] = []  # their memories, left out of retrieval (the prompt lists them)
+        self.last_acted: int | None = None
+        self.act_interval: float | None = None  # moving average of the ticks between turns
+
+    # -- the simulation's questions (O(1)) -------------------------------------------------
+
+    def observe(self, obs: Observation) -> None:
+        self._new_memory_ids.append(self.memory.add(obs.tick, obs.text, obs.importance, obs.kind).id)
+        self.new_observations.append(obs)
+
+    def wants_to_act(self, tick: int) -> bool:
+        """Something new was observed, a plan step is due, or the plan needs re-planning."""
+        return bool(self.new_observations) or self.plan.needs_replan or self.plan.due(tick)
+
+    def needs_plan(self) -> bool:
+        return self.plan.needs_replan or (bool(self.persona.goals) and not self.plan.has_open_steps())
+
+    def ticks_until_next_act(self, tick: int) -> float:
+        """0 if it wants to act now; else the sooner of the next due plan step and the usual interval
+        between its turns; inf if it has neither. A cache hint for the engine."""
+        if self.wants_to_act(tick):
+            return 0.0
+        guesses = []
+        due = self.plan.next_due_tick()
+        if due is not None:
+            guesses.append(float(due - tick))
+        if self.last_acted is not None and self.act_interval is not None:
+            guesses.append(max(1.0, self.last_acted + self.act_interval - tick))
+        return min(guesses, default=math.inf)
+
+    def query_text(self) -> str:
+        """What to retrieve memories for: the new observations, else the current plan step ('' if neither)."""
+        if self.new_observations:
+            return "\n".join(o.text for o in self.new_observations)
+        step = self.plan.next_step(math.inf)
+        return step.text if step else ""
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def requests(self, tick: int, world_text: str, situation: str, schema: Any, query_vector: Any = None,
+                 max_tokens: int = ACT_TOKENS, k_memories: int = 5) -> list[TurnRequest]:
+        """The act request, then a reflect request if enough happened, then a plan request if the plan
+        needs one. `query_vector` (the embedding of `query_text()`) turns on memory retrieval."""
+        system = {"role": "system", "content": self.persona.system_message(world_text)}
+        out = [self._act(system, tick, situation, schema, query_vector, max_tokens, k_memories)]
+        if self.memory.needs_reflection():
+            out.append(self._reflect(system))
+        if self.needs_plan():
+            out.append(self._plan(system))
+        return out
+
+    def _request(self, kind: str, messages: list[dict[str, str]], schema: Any, max_tokens: int,
+                 **extra: Any) -> TurnRequest:
+        return TurnRequest(self.id, kind, messages, schema, max_tokens, self.id, self.persona.adapter, **extra)
+
+    def _act(self, system: dict, tick: int, situation: str, schema: Any, query_vector: Any, max_tokens: int,
+             k: int) -> TurnRequest:
+        sections = [f"Tick {tick}. {situation}".rstrip()]
+        if self.new_observations:
+            listed = self.new_observations[-MAX_LISTED_OBSERVATIONS:]
+            sections.append("New observations:\n" + _bullets(o.text for o in listed))
+        if query_vector is not None:
+            listed_ids = self._new_memory_ids[-MAX_LISTED_OBSERVATIONS:]
+            recalled = self.memory.retrieve(query_vector, tick, k, exclude=listed_ids)
+            if recalled:
+                sections.append("You remember:\n" + _memories(recalled))
+        step = self.plan.next_step(tick)
+        if step is not None:
+            sections.append(f"Your current step: {step.text}")
+        sections.append("Answer with one action as JSON.")
+        user = {"role": "user", "content": "\n\n".join(sections)}
+        return self._request("act", [system, *self.history, user], schema, max_tokens,
+                             step=step.id if step else None, observed=len(self.new_observations))
+
+    def _reflect(self, system: dict) -> TurnRequest:
+        user = ("Your recent memories:\n" + _memories(self.memory.reflection_sources()) + "\n\n"
+                "What is the most important conclusion you draw from them? Answer as JSON with one \"text\".")
+        return self._request("reflect", [system, {"role": "user", "content": user}], Insight, REFLECT_TOKENS)
+
+    def _plan(self, system: dict) -> TurnRequest:
+        sections = []
+        if self.persona.goals:
+            sections.append("Your goals:\n" + _bullets(self.persona.goals))
+        sections.append("Your plan:\n" + self.plan.describe())
+        if self.plan.replan_reason:
+            sections.append(f"The plan must change: {self.plan.replan_reason}")
+        sources = self.memory.reflection_sources(n=5)
+        if sources:
+            sections.append("Your recent memories:\n" + _memories(sources))
+        sections.append("Answer with your next steps (at most 4) as JSON with a \"steps\" list.")
+        user = {"role": "user", "content": "\n\n".join(sections)}
+        return self._request("plan", [system, user], PlanUpdate, PLAN_TOKENS)
+
+    # -- answers ------------------------------------------------------------------------------
+
+    def receive(self, request: TurnRequest, value: Any, tick: int, text: str | None = None) -> Any:
+        """Take the model's answer to one of this agent's requests; returns `value`.
+
+        `text` is the completion's JSON as generated (kept in the history so the next prompt repeats the
+        exact tokens); by default `value` is encoded again.
+        """
+        if request.agent_id != self.id:
+            raise ValueError(f"request of agent {request.agent_id!r} given to agent {self.id!r}")
+        text = text if text is not None else msgspec.json.encode(value).decode()
+        if request.kind == "act":
+            self._acted(request, text, tick)
+        elif request.kind == "reflect":
+            self.memory.add_reflection(tick, value.text)
+        elif request.kind == "plan":
+            self.plan.prune()
+            goal = self.plan.top_goal()
+            if goal is None:
+                goal = self.plan.add_goal("; ".join(self.persona.goals) or "live your life in character")
+            self.plan.replace_steps(goal, list(value.steps))
+            self.memory.add(tick, "I plan to: " + "; ".join(value.steps), 3.0, kind="plan")
+        else:
+            raise ValueError(f"unknown request kind {request.kind!r}")
+        return value
+
+    def _acted(self, request: TurnRequest, text: str, tick: int) -> None:
+        self.memory.add(tick, f"I did: {text}", 2.0, kind="action")
+        self.history += [request.messages[-1], {"role": "assistant", "content": text}]
+        if len(self.history) > 2 * self.history_turns:
+            # Cut to half the limit rather than dropping one exchange a turn: the prompt prefix (and its
+            # cached KV) then stays the same for several turns between cuts.
+            keep = (self.history_turns + 1) // 2
+            self.history = self.history[len(self.history) - 2 * keep :] if keep else []
+        del self.new_observations[: request.observed], self._new_memory_ids[: request.observed]
+        if request.step is not None and request.step in self.plan.graph:
+            if self.plan.get(request.step).status == "pending":
+                self.plan.set_status(request.step, "active")
+        if self.last_acted is not None and tick > self.last_acted:
+            interval = tick - self.last_acted
+            self.act_interval = interval if self.act_interval is None else (
+                EMA_ALPHA * interval + (1 - EMA_ALPHA) * self.act_interval)
+        self.last_acted = tick
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def to_state(self) -> dict:
+        """Plain data for msgpack checkpoints; `Agent.from_state` rebuilds an agent that continues the same."""
+        return {
+            "id": self.id, "persona": msgspec.to_builtins(self.persona), "history_turns": self.history_turns,
+            "memory": self.memory.to_state(), "plan": self.plan.to_state(),
+            "history": [dict(m) for m in self.history],
+            "new_observations": msgspec.to_builtins(self.new_observations),
+            "new_memory_ids": list(self._new_memory_ids),
+            "last_acted": self.last_acted, "act_interval": self.act_interval,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> Agent:
+        agent = cls(state["id"], msgspec.convert(state["persona"], Persona), MemoryStream.from_state(state["memory"]),
+                    Plan.from_state(state["plan"]), state["history_turns"])
+        agent.history = [dict(m) for m in state["history"]]
+        agent.new_observations = msgspec.convert(state["new_observations"], list[Observation])
+        agent._new_memory_ids = list(state["new_memory_ids"])
+        agent.last_acted, agent.act_interval = state["last_acted"], state["act_interval"]
+        return agent
+
+
+def _bullets(lines) -> str:
+    return "\n".join(f"- {line}" for line in lines)
+
+
+def _memories(memories: list[Memory]) -> str:
+    return "\n".join(f"- (tick {m.tick}) {m.text}" for m in memories)

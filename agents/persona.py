@@ -1,0 +1,65 @@
+"""Who an agent is: name, role, traits, goals, an optional LoRA adapter and system prompt template."""
+
+from __future__ import annotations
+
+import string
+
+import msgspec
+
+__all__ = ["PLACEHOLDERS", "Persona"]
+
+PLACEHOLDERS = ("name", "role", "traits", "world", "goals")
+
+
+class Persona(msgspec.Struct, frozen=True, kw_only=True):
+    """A character the base model plays.
+
+    `system_prompt` is a `str.format` template over {name}, {role}, {traits}, {world} and {goals} (write
+    literal braces as {{ }}); None uses a default. `adapter` names a LoRA adapter registered with the
+    engine (None: the base model).
+    """
+
+    name: str
+    role: str = ""
+    traits: str = ""
+    system_prompt: str | None = None
+    adapter: str | None = None
+    goals: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if not self.name.strip():
+            raise ValueError("a persona needs a non-empty name")
+        if isinstance(self.goals, str):
+            raise ValueError(f"goals is a tuple of goals, not one string: use goals=({self.goals!r},)")
+        if not isinstance(self.goals, tuple):  # a list would make the frozen persona unhashable
+            msgspec.structs.force_setattr(self, "goals", tuple(self.goals))
+        if self.system_prompt is not None:
+            _check_template(self.system_prompt)
+
+    def system_message(self, world: str) -> str:
+        """The system prompt for this persona in `world` (a description of the setting)."""
+        goals = "; ".join(self.goals)
+        if self.system_prompt is not None:
+            return self.system_prompt.format(name=self.name, role=self.role, traits=self.traits, world=world,
+                                             goals=goals)
+        lines = [f"You are {self.name}" + (f", {self.role}" if self.role else "") + "."]
+        if self.traits:
+            lines.append(f"Traits: {self.traits}.")
+        if goals:
+            lines.append(f"Goals: {goals}.")
+        if world:
+            lines += ["", world]
+        lines += ["", "Stay in character. Each turn, answer with exactly one action as JSON."]
+        return "\n".join(lines)
+
+
+def _check_template(template: str) -> None:
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as e:  # unbalanced braces
+        raise ValueError(f"system_prompt is not a valid template ({e}); write literal braces as {{{{ }}}}") from None
+    for f in fields:
+        if f not in PLACEHOLDERS:
+            allowed = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+            raise ValueError(f"unknown placeholder {{{f}}} in system_prompt; use {allowed}, "
+                             "and write literal braces as {{ }}")
