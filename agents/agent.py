@@ -25,6 +25,7 @@ __all__ = ["Agent", "Observation", "TurnRequest"]
 ACT_TOKENS, REFLECT_TOKENS, PLAN_TOKENS = 200, 160, 200  # above the longest JSON the schemas allow, in practice
 MAX_LISTED_OBSERVATIONS = 12  # per prompt; older unanswered ones stay in memory
 EMA_ALPHA = 0.3  # weight of the newest interval in the acting-interval estimate
+REPLAN_IMPORTANCE = 8.0  # an observation this important (0-10) makes the agent re-plan
 
 
 class Observation(msgspec.Struct, frozen=True):
@@ -86,6 +87,8 @@ class Agent:
     def observe(self, obs: Observation) -> None:
         self._new_memory_ids.append(self.memory.add(obs.tick, obs.text, obs.importance, obs.kind).id)
         self.new_observations.append(obs)
+        if obs.importance >= REPLAN_IMPORTANCE and self.plan.has_open_steps():
+            self.plan.invalidate(f"something important happened: {obs.text}")
 
     def wants_to_act(self, tick: int) -> bool:
         """Something new was observed, a plan step is due, or the plan needs re-planning."""

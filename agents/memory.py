@@ -51,12 +51,14 @@ class Memory(msgspec.Struct, kw_only=True):
 class MemoryStream:
     """Memories of one agent, with retrieval, reflection bookkeeping and a cap on their number.
 
-    `weights` = (recency, importance, relevance). Past `max_memories`, the lowest-scoring older memories
-    (recency and importance) are forgotten, never reflections while anything else is left to forget.
+    `weights` = (recency, importance, relevance). `reflect_threshold` 150 is Generative Agents' value on the
+    same 0-10 importance scale: an agent in a busy place reflects every dozen ticks or so, not every other.
+    Past `max_memories`, the lowest-scoring older memories (recency and importance) are forgotten, never
+    reflections while anything else is left to forget.
     """
 
     def __init__(self, decay: float = 0.995, weights: Sequence[float] = (1.0, 1.0, 1.0),
-                 reflect_threshold: float = 30.0, max_memories: int = 1000):
+                 reflect_threshold: float = 150.0, max_memories: int = 1000):
         weights = tuple(float(w) for w in weights)
         if not 0 < decay <= 1:
             raise ValueError(f"decay must be within (0, 1], got {decay}")

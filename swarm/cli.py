@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
+from swarm.bus.base import BusError
 from swarm.runtime.errors import SwarmError
 
 
@@ -44,6 +46,58 @@ def _random_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from swarm.console import Progress, format_report
+    from swarm.simulation import Simulation
+
+    if args.model is None:
+        raise ValueError("pass --model PATH (a local Hugging Face model folder) or --model scripted (the "
+                         "scenario's scripted policy)")
+    sim = Simulation.from_scenario(args.scenario, model=args.model, seed=args.seed, bus=args.bus,
+                                   record=args.record, agents=args.agents, **({"name": args.name} if args.name else {}))
+    if not args.headless and sys.stdout.isatty():
+        print("swarm: the live TUI is not in this version yet; running headless", file=sys.stderr)
+    interrupted = False
+    try:
+        report = sim.run(args.ticks, progress=Progress(args.ticks))
+    except KeyboardInterrupt:  # stop between ticks' worth of work: the log holds every finished tick
+        print(f"\nswarm: interrupted after {sim.counters['ticks']} ticks", file=sys.stderr)
+        report = sim.report()
+        args.checkpoint = None  # the tick in progress was cut short: its state is not one to resume from
+        interrupted = True
+    finally:
+        if args.record:
+            print(f"swarm: events recorded in {args.record}", file=sys.stderr)
+    if args.checkpoint:  # only after a run that ended cleanly (a failed tick leaves half-applied state)
+        sim.save(args.checkpoint)
+        print(f"swarm: checkpoint saved to {args.checkpoint}", file=sys.stderr)
+    sim.close()
+    if args.json:
+        print(report.to_json())
+    else:
+        print(format_report(report))
+    return 130 if interrupted else 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from swarm.console import format_event
+    from swarm.recorder import read_log
+
+    header, events = read_log(args.file)
+    if args.jsonl:
+        for e in events:
+            print(msgspec.json.encode(e).decode())
+        return 0
+    print(f"# {header.get('sim')} (seed {header.get('seed')}, model {header.get('model')}, "
+          f"scenario {header.get('scenario')})")
+    mpt, start = header.get("minutes_per_tick", 1.0), header.get("start_minute", 8 * 60)
+    for e in events:
+        print(format_event(e, mpt, start))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swarm", description="Multi-agent simulation on small language models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -56,6 +110,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--adapter", help="a PEFT LoRA adapter folder to generate with")
     g.set_defaults(func=_generate)
+
+    run = sub.add_parser("run", help="run a scenario headless and print its report")
+    run.add_argument("scenario", help="a bundled scenario name or a Python file defining build(sim, **options)")
+    run.add_argument("--ticks", type=int, default=20)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--model", help="a local Hugging Face model folder, or `scripted` for the scenario's policy")
+    run.add_argument("--agents", type=int, default=None, help="how many agents (scenarios that take it)")
+    run.add_argument("--bus", default="local", help="local (default) or mqtt://host:port[?format=json]")
+    run.add_argument("--name", help="the simulation's name in bus topics (default: the scenario's)")
+    run.add_argument("--record", help="write the event log (JSON lines) to this file")
+    run.add_argument("--checkpoint", help="save a checkpoint here when the run ends (or fails)")
+    run.add_argument("--headless", action="store_true", help="no TUI: progress on stderr, report on stdout")
+    run.add_argument("--json", action="store_true", help="print the report as one JSON line, last")
+    run.set_defaults(func=_run)
+
+    rp = sub.add_parser("replay", help="print a recorded event log")
+    rp.add_argument("file")
+    rp.add_argument("--jsonl", action="store_true", help="one JSON event per line")
+    rp.set_defaults(func=_replay)
 
     r = sub.add_parser("random-model", help="write a small random-weight model folder (for trying the runtime)")
     r.add_argument("out")
@@ -75,8 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (SwarmError, ValueError) as e:
+    except BrokenPipeError:  # `swarm replay log | head`: the reader has all it wants
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (keeps the exit flush from failing again)
+        return 0
+    except (SwarmError, ValueError, BusError) as e:
         print(f"swarm: error: {e}", file=sys.stderr)
+        cause = e.__cause__
+        if cause is not None and type(e).__name__ == "ScenarioError":  # show where in the scenario's code
+            import traceback
+
+            print("".join(traceback.format_exception(cause, limit=-3)).rstrip(), file=sys.stderr)
         return 2
 
 

@@ -203,3 +203,13 @@ def test_constructor_validation_and_defaults():
     memory, plan = MemoryStream(), Plan()  # empty (falsy by len) but given: used as they are
     a = Agent("a", MIRA, memory=memory, plan=plan)
     assert a.memory is memory and a.plan is plan
+
+
+def test_an_important_observation_makes_the_agent_replan():
+    a = Agent("mira", MIRA)
+    a.plan.add_goal("sweep the floor")
+    a.observe(Observation(tick=1, text="Bob says hello", importance=4.0))
+    assert not a.plan.needs_replan
+    a.observe(Observation(tick=2, text="The tavern is on fire!", importance=9.0))
+    assert a.plan.needs_replan and "on fire" in a.plan.replan_reason
+    assert [r.kind for r in a.requests(2, "A village.", "You are at the tavern.", Say)] == ["act", "plan"]

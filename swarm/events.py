@@ -1,0 +1,52 @@
+"""What happens in a simulation: world events, messages into an agent's inbox, and the run's report.
+
+Everything here is a msgspec Struct, so the same objects go to the event log,
+over the bus (msgpack, or JSON for other clients) and into checkpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One thing that happened, numbered in the order it happened (`seq` is unique within a run).
+
+    `kind` is the action's tag for actions ("say", "move", ...) and a world word otherwise
+    ("join", "arrive", "fail", "reflect", "plan", "inbox", or a scenario's own). `text` is
+    how an observer reads it; `data` holds the structured fields (the action itself for
+    actions). `importance` (0-10) is how much an observer's memory weighs it.
+    """
+
+    tick: int
+    seq: int
+    kind: str
+    text: str
+    actor: str | None = None
+    place: str | None = None
+    target: str | None = None
+    data: dict[str, Any] = {}
+    importance: float = 3.0
+
+
+class InboxMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A message an outside client publishes to `swarm/<sim>/agents/<id>/inbox`; the agent observes it
+    on the next tick."""
+
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+    sender: str = "outside"
+    importance: Annotated[float, msgspec.Meta(ge=0, le=10)] = 5.0
+
+
+class Report(msgspec.Struct, kw_only=True):
+    """What `Simulation.run` returns: ticks run, the scenario's and the loop's metrics, events recorded."""
+
+    ticks: int
+    events: int
+    metrics: dict[str, Any]
+    seconds: float
+
+    def to_json(self) -> str:
+        return msgspec.json.encode(self).decode()

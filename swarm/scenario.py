@@ -1,0 +1,105 @@
+"""Finding and building scenarios: a bundled one by name (`village` is `swarm.scenarios.village`) or
+any Python file that defines `build(sim, **options)`.
+
+A scenario's `build` adds places, things, agents, action types, handlers, per-tick hooks
+and metrics to a fresh `Simulation`. It keeps any state of its own in `sim.state` (plain
+data), so checkpoints capture it; everything else it sets up is rebuilt by calling
+`build` again when a checkpoint is loaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import pkgutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from swarm.runtime.errors import SwarmError
+
+
+class ScenarioError(SwarmError):
+    """A scenario could not be found or loaded, or its code raised."""
+
+
+@dataclass(frozen=True)
+class ScenarioRef:
+    """How a checkpoint names a scenario: a bundled name or a file path, and the options it was built with."""
+
+    spec: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def bundled() -> list[str]:
+    import swarm.scenarios
+
+    return sorted(m.name for m in pkgutil.iter_modules(swarm.scenarios.__path__) if not m.name.startswith("_"))
+
+
+def load_module(spec: str) -> ModuleType:
+    path = Path(spec)
+    if spec.endswith(".py") or path.suffix or "/" in spec:
+        if not path.is_file():
+            raise ScenarioError(f"no scenario file {spec}")
+        name = f"swarm_scenario_{abs(hash(str(path.resolve())))}"
+        if name in sys.modules:  # built once per process: its classes stay the same objects
+            return sys.modules[name]
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module  # dataclasses and msgspec look the module up while the file runs
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as e:
+            del sys.modules[name]
+            raise ScenarioError(f"scenario file {spec} raised while loading: {type(e).__name__}: {e}") from e
+        return module
+    if spec not in bundled():
+        names = ", ".join(bundled()) or "none yet"
+        raise ScenarioError(f"unknown scenario {spec!r}; bundled scenarios: {names} (or pass a path to a .py file)")
+    return importlib.import_module(f"swarm.scenarios.{spec}")
+
+
+def builder(module: ModuleType, spec: str) -> Callable[..., None]:
+    build = getattr(module, "build", None)
+    if not callable(build):
+        raise ScenarioError(f"scenario {spec} defines no build(sim, **options) function")
+    return build
+
+
+def check_options(build: Callable[..., None], options: dict[str, Any], spec: str) -> dict[str, Any]:
+    """Keep the options `build` takes (None means "not given"); an option it cannot take is an error."""
+    options = {k: v for k, v in options.items() if v is not None}
+    params = inspect.signature(build).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return options
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        takes = ", ".join(p for p in list(params)[1:]) or "no options"
+        raise ScenarioError(f"scenario {spec} does not take {', '.join(unknown)} (it takes: {takes})")
+    return options
+
+
+def run_build(sim, ref: ScenarioRef) -> None:
+    build = builder(load_module(ref.spec), ref.spec)
+    options = check_options(build, ref.options, ref.spec)
+    try:
+        build(sim, **options)
+    except SwarmError:
+        raise
+    except Exception as e:
+        raise ScenarioError(f"scenario {ref.spec}: build() raised {type(e).__name__}: {e}") from e
+
+
+def scripted_model(spec: str):
+    """The scenario's scripted policy as the model (`--model scripted`)."""
+    from swarm.model import ScriptedModel
+
+    policy = getattr(load_module(spec), "policy", None)
+    if not callable(policy):
+        raise ScenarioError(f"scenario {spec} defines no policy(turn) function, so it cannot run scripted")
+    return ScriptedModel(policy, ref="scripted")

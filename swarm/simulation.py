@@ -1,0 +1,468 @@
+"""The simulation loop: `tick()` = deliver -> plan -> act (one batched model call) -> resolve -> record.
+
+Only agents with something new to react to (an observation, a due plan step) act, so
+idle agents cost no model call. Every turn of a tick goes to the model in one call;
+afterwards each agent's "ticks until it acts again" goes to the model as a cache hint.
+The loop is asyncio inside (the bus is), driven from plain code by `tick()` and `run()`
+on the simulation's own event loop; the model runs in a worker thread so the bus stays
+live while it computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from swarm import bus as busmod
+from swarm.agents import Agent, Observation, Persona
+from swarm.agents.actions import BASE_ACTIONS, Action, Wait, action_union
+from swarm.agents.memory import embed_pending
+from swarm.bus import topics
+from swarm.events import Event, InboxMessage, Report
+from swarm.model import Answer, NoAction, Turn, TurnModel, open_model
+from swarm.recorder import Recorder
+from swarm.scenario import ScenarioError, ScenarioRef, run_build, scripted_model
+from swarm.world import World
+
+log = logging.getLogger("swarm.simulation")
+
+CHECKPOINT_FORMAT = 1
+Hook = Callable[["Simulation", list[Event]], "Event | Iterable[Event] | None"]
+
+
+class Simulation:
+    """A world, its agents, a model that decides their turns, a bus that carries what happens.
+
+    >>> sim = Simulation(model="path/to/model", seed=7)
+    >>> sim.world.add_place("tavern")
+    >>> sim.add_agent(Persona(name="Mira", role="innkeeper"), at="tavern")
+    >>> report = sim.run(ticks=10)
+    """
+
+    def __init__(self, model: Any = None, *, seed: int = 0, bus: str | None = "local", name: str = "sim",
+                 record: str | Path | None = None, minutes_per_tick: float = 1.0, max_action_tokens: int = 96,
+                 retrieve: int = 5):
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a simulation needs a non-empty name, got {name!r}")
+        self.name, self.seed = name, seed
+        self.model: TurnModel | None = open_model(model) if model is not None else None
+        self.rng = random.Random(seed)
+        self.world = World(minutes_per_tick)
+        self.agents: dict[str, Agent] = {}
+        self.state: dict[str, Any] = {}  # a scenario's own plain-data state (checkpointed)
+        self.action_types: list[type] = list(BASE_ACTIONS)
+        self.max_action_tokens, self.retrieve = max_action_tokens, retrieve
+        self.scenario: ScenarioRef | None = None
+        self.counters: Counter[str] = Counter()
+        self._metrics: dict[str, Callable[[Simulation], Any]] = {}
+        self._hooks: list[Hook] = []
+        self._pending: list[Event] = []  # events made between ticks (agents joining), recorded with the next tick
+        self._hinted: dict[str, float] = {}
+        self._schema = None
+        self._loop = asyncio.new_event_loop()
+        self.bus_url = bus
+        self.bus = busmod.open_bus(bus, client_id=f"{name}-sim", presence=topics.presence(name, f"{name}-sim"))
+        self._inbox = None
+        self._bus_loop: asyncio.AbstractEventLoop | None = None  # the loop the bus was connected on
+        self._record_path = Path(record) if record is not None else None
+        self.recorder: Recorder | None = None
+
+    # -- building ------------------------------------------------------------------------
+
+    @classmethod
+    def from_scenario(cls, spec: str, model: Any = None, **kwargs: Any) -> Simulation:
+        """A simulation built by a bundled scenario (by name) or a scenario file; keyword arguments the
+        constructor does not take are the scenario's options (e.g. `agents=12`)."""
+        own = {"seed", "bus", "name", "record", "minutes_per_tick", "max_action_tokens", "retrieve"}
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
+        if "name" not in kwargs:
+            kwargs["name"] = Path(spec).stem if spec.endswith(".py") else spec
+        if model == "scripted":
+            model = scripted_model(spec)
+        sim = cls(model, **kwargs)
+        sim.scenario = ScenarioRef(str(Path(spec).resolve()) if spec.endswith(".py") else spec, options)
+        run_build(sim, sim.scenario)
+        return sim
+
+    def add_agent(self, persona: Persona, at: str, *, goals: Iterable[str] = ()) -> Agent:
+        """Place a new agent (its id is the persona's name) at place `at`."""
+        if not isinstance(persona, Persona):
+            raise TypeError(f"add_agent takes a Persona, got {type(persona).__name__}")
+        if persona.name in self.agents:
+            raise ValueError(f"an agent called {persona.name!r} already exists")
+        self.world.check_place(at)
+        agent = Agent(persona.name, persona)
+        for goal in (*persona.goals, *goals):
+            agent.plan.add_goal(goal)
+        self.agents[agent.id] = agent
+        self.world.place_agent(agent.id, at)
+        self._emit([self.world.event("join", f"{agent.id} ({persona.role or 'a newcomer'}) is at the {at}.",
+                                     actor=agent.id, place=at, importance=3.0)])
+        agent.observe(Observation(tick=self.world.tick, text=f"You are at the {at}.", importance=3.0))
+        return agent
+
+    def add_actions(self, *types: type) -> None:
+        """Let agents take these Action types too (each needs a handler: `@sim.on(Type)`)."""
+        for t in types:
+            if not (isinstance(t, type) and issubclass(t, Action)):
+                raise TypeError(f"add_actions takes Action subclasses, got {t!r}")
+            if t not in self.action_types:
+                self.action_types.append(t)
+        self._schema = None
+
+    def remove_actions(self, *types: type) -> None:
+        self.action_types = [t for t in self.action_types if t not in types]
+        self._schema = None
+
+    def on(self, action_type: type) -> Callable:
+        """Decorator: `@sim.on(Vote) def vote(world, actor, action) -> events`."""
+        return self.world.on(action_type)
+
+    def every_tick(self, fn: Hook) -> Hook:
+        """Decorator: `fn(sim, events)` runs after each tick's actions resolve, with the tick's events so far,
+        and may return more events."""
+        self._hooks.append(fn)
+        return fn
+
+    def metric(self, name: str) -> Callable:
+        """Decorator: `fn(sim) -> value` goes into the report's metrics under `name`."""
+        def register(fn: Callable[[Simulation], Any]) -> Callable[[Simulation], Any]:
+            self._metrics[name] = fn
+            return fn
+
+        return register
+
+    @property
+    def schema(self):
+        if self._schema is None:
+            self._schema = action_union(*self.action_types)
+        return self._schema
+
+    @property
+    def tick_count(self) -> int:
+        return self.world.tick
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def tick(self) -> list[Event]:
+        """Run one tick; returns its events."""
+        return self._loop.run_until_complete(self.atick())
+
+    async def atick(self) -> list[Event]:
+        await self._start()
+        t0 = time.perf_counter()
+        events = self._deliver()
+        turns = self._plan()
+        values = await self._act(turns)
+        events += self._resolve(turns, values)
+        events += self._run_hooks(events)
+        self._observe(events)
+        events, self._pending = self._pending + events, []  # those made between ticks were observed then
+        await self._record(events)
+        self._hint()
+        self.world.tick += 1
+        self.counters["ticks"] += 1
+        self.counters["loop_seconds"] += time.perf_counter() - t0
+        return events
+
+    def _deliver(self) -> list[Event]:
+        """Travellers who arrive now, and messages outside clients sent to agents' inboxes."""
+        events = self.world.arrivals()
+        for msg in self._inbox.drain() if self._inbox is not None else []:
+            agent = topics.levels(msg.topic)[3]  # swarm/<sim>/agents/<agent>/inbox
+            if agent not in self.agents:
+                log.warning("inbox message for unknown agent %r on %s dropped", agent, msg.topic)
+                continue
+            m: InboxMessage = msg.payload
+            events.append(self.world.event("inbox", f"{m.sender} tells {agent}: {m.text}", actor=m.sender,
+                                           target=agent, importance=m.importance,
+                                           data={"audience": [agent], "sender": m.sender}))
+        return events
+
+    def _plan(self) -> list[Turn]:
+        """The turns of every agent that wants to act now (embedding what they must recall, in one batch)."""
+        tick = self.world.tick
+        acting = [a for a in self.agents.values() if self.world.can_act(a.id) and a.wants_to_act(tick)]
+        if not acting:
+            return []
+        model = self._require_model()
+        queries = embed_pending([a.memory for a in self.agents.values()], model.embed,
+                                queries=[a.query_text() for a in acting])
+        turns = []
+        for agent, query in zip(acting, queries, strict=True):
+            situation = self.world.describe_for(agent.id)
+            for req in agent.requests(tick, self.world.preamble, situation, self.schema, query_vector=query,
+                                      max_tokens=self.max_action_tokens):
+                turns.append(Turn(req, agent, self.world, self.rng.getrandbits(32)))
+        return turns
+
+    async def _act(self, turns: list[Turn]) -> list[Any]:
+        if not turns:
+            return []
+        t0 = time.perf_counter()
+        values = await asyncio.get_running_loop().run_in_executor(None, self.model.decide, turns)
+        self.counters["model_seconds"] += time.perf_counter() - t0
+        self.counters["model_calls"] += 1
+        self.counters["turns"] += len(turns)
+        return values
+
+    def _resolve(self, turns: list[Turn], values: list[Any]) -> list[Event]:
+        events, actions = [], []
+        for turn, value in zip(turns, values, strict=True):
+            agent, kind = turn.agent, turn.request.kind
+            if isinstance(value, NoAction):
+                self.counters["no_action"] += 1
+                if kind == "act":  # the agent waits this tick and learns why
+                    agent.receive(turn.request, Wait(), self.world.tick)
+                    events.append(self.world.fail(agent.id, Wait(), value.reason))
+                continue
+            text = None
+            if isinstance(value, Answer):
+                value, text = value.value, value.text
+            result = agent.receive(turn.request, value, self.world.tick, text=text)
+            if kind == "act":
+                actions.append((agent.id, result))
+            elif kind == "reflect":
+                events.append(self.world.event("reflect", f"{agent.id} reflects: {value.text}", actor=agent.id,
+                                               place=self.world.place_of(agent.id), data=msgspec.to_builtins(value)))
+            elif kind == "plan":
+                events.append(self.world.event("plan", f"{agent.id} plans: {'; '.join(value.steps)}",
+                                               actor=agent.id, place=self.world.place_of(agent.id),
+                                               data=msgspec.to_builtins(value)))
+        try:
+            return events + self.world.resolve(actions, self.rng)
+        except (TypeError, ValueError, KeyError) as e:
+            raise ScenarioError(f"resolving the actions of tick {self.world.tick} failed: "
+                                f"{type(e).__name__}: {e}") from e
+        except ScenarioError:
+            raise
+        except Exception as e:  # a scenario handler raised
+            raise ScenarioError(f"an action handler raised at tick {self.world.tick}: {type(e).__name__}: {e}") from e
+
+    def _run_hooks(self, so_far: list[Event]) -> list[Event]:
+        events = []
+        for hook in self._hooks:
+            try:
+                out = hook(self, so_far)
+            except Exception as e:
+                raise ScenarioError(f"the every_tick hook {getattr(hook, '__name__', hook)} raised at tick "
+                                    f"{self.world.tick}: {type(e).__name__}: {e}") from e
+            if isinstance(out, Event):
+                events.append(out)
+            elif out is not None:
+                events.extend(out)
+        return events
+
+    def _observe(self, events: list[Event]) -> None:
+        for e in events:
+            for who in self.world.observers(e):
+                if who in self.agents:
+                    self.agents[who].observe(Observation(tick=e.tick, text=e.text, importance=e.importance,
+                                                         source=e.actor))
+
+    def _emit(self, events: list[Event]) -> None:
+        """Events made outside a tick: observed now, recorded and published with the next tick."""
+        self._observe(events)
+        self._pending += events
+
+    async def _record(self, events: list[Event]) -> None:
+        self.counters["events"] += len(events)
+        self.counters.update(f"events.{e.kind}" for e in events)
+        if self.recorder is not None:
+            self.recorder.write(events)
+            self.recorder.flush()
+        for e in events:
+            await self.bus.publish(topics.events(self.name), e)
+            if e.place is not None and "audience" not in e.data:
+                await self.bus.publish(topics.place(self.name, e.place), e)
+        await self.bus.publish(topics.world(self.name), self.world.snapshot(), retain=True)
+
+    def _hint(self) -> None:
+        """Tell the model the tick at which each agent is next expected to act. Absolute ticks compare
+        across agents whenever they were sent, so only changes need sending."""
+        if self.model is None:
+            return
+        nxt = self.world.tick + 1
+        for agent in self.agents.values():
+            when = nxt + agent.ticks_until_next_act(nxt)
+            if self._hinted.get(agent.id) != when:
+                self._hinted[agent.id] = when
+                self.model.hint(agent.id, when)
+
+    def _require_model(self) -> TurnModel:
+        if self.model is None:
+            raise ValueError("this simulation has no model: pass model= a checkpoint folder, an Engine or a "
+                             "ScriptedModel")
+        return self.model
+
+    async def _start(self) -> None:
+        """Connect the bus and open the log, once, before the first tick."""
+        if self._inbox is None:
+            self._bus_loop = asyncio.get_running_loop()
+            await self.bus.connect()
+            self._inbox = await self.bus.subscribe(topics.inbox(self.name, topics.ANY), type=InboxMessage)
+        if self.recorder is None and self._record_path is not None:
+            self.recorder = Recorder(self._record_path, self._header())
+
+    def _header(self) -> dict:
+        return {"sim": self.name, "seed": self.seed, "model": self.model.ref if self.model else None,
+                "scenario": self.scenario.spec if self.scenario else None,
+                "minutes_per_tick": self.world.minutes_per_tick, "start_minute": self.world.start_minute}
+
+    def run(self, ticks: int, *, tui: bool = False,
+            progress: Callable[[Simulation, list[Event]], None] | None = None) -> Report:
+        """Run `ticks` ticks and report. `progress(sim, events)` is called after every tick."""
+        if tui:
+            raise NotImplementedError("the live TUI is not part of this version yet; run headless (tui=False)")
+        return self._loop.run_until_complete(self.arun(ticks, progress=progress))
+
+    async def arun(self, ticks: int, *, progress: Callable[[Simulation, list[Event]], None] | None = None) -> Report:
+        """`run` for code that already has an event loop (a game, a server, the TUI)."""
+        if ticks < 0:
+            raise ValueError(f"ticks must be >= 0, got {ticks}")
+        start = self.counters["ticks"]
+        t0 = time.perf_counter()
+        for _ in range(ticks):
+            events = await self.atick()
+            if progress is not None:
+                progress(self, events)
+        return self.report(ticks=self.counters["ticks"] - start, seconds=time.perf_counter() - t0)
+
+    def report(self, ticks: int | None = None, seconds: float | None = None) -> Report:
+        c = self.counters
+        metrics: dict[str, Any] = {
+            "agents": len(self.agents),
+            "turns": c["turns"],
+            "turns_per_tick": c["turns"] / max(c["ticks"], 1),
+            "no_action": c["no_action"],
+            "model_seconds": round(c["model_seconds"], 4),
+            "loop_seconds": round(c["loop_seconds"] - c["model_seconds"], 4),
+            "events_by_kind": {k.split(".", 1)[1]: v for k, v in sorted(c.items()) if k.startswith("events.")},
+        }
+        stats = self.model.stats() if self.model is not None else {}
+        for key in ("tokens_per_s", "prefix_cache_hit_rate", "preemptions"):
+            if key in stats:
+                metrics[key] = stats[key]
+        for name, fn in self._metrics.items():
+            try:
+                metrics[name] = fn(self)
+            except Exception as e:
+                raise ScenarioError(f"metric {name!r} raised: {type(e).__name__}: {e}") from e
+        return Report(ticks=c["ticks"] if ticks is None else ticks, events=c["events"], metrics=metrics,
+                      seconds=round(c["loop_seconds"] if seconds is None else seconds, 4))
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Checkpoint everything a run needs to go on: world, agents (memories, plans), the scenario's
+        state, the random generator, counters, the model reference and where the log stands."""
+        path = Path(path)
+        state = {
+            "format": CHECKPOINT_FORMAT, "name": self.name, "seed": self.seed,
+            "model": self.model.ref if self.model is not None else None, "bus": self.bus_url,
+            "scenario": None if self.scenario is None else {"spec": self.scenario.spec,
+                                                            "options": self.scenario.options},
+            "action_types": [t.__name__ for t in self.action_types],
+            "world": self.world.to_state(), "agents": [a.to_state() for a in self.agents.values()],
+            "state": self.state, "rng": _rng_state(self.rng), "counters": dict(self.counters),
+            "pending": self._pending, "hinted": self._hinted,
+            "record": None if self.recorder is None else {"path": str(self.recorder.path.resolve()),
+                                                          "offset": self.recorder.tell()},
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(msgspec.msgpack.encode(state))
+        tmp.replace(path)  # a crash mid-save leaves the previous checkpoint whole
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, model: Any = None, bus: str | None = None) -> Simulation:
+        """A simulation from a checkpoint: the scenario is rebuilt (its handlers, hooks, metrics), then
+        every piece of state is restored; recording continues in the same log."""
+        state = _read_checkpoint(path)
+        model = model if model is not None else state["model"]
+        if model is None:
+            raise ValueError(f"checkpoint {path} does not name a model folder; pass model=")
+        if model == "scripted" and state["scenario"] is not None:
+            model = scripted_model(state["scenario"]["spec"])
+        sim = cls(model, seed=state["seed"], bus=bus or state["bus"], name=state["name"])
+        if state["scenario"] is not None:
+            sim.scenario = ScenarioRef(state["scenario"]["spec"], state["scenario"]["options"])
+            run_build(sim, sim.scenario)
+        sim.restore(state)
+        return sim
+
+    def restore(self, state: dict | str | Path) -> None:
+        """Put a checkpoint's state into this simulation (built the same way: same actions and handlers)."""
+        if not isinstance(state, dict):
+            state = _read_checkpoint(state)
+        known = {t.__name__ for t in self.action_types}
+        missing = sorted(set(state["action_types"]) - known)
+        if missing:
+            raise ScenarioError(f"the checkpoint's agents can take {', '.join(missing)}, which this simulation "
+                                "does not define: build it with the same scenario before restoring")
+        self.world.load_state(state["world"])
+        self.agents = {}
+        for a in state["agents"]:
+            agent = Agent.from_state(a)
+            self.agents[agent.id] = agent
+        self.state = state["state"]
+        self.rng.setstate(_rng_tuple(state["rng"]))
+        self.counters = Counter(state["counters"])
+        self._pending = [msgspec.convert(e, Event) for e in state["pending"]]
+        self._hinted = {}  # a fresh model has no hints yet: send them all again
+        if self.recorder is not None:
+            self.recorder.close()
+            self.recorder = None
+        if state["record"] is not None:
+            rec = state["record"]
+            self._record_path = Path(rec["path"])
+            self.recorder = Recorder(self._record_path, self._header(), offset=rec["offset"])
+
+    def close(self) -> None:
+        """Flush and close the log, disconnect the bus (after `arun`/`atick` on your own loop: `aclose`)."""
+        if self._bus_loop is not None and self._bus_loop is not self._loop:
+            raise RuntimeError("this simulation ran on another event loop: await sim.aclose() there")
+        if not self._loop.is_closed():
+            self._loop.run_until_complete(self.aclose())
+            self._loop.close()
+
+    async def aclose(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
+        await self.bus.close()
+
+    def __enter__(self) -> Simulation:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _rng_state(rng: random.Random) -> list:
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def _rng_tuple(state: list) -> tuple:
+    return state[0], tuple(state[1]), state[2]
+
+
+def _read_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no checkpoint at {path}")
+    try:
+        state = msgspec.msgpack.decode(path.read_bytes())
+    except msgspec.DecodeError as e:
+        raise ValueError(f"{path} is not a swarm checkpoint ({e})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a swarm checkpoint (format {CHECKPOINT_FORMAT})")
+    return state

@@ -1,0 +1,242 @@
+"""The planner loop with scripted models: who acts, one batched call per tick, hints, determinism,
+recording, checkpoints that continue a run exactly, and clear errors for bad input."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from swarm import Persona, ScenarioError, ScriptedModel, Simulation
+from swarm.agents.actions import Insight, Move, PlanUpdate, Say, Wait
+from swarm.bus import topics
+from swarm.events import InboxMessage
+from swarm.recorder import read_log
+from swarm.scenario import load_module
+
+ROOT = Path(__file__).resolve().parents[2]
+RUMOUR = str(ROOT / "examples" / "scenario_from_scratch.py")
+
+
+class Recording(ScriptedModel):
+    """A scripted model that remembers every batch and hint it got."""
+
+    def __init__(self, policy):
+        super().__init__(policy, ref="recording")
+        self.batches, self.hints = [], {}
+
+    def decide(self, turns):
+        self.batches.append([(t.agent.id, t.request.kind) for t in turns])
+        return super().decide(turns)
+
+    def hint(self, persona, next_use):
+        self.hints[persona] = next_use
+
+
+def chatty(turn):
+    """Speak when spoken to, otherwise wait; plans and reflections get fixed answers."""
+    kind = turn.request.kind
+    if kind == "plan":
+        return PlanUpdate(steps=["talk"])
+    if kind == "reflect":
+        return Insight(text="noted")
+    heard = any("says" in m["content"] for m in turn.request.messages[-1:])
+    return Say(text="hello") if heard and turn.seed % 2 else Wait()
+
+
+def tavern(model, **kw) -> Simulation:
+    sim = Simulation(model, **kw)
+    sim.world.add_place("tavern")
+    sim.world.add_place("square")
+    sim.world.connect("tavern", "square", minutes=1)
+    sim.add_agent(Persona(name="Mira", role="innkeeper"), at="tavern")
+    sim.add_agent(Persona(name="Bob", role="smith"), at="tavern")
+    sim.add_agent(Persona(name="Ann", role="baker"), at="square")
+    return sim
+
+
+def test_every_acting_agent_in_one_call_and_idle_agents_cost_nothing():
+    model = Recording(lambda t: Wait())
+    sim = tavern(model)
+    sim.tick()  # everyone has just arrived: all act, in one batch
+    assert model.batches == [[("Mira", "act"), ("Bob", "act"), ("Ann", "act")]]
+    sim.tick()  # they all waited and nothing happened since: no call at all
+    assert len(model.batches) == 1
+    assert sim.report().metrics["turns"] == 3
+
+
+def test_a_spoken_line_wakes_only_its_listeners():
+    said = []
+
+    def policy(turn):
+        if turn.agent.id == "Mira" and not said:
+            said.append(1)
+            return Say(text="ale is ready")
+        return Wait()
+
+    model = Recording(policy)
+    sim = tavern(model)
+    sim.tick()
+    sim.tick()  # Bob heard Mira; Ann (elsewhere) did not
+    assert model.batches[1] == [("Bob", "act")]
+
+
+def test_hints_tell_the_model_when_each_agent_acts_again():
+    model = Recording(lambda t: Wait())
+    sim = tavern(model)
+    sim.agents["Ann"].plan.add_goal("bake bread", due=5)
+    sim.tick()
+    assert model.hints["Ann"] == 5  # her step is due at tick 5
+    assert model.hints["Mira"] > 5  # nothing planned, never acted twice: no idea (inf)
+
+
+def test_same_seed_same_run_and_different_seed_differs():
+    def run(seed):
+        sim = Simulation.from_scenario(RUMOUR, model="scripted", seed=seed)
+        return [(e.kind, e.text) for _ in range(8) for e in sim.tick()]
+
+    assert run(3) == run(3)
+    assert run(3) != run(4)
+
+
+def test_record_replay_and_report(tmp_path):
+    log = tmp_path / "run.jsonl"
+    sim = Simulation.from_scenario(RUMOUR, model="scripted", seed=1, record=log, agents=4)
+    seen = [e for _ in range(6) for e in sim.tick()]
+    report = sim.report()
+    sim.close()
+    header, events = read_log(log)
+    assert header["sim"] == "scenario_from_scratch" and header["seed"] == 1
+    assert list(events) == seen
+    assert report.ticks == 6 and report.events == len(seen) and 0 < report.metrics["rumour_reach"] <= 1
+    out = subprocess.run([sys.executable, "-m", "swarm.cli", "replay", str(log)], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out[0].startswith("# scenario_from_scratch") and len(out) == len(seen) + 1
+    assert "Mira" in out[1] and "[t   0 d1 08:00" in out[1]
+    jsonl = subprocess.run([sys.executable, "-m", "swarm.cli", "replay", "--jsonl", str(log)],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    assert [msgspec.json.decode(line)["seq"] for line in jsonl] == [e.seq for e in seen]
+
+
+def prompt_recorder(prompts: list):
+    """The rumour scenario's scripted policy, writing down every prompt it is shown."""
+    scripted = load_module(RUMOUR).policy
+
+    def policy(turn):
+        prompts.append(turn.request.messages)
+        return scripted(turn)
+
+    return ScriptedModel(policy, ref="scripted")
+
+
+def test_saved_loaded_and_continued_run_logs_the_same_events(tmp_path):
+    whole, whole_prompts = tmp_path / "whole.jsonl", []
+    sim = Simulation.from_scenario(RUMOUR, model=prompt_recorder(whole_prompts), seed=5, record=whole)
+    sim.run(14)
+    sim.close()
+
+    parts = tmp_path / "parts.jsonl"
+    sim = Simulation.from_scenario(RUMOUR, model="scripted", seed=5, record=parts)
+    sim.run(6)
+    sim.save(tmp_path / "ckpt")
+    turns_before = sim.counters["turns"]
+    sim.run(3)  # this branch is abandoned: loading goes back to the checkpoint
+    sim.close()
+    resumed_prompts = []
+    resumed = Simulation.load(tmp_path / "ckpt", model=prompt_recorder(resumed_prompts))
+    assert resumed.state["heard"] and resumed.tick_count == 6
+    resumed.run(8)
+    resumed.close()
+
+    assert list(read_log(parts)[1]) == list(read_log(whole)[1])
+    # the agents' memories, plans and histories came back too: every prompt after the save is the same
+    assert resumed_prompts == whole_prompts[turns_before:]
+    [aside] = tmp_path.glob("parts.jsonl.after-*")  # the abandoned branch's events are kept, not lost
+    assert aside.stat().st_size > 0
+
+
+def test_outside_messages_reach_an_agent_through_its_inbox():
+    model = Recording(lambda t: Wait())
+    sim = tavern(model)
+    sim.tick()
+    sim._loop.run_until_complete(sim.bus.publish(topics.inbox(sim.name, "Ann"),
+                                                 InboxMessage(text="the bridge is out", sender="player")))
+    sim._loop.run_until_complete(sim.bus.publish(topics.inbox(sim.name, "Ann"), b"\xc1 not msgpack"))
+    events = sim.tick()
+    [inbox] = [e for e in events if e.kind == "inbox"]
+    assert inbox.target == "Ann" and "the bridge is out" in inbox.text
+    sim.tick()
+    assert model.batches[-1] == [("Ann", "act")]  # only the agent who got the message reacts
+
+
+def test_bad_input_gets_clear_errors(tmp_path):
+    sim = tavern(Recording(lambda t: Wait()))
+    with pytest.raises(ValueError, match="unknown place 'attic'"):
+        sim.add_agent(Persona(name="Zed"), at="attic")
+    with pytest.raises(ValueError, match="already exists"):
+        sim.add_agent(Persona(name="Mira"), at="tavern")
+    with pytest.raises(ScenarioError, match="unknown scenario 'atlantis'"):
+        Simulation.from_scenario("atlantis", model="scripted")
+    with pytest.raises(ScenarioError, match="no scenario file"):
+        Simulation.from_scenario(str(tmp_path / "missing.py"), model="scripted")
+    bad = tmp_path / "bad.py"
+    bad.write_text("def build(sim):\n    sim.world.add_place('a')\n    sim.world.connect('a', 'b')\n")
+    with pytest.raises(ScenarioError, match="build\\(\\) raised ValueError: unknown place 'b'"):
+        Simulation.from_scenario(str(bad), model=Recording(lambda t: Wait()))
+    with pytest.raises(ScenarioError, match="does not take agents"):
+        Simulation.from_scenario(str(bad), model=Recording(lambda t: Wait()), agents=3)
+    with pytest.raises(ValueError, match="has no model"):
+        tavern(None).tick()
+
+
+def test_a_raising_handler_stops_the_run_but_keeps_the_log(tmp_path):
+    script = tmp_path / "boom.py"
+    script.write_text(
+        "from swarm import Persona\n"
+        "from swarm.agents.actions import Wait\n"
+        "def build(sim):\n"
+        "    sim.world.add_place('hall')\n"
+        "    sim.add_agent(Persona(name='A'), at='hall')\n"
+        "    @sim.every_tick\n"
+        "    def boom(sim, events):\n"
+        "        if sim.world.tick == 2:\n"
+        "            raise RuntimeError('the dragon is not implemented')\n"
+        "        return sim.world.event('bell', 'The bell rings.', place='hall')\n"
+        "def policy(turn):\n"
+        "    return Wait()\n")
+    log = tmp_path / "boom.jsonl"
+    sim = Simulation.from_scenario(str(script), model="scripted", record=log)
+    with pytest.raises(ScenarioError, match="boom raised at tick 2: RuntimeError: the dragon"):
+        sim.run(5)
+    assert {e.tick for e in read_log(log)[1]} == {0, 1}  # ticks 0 and 1 are on disk
+
+
+def test_failed_actions_are_observed_by_the_actor():
+    def policy(turn):
+        return Move(to="moon") if turn.agent.id == "Mira" else Wait()
+
+    model = Recording(policy)
+    sim = tavern(model)
+    [fail] = [e for e in sim.tick() if e.kind == "fail"]
+    assert "no place called 'moon'" in fail.text
+    sim.tick()
+    assert model.batches[1] == [("Mira", "act")]
+    assert "moon" in model_prompt(sim, "Mira")
+
+
+def model_prompt(sim, agent):
+    return "\n".join(m.text for m in sim.agents[agent].memory)
+
+
+def test_cli_run_prints_progress_and_a_json_report(tmp_path):
+    log = tmp_path / "cli.jsonl"
+    out = subprocess.run([sys.executable, "-m", "swarm.cli", "run", RUMOUR, "--model", "scripted", "--ticks", "5",
+                          "--agents", "4", "--seed", "2", "--record", str(log), "--headless", "--json"],
+                         capture_output=True, text=True, check=True)
+    report = msgspec.json.decode(out.stdout.splitlines()[-1])
+    assert report["ticks"] == 5 and report["metrics"]["agents"] == 4 and "rumour_reach" in report["metrics"]
+    assert "tick 5/5" in out.stderr and log.is_file()
+    bad = subprocess.run([sys.executable, "-m", "swarm.cli", "run", "atlantis", "--ticks", "1", "--model", "scripted"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown scenario 'atlantis'" in bad.stderr
