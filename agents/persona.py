@@ -16,7 +16,9 @@ class Persona(msgspec.Struct, frozen=True, kw_only=True):
 
     `system_prompt` is a `str.format` template over {name}, {role}, {traits}, {world} and {goals} (write
     literal braces as {{ }}); None uses a default. `adapter` names a LoRA adapter registered with the
-    engine (None: the base model).
+    engine (None: the base model). `style` names the voice the persona speaks in (a scenario's scripted
+    lines are written per style, demonstrations are split by it); a simulation whose model has an adapter
+    of that name gives it to personas with no `adapter` of their own.
     """
 
     name: str
@@ -25,6 +27,7 @@ class Persona(msgspec.Struct, frozen=True, kw_only=True):
     system_prompt: str | None = None
     adapter: str | None = None
     goals: tuple[str, ...] = ()
+    style: str | None = None
 
     def __post_init__(self):
         if not self.name.strip():

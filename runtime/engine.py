@@ -72,6 +72,7 @@ class Engine:
     def __init__(self, model: Model, tokenizer: Tokenizer, config: EngineConfig | None = None,
                  device: str | torch.device = "cpu"):
         self.model, self.tokenizer = model, tokenizer
+        self.source: str | None = None  # the checkpoint folder, when loaded from one
         self.config, self.engine_config = model.cfg, config or EngineConfig()
         self.device = torch.device(device)
         cfg, ec = self.config, self.engine_config
@@ -107,7 +108,12 @@ class Engine:
             from swarm.runtime.quant import quantize_int8
 
             quantize_int8(model)
-        return cls(model, Tokenizer.from_folder(path), config, device)
+        engine = cls(model, Tokenizer.from_folder(path), config, device)
+        engine.source = str(path)
+        # adapters shipped with the model (PEFT folders under adapters/) are registered by their folder name
+        for folder in sorted(Path(path).glob("adapters/*/adapter_config.json")):
+            engine.add_adapter(folder.parent.name, folder.parent)
+        return engine
 
     @property
     def max_context(self) -> int:
@@ -166,6 +172,10 @@ class Engine:
     def add_adapter(self, name: str, path: str | Path) -> None:
         """Register a PEFT LoRA adapter folder under `name`; it is loaded into a slot when first used."""
         self.lora.add(name, path)
+
+    def adapters(self) -> list[str]:
+        """The registered adapters' names."""
+        return list(self.lora.known)
 
     def remove_adapter(self, name: str) -> None:
         """Forget an adapter and the KV cached under it (no running request may use it)."""

@@ -51,8 +51,8 @@ def _run(args: argparse.Namespace) -> int:
     from swarm.simulation import Simulation
 
     if args.model is None:
-        raise ValueError("pass --model PATH (a local Hugging Face model folder) or --model scripted (the "
-                         "scenario's scripted policy)")
+        raise ValueError("pass --model PATH (a local Hugging Face model folder), --model scripted (the "
+                         "scenario's scripted policy) or --model random (random valid actions)")
     sim = Simulation.from_scenario(args.scenario, model=args.model, seed=args.seed, bus=args.bus,
                                    record=args.record, agents=args.agents, **({"name": args.name} if args.name else {}))
     if not args.headless and sys.stdout.isatty():
@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("scenario", help="a bundled scenario name or a Python file defining build(sim, **options)")
     run.add_argument("--ticks", type=int, default=20)
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--model", help="a local Hugging Face model folder, or `scripted` for the scenario's policy")
+    run.add_argument("--model", help="a local Hugging Face model folder; `scripted` (the scenario's policy) "
+                     "or `random` (random valid actions)")
     run.add_argument("--agents", type=int, default=None, help="how many agents (scenarios that take it)")
     run.add_argument("--bus", default="local", help="local (default) or mqtt://host:port[?format=json]")
     run.add_argument("--name", help="the simulation's name in bus topics (default: the scenario's)")

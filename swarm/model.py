@@ -30,6 +30,7 @@ class Turn:
     agent: Agent
     world: Any  # swarm.world.World (typed loosely: the model layer must not need the world)
     seed: int  # sampling seed drawn from the simulation's generator: a run is fixed by its seed
+    sim: Any = None  # the Simulation, for scripted policies that read the scenario's state
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,10 @@ class TurnModel(ABC):
 
     def stats(self) -> dict:
         return {}
+
+    def adapters(self) -> set[str]:
+        """Names of the LoRA adapters this model can serve."""
+        return set()
 
 
 class EngineModel(TurnModel):
@@ -107,6 +112,9 @@ class EngineModel(TurnModel):
 
     def stats(self) -> dict:
         return self.engine.stats()
+
+    def adapters(self) -> set[str]:
+        return set(self.engine.adapters())
 
 
 def _value(completion) -> Any:

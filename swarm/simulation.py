@@ -67,6 +67,8 @@ class Simulation:
         self._pending: list[Event] = []  # events made between ticks (agents joining), recorded with the next tick
         self._hinted: dict[str, float] = {}
         self._schema = None
+        self._actions_for: Callable[[Simulation, Agent], list[type]] | None = None
+        self._unions: dict[tuple[type, ...], Any] = {}
         self._loop = asyncio.new_event_loop()
         self.bus_url = bus
         self.bus = busmod.open_bus(bus, client_id=f"{name}-sim", presence=topics.presence(name, f"{name}-sim"))
@@ -85,8 +87,7 @@ class Simulation:
         options = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
         if "name" not in kwargs:
             kwargs["name"] = Path(spec).stem if spec.endswith(".py") else spec
-        if model == "scripted":
-            model = scripted_model(spec)
+        model = _named_model(model, spec)
         sim = cls(model, **kwargs)
         sim.scenario = ScenarioRef(str(Path(spec).resolve()) if spec.endswith(".py") else spec, options)
         run_build(sim, sim.scenario)
@@ -99,6 +100,9 @@ class Simulation:
         if persona.name in self.agents:
             raise ValueError(f"an agent called {persona.name!r} already exists")
         self.world.check_place(at)
+        if persona.adapter is None and persona.style is not None and self.model is not None \
+                and persona.style in self.model.adapters():
+            persona = msgspec.structs.replace(persona, adapter=persona.style)
         agent = Agent(persona.name, persona)
         for goal in (*persona.goals, *goals):
             agent.plan.add_goal(goal)
@@ -140,11 +144,31 @@ class Simulation:
 
         return register
 
+    def actions_for(self, fn: Callable[[Simulation, Agent], list[type]]) -> Callable:
+        """Decorator: `fn(sim, agent)` gives the action types `agent` may take this tick (default: all of
+        `sim.action_types`). Scenarios narrow choices with it, e.g. a Vote whose target is a Literal of
+        the living players, rebuilt each phase."""
+        self._actions_for = fn
+        return fn
+
     @property
     def schema(self):
         if self._schema is None:
             self._schema = action_union(*self.action_types)
         return self._schema
+
+    def _schema_of(self, agent: Agent):
+        if self._actions_for is None:
+            return self.schema
+        types = tuple(self._actions_for(self, agent))
+        if not types:
+            raise ScenarioError(f"actions_for gave {agent.id} no action types at tick {self.world.tick}")
+        schema = self._unions.get(types)
+        if schema is None:
+            if len(self._unions) >= 256:  # types rebuilt every phase would pile up
+                self._unions.clear()
+            schema = self._unions[types] = action_union(*types)
+        return schema
 
     @property
     def tick_count(self) -> int:
@@ -199,9 +223,9 @@ class Simulation:
         turns = []
         for agent, query in zip(acting, queries, strict=True):
             situation = self.world.describe_for(agent.id)
-            for req in agent.requests(tick, self.world.preamble, situation, self.schema, query_vector=query,
+            for req in agent.requests(tick, self.world.preamble, situation, self._schema_of(agent), query_vector=query,
                                       max_tokens=self.max_action_tokens):
-                turns.append(Turn(req, agent, self.world, self.rng.getrandbits(32)))
+                turns.append(Turn(req, agent, self.world, self.rng.getrandbits(32), self))
         return turns
 
     async def _act(self, turns: list[Turn]) -> list[Any]:
@@ -390,8 +414,8 @@ class Simulation:
         model = model if model is not None else state["model"]
         if model is None:
             raise ValueError(f"checkpoint {path} does not name a model folder; pass model=")
-        if model == "scripted" and state["scenario"] is not None:
-            model = scripted_model(state["scenario"]["spec"])
+        if state["scenario"] is not None:
+            model = _named_model(model, state["scenario"]["spec"])
         sim = cls(model, seed=state["seed"], bus=bus or state["bus"], name=state["name"])
         if state["scenario"] is not None:
             sim.scenario = ScenarioRef(state["scenario"]["spec"], state["scenario"]["options"])
@@ -444,6 +468,18 @@ class Simulation:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _named_model(model: Any, spec: str) -> Any:
+    """`scripted` is the scenario's own policy, `random` the random-action floor; anything else as given."""
+    if model == "scripted":
+        return scripted_model(spec)
+    if model == "random":
+        from swarm.baselines import random_policy
+        from swarm.model import ScriptedModel
+
+        return ScriptedModel(random_policy, ref="random")
+    return model
 
 
 def _rng_state(rng: random.Random) -> list:

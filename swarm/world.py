@@ -63,7 +63,10 @@ class World:
         self.tick = 0
         self.seq = 0
         self._seen: dict[int, list[str]] = {}  # observers of this tick's events, fixed when each happened
-        self.handlers: dict[type, Handler] = {Say: _say, Move: _move, Give: _give, Use: _use, Wait: _wait}
+        # by tag, so an action type a scenario rebuilds each phase (say, a Vote over the living players)
+        # keeps its handler
+        self.handlers: dict[str, Handler] = {_type_tag(t): fn for t, fn in
+                                             ((Say, _say), (Move, _move), (Give, _give), (Use, _use), (Wait, _wait))}
 
     # -- building ----------------------------------------------------------------------
 
@@ -118,7 +121,7 @@ class World:
             raise TypeError(f"world.on takes an Action subclass, got {action_type!r}")
 
         def register(fn: Handler) -> Handler:
-            self.handlers[action_type] = fn
+            self.handlers[_type_tag(action_type)] = fn
             return fn
 
         return register
@@ -227,7 +230,7 @@ class World:
         rng.shuffle(order)
         events: list[Event] = []
         for actor, action in order:
-            handler = self.handlers.get(type(action))
+            handler = self.handlers.get(_tag(action))
             if handler is None:
                 raise TypeError(f"no handler for action {type(action).__name__}: register one with world.on(...)")
             if not self.can_act(actor):
@@ -291,7 +294,12 @@ class World:
 
 
 def _tag(action: Any) -> str:
-    return type(action).__struct_config__.tag if isinstance(action, msgspec.Struct) else type(action).__name__
+    return _type_tag(type(action))
+
+
+def _type_tag(t: type) -> str:
+    tag = getattr(getattr(t, "__struct_config__", None), "tag", None)
+    return tag if isinstance(tag, str) else t.__name__
 
 
 # -- the base actions ---------------------------------------------------------------------

@@ -240,3 +240,66 @@ def test_cli_run_prints_progress_and_a_json_report(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "swarm.cli", "run", "atlantis", "--ticks", "1", "--model", "scripted"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown scenario 'atlantis'" in bad.stderr
+
+
+def test_random_policy_draws_valid_actions_of_every_type():
+    from collections import Counter
+
+    from swarm.baselines import random_policy
+
+    drawn = Counter()
+
+    def policy(turn):
+        value = random_policy(turn)
+        drawn[type(value).__name__] += 1
+        return value
+
+    sim = Simulation.from_scenario(RUMOUR, model=ScriptedModel(policy), seed=4, agents=8)
+    kinds = Counter(e.kind for _ in range(12) for e in sim.tick())
+    assert {"Say", "Move", "Give", "Use", "Wait", "Whisper"} <= set(drawn)  # every type of the union comes up
+    assert kinds["fail"] > 0 and kinds["say"] > 0  # random names often miss, and the loop survives them
+
+
+def test_personas_get_the_adapter_of_their_style_when_the_model_has_one():
+    class WithAdapters(Recording):
+        def adapters(self):
+            return {"gossip"}
+
+    sim = Simulation(WithAdapters(lambda t: Wait()))
+    sim.world.add_place("tavern")
+    a = sim.add_agent(Persona(name="Mira", style="gossip"), at="tavern")
+    b = sim.add_agent(Persona(name="Bob", style="terse"), at="tavern")
+    assert a.persona.adapter == "gossip" and b.persona.adapter is None
+    sim.tick()
+    assert sim.model.batches  # requests carry the adapter to the model
+
+
+def test_actions_for_narrows_each_agents_choices_with_types_rebuilt_per_tick():
+    from typing import Literal
+
+    from swarm.agents.actions import Action
+
+    def policy(turn):  # the first name the agent's own ballot allows
+        vote = turn.request.schema
+        return vote(target=msgspec.inspect.type_info(vote).fields[0].type.values[0])
+
+    sim = tavern(Recording(policy))
+    votes = []
+
+    def ballot(candidates):
+        return msgspec.defstruct("Vote", [("target", Literal[tuple(candidates)])], bases=(Action,), tag="vote",
+                                 frozen=True, kw_only=True)
+
+    sim.add_actions(ballot(["x"]))
+
+    @sim.on(ballot(["y"]))  # a handler registered with one build of the type serves every build
+    def vote(world, actor, action):
+        votes.append((actor, action.target))
+        return world.event("vote", f"{actor} votes for {action.target}.", actor=actor, place=world.place_of(actor))
+
+    @sim.actions_for
+    def only_others(sim, agent):
+        return [ballot(sorted(set(sim.agents) - {agent.id}))]
+
+    sim.tick()
+    assert sorted(votes) == [("Ann", "Bob"), ("Bob", "Ann"), ("Mira", "Ann")]

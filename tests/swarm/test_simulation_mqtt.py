@@ -33,6 +33,18 @@ async def collect(client, until, timeout=5.0) -> list:
     return got
 
 
+def taken(bus) -> int:
+    return bus.stats["received"] + bus.stats["dropped"]
+
+
+async def arrived(bus, before: int, n: int, timeout: float = 5.0) -> None:
+    """Wait until the simulation's bus has taken in `n` more messages (kept or dropped)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while taken(bus) < before + n:
+        assert asyncio.get_running_loop().time() < deadline, "the inbox messages never arrived"
+        await asyncio.sleep(0.01)
+
+
 async def test_events_world_and_inbox_over_mqtt_json(mosquitto):
     model = Recording(lambda t: Say(text="welcome") if t.agent.id == "Mira" and t.request.kind == "act" else Wait())
     sim = tavern(model, bus=mosquitto.url + "?format=json", name="village")
@@ -48,11 +60,12 @@ async def test_events_world_and_inbox_over_mqtt_json(mosquitto):
             [snap] = await collect(late, lambda g: len(g) == 1)
             assert msgspec.json.decode(snap.payload)["places"]["square"] == ["Ann"]
 
+        before = taken(sim.bus)
         await client.publish("swarm/village/agents/Ann/inbox", b'{"text": "the bridge is out", "sender": "player"}',
                              qos=1)
         await client.publish("swarm/village/agents/Ann/inbox", b'{"text": 5}', qos=1)  # malformed: dropped
         await client.publish("swarm/village/agents/Nobody/inbox", b'{"text": "hi"}', qos=1)  # unknown agent
-        await asyncio.sleep(0.3)
+        await arrived(sim.bus, before, 3)
         events = await sim.atick()
         [inbox] = [e for e in events if e.kind == "inbox"]
         assert inbox.target == "Ann" and inbox.actor == "player"

@@ -1,0 +1,71 @@
+"""The floor every scenario's metrics are compared against: a policy that picks a random action of the
+tick's schema and fills its fields with names that exist in the world (or random words).
+
+Use it as `ScriptedModel(random_policy)`, or `swarm run SCENARIO --model random`.
+"""
+
+from __future__ import annotations
+
+import random
+import typing
+from typing import Any
+
+import msgspec
+
+from swarm.agents.actions import Insight, PlanUpdate
+
+_WORDS = ("yes", "no", "maybe", "now", "later", "here", "there", "help", "wait", "good", "bad", "why")
+
+
+def random_policy(turn) -> Any:
+    rng = random.Random(turn.seed)
+    kind = turn.request.kind
+    if kind == "reflect":
+        return Insight(text=_words(rng))
+    if kind == "plan":
+        return PlanUpdate(steps=[_words(rng)])
+    options = typing.get_args(turn.request.schema) or (turn.request.schema,)
+    action_type = rng.choice(options)
+    return random_value(action_type, rng, _names(turn))
+
+
+def random_value(struct_type: type, rng: random.Random, names: list[str]) -> Any:
+    """An instance of a msgspec Struct type with every field drawn at random (Literals from their values,
+    strings from `names`, numbers within their bounds)."""
+    info = msgspec.inspect.type_info(struct_type)
+    fields = {f.name: _draw(f.type, rng, names) for f in info.fields}
+    return msgspec.convert(fields, struct_type)
+
+
+def _draw(t: msgspec.inspect.Type, rng: random.Random, names: list[str]) -> Any:
+    if isinstance(t, msgspec.inspect.UnionType):  # an optional field is left out half the time
+        return _draw(rng.choice(t.types), rng, names)
+    if isinstance(t, msgspec.inspect.LiteralType):
+        return rng.choice(t.values)
+    if isinstance(t, msgspec.inspect.StrType):
+        text = rng.choice(names) if names and rng.random() < 0.8 else _words(rng)
+        return text[: t.max_length] if t.max_length else text
+    if isinstance(t, msgspec.inspect.BoolType):
+        return rng.random() < 0.5
+    if isinstance(t, (msgspec.inspect.IntType, msgspec.inspect.FloatType)):
+        lo = t.ge if t.ge is not None else (t.gt + 1 if t.gt is not None else 0)
+        hi = t.le if t.le is not None else (t.lt - 1 if t.lt is not None else lo + 10)
+        value = rng.randint(int(lo), int(hi))
+        return float(value) if isinstance(t, msgspec.inspect.FloatType) else value
+    if isinstance(t, (msgspec.inspect.ListType, msgspec.inspect.TupleType, msgspec.inspect.VarTupleType)):
+        item = getattr(t, "item_type", None) or msgspec.inspect.StrType()
+        n = max(1, t.min_length or 0) if hasattr(t, "min_length") else 1
+        return [_draw(item, rng, names) for _ in range(n)]
+    if isinstance(t, msgspec.inspect.NoneType):
+        return None
+    raise TypeError(f"random_policy cannot draw a value of {t}")
+
+
+def _names(turn) -> list[str]:
+    world = turn.world
+    return [*world.positions, *world.graph.nodes, *world.things]
+
+
+def _words(rng: random.Random) -> str:
+    return " ".join(rng.choice(_WORDS) for _ in range(rng.randint(1, 5)))
+
