@@ -48,7 +48,8 @@ def build(sim, agents: int = 6):
         sim.world.connect(a, b, minutes=minutes)
     places = list(PLACES)
     for i, (name, role, traits) in enumerate(FOLK[:agents]):
-        sim.add_agent(Persona(name=name, role=role, traits=traits), at=places[i % len(places)])
+        style = "gossip" if "goss" in traits or role == "child" else "plain"  # the voice; names an adapter
+        sim.add_agent(Persona(name=name, role=role, traits=traits, style=style), at=places[i % len(places)])
     sim.add_actions(Whisper)
     sim.state["heard"] = [FOLK[0][0]]  # Mira starts with the rumour
 

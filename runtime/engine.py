@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from swarm.runtime.block_pool import KVPool, OutOfBlocks
+from swarm.runtime.bundled import model_path
 from swarm.runtime.errors import PromptTooLongError, SchemaError
 from swarm.runtime.grammar import GrammarCompiler, GrammarState
 from swarm.runtime.kv import DenseBatch, PagedBatch
@@ -103,6 +104,7 @@ class Engine:
         """
         if quantize not in (None, "int8"):
             raise ValueError(f"unknown quantize={quantize!r}; supported: None, 'int8'")
+        path = model_path(path)  # a bundled model's name or a folder
         model = load_model(path, dtype=torch.float32, progress=progress).to(device)
         if quantize == "int8":
             from swarm.runtime.quant import quantize_int8

@@ -98,6 +98,32 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from swarm.train.pipeline import SMOKE, Recipe, train_swarm_tiny
+
+    recipe = SMOKE if args.smoke else Recipe()
+    changes = {"seed": args.seed}
+    if args.scenario:
+        changes.update(scenarios=tuple(args.scenario), agents=None)
+    if args.seeds is not None:
+        changes["seeds"] = args.seeds
+    if args.ticks is not None:
+        changes["ticks"] = args.ticks
+    if args.steps is not None:
+        changes["pretrain"] = replace(recipe.pretrain, steps=args.steps)
+    if args.adapter_steps is not None:
+        changes["adapter"] = replace(recipe.adapter, steps=args.adapter_steps)
+    recipe = replace(recipe, **changes)
+    command = "swarm train " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["train"] else "swarm train"
+    summary = train_swarm_tiny(args.out, recipe, command=command)
+    print(f"trained {args.out}/model in {summary['seconds'] / 60:.1f} min: held-out answer loss "
+          f"{summary['heldout_nll']:.3f} (untrained {summary['untrained_heldout_nll']:.3f}); model card in "
+          f"{args.out}/model/README.md")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swarm", description="Multi-agent simulation on small language models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -125,6 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--headless", action="store_true", help="no TUI: progress on stderr, report on stdout")
     run.add_argument("--json", action="store_true", help="print the report as one JSON line, last")
     run.set_defaults(func=_run)
+
+    t = sub.add_parser("train", help="train a small MoE and persona adapters on scenario demonstrations")
+    t.add_argument("--out", required=True, help="folder for the data (out/data) and the model (out/model)")
+    t.add_argument("--smoke", action="store_true", help="a tiny recipe that runs in seconds (tests the pipeline)")
+    t.add_argument("--scenario", action="append", help="a scenario to learn from (repeatable; default: all four)")
+    t.add_argument("--seeds", type=int, help="runs per scenario")
+    t.add_argument("--ticks", type=int, help="ticks per run")
+    t.add_argument("--steps", type=int, help="optimiser steps for the base model")
+    t.add_argument("--adapter-steps", type=int, help="optimiser steps per adapter")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=_train)
 
     rp = sub.add_parser("replay", help="print a recorded event log")
     rp.add_argument("file")

@@ -155,12 +155,15 @@ def open_model(model: Any) -> TurnModel:
     if model is None:
         raise ValueError("no model: pass model= a checkpoint folder, an Engine, or a ScriptedModel")
     if isinstance(model, (str, Path)):
-        from swarm.runtime import Engine
+        from swarm.runtime import Engine, model_path
 
-        path = Path(model)
-        if not path.is_dir():
-            raise ValueError(f"model {str(model)!r} is not a folder (pass a local Hugging Face model folder)")
-        return EngineModel(Engine.from_pretrained(path), ref=str(path))
+        try:
+            path = model_path(model)
+        except Exception as e:
+            raise ValueError(f"{e} (pass a local Hugging Face model folder)") from None
+        # a bundled model is referred to by name, so a checkpoint names it wherever swarm is installed
+        ref = str(model) if Path(str(model)).name == str(model) and not Path(str(model)).is_dir() else str(path)
+        return EngineModel(Engine.from_pretrained(path), ref=ref)
     if hasattr(model, "submit") and hasattr(model, "step"):
         return EngineModel(model, ref=getattr(model, "source", None))
     raise TypeError(f"cannot use {type(model).__name__} as a model")

@@ -1,0 +1,89 @@
+"""The model card written beside a trained model: what it was trained on, how, how well it does,
+and what it can and cannot do. Built from the training summary, so every figure is measured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _loss_table(rows: list[dict], keep: int = 12) -> list[str]:
+    if not rows:
+        return ["(no steps logged)"]
+    every = max(1, len(rows) // keep)
+    picked = rows[::every] + ([rows[-1]] if (len(rows) - 1) % every else [])
+    out = ["| step | loss (weighted) | answer loss (nats/token) | tokens/s |", "|---|---|---|---|"]
+    out += [f"| {r['step']} | {r['loss']:.3f} | {r['answer_nll']:.3f} | {r['tokens_per_s']:.0f} |" for r in picked]
+    return out
+
+
+def write_card(folder: str | Path, summary: dict, command: str, name: str = "swarm-tiny") -> Path:
+    r, ex = summary["recipe"], summary["examples"]
+    pre = r["pretrain"]
+    lines = [
+        f"# {name}",
+        "",
+        "A small mixture-of-experts language model trained by swarm itself, from scratch, to play the",
+        "characters of swarm's scenarios: given a persona's prompt (who it is, where, what it just saw), it",
+        "answers with one action as JSON. It is the default model so that everything runs out of the box with",
+        "nothing downloaded; point `--model` at any supported checkpoint for real language ability.",
+        "",
+        "## Data",
+        "",
+        f"Demonstrations written by the scripted policies of the scenarios {', '.join(r['scenarios'])}: "
+        f"{r['seeds']} seeds x {r['ticks']} ticks each, every turn a (chat prompt -> action JSON) pair. "
+        f"Every {r['heldout_every']}th seed is held out. Examples: {ex['train']} train "
+        f"({ex['train_tokens']} tokens, {ex['train_answer_tokens']} of them answers), {ex['heldout']} held out; "
+        f"{ex['too_long_train']} train examples longer than {r['max_len']} tokens were left out.",
+        "",
+        "## Model",
+        "",
+        f"Qwen3-MoE layout (loads in `transformers` as `Qwen3MoeForCausalLM`): hidden {r['hidden']}, "
+        f"{r['layers']} layers, {r['heads']} query / {r['kv_heads']} key-value heads, {r['experts']} experts "
+        f"(top-{r['top_k']}) of width {r['expert_width']}, byte-level BPE vocabulary of {r['vocab']}, context "
+        f"{r['context']}, tied embeddings; weights stored in float16.",
+        "",
+        "## Training",
+        "",
+        f"`{command}` ({summary['seconds'] / 60:.1f} minutes on {summary['threads']} CPU threads, torch "
+        f"{summary['torch']}). Base: {pre['steps']} AdamW steps of about {pre['batch_tokens']} tokens, learning "
+        f"rate {pre['lr']} with {pre['warmup']} warmup steps and cosine decay, answer tokens weighted 1 and "
+        f"prompt tokens {pre['prompt_weight']}, router load-balancing loss x{pre['aux_weight']}. Adapters: "
+        f"LoRA rank {r['adapter_rank']} on q/k/v/o of every layer, {r['adapter']['steps']} steps per persona "
+        "style over the frozen base. Seeded: the same command gives the same model on the same machine.",
+        "",
+        "Base model loss (`training_log.jsonl` has every logged step):",
+        "",
+        *_loss_table([row for row in summary["pretrain_log"]]),
+        "",
+        "## Results",
+        "",
+        f"Held-out answer loss: **{summary['heldout_nll']:.3f} nats/token** (untrained: "
+        f"{summary['untrained_heldout_nll']:.3f}).",
+        "",
+        "| adapter (persona style) | held-out loss, base | with adapter | lower by |",
+        "|---|---|---|---|",
+    ]
+    for style, a in summary["adapters"].items():
+        if "skipped" in a:
+            lines.append(f"| {style} | skipped: {a['skipped']} | | |")
+        else:
+            lines.append(f"| {style} | {a['heldout_nll_base']:.3f} | {a['heldout_nll_adapter']:.3f} | "
+                         f"{100 * a['improvement']:.1f}% |")
+    if summary.get("evaluation"):
+        lines += ["", "Scenario metrics with this model against the scripted policy (the ceiling) and random "
+                      "actions (the floor):", "", *summary["evaluation"]]
+    lines += [
+        "",
+        "## What it can and cannot do",
+        "",
+        "- It has only ever read swarm's scenario prompts: it knows their formats, places, roles and action",
+        "  types, and imitates the scripted characters' choices and voices. Outside them it has no knowledge",
+        "  and no general language ability.",
+        "- Its actions are always valid JSON of the requested schema because the engine constrains decoding;",
+        "  whether an action is a good one is what the scenario metrics above measure.",
+        "- It is small enough to run hundreds of agents per tick on a laptop CPU; it is not a chat model.",
+        "",
+    ]
+    path = Path(folder) / "README.md"
+    path.write_text("\n".join(lines))
+    return path

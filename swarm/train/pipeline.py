@@ -1,0 +1,210 @@
+"""`swarm train`: demonstrations -> tokenizer -> base MoE -> one LoRA adapter per persona style -> a
+Hugging Face folder with a model card. Seeded end to end; every stage reports progress on stderr
+and the loss log goes to `training_log.jsonl` beside the model.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from swarm.runtime.config import ModelConfig
+from swarm.runtime.model import Model
+from swarm.runtime.tokenizer import Tokenizer as SwarmTokenizer
+from swarm.train.card import write_card
+from swarm.train.demos import DemoPlan, read_demos, write_demos
+from swarm.train.export import CHATML, save_adapter, save_model
+from swarm.train.lora import TARGETS, TrainableLoRA
+from swarm.train.trainer import Example, TrainConfig, evaluate, init_weights, train
+
+SPECIAL = ["<|pad|>", "<|bos|>", "<|eos|>", "<|im_start|>", "<|im_end|>"]
+SCENARIOS = ("village", "werewolf", "software_team", "support_desk")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    scenarios: tuple[str, ...] = SCENARIOS
+    seeds: int = 30
+    ticks: int = 40
+    agents: dict[str, int] | None = None
+    heldout_every: int = 10  # every n-th seed's runs are held out
+    vocab: int = 4096
+    hidden: int = 256
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 2
+    experts: int = 8
+    top_k: int = 2
+    expert_width: int = 256
+    context: int = 2048  # the model's max_position_embeddings
+    max_len: int = 1024  # longer examples are left out of training
+    pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(steps=600, batch_tokens=4096))
+    adapter: TrainConfig = field(default_factory=lambda: TrainConfig(steps=60, batch_tokens=4096, lr=3e-3,
+                                                                     warmup=5, aux_weight=0.0))
+    adapter_rank: int = 8
+    min_style_examples: int = 50
+    seed: int = 0
+
+    def model_config(self) -> dict:
+        return {
+            "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "vocab_size": self.vocab,
+            "hidden_size": self.hidden, "num_hidden_layers": self.layers, "num_attention_heads": self.heads,
+            "num_key_value_heads": self.kv_heads, "head_dim": self.hidden // self.heads,
+            "intermediate_size": self.expert_width, "moe_intermediate_size": self.expert_width,
+            "num_experts": self.experts, "num_experts_per_tok": self.top_k, "norm_topk_prob": True,
+            "decoder_sparse_step": 1, "mlp_only_layers": [], "max_position_embeddings": self.context,
+            "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "hidden_act": "silu", "tie_word_embeddings": True,
+            "attention_bias": False, "bos_token_id": 1, "eos_token_id": 4, "pad_token_id": 0,
+            "router_aux_loss_coef": self.pretrain.aux_weight, "output_router_logits": False,
+        }
+
+
+SMOKE = Recipe(scenarios=("village",), seeds=3, ticks=4, agents={"village": 4}, heldout_every=3, vocab=400,
+               hidden=32, layers=2, heads=2, kv_heads=1, experts=4, top_k=2, expert_width=32, context=2048,
+               max_len=2048,
+               pretrain=TrainConfig(steps=4, batch_tokens=2048, log_every=2, warmup=2),
+               adapter=TrainConfig(steps=2, batch_tokens=2048, log_every=1, warmup=1, aux_weight=0.0),
+               adapter_rank=4, min_style_examples=1)
+
+
+def train_tokenizer(texts: list[str], vocab: int) -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=SPECIAL, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    return tok
+
+
+def _render(messages: list[dict[str, str]]) -> str:
+    return SwarmTokenizer(Tokenizer(models.BPE()), {}, CHATML).apply_chat_template(messages)
+
+
+def encode(demos, tok: Tokenizer, max_len: int) -> tuple[list[Example], list[str], int]:
+    """Examples (prompt ids + answer ids + end of turn), the style of each, and how many were too long."""
+    end = tok.token_to_id("<|im_end|>")
+    examples, styles, dropped = [], [], 0
+    for d in demos:
+        prompt = tok.encode(_render(d.messages)).ids
+        answer = tok.encode(d.completion).ids + [end]
+        if len(prompt) + len(answer) > max_len:
+            dropped += 1
+            continue
+        examples.append(Example(prompt + answer, len(prompt)))
+        styles.append(d.style)
+    return examples, styles, dropped
+
+
+def _log_to(path: Path):
+    f = open(path, "a")  # noqa: SIM115 (closed by the pipeline)
+
+    def log(row: dict) -> None:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+
+    return log, f
+
+
+def train_swarm_tiny(out: str | Path, recipe: Recipe = Recipe(), command: str = "swarm train") -> dict:
+    """Build the model folder `out/model` (and the data under `out/data`); returns the summary."""
+    out = Path(out)
+    data, folder = out / "data", out / "model"
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(recipe.seed)
+    t0 = time.perf_counter()
+    summary: dict = {"recipe": _plain(asdict(recipe)), "torch": torch.__version__, "python": platform.python_version(),
+                     "threads": torch.get_num_threads()}
+
+    _stage("demonstrations")
+    plan = DemoPlan(recipe.scenarios, seeds=recipe.seeds, ticks=recipe.ticks, agents=recipe.agents,
+                    heldout_every=recipe.heldout_every)
+    summary["demos"] = write_demos(plan, data)
+    train_demos, heldout_demos = list(read_demos(data / "train.jsonl")), list(read_demos(data / "heldout.jsonl"))
+
+    _stage("tokenizer")
+    texts = [_render(d.messages) + d.completion for d in train_demos]
+    tok = train_tokenizer(texts, recipe.vocab)
+    train_ex, train_styles, dropped = encode(train_demos, tok, recipe.max_len)
+    held_ex, held_styles, held_dropped = encode(heldout_demos, tok, recipe.max_len)
+    summary["examples"] = {"train": len(train_ex), "heldout": len(held_ex), "too_long_train": dropped,
+                           "too_long_heldout": held_dropped, "train_tokens": sum(len(e.ids) for e in train_ex),
+                           "train_answer_tokens": sum(len(e.ids) - e.prompt_len for e in train_ex)}
+    if not train_ex or not held_ex:
+        raise ValueError(f"no usable examples (train {len(train_ex)}, held-out {len(held_ex)}): raise seeds or "
+                         "max_len")
+
+    _stage("base model")
+    config = recipe.model_config()
+    model = Model(ModelConfig.from_hf(config))
+    init_weights(model, recipe.seed)
+    log, log_file = _log_to(folder / "training_log.jsonl")
+    try:
+        summary["untrained_heldout_nll"] = evaluate(model, held_ex)
+        summary["pretrain_log"] = train(model, train_ex, replace(recipe.pretrain, seed=recipe.seed), log=log,
+                                        label="base")
+        summary["heldout_nll"] = evaluate(model, held_ex)
+        print(f"held-out answer loss: {summary['heldout_nll']:.4f} nats/token", file=sys.stderr)
+        save_model(model, config, tok, folder)
+
+        _stage("adapters")
+        summary["adapters"] = _train_adapters(model, recipe, folder, train_ex, train_styles, held_ex, held_styles,
+                                              log)
+    finally:
+        log_file.close()
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    (folder / "training_summary.json").write_text(json.dumps(summary, indent=2))
+    write_card(folder, summary, command)
+    return summary
+
+
+def _train_adapters(model: Model, recipe: Recipe, folder: Path, train_ex, train_styles, held_ex, held_styles,
+                    log) -> dict:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    by_style, held_by_style = defaultdict(list), defaultdict(list)
+    for ex, style in zip(train_ex, train_styles, strict=True):
+        by_style[style].append(ex)
+    for ex, style in zip(held_ex, held_styles, strict=True):
+        held_by_style[style].append(ex)
+    results = {}
+    for style in sorted(s for s in by_style if s is not None):
+        if len(by_style[style]) < recipe.min_style_examples or not held_by_style[style]:
+            results[style] = {"skipped": f"{len(by_style[style])} train / {len(held_by_style[style])} held-out "
+                                         "examples"}
+            continue
+        base = evaluate(model, held_by_style[style])
+        lora = TrainableLoRA(model, recipe.adapter_rank, 2.0 * recipe.adapter_rank, seed=recipe.seed)
+        try:
+            train(model, by_style[style], replace(recipe.adapter, seed=recipe.seed), params=list(lora.parameters()),
+                  log=lambda row, s=style: log({**row, "adapter": s}), label=f"adapter {style}")
+            tuned = evaluate(model, held_by_style[style])
+            save_adapter(lora.peft_weights(), recipe.adapter_rank, 2.0 * recipe.adapter_rank, TARGETS,
+                         folder / "adapters" / style, base="swarm-tiny")
+        finally:
+            lora.remove()
+        results[style] = {"train_examples": len(by_style[style]), "heldout_examples": len(held_by_style[style]),
+                          "heldout_nll_base": base, "heldout_nll_adapter": tuned,
+                          "improvement": (base - tuned) / base}
+        print(f"adapter {style}: held-out {base:.4f} -> {tuned:.4f}", file=sys.stderr)
+    return results
+
+
+def _stage(name: str) -> None:
+    print(f"== {name}", file=sys.stderr, flush=True)
+
+
+def _plain(x):
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
