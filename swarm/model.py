@@ -87,6 +87,15 @@ class EngineModel(TurnModel):
             return tok.apply_chat_template(messages, add_generation_prompt=True)
         return "".join(f"{m['role']}: {m['content']}\n\n" for m in messages) + "assistant: "
 
+    def fit(self, messages: list[dict[str, str]], max_tokens: int) -> list[int]:
+        """The prompt's token ids, leaving out the oldest exchanges of the history (never the system
+        message or the newest turn) until the prompt and its answer fit the model's context."""
+        ids = self.engine.tokenizer.encode(self.render(messages))
+        while len(ids) + max_tokens > self.engine.max_context and len(messages) > 3:
+            messages = [messages[0], *messages[3:]]  # one (user, assistant) exchange less
+            ids = self.engine.tokenizer.encode(self.render(messages))
+        return ids
+
     def decide(self, turns: Sequence[Turn]) -> list[Any]:
         from swarm.runtime import SamplingParams, SwarmError
 
@@ -96,7 +105,7 @@ class EngineModel(TurnModel):
             params = SamplingParams(max_tokens=r.max_tokens, temperature=self.temperature, top_p=self.top_p,
                                     seed=t.seed)
             try:
-                handles.append(self.engine.submit(self.render(r.messages), params, persona=r.persona,
+                handles.append(self.engine.submit(self.fit(r.messages, r.max_tokens), params, persona=r.persona,
                                                   adapter=r.adapter, schema=r.schema))
             except SwarmError as e:  # e.g. a prompt past the context: this turn fails, the tick goes on
                 handles.append(NoAction(str(e)))

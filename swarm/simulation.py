@@ -49,7 +49,7 @@ class Simulation:
 
     def __init__(self, model: Any = None, *, seed: int = 0, bus: str | None = "local", name: str = "sim",
                  record: str | Path | None = None, minutes_per_tick: float = 1.0, max_action_tokens: int = 96,
-                 retrieve: int = 5):
+                 retrieve: int = 5, history_turns: int = 3):
         if not isinstance(name, str) or not name:
             raise ValueError(f"a simulation needs a non-empty name, got {name!r}")
         self.name, self.seed = name, seed
@@ -59,7 +59,9 @@ class Simulation:
         self.agents: dict[str, Agent] = {}
         self.state: dict[str, Any] = {}  # a scenario's own plain-data state (checkpointed)
         self.action_types: list[type] = list(BASE_ACTIONS)
-        self.max_action_tokens, self.retrieve = max_action_tokens, retrieve
+        # the exchanges each agent's prompt repeats: more gives a model more context, and a small model's
+        # window fills fast (the engine model also drops the oldest ones when a prompt would not fit)
+        self.max_action_tokens, self.retrieve, self.history_turns = max_action_tokens, retrieve, history_turns
         self.scenario: ScenarioRef | None = None
         self.counters: Counter[str] = Counter()
         self._metrics: dict[str, Callable[[Simulation], Any]] = {}
@@ -83,7 +85,7 @@ class Simulation:
     def from_scenario(cls, spec: str, model: Any = None, **kwargs: Any) -> Simulation:
         """A simulation built by a bundled scenario (by name) or a scenario file; keyword arguments the
         constructor does not take are the scenario's options (e.g. `agents=12`)."""
-        own = {"seed", "bus", "name", "record", "minutes_per_tick", "max_action_tokens", "retrieve"}
+        own = {"seed", "bus", "name", "record", "minutes_per_tick", "max_action_tokens", "retrieve", "history_turns"}
         options = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
         if "name" not in kwargs:
             kwargs["name"] = Path(spec).stem if spec.endswith(".py") else spec
@@ -103,7 +105,7 @@ class Simulation:
         if persona.adapter is None and persona.style is not None and self.model is not None \
                 and persona.style in self.model.adapters():
             persona = msgspec.structs.replace(persona, adapter=persona.style)
-        agent = Agent(persona.name, persona)
+        agent = Agent(persona.name, persona, history_turns=self.history_turns)
         for goal in (*persona.goals, *goals):
             agent.plan.add_goal(goal)
         self.agents[agent.id] = agent
@@ -224,7 +226,7 @@ class Simulation:
         for agent, query in zip(acting, queries, strict=True):
             situation = self.world.describe_for(agent.id)
             for req in agent.requests(tick, self.world.preamble, situation, self._schema_of(agent), query_vector=query,
-                                      max_tokens=self.max_action_tokens):
+                                      max_tokens=self.max_action_tokens, k_memories=self.retrieve):
                 turns.append(Turn(req, agent, self.world, self.rng.getrandbits(32), self))
         return turns
 

@@ -67,3 +67,18 @@ def test_a_turn_that_runs_out_of_tokens_is_a_fail_event_not_a_crash(engine):
     assert sim.counters["no_action"] == 1
     sim.tick()  # the agent saw why, and tries again
     assert sim.counters["turns"] == 2
+
+
+def test_a_history_longer_than_the_context_is_cut_to_fit(engine):
+    model = Watching(engine)
+    sim = Simulation(model, seed=0, max_action_tokens=64, history_turns=50)
+    sim.world.add_place("hall")
+    agent = sim.add_agent(Persona(name="Solo"), at="hall")
+    long = "the same long story again " * 40  # ~1000 characters per message
+    agent.history = [m for _ in range(12) for m in ({"role": "user", "content": long},
+                                                    {"role": "assistant", "content": '{"type":"wait"}'})]
+    sim.tick()
+    [value] = model.values
+    assert not (isinstance(value, NoAction) and "context" in value.reason), value
+    turn_messages = agent.history[-2]["content"]  # the newest turn made it into the prompt
+    assert "You are at the hall" in turn_messages
