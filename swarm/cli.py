@@ -50,9 +50,6 @@ def _run(args: argparse.Namespace) -> int:
     from swarm.console import Progress, format_report
     from swarm.simulation import Simulation
 
-    if args.model is None:
-        raise ValueError("pass --model PATH (a local Hugging Face model folder), --model scripted (the "
-                         "scenario's scripted policy) or --model random (random valid actions)")
     sim = Simulation.from_scenario(args.scenario, model=args.model, seed=args.seed, bus=args.bus,
                                    record=args.record, agents=args.agents, **({"name": args.name} if args.name else {}))
     if not args.headless and sys.stdout.isatty():
@@ -130,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="complete a prompt with a model")
     g.add_argument("prompt")
-    g.add_argument("--model", required=True, help="a local Hugging Face model folder")
+    g.add_argument("--model", default="swarm-tiny", help="swarm-tiny (default) or a local Hugging Face model folder")
     g.add_argument("--max-tokens", type=int, default=32)
     g.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
     g.add_argument("--seed", type=int, default=None)
@@ -141,8 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("scenario", help="a bundled scenario name or a Python file defining build(sim, **options)")
     run.add_argument("--ticks", type=int, default=20)
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--model", help="a local Hugging Face model folder; `scripted` (the scenario's policy) "
-                     "or `random` (random valid actions)")
+    run.add_argument("--model", default="swarm-tiny",
+                     help="swarm-tiny (the bundled model, default), a local Hugging Face model folder, "
+                     "`scripted` (the scenario's policy) or `random` (random valid actions)")
     run.add_argument("--agents", type=int, default=None, help="how many agents (scenarios that take it)")
     run.add_argument("--bus", default="local", help="local (default) or mqtt://host:port[?format=json]")
     run.add_argument("--name", help="the simulation's name in bus topics (default: the scenario's)")

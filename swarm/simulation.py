@@ -29,6 +29,7 @@ from swarm.bus import topics
 from swarm.events import Event, InboxMessage, Report
 from swarm.model import Answer, NoAction, Turn, TurnModel, open_model
 from swarm.recorder import Recorder
+from swarm.runtime.bundled import DEFAULT_MODEL
 from swarm.scenario import ScenarioError, ScenarioRef, run_build, scripted_model
 from swarm.world import World
 
@@ -41,15 +42,18 @@ Hook = Callable[["Simulation", list[Event]], "Event | Iterable[Event] | None"]
 class Simulation:
     """A world, its agents, a model that decides their turns, a bus that carries what happens.
 
-    >>> sim = Simulation(model="path/to/model", seed=7)
+    `model` is the bundled "swarm-tiny" by default, a model folder, an Engine, a TurnModel (e.g. a
+    ScriptedModel), or None for a simulation that is only built and inspected, never run.
+
+    >>> sim = Simulation(model="swarm-tiny", seed=7)
     >>> sim.world.add_place("tavern")
     >>> sim.add_agent(Persona(name="Mira", role="innkeeper"), at="tavern")
     >>> report = sim.run(ticks=10)
     """
 
-    def __init__(self, model: Any = None, *, seed: int = 0, bus: str | None = "local", name: str = "sim",
+    def __init__(self, model: Any = DEFAULT_MODEL, *, seed: int = 0, bus: str | None = "local", name: str = "sim",
                  record: str | Path | None = None, minutes_per_tick: float = 1.0, max_action_tokens: int = 96,
-                 retrieve: int = 5, history_turns: int = 3):
+                 retrieve: int = 3, history_turns: int = 2):
         if not isinstance(name, str) or not name:
             raise ValueError(f"a simulation needs a non-empty name, got {name!r}")
         self.name, self.seed = name, seed
@@ -82,7 +86,7 @@ class Simulation:
     # -- building ------------------------------------------------------------------------
 
     @classmethod
-    def from_scenario(cls, spec: str, model: Any = None, **kwargs: Any) -> Simulation:
+    def from_scenario(cls, spec: str, model: Any = DEFAULT_MODEL, **kwargs: Any) -> Simulation:
         """A simulation built by a bundled scenario (by name) or a scenario file; keyword arguments the
         constructor does not take are the scenario's options (e.g. `agents=12`)."""
         own = {"seed", "bus", "name", "record", "minutes_per_tick", "max_action_tokens", "retrieve", "history_turns"}
@@ -439,7 +443,8 @@ class Simulation:
         for a in state["agents"]:
             agent = Agent.from_state(a)
             self.agents[agent.id] = agent
-        self.state = state["state"]
+        self.state.clear()  # in place: a scenario's handlers may hold the dict build() filled
+        self.state.update(state["state"])
         self.rng.setstate(_rng_tuple(state["rng"]))
         self.counters = Counter(state["counters"])
         self._pending = [msgspec.convert(e, Event) for e in state["pending"]]

@@ -36,6 +36,7 @@ class Recipe:
     ticks: int = 40
     agents: dict[str, int] | None = None
     heldout_every: int = 10  # every n-th seed's runs are held out
+    per_scenario: int = 3000  # at most this many train examples per scenario (busy scenarios would dominate)
     vocab: int = 4096
     hidden: int = 256
     layers: int = 4
@@ -128,7 +129,8 @@ def train_swarm_tiny(out: str | Path, recipe: Recipe = Recipe(), command: str = 
     plan = DemoPlan(recipe.scenarios, seeds=recipe.seeds, ticks=recipe.ticks, agents=recipe.agents,
                     heldout_every=recipe.heldout_every)
     summary["demos"] = write_demos(plan, data)
-    train_demos, heldout_demos = list(read_demos(data / "train.jsonl")), list(read_demos(data / "heldout.jsonl"))
+    train_demos = _balanced(list(read_demos(data / "train.jsonl")), recipe.per_scenario, recipe.seed)
+    heldout_demos = _balanced(list(read_demos(data / "heldout.jsonl")), recipe.per_scenario // 5, recipe.seed)
 
     _stage("tokenizer")
     texts = [_render(d.messages) + d.completion for d in train_demos]
@@ -196,6 +198,19 @@ def _train_adapters(model: Model, recipe: Recipe, folder: Path, train_ex, train_
                           "improvement": (base - tuned) / base}
         print(f"adapter {style}: held-out {base:.4f} -> {tuned:.4f}", file=sys.stderr)
     return results
+
+
+def _balanced(demos: list, per_scenario: int, seed: int) -> list:
+    """At most `per_scenario` demonstrations of each scenario, a seeded sample, in the original order."""
+    import random
+
+    by: dict[str, list[int]] = defaultdict(list)
+    for i, d in enumerate(demos):
+        by[d.scenario].append(i)
+    rng = random.Random(seed)
+    keep = sorted(i for idx in by.values() for i in (rng.sample(idx, per_scenario) if len(idx) > per_scenario
+                                                     else idx))
+    return [demos[i] for i in keep]
 
 
 def _stage(name: str) -> None:
