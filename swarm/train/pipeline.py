@@ -48,7 +48,7 @@ class Recipe:
     context: int = 2048  # the model's max_position_embeddings
     max_len: int = 1024  # longer examples are left out of training
     pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(steps=600, batch_tokens=4096))
-    adapter: TrainConfig = field(default_factory=lambda: TrainConfig(steps=60, batch_tokens=4096, lr=3e-3,
+    adapter: TrainConfig = field(default_factory=lambda: TrainConfig(steps=30, batch_tokens=4096, lr=3e-3,
                                                                      warmup=5, aux_weight=0.0))
     adapter_rank: int = 8
     min_style_examples: int = 50
