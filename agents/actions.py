@@ -14,6 +14,7 @@ constrained completion always ends within a bounded number of tokens.
 
 from __future__ import annotations
 
+import functools
 import typing
 from typing import Annotated, Any
 
@@ -80,10 +81,17 @@ def action_union(*types: type[Action]) -> Any:
     for t in types:
         if not (isinstance(t, type) and issubclass(t, Action)) or t is Action:
             raise TypeError(f"{t!r} is not a subclass of swarm.agents.actions.Action")
-        info = msgspec.inspect.type_info(t)
-        if info.tag_field != "type" or not isinstance(info.tag, str):
-            raise TypeError(f"{t.__name__} must be tagged in the 'type' field with a string tag, like Action")
-        if info.tag in tags:
-            raise TypeError(f"{t.__name__} and {tags[info.tag].__name__} share the tag {info.tag!r}")
-        tags[info.tag] = t
+        tag = _tag_of(t)
+        if tag in tags:
+            raise TypeError(f"{t.__name__} and {tags[tag].__name__} share the tag {tag!r}")
+        tags[tag] = t
     return typing.Union[types]  # noqa: UP007 (the runtime form of `A | B | ...` over a tuple of types)
+
+
+@functools.lru_cache(maxsize=4096)
+def _tag_of(t: type) -> str:
+    # msgspec.inspect walks every field: cached, because scenarios rebuild unions each tick for 1,000 agents
+    config = t.__struct_config__
+    if config.tag_field != "type" or not isinstance(config.tag, str):
+        raise TypeError(f"{t.__name__} must be tagged in the 'type' field with a string tag, like Action")
+    return config.tag

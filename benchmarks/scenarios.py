@@ -86,15 +86,38 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ticks", type=int, default=30)
     p.add_argument("--quick", action="store_true", help="1 seed, 8 ticks")
     p.add_argument("--card", action="store_true", help="also print the markdown table on stderr")
+    p.add_argument("--write-card", action="store_true",
+                   help="put the table into the model folder's card (README.md, from training_summary.json)")
+    p.add_argument("--output", help="also write the JSON here")
     args = p.parse_args(argv)
     seeds, ticks = (1, 8) if args.quick else (args.seeds, args.ticks)
     engine = None if args.model == "none" else Engine.from_pretrained(args.model)
     results = {spec: compare(spec, engine, args.model, seeds, ticks) for spec in args.scenarios.split(",")}
     out = {"config": {"model": args.model, "seeds": seeds, "ticks": ticks, "torch": torch.__version__,
                       "threads": torch.get_num_threads()}, "scenarios": results}
-    print(json.dumps(out, indent=2))
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text + "\n")
+    table = card_table(results)
     if args.card:
-        print("\n".join(card_table(results)), file=sys.stderr)
+        print("\n".join(table), file=sys.stderr)
+    if args.write_card:
+        write_model_card(args.model, table, f"{seeds} seeds x {ticks} ticks, default agents")
+
+
+def write_model_card(model: str, table: list[str], setting: str) -> None:
+    from pathlib import Path
+
+    from swarm.runtime import model_path
+    from swarm.train.card import write_card
+
+    folder = Path(model_path(model))
+    summary = json.loads((folder / "training_summary.json").read_text())
+    summary["evaluation"] = [f"`benchmarks/scenarios.py` ({setting}; means over seeds):", "", *table]
+    (folder / "training_summary.json").write_text(json.dumps(summary, indent=2))
+    write_card(folder, summary, summary.get("command", "swarm train"))
 
 
 if __name__ == "__main__":

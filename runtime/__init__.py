@@ -1,30 +1,32 @@
-"""The inference runtime: model family, checkpoint and tokenizer loading, sampling and the engine."""
+"""The inference runtime: model family, checkpoint and tokenizer loading, sampling and the engine.
 
-from swarm.runtime.bundled import DEFAULT_MODEL, bundled_models, model_path
-from swarm.runtime.config import ModelConfig, RopeConfig
-from swarm.runtime.engine import Completion, Engine, EngineConfig, RequestHandle
-from swarm.runtime.errors import CheckpointError, ConfigError, PromptTooLongError, SchemaError, SwarmError
-from swarm.runtime.grammar import Choice, Regex
-from swarm.runtime.sampling import SamplingParams
-from swarm.runtime.tokenizer import Tokenizer
+The names load on first use: `from swarm.runtime.errors import SwarmError` (the simulation's
+error types, `swarm replay`) must not pay for importing torch.
+"""
 
-__all__ = [
-    "DEFAULT_MODEL",
-    "bundled_models",
-    "model_path",
-    "CheckpointError",
-    "Choice",
-    "Completion",
-    "ConfigError",
-    "Engine",
-    "EngineConfig",
-    "ModelConfig",
-    "PromptTooLongError",
-    "Regex",
-    "RequestHandle",
-    "RopeConfig",
-    "SamplingParams",
-    "SchemaError",
-    "SwarmError",
-    "Tokenizer",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "DEFAULT_MODEL": "bundled", "bundled_models": "bundled", "model_path": "bundled",
+    "ModelConfig": "config", "RopeConfig": "config",
+    "Completion": "engine", "Engine": "engine", "EngineConfig": "engine", "RequestHandle": "engine",
+    "CheckpointError": "errors", "ConfigError": "errors", "PromptTooLongError": "errors", "SchemaError": "errors",
+    "SwarmError": "errors",
+    "Choice": "grammar", "Regex": "grammar",
+    "SamplingParams": "sampling",
+    "Tokenizer": "tokenizer",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'swarm.runtime' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"swarm.runtime.{module}"), name)
+    globals()[name] = value
+    return value

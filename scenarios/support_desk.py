@@ -63,9 +63,10 @@ class Route(Action, tag="route"):
     """Send a ticket to a queue, with the priority it deserves and a note for the specialist."""
 
     ticket: TicketId
+    # the note comes first: a model writes down the words it goes by (the cue), then the queue they point to
+    note: Annotated[str, msgspec.Meta(max_length=100)]
     queue: Category
     priority: Priority
-    note: Annotated[str, msgspec.Meta(max_length=100)]
 
 
 class Answer(Action, tag="answer"):

@@ -54,8 +54,9 @@ def _draw(t: msgspec.inspect.Type, rng: random.Random, names: list[str]) -> Any:
         return float(value) if isinstance(t, msgspec.inspect.FloatType) else value
     if isinstance(t, (msgspec.inspect.ListType, msgspec.inspect.TupleType, msgspec.inspect.VarTupleType)):
         item = getattr(t, "item_type", None) or msgspec.inspect.StrType()
-        n = max(1, t.min_length or 0) if hasattr(t, "min_length") else 1
-        return [_draw(item, rng, names) for _ in range(n)]
+        lo = max(1, getattr(t, "min_length", None) or 0)
+        hi = getattr(t, "max_length", None) or lo + 3  # a list length anywhere in the allowed range
+        return [_draw(item, rng, names) for _ in range(rng.randint(lo, max(lo, hi)))]
     if isinstance(t, msgspec.inspect.NoneType):
         return None
     raise TypeError(f"random_policy cannot draw a value of {t}")

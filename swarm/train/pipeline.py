@@ -37,6 +37,7 @@ class Recipe:
     agents: dict[str, int] | None = None
     heldout_every: int = 10  # every n-th seed's runs are held out
     per_scenario: int = 3000  # at most this many train examples per scenario (busy scenarios would dominate)
+    heldout_per_scenario: int = 150  # held-out examples per scenario (evaluation is a forward pass over them)
     vocab: int = 4096
     hidden: int = 256
     layers: int = 4
@@ -130,7 +131,7 @@ def train_swarm_tiny(out: str | Path, recipe: Recipe = Recipe(), command: str = 
                     heldout_every=recipe.heldout_every)
     summary["demos"] = write_demos(plan, data)
     train_demos = _balanced(list(read_demos(data / "train.jsonl")), recipe.per_scenario, recipe.seed)
-    heldout_demos = _balanced(list(read_demos(data / "heldout.jsonl")), recipe.per_scenario // 5, recipe.seed)
+    heldout_demos = _balanced(list(read_demos(data / "heldout.jsonl")), recipe.heldout_per_scenario, recipe.seed)
 
     _stage("tokenizer")
     texts = [_render(d.messages) + d.completion for d in train_demos]
@@ -163,6 +164,7 @@ def train_swarm_tiny(out: str | Path, recipe: Recipe = Recipe(), command: str = 
     finally:
         log_file.close()
     summary["seconds"] = round(time.perf_counter() - t0, 1)
+    summary["command"] = command
     (folder / "training_summary.json").write_text(json.dumps(summary, indent=2))
     write_card(folder, summary, command)
     return summary
