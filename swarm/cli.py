@@ -52,11 +52,11 @@ def _run(args: argparse.Namespace) -> int:
 
     sim = Simulation.from_scenario(args.scenario, model=args.model, seed=args.seed, bus=args.bus,
                                    record=args.record, agents=args.agents, **({"name": args.name} if args.name else {}))
-    if not args.headless and sys.stdout.isatty():
-        print("swarm: the live TUI is not in this version yet; running headless", file=sys.stderr)
+    # the live UI when asked, or by default on a terminal; headless (progress on stderr) otherwise
+    tui = args.tui or (not args.headless and sys.stdin.isatty() and sys.stdout.isatty())
     interrupted = False
     try:
-        report = sim.run(args.ticks, progress=Progress(args.ticks))
+        report = sim.run(args.ticks, tui=True) if tui else sim.run(args.ticks, progress=Progress(args.ticks))
     except KeyboardInterrupt:  # stop between ticks' worth of work: the log holds every finished tick
         print(f"\nswarm: interrupted after {sim.counters['ticks']} ticks", file=sys.stderr)
         report = sim.report()
@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--record", help="write the event log (JSON lines) to this file")
     run.add_argument("--checkpoint", help="save a checkpoint here when the run ends (or fails)")
     run.add_argument("--headless", action="store_true", help="no TUI: progress on stderr, report on stdout")
+    run.add_argument("--tui", action="store_true", help="watch it live (the default on a terminal)")
     run.add_argument("--json", action="store_true", help="print the report as one JSON line, last")
     run.set_defaults(func=_run)
 

@@ -329,6 +329,18 @@ class Simulation:
                 self._hinted[agent.id] = when
                 self.model.hint(agent.id, when)
 
+    def inject(self, agent: str, text: str, sender: str = "outside", importance: float = 5.0) -> None:
+        """Send `agent` a message the way an outside client does (through its inbox topic on the bus);
+        the agent observes it on the next tick."""
+        self._loop.run_until_complete(self.ainject(agent, text, sender, importance))
+
+    async def ainject(self, agent: str, text: str, sender: str = "outside", importance: float = 5.0) -> None:
+        if agent not in self.agents:
+            raise ValueError(f"unknown agent {agent!r}")
+        await self._start()
+        await self.bus.publish(topics.inbox(self.name, agent),
+                               InboxMessage(text=text, sender=sender, importance=importance))
+
     def _require_model(self) -> TurnModel:
         if self.model is None:
             raise ValueError("this simulation has no model: pass model= a checkpoint folder, an Engine or a "
@@ -352,8 +364,10 @@ class Simulation:
     def run(self, ticks: int, *, tui: bool = False,
             progress: Callable[[Simulation, list[Event]], None] | None = None) -> Report:
         """Run `ticks` ticks and report. `progress(sim, events)` is called after every tick."""
-        if tui:
-            raise NotImplementedError("the live TUI is not part of this version yet; run headless (tui=False)")
+        if tui:  # the UI runs the ticks in its worker and returns when the user quits
+            from swarm.tui import run_tui
+
+            return run_tui(self, ticks)
         return self._loop.run_until_complete(self.arun(ticks, progress=progress))
 
     async def arun(self, ticks: int, *, progress: Callable[[Simulation, list[Event]], None] | None = None) -> Report:

@@ -1,0 +1,28 @@
+"""The live terminal UI (Textual): `run_tui(sim, ticks)` runs a simulation and shows it as it goes."""
+
+from __future__ import annotations
+
+from swarm.events import Report
+from swarm.tui.source import Control, LiveSource, TickData
+
+__all__ = ["Control", "LiveSource", "TickData", "finish", "run_tui"]
+
+
+def run_tui(sim, ticks: int | None = None, *, delay: float = 0.0) -> Report:
+    """Run `sim` in the TUI until the user quits (after `ticks` ticks it pauses, still shown); returns the
+    report over the ticks that ran. The caller keeps owning `sim` (close it afterwards)."""
+    from swarm.tui.app import SwarmApp  # textual loads only when the UI is wanted
+
+    source = LiveSource(sim, ticks, Control(delay=delay))
+    SwarmApp(source).run()
+    return finish(source)
+
+
+def finish(source: LiveSource) -> Report:
+    """Stop the worker, wait for its tick in flight, and report the ticks it ran."""
+    source.control.stop()
+    if source.started:
+        source.control.done.wait()
+    if source.error is not None:
+        raise source.error
+    return source.sim.report(ticks=source.ticks_run, seconds=round(source.seconds, 4))

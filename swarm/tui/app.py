@@ -1,0 +1,198 @@
+"""The live app: a simulation ticking in a worker thread, watched and steered from the terminal.
+
+Messages go up (the worker posts `Ticked` per tick; the roster posts `AgentSelected`), attributes
+go down (the app sets the widgets' reactives). Ticks can come far faster than a terminal redraws,
+so the app keeps only the latest data and what events arrived, and a timer shows them a few
+times a second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from textual import on
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Input
+
+from swarm.events import Event
+from swarm.tui.messages import AgentSelected, Finished, Ticked
+from swarm.tui.source import SPEEDS, LiveSource, TickData
+from swarm.tui.widgets import AgentDetailPane, EventLog, MetricsPanel, Roster, RuntimePanel, SimHeader
+
+REFRESH_S = 0.25  # the views redraw at most this often, however fast ticks come
+
+
+class SwarmApp(App):
+    """Watch and steer `source` (a `LiveSource`). `refresh_s` is the views' coalescing period."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "swarm"
+    BINDINGS = [
+        Binding("p", "toggle_pause", "Pause/resume"),
+        Binding("s", "step", "Step"),
+        Binding("plus,equals_sign", "faster", "Faster", key_display="+"),
+        Binding("minus", "slower", "Slower", key_display="-"),
+        Binding("i", "inject", "Inject"),
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "quit", "Quit"),
+        Binding("escape", "close_input", "Close", show=False),
+    ]
+
+    def __init__(self, source: LiveSource, *, refresh_s: float = REFRESH_S, paused: bool = False) -> None:
+        super().__init__()
+        self.source, self.control, self.refresh_s = source, source.control, refresh_s
+        self.control.pause(paused)
+        self.latest: TickData | None = None
+        self.ticks_seen = 0  # ticks the worker reported (updated per message, before any redraw)
+        self._new_events: list[Event] = []
+        self._dirty = False
+        self._help_shown = False
+        self.finished: str | None = None  # why the run ended (its ticks ran, or it raised)
+
+    def compose(self) -> ComposeResult:
+        yield SimHeader(id="header")
+        with Horizontal(id="main"):
+            with Vertical(id="left"):
+                yield Roster(id="roster")
+                yield Input(placeholder="filter events (enter to apply, escape to close)", id="filter")
+                yield Input(placeholder="message to the selected agent (enter to send)", id="inject")
+                yield EventLog(id="events")
+            with Vertical(id="right"):
+                with VerticalScroll(id="detail-scroll"):
+                    yield AgentDetailPane(id="detail")
+                yield MetricsPanel(id="metrics")
+                yield RuntimePanel(id="runtime")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        header = self.query_one(SimHeader)
+        header.scenario, header.model = self.source.scenario, self.source.model
+        header.status = "paused" if self.control.paused else "running"
+        self.query_one(Roster).focus()
+        self.set_interval(self.refresh_s, self.flush)
+        self.run_worker(self._simulate, thread=True, exclusive=True, name="simulation")
+
+    def _simulate(self) -> None:
+        self.source.run(lambda data: self.post_message(Ticked(data)), lambda why: self.post_message(Finished(why)))
+
+    # -- messages up ---------------------------------------------------------------------
+
+    def on_ticked(self, message: Ticked) -> None:
+        data = message.data
+        if self.latest is not None and data.tick > self.latest.tick:
+            self.ticks_seen += data.tick - self.latest.tick
+        self.latest = data
+        self._new_events += data.events
+        self._dirty = True
+
+    def on_finished(self, message: Finished) -> None:
+        self.finished = message.why
+        self.query_one(SimHeader).status = message.why
+        self.notify(message.why, severity="error" if message.why.startswith("error") else "information")
+
+    def on_agent_selected(self, message: AgentSelected) -> None:
+        self.control.select(message.agent)
+
+    # -- attributes down (a few times a second) -------------------------------------------------
+
+    def flush(self) -> None:
+        if not self._dirty or self.latest is None:
+            return
+        data, events = self.latest, self._new_events
+        self._dirty, self._new_events = False, []
+        header = self.query_one(SimHeader)
+        header.tick, header.clock = data.tick, data.clock
+        self.query_one(Roster).show(data.rows)
+        self.query_one(EventLog).add(events)
+        self.query_one(MetricsPanel).metrics = data.metrics
+        self.query_one(RuntimePanel).stats = data.stats
+        if data.detail is not None or self.control.selected is None:
+            self.query_one(AgentDetailPane).detail = data.detail
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def action_toggle_pause(self) -> None:
+        if self.finished is not None:
+            self.notify(f"the run is over ({self.finished})", severity="warning")
+            return
+        self.control.pause(not self.control.paused)
+        self.query_one(SimHeader).status = "paused" if self.control.paused else "running"
+
+    def action_step(self) -> None:
+        if not self.control.paused:
+            self.action_toggle_pause()
+        self.control.step()
+
+    def _speed(self, by: int) -> None:
+        now = min(range(len(SPEEDS)), key=lambda i: abs(SPEEDS[i] - self.control.delay))
+        delay = SPEEDS[max(0, min(len(SPEEDS) - 1, now + by))]
+        self.control.set_delay(delay)
+        self.notify(f"{delay:g} s between ticks", timeout=1.5)
+
+    def action_faster(self) -> None:
+        self._speed(-1)
+
+    def action_slower(self) -> None:
+        self._speed(+1)
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.value = self.query_one(EventLog).filter
+        box.display = True
+        box.focus()
+
+    def action_inject(self) -> None:
+        agent = self.query_one(Roster).selected
+        if agent is None:
+            self.notify("no agent selected", severity="warning")
+            return
+        box = self.query_one("#inject", Input)
+        box.placeholder = f"message to {agent} (enter to send, escape to cancel)"
+        box.value = ""
+        box.display = True
+        box.focus()
+
+    def action_close_input(self) -> None:
+        for box in self.query(Input):
+            box.display = False
+        self.query_one(Roster).focus()
+
+    def action_help(self) -> None:
+        self._help_shown = not self._help_shown
+        if self._help_shown:
+            self.action_show_help_panel()
+        else:
+            self.action_hide_help_panel()
+
+    @on(Input.Submitted, "#filter")
+    def apply_filter(self, event: Input.Submitted) -> None:
+        self.query_one(EventLog).filter = event.value.strip()
+        self.action_close_input()
+
+    @on(Input.Submitted, "#inject")
+    def send_message(self, event: Input.Submitted) -> None:
+        agent, text = self.query_one(Roster).selected, event.value.strip()
+        if agent is not None and text:
+            self.control.inject(agent, text)
+            self.notify(f"to {agent}: {text}", timeout=2)
+        self.action_close_input()
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Pause / resume", "Pause or resume the simulation (p)", self.action_toggle_pause)
+        yield SystemCommand("Step one tick", "Run one tick while paused (s)", self.action_step)
+        yield SystemCommand("Faster", "Less delay between ticks (+)", self.action_faster)
+        yield SystemCommand("Slower", "More delay between ticks (-)", self.action_slower)
+        yield SystemCommand("Inject a message", "Send a message to the selected agent (i)", self.action_inject)
+        yield SystemCommand("Filter events", "Show only events containing a text (/)", self.action_filter)
+
+    async def action_quit(self) -> None:
+        self.control.stop()
+        self.exit()
+
+    def on_unmount(self) -> None:
+        self.control.stop()  # however the app ends, the worker must not wait on a pause forever

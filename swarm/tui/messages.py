@@ -1,0 +1,31 @@
+"""Messages that go up: from the simulation worker and the widgets to the app."""
+
+from __future__ import annotations
+
+from textual.message import Message
+
+from swarm.tui.source import TickData
+
+
+class Ticked(Message):
+    """The worker finished a tick (or answered a request for fresh detail) with this data."""
+
+    def __init__(self, data: TickData) -> None:
+        super().__init__()
+        self.data = data
+
+
+class Finished(Message):
+    """The run ended (its ticks are done, or it raised): `why` says which."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__()
+        self.why = why
+
+
+class AgentSelected(Message):
+    """The roster's cursor moved to another agent."""
+
+    def __init__(self, agent: str | None) -> None:
+        super().__init__()
+        self.agent = agent

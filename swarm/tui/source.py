@@ -1,0 +1,240 @@
+"""Where the TUI's ticks come from: a live Simulation driven from a worker thread.
+
+The worker owns the simulation while it runs: only it calls `sim.tick()` and reads agents, and it
+hands the UI plain data (`TickData`), never the simulation's objects. The UI steers it through a
+`Control` (pause, step, speed, the selected agent, messages to inject), which is safe to call from
+the UI thread. Later sources (a replay file, an MQTT bus) produce the same `TickData`.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from swarm.events import Event, InboxMessage
+
+SPEEDS = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)  # seconds between ticks
+MEMORIES_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class AgentRow:
+    """One roster line."""
+
+    name: str
+    place: str
+    action: str
+    step: str
+
+
+@dataclass(frozen=True)
+class AgentDetail:
+    """What the detail pane shows for the selected agent."""
+
+    name: str
+    persona: dict[str, str]
+    adapter: str | None
+    memories: list[str]
+    plan: list[tuple[str, str]]  # (status, text), in plan order
+    prompt: str
+    action: str
+
+
+@dataclass(frozen=True)
+class TickData:
+    """One tick, as plain data: what every view needs."""
+
+    scenario: str
+    model: str
+    tick: int  # ticks done so far
+    clock: str
+    events: list[Event]
+    rows: list[AgentRow]
+    metrics: dict[str, Any]
+    stats: dict[str, Any]
+    detail: AgentDetail | None = None
+
+
+@dataclass
+class Control:
+    """The UI's handle on the worker: every method is safe from any thread."""
+
+    paused: bool = False
+    delay: float = 0.0
+    selected: str | None = None
+    _wake: threading.Condition = field(default_factory=threading.Condition)
+    _steps: int = 0
+    _stop: bool = False
+    _detail_wanted: bool = False
+    inbox: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    done: threading.Event = field(default_factory=threading.Event)
+    idle: threading.Event = field(default_factory=threading.Event)  # set while the worker waits, paused
+
+    def _poke(self, **changes: Any) -> None:
+        with self._wake:
+            for k, v in changes.items():
+                setattr(self, k, v)
+            self._wake.notify_all()
+
+    def pause(self, paused: bool) -> None:
+        self._poke(paused=paused)
+
+    def step(self) -> None:
+        with self._wake:
+            self._steps += 1
+            self._wake.notify_all()
+
+    def set_delay(self, delay: float) -> None:
+        self._poke(delay=delay)
+
+    def select(self, agent: str | None) -> None:
+        self._poke(selected=agent, _detail_wanted=True)
+
+    def inject(self, agent: str, text: str, sender: str = "tui") -> None:
+        self.inbox.put((agent, InboxMessage(text=text, sender=sender)))
+        self._poke()
+
+    def stop(self) -> None:
+        self._poke(_stop=True)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop
+
+    def _next(self) -> str:
+        """Block until there is something to do: "tick", "detail" or "stop"."""
+        with self._wake:
+            while True:
+                if self._stop:
+                    return "stop"
+                if self._detail_wanted:
+                    self._detail_wanted = False
+                    return "detail"
+                if not self.paused:
+                    self.idle.clear()
+                    return "tick"
+                if self._steps:
+                    self._steps -= 1
+                    self.idle.clear()
+                    return "tick"
+                self.idle.set()
+                self._wake.wait()
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait between ticks; a stop, a step or a pause change cuts it short."""
+        deadline = time.monotonic() + seconds
+        with self._wake:
+            while not self._stop and not self.paused and not self._detail_wanted:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._wake.wait(left)
+
+
+class LiveSource:
+    """Ticks from a live Simulation. `run` is the worker's body (a thread, never the UI's)."""
+
+    def __init__(self, sim, ticks: int | None = None, control: Control | None = None):
+        self.sim, self.ticks = sim, ticks
+        self.control = control or Control()
+        self.ticks_run = 0
+        self.seconds = 0.0
+        self.error: BaseException | None = None
+        self.started = False  # the worker began (then `control.done` is set when it ends)
+        self._told = False  # the UI has heard that the run had its ticks
+
+    @property
+    def scenario(self) -> str:
+        spec = self.sim.scenario.spec if self.sim.scenario is not None else self.sim.name
+        return spec.rsplit("/", 1)[-1].removesuffix(".py")
+
+    @property
+    def model(self) -> str:
+        m = self.sim.model
+        return "none" if m is None else str(m.ref or type(m).__name__)
+
+    def run(self, post: Callable[[Any], None], finished: Callable[[str], None]) -> None:
+        """Tick until stopped or `ticks` ran; `post(TickData)` after every tick, `finished(why)` at the end."""
+        c = self.control
+        self.started = True
+        try:
+            if not c.stopped:
+                post(self.snapshot([]))
+            while True:
+                todo = c._next()
+                if todo == "stop":
+                    break
+                if todo == "detail":
+                    post(self.snapshot([]))
+                    continue
+                if self._over(finished):
+                    continue
+                self._deliver()
+                t0 = time.perf_counter()
+                events = self.sim.tick()
+                self.seconds += time.perf_counter() - t0
+                self.ticks_run += 1
+                post(self.snapshot(events))
+                if not self._over(finished):
+                    c._sleep(c.delay)
+        except Exception as e:  # shown in the UI; the simulation stops
+            self.error = e
+            finished(f"error: {type(e).__name__}: {e}")
+        finally:
+            c.done.set()
+            c.idle.set()
+
+    def _over(self, finished: Callable[[str], None]) -> bool:
+        """Whether the run has had its ticks; the first time, pause (the UI stays to be looked at) and say so."""
+        if self.ticks is None or self.ticks_run < self.ticks:
+            return False
+        if not self._told:
+            self._told = True
+            self.control.pause(True)
+            finished(f"finished {self.ticks} ticks")
+        return True
+
+    def _deliver(self) -> None:
+        """Messages the UI injected go on the simulation's bus, on its own loop, before the tick."""
+        sim = self.sim
+        msgs = []
+        while not self.control.inbox.empty():
+            msgs.append(self.control.inbox.get_nowait())
+        if not msgs:
+            return
+
+        for agent, msg in msgs:
+            sim.inject(agent, msg.text, msg.sender, msg.importance)
+
+    def snapshot(self, events: list[Event]) -> TickData:
+        sim = self.sim
+        stats = sim.model.stats() if sim.model is not None else {}
+        selected = self.control.selected
+        return TickData(scenario=self.scenario, model=self.model, tick=sim.world.tick, clock=sim.world.clock(),
+                        events=list(events), rows=[_row(sim, a) for a in sim.agents.values()],
+                        metrics=sim.report().metrics, stats=dict(stats),
+                        detail=_detail(sim.agents[selected]) if selected in sim.agents else None)
+
+
+def _row(sim, agent) -> AgentRow:
+    pos = sim.world.positions.get(agent.id)
+    place = "-" if pos is None else pos.place if pos.place is not None else f"-> {pos.dest}"
+    action = agent.history[-1]["content"] if agent.history else ""
+    step = agent.plan.next_step(math.inf)
+    return AgentRow(agent.id, place, action, step.text if step is not None else "")
+
+
+def _detail(agent) -> AgentDetail:
+    p = agent.persona
+    persona = {"role": p.role, "traits": p.traits, "goals": "; ".join(p.goals), "style": p.style or ""}
+    memories = [f"(tick {m.tick}, {m.kind}) {m.text}" for m in list(agent.memory)[-MEMORIES_SHOWN:]]
+    nodes = agent.plan.graph.nodes(data=True)
+    plan = [(a["status"], a["text"]) for _, a in sorted(nodes, key=lambda n: n[1]["order"])]
+    prompt = agent.history[-2]["content"] if len(agent.history) >= 2 else ""
+    action = agent.history[-1]["content"] if agent.history else ""
+    return AgentDetail(agent.id, persona, p.adapter, memories, plan, prompt, action)
