@@ -1,4 +1,4 @@
-# Quick start:  make run    (environment, install, a real generation run)
+# Quick start:  make run    (environment, install, the village scenario on the bundled swarm-tiny)
 #               make test   (environment with the dev extra, the whole test suite)
 # TORCH picks the torch requirement, e.g. `make test TORCH=torch==2.13.0` for a CPU build.
 
@@ -6,8 +6,9 @@ PYTHON ?= python3
 TORCH ?= torch
 VENV ?= .venv
 BIN := $(VENV)/bin
-MODEL ?= models/random-moe
-PROMPT ?= Once upon a time in the village
+SCENARIO ?= village
+TICKS ?= 24
+MODEL ?= swarm-tiny
 
 .PHONY: run test lint install install-dev clean
 
@@ -27,11 +28,8 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-$(MODEL)/config.json: | $(VENV)/.installed
-	$(BIN)/swarm random-model $(MODEL)
-
-run: $(VENV)/.installed $(MODEL)/config.json
-	$(BIN)/swarm generate --model $(MODEL) --max-tokens 32 "$(PROMPT)"
+run: $(VENV)/.installed
+	$(BIN)/swarm run $(SCENARIO) --model $(MODEL) --ticks $(TICKS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
@@ -40,4 +38,4 @@ test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) models .pytest_cache
+	rm -rf $(VENV) .pytest_cache

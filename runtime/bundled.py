@@ -29,4 +29,5 @@ def model_path(name_or_path: str | Path) -> Path:
         if (bundled / "config.json").is_file():
             return bundled
     names = ", ".join(bundled_models()) or "none"
-    raise CheckpointError(f"no model folder {str(name_or_path)!r} and no bundled model of that name (bundled: {names})")
+    raise CheckpointError(f"model folder {str(name_or_path)!r} does not exist, and no bundled model has that name "
+                          f"(bundled: {names})")
