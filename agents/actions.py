@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import typing
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -95,3 +95,22 @@ def _tag_of(t: type) -> str:
     if config.tag_field != "type" or not isinstance(config.tag, str):
         raise TypeError(f"{t.__name__} must be tagged in the 'type' field with a string tag, like Action")
     return config.tag
+
+
+@functools.lru_cache(maxsize=8192)
+def narrow(base: type[Action], field: str, choices: tuple[str, ...]) -> type[Action]:
+    """`base` with `field` turned into a Literal of `choices` (same tag, same field order): an action whose
+    target the grammar limits to what exists right now, e.g. a Vote over the living players. The same
+    arguments give the same class, so schema unions and compiled grammars are reused."""
+    if not choices:
+        raise ValueError(f"narrow({base.__name__}, {field!r}) needs at least one choice")
+    fields = [(name, Literal[tuple(choices)] if name == field else t) for name, t in _fields(base)]
+    if field not in {name for name, _ in fields}:
+        raise ValueError(f"{base.__name__} has no field {field!r}")
+    return msgspec.defstruct(base.__name__, fields, bases=(Action,), tag=_tag_of(base), frozen=True, kw_only=True)
+
+
+@functools.cache
+def _fields(base: type) -> tuple:
+    hints = typing.get_type_hints(base, include_extras=True)  # slow (evaluates annotations): cached
+    return tuple((f.name, hints[f.name]) for f in msgspec.structs.fields(base))

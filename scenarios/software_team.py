@@ -29,7 +29,6 @@ Options: `agents` (5 to 20: a PM, an architect, one QA engineer per six people o
 
 from __future__ import annotations
 
-import functools
 import random
 import re
 import typing
@@ -39,7 +38,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from swarm import Persona
-from swarm.agents.actions import Action, Give, Insight, Move, PlanUpdate, Say, Use, Wait
+from swarm.agents.actions import Action, Give, Insight, Move, PlanUpdate, Say, Use, Wait, narrow
 from swarm.scenarios._phrasing import Grammar
 
 MAIN_METRIC = "tasks_completed"  # the figure benchmarks/scenarios.py compares across policies
@@ -528,11 +527,11 @@ def _choices(st: dict, me: str) -> list[type]:
     if role == "engineer":
         mine = st["active"][me]
         if mine:
-            return [_narrow(Implement, "task", tuple(mine))]
+            return [narrow(Implement, "task", tuple(mine))]
         open_ = tuple(t for t, task in tasks.items() if task["status"] == "open")
-        return [_narrow(Claim, "task", open_)] if open_ else []
+        return [narrow(Claim, "task", open_)] if open_ else []
     if role == "qa" and st["reviews"][me]:
-        return [_narrow(Review, "task", tuple(st["reviews"][me]))]
+        return [narrow(Review, "task", tuple(st["reviews"][me]))]
     return []
 
 
@@ -560,19 +559,6 @@ def _reminder(st: dict, me: str) -> str | None:
         more = f" ({len(st['reviews'][me]) - 1} more after it)" if len(st["reviews"][me]) > 1 else ""
         return f'Waiting for your review: {t["id"]} by {t["owner"]}: "{t["change"]}"{more}'
     return None
-
-
-@functools.lru_cache(maxsize=4096)
-def _narrow(base: type, field: str, choices: tuple[str, ...]) -> type:
-    """`base` with `field` a Literal of `choices` (the same class for the same choices, so unions cache)."""
-    fields = [(name, Literal[choices] if name == field else t) for name, t in _fields(base)]
-    return msgspec.defstruct(base.__name__, fields, bases=(Action,), tag=base.__struct_config__.tag, frozen=True,
-                             kw_only=True)
-
-
-@functools.cache
-def _fields(base: type) -> tuple:
-    return tuple((f.name, f.type) for f in msgspec.structs.fields(base))  # slow: it evaluates the annotations
 
 
 # -- the scripted team (the teacher for demonstrations) -------------------------------------------

@@ -31,7 +31,6 @@ queues), `rate` (new tickets per agent per tick), `specialists` (how many of the
 
 from __future__ import annotations
 
-import functools
 import random
 import re
 import typing
@@ -41,7 +40,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from swarm import Persona
-from swarm.agents.actions import Action, Give, Insight, Move, PlanUpdate, Say, Use, Wait
+from swarm.agents.actions import Action, Give, Insight, Move, PlanUpdate, Say, Use, Wait, narrow
 from swarm.scenarios._phrasing import Grammar
 
 MAIN_METRIC = "routing_accuracy"  # the figure benchmarks/scenarios.py compares across policies
@@ -510,13 +509,13 @@ def build(sim, agents: int = 8, rate: float = 0.12, specialists: int | None = No
         role = st["roles"].get(agent.id)
         if role == "triage":
             waiting = tuple(st["inbox"][agent.id][:LISTED])
-            return [_narrow(Route, "ticket", waiting), Wait] if waiting else [Wait]
+            return [narrow(Route, "ticket", waiting), Wait] if waiting else [Wait]
         mine = st["holding"].get(agent.id)
         if mine is None:
             return [Wait]
         if role == "senior":
-            return [_narrow(Answer, "ticket", (mine,)), Wait]
-        return [_narrow(t, "ticket", (mine,)) for t in (Answer, Escalate, Route)] + [Wait]
+            return [narrow(Answer, "ticket", (mine,)), Wait]
+        return [narrow(t, "ticket", (mine,)) for t in (Answer, Escalate, Route)] + [Wait]
 
     for name, fn in METRICS.items():
         sim.metric(name)(fn)
@@ -652,19 +651,6 @@ def _reminders(world, st, tick: int, told: set) -> list:
 
 def _event(world, kind: str, text: str, audience: list, ticket: str, importance: float, actor=None):
     return world.event(kind, text, actor=actor, data={"audience": audience, "ticket": ticket}, importance=importance)
-
-
-@functools.lru_cache(maxsize=8192)
-def _narrow(base: type, field: str, choices: tuple[str, ...]) -> type:
-    """`base` with `field` a Literal of `choices` (the same class for the same choices, so unions cache)."""
-    fields = [(name, Literal[choices] if name == field else t) for name, t in _fields(base)]
-    return msgspec.defstruct(base.__name__, fields, bases=(Action,), tag=base.__struct_config__.tag, frozen=True,
-                             kw_only=True)
-
-
-@functools.cache
-def _fields(base: type) -> tuple:
-    return tuple((f.name, f.type) for f in msgspec.structs.fields(base))  # slow: it evaluates the annotations
 
 
 # -- the scripted staff (the teacher for demonstrations) ------------------------------------------

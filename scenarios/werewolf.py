@@ -37,12 +37,13 @@ import random
 import re
 import typing
 from collections import Counter
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
 
 from swarm import Persona
 from swarm.agents.actions import Action, Give, Insight, Move, Name, PlanUpdate, Say, Use, Wait
+from swarm.agents.actions import narrow as narrow_field
 from swarm.scenarios._phrasing import Grammar
 
 GREEN, CHURCHYARD = "green", "churchyard"
@@ -131,18 +132,8 @@ def build(sim, agents: int = 7, wolves: int | None = None, seer: bool = True, da
 
     sim.remove_actions(Move, Give, Use)  # everyone stays on the green; the dead are carried off
     sim.add_actions(Accuse, Kill, Inspect, Vote)
-    narrowed: dict[tuple, type] = {}  # one type per (action, targets): the schema cache stays small
-
-    def narrow(base: type, targets: list[str]) -> type:
-        key = (base, tuple(targets))
-        if key not in narrowed:
-            info = msgspec.inspect.type_info(base)
-            fields = [("target", Literal[tuple(targets)])]
-            hints = typing.get_type_hints(base, include_extras=True)
-            fields += [(f.name, hints[f.name]) for f in info.fields if f.name != "target"]
-            narrowed[key] = msgspec.defstruct(base.__name__, fields, bases=(Action,), tag=info.tag, frozen=True,
-                                              kw_only=True)
-        return narrowed[key]
+    def narrow(base: type, targets: list[str]) -> type:  # one class per (action, targets): unions cache
+        return narrow_field(base, "target", tuple(targets))
 
     @sim.actions_for
     def allowed(sim, agent):

@@ -109,3 +109,18 @@ def test_the_runtime_compiles_the_schemas_and_every_sample_decodes(tmp_path):
         assert out.finish_reason == "stop", (out.finish_reason, out.text, out.error)
         assert msgspec.json.decode(out.text, type=schema) == out.value
         assert isinstance(out.value, typing.get_args(schema) or schema)
+
+
+def test_narrow_limits_a_field_to_the_choices_of_the_moment():
+    from swarm.agents.actions import Give, narrow
+
+    g = narrow(Give, "to", ("Mira", "Bob"))
+    assert narrow(Give, "to", ("Mira", "Bob")) is g  # cached: unions and grammars are reused
+    assert [f.name for f in msgspec.structs.fields(g)] == [f.name for f in msgspec.structs.fields(Give)]
+    assert msgspec.json.decode(b'{"type":"give","item":"coin","to":"Bob"}', type=g) == g(item="coin", to="Bob")
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(b'{"type":"give","item":"coin","to":"Zed"}', type=g)
+    with pytest.raises(ValueError, match="no field 'target'"):
+        narrow(Give, "target", ("x",))
+    with pytest.raises(ValueError, match="at least one choice"):
+        narrow(Give, "to", ())
