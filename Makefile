@@ -7,7 +7,8 @@ TORCH ?= torch
 VENV ?= .venv
 BIN := $(VENV)/bin
 SCENARIO ?= village
-TICKS ?= 24
+# village starts at 14:00, 10 minutes a tick: 36 ticks run past its 18:30 gathering
+TICKS ?= 36
 MODEL ?= swarm-tiny
 
 .PHONY: run test lint install install-dev clean
