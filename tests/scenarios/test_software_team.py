@@ -11,8 +11,8 @@ import msgspec
 import pytest
 
 from swarm import ScenarioError, ScriptedModel, Simulation
-from swarm.recorder import read_log
 from swarm.scenario import load_module
+from tests.checkpoints import assert_resumes_exactly
 
 team = load_module("software_team")
 
@@ -112,35 +112,11 @@ def test_same_seed_same_events_and_another_seed_differs():
     assert events(6) != events(7)
 
 
-def prompt_recorder(prompts: list) -> ScriptedModel:
-    def policy(turn):
-        prompts.append(turn.request.messages)
-        return team.policy(turn)
-
-    return ScriptedModel(policy, ref="scripted")
-
-
 def test_saved_loaded_and_continued_run_logs_the_same_events(tmp_path):
-    whole, whole_prompts = tmp_path / "whole.jsonl", []
-    sim = Simulation.from_scenario("software_team", model=prompt_recorder(whole_prompts), seed=5, record=whole)
-    sim.run(20)
-    sim.close()
+    def loaded(sim):
+        assert sim.state["tasks"] and "spec" in sim.world.things
 
-    parts = tmp_path / "parts.jsonl"
-    sim = Simulation.from_scenario("software_team", model="scripted", seed=5, record=parts)
-    sim.run(6)
-    sim.save(tmp_path / "ckpt")
-    turns_before = sim.counters["turns"]
-    sim.run(3)  # abandoned: loading goes back to the checkpoint
-    sim.close()
-    resumed_prompts = []
-    resumed = Simulation.load(tmp_path / "ckpt", model=prompt_recorder(resumed_prompts))
-    assert resumed.tick_count == 6 and resumed.state["tasks"] and "spec" in resumed.world.things
-    resumed.run(14)
-    resumed.close()
-    assert list(read_log(parts)[1]) == list(read_log(whole)[1])
-    assert resumed_prompts == whole_prompts[turns_before:]
-    assert resumed.report().metrics["done"]
+    assert_resumes_exactly(tmp_path, "software_team", seed=5, before=6, after=14, on_load=loaded)
 
 
 def test_cli_prints_a_report_with_the_metrics():

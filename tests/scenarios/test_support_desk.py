@@ -13,8 +13,8 @@ import pytest
 
 from swarm import ScenarioError, ScriptedModel, Simulation
 from swarm.agents.actions import Wait
-from swarm.recorder import read_log
 from swarm.scenario import load_module
+from tests.checkpoints import assert_resumes_exactly
 
 desk = load_module("support_desk")
 
@@ -114,34 +114,11 @@ def test_same_seed_same_events_and_another_seed_differs():
     assert events(4) != events(5)
 
 
-def prompt_recorder(prompts: list) -> ScriptedModel:
-    def policy(turn):
-        prompts.append(turn.request.messages)
-        return desk.policy(turn)
-
-    return ScriptedModel(policy, ref="scripted")
-
-
 def test_saved_loaded_and_continued_run_logs_the_same_events(tmp_path):
-    whole, whole_prompts = tmp_path / "whole.jsonl", []
-    sim = Simulation.from_scenario("support_desk", model=prompt_recorder(whole_prompts), seed=5, record=whole)
-    sim.run(16)
-    sim.close()
+    def loaded(sim):
+        assert sim.state["tickets"]
 
-    parts = tmp_path / "parts.jsonl"
-    sim = Simulation.from_scenario("support_desk", model="scripted", seed=5, record=parts)
-    sim.run(7)
-    sim.save(tmp_path / "ckpt")
-    turns_before = sim.counters["turns"]
-    sim.run(3)  # abandoned: loading goes back to the checkpoint
-    sim.close()
-    resumed_prompts = []
-    resumed = Simulation.load(tmp_path / "ckpt", model=prompt_recorder(resumed_prompts))
-    assert resumed.tick_count == 7 and resumed.state["tickets"]
-    resumed.run(9)
-    resumed.close()
-    assert list(read_log(parts)[1]) == list(read_log(whole)[1])
-    assert resumed_prompts == whole_prompts[turns_before:]
+    resumed = assert_resumes_exactly(tmp_path, "support_desk", seed=5, before=7, after=9, on_load=loaded)
     assert resumed.report().metrics["resolved"] > 0
 
 

@@ -11,8 +11,8 @@ import pytest
 
 from swarm import ScenarioError, ScriptedModel, Simulation
 from swarm.agents.actions import Move, Say, Wait
-from swarm.recorder import read_log
 from swarm.scenarios import village
+from tests.checkpoints import assert_resumes_exactly
 
 
 def run(model="scripted", seed=1, ticks=40, **options):
@@ -94,22 +94,10 @@ def test_same_seed_same_events():
 
 
 def test_saved_loaded_and_continued_run_logs_the_same_events(tmp_path):
-    whole = tmp_path / "whole.jsonl"
-    sim = Simulation.from_scenario("village", model="scripted", seed=7, record=whole)
-    sim.run(32)
-    sim.close()
+    def loaded(sim):
+        assert sim.state["informed"]
 
-    parts = tmp_path / "parts.jsonl"
-    sim = Simulation.from_scenario("village", model="scripted", seed=7, record=parts)
-    sim.run(15)
-    sim.save(tmp_path / "ckpt")
-    sim.run(4)  # abandoned: loading goes back to the checkpoint
-    sim.close()
-    resumed = Simulation.load(tmp_path / "ckpt")
-    assert resumed.tick_count == 15 and resumed.state["informed"]
-    resumed.run(17)
-    resumed.close()
-    assert list(read_log(parts)[1]) == list(read_log(whole)[1])
+    assert_resumes_exactly(tmp_path, "village", seed=7, before=15, after=17, abandoned=4, on_load=loaded)
 
 
 def test_cli_prints_a_report_with_the_metrics():

@@ -10,8 +10,8 @@ import msgspec
 import pytest
 
 from swarm import ScenarioError, ScriptedModel, Simulation
-from swarm.recorder import read_log
 from swarm.scenarios import werewolf
+from tests.checkpoints import assert_resumes_exactly
 
 
 def game(model="scripted", seed=0, ticks=60, **options):
@@ -155,22 +155,10 @@ def test_same_seed_same_game():
 
 
 def test_saved_loaded_and_continued_game_logs_the_same_events(tmp_path):
-    whole = tmp_path / "whole.jsonl"
-    sim = Simulation.from_scenario("werewolf", model="scripted", seed=3, record=whole, agents=9)
-    sim.run(20)
-    sim.close()
+    def loaded(sim):
+        assert sim.state["phase"] == "day"  # mid-way through the second day
 
-    parts = tmp_path / "parts.jsonl"
-    sim = Simulation.from_scenario("werewolf", model="scripted", seed=3, record=parts, agents=9)
-    sim.run(7)  # mid-way through the second day
-    sim.save(tmp_path / "ckpt")
-    sim.run(3)
-    sim.close()
-    resumed = Simulation.load(tmp_path / "ckpt")
-    assert resumed.state["phase"] == "day" and resumed.tick_count == 7
-    resumed.run(13)
-    resumed.close()
-    assert list(read_log(parts)[1]) == list(read_log(whole)[1])
+    assert_resumes_exactly(tmp_path, "werewolf", seed=3, before=7, after=13, on_load=loaded, agents=9)
 
 
 def test_cli_prints_a_report_with_the_metrics():

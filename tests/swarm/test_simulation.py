@@ -13,7 +13,7 @@ from swarm.agents.actions import Insight, Move, PlanUpdate, Say, Wait
 from swarm.bus import topics
 from swarm.events import InboxMessage
 from swarm.recorder import read_log
-from swarm.scenario import load_module
+from tests.checkpoints import assert_resumes_exactly
 
 ROOT = Path(__file__).resolve().parents[2]
 RUMOUR = str(ROOT / "examples" / "scenario_from_scratch.py")
@@ -119,41 +119,11 @@ def test_record_replay_and_report(tmp_path):
     assert [msgspec.json.decode(line)["seq"] for line in jsonl] == [e.seq for e in seen]
 
 
-def prompt_recorder(prompts: list):
-    """The rumour scenario's scripted policy, writing down every prompt it is shown."""
-    scripted = load_module(RUMOUR).policy
-
-    def policy(turn):
-        prompts.append(turn.request.messages)
-        return scripted(turn)
-
-    return ScriptedModel(policy, ref="scripted")
-
-
 def test_saved_loaded_and_continued_run_logs_the_same_events(tmp_path):
-    whole, whole_prompts = tmp_path / "whole.jsonl", []
-    sim = Simulation.from_scenario(RUMOUR, model=prompt_recorder(whole_prompts), seed=5, record=whole)
-    sim.run(14)
-    sim.close()
+    def loaded(sim):
+        assert sim.state["heard"]
 
-    parts = tmp_path / "parts.jsonl"
-    sim = Simulation.from_scenario(RUMOUR, model="scripted", seed=5, record=parts)
-    sim.run(6)
-    sim.save(tmp_path / "ckpt")
-    turns_before = sim.counters["turns"]
-    sim.run(3)  # this branch is abandoned: loading goes back to the checkpoint
-    sim.close()
-    resumed_prompts = []
-    resumed = Simulation.load(tmp_path / "ckpt", model=prompt_recorder(resumed_prompts))
-    assert resumed.state["heard"] and resumed.tick_count == 6
-    resumed.run(8)
-    resumed.close()
-
-    assert list(read_log(parts)[1]) == list(read_log(whole)[1])
-    # the agents' memories, plans and histories came back too: every prompt after the save is the same
-    assert resumed_prompts == whole_prompts[turns_before:]
-    [aside] = tmp_path.glob("parts.jsonl.after-*")  # the abandoned branch's events are kept, not lost
-    assert aside.stat().st_size > 0
+    assert_resumes_exactly(tmp_path, RUMOUR, seed=5, before=6, after=8, on_load=loaded)
 
 
 def test_outside_messages_reach_an_agent_through_its_inbox():
