@@ -82,6 +82,11 @@ def _replay(args: argparse.Namespace) -> int:
     from swarm.console import format_event
     from swarm.recorder import read_log
 
+    if args.tui:
+        from swarm.tui import replay_tui
+
+        replay_tui(args.file)
+        return 0
     header, events = read_log(args.file)
     if args.jsonl:
         for e in events:
@@ -165,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("replay", help="print a recorded event log")
     rp.add_argument("file")
     rp.add_argument("--jsonl", action="store_true", help="one JSON event per line")
+    rp.add_argument("--tui", action="store_true", help="play it in the terminal UI (p pause, arrows seek, g go to)")
     rp.set_defaults(func=_replay)
 
     r = sub.add_parser("random-model", help="write a small random-weight model folder (for trying the runtime)")

@@ -1,11 +1,12 @@
-"""The live terminal UI (Textual): `run_tui(sim, ticks)` runs a simulation and shows it as it goes."""
+"""The terminal UI (Textual): `run_tui(sim, ticks)` runs a simulation and shows it as it goes;
+`replay_tui(path)` plays a recorded event log back, with pause, step and seek."""
 
 from __future__ import annotations
 
 from swarm.events import Report
 from swarm.tui.source import Control, LiveSource, TickData
 
-__all__ = ["Control", "LiveSource", "TickData", "finish", "run_tui"]
+__all__ = ["Control", "LiveSource", "TickData", "finish", "replay_tui", "run_tui"]
 
 
 def run_tui(sim, ticks: int | None = None, *, delay: float = 0.0) -> Report:
@@ -26,3 +27,15 @@ def finish(source: LiveSource) -> Report:
     if source.error is not None:
         raise source.error
     return source.sim.report(ticks=source.ticks_run, seconds=round(source.seconds, 4))
+
+
+def replay_tui(path, *, delay: float = 0.25) -> None:
+    """Play the event log at `path` in the TUI until the user quits. A missing file or one that is not
+    a swarm log raises ValueError here, before the app starts."""
+    from swarm.tui.replay import ReplayControl, ReplaySource
+
+    source = ReplaySource(path, ReplayControl(delay=delay))  # reads the log: errors before textual loads
+    from swarm.tui.app import SwarmApp
+
+    SwarmApp(source).run()
+    source.control.stop()

@@ -40,7 +40,14 @@ class SwarmApp(App):
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
         Binding("escape", "close_input", "Close", show=False),
+        # seeking, for a replay only (see `check_action`); priority, or the roster would take the arrows
+        Binding("left", "seek_by(-1)", "Back", key_display="←", priority=True),
+        Binding("right", "seek_by(1)", "Forward", key_display="→", priority=True),
+        Binding("home", "seek_to(1)", "First", priority=True),
+        Binding("end", "seek_to(-1)", "Last", priority=True),
+        Binding("g", "goto", "Go to tick"),
     ]
+    SEEK_ACTIONS = frozenset({"seek_by", "seek_to", "goto"})
 
     def __init__(self, source: LiveSource, *, refresh_s: float = REFRESH_S, paused: bool = False) -> None:
         super().__init__()
@@ -50,6 +57,7 @@ class SwarmApp(App):
         self.ticks_seen = 0  # ticks the worker reported (updated per message, before any redraw)
         self._new_events: list[Event] = []
         self._dirty = False
+        self._reset = False  # the next flush starts the event log over (a replay seeked)
         self._help_shown = False
         self.finished: str | None = None  # why the run ended (its ticks ran, or it raised)
 
@@ -60,6 +68,7 @@ class SwarmApp(App):
                 yield Roster(id="roster")
                 yield Input(placeholder="filter events (enter to apply, escape to close)", id="filter")
                 yield Input(placeholder="message to the selected agent (enter to send)", id="inject")
+                yield Input(placeholder="go to tick (enter to go, escape to cancel)", id="goto", type="integer")
                 yield EventLog(id="events")
             with Vertical(id="right"):
                 with VerticalScroll(id="detail-scroll"):
@@ -86,7 +95,10 @@ class SwarmApp(App):
         if self.latest is not None and data.tick > self.latest.tick:
             self.ticks_seen += data.tick - self.latest.tick
         self.latest = data
-        self._new_events += data.events
+        if data.reset:
+            self._new_events, self._reset = list(data.events), True
+        else:
+            self._new_events += data.events
         self._dirty = True
 
     def on_finished(self, message: Finished) -> None:
@@ -104,6 +116,9 @@ class SwarmApp(App):
             return
         data, events = self.latest, self._new_events
         self._dirty, self._new_events = False, []
+        if self._reset:
+            self._reset = False
+            self.query_one(EventLog).reset()
         header = self.query_one(SimHeader)
         header.tick, header.clock = data.tick, data.clock
         self.query_one(Roster).show(data.rows)
@@ -155,6 +170,39 @@ class SwarmApp(App):
         box.value = ""
         box.display = True
         box.focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        replay = hasattr(self.control, "seek")
+        if action == "inject":
+            return not replay
+        if action in self.SEEK_ACTIONS:
+            return replay and not isinstance(self.focused, Input)
+        return True
+
+    def _seek(self, position: int) -> None:
+        """Pause a replay at `position` (ticks shown); the source clamps it to the log."""
+        self.control.pause(True)
+        self.control.seek(position)
+        self.finished = None
+        self.query_one(SimHeader).status = "paused"
+
+    def action_seek_by(self, delta: int) -> None:
+        self._seek((self.latest.tick if self.latest is not None else 0) + delta)
+
+    def action_seek_to(self, position: int) -> None:
+        self._seek(position if position >= 0 else self.source.total)
+
+    def action_goto(self) -> None:
+        box = self.query_one("#goto", Input)
+        box.value = ""
+        box.display = True
+        box.focus()
+
+    @on(Input.Submitted, "#goto")
+    def go_to_tick(self, event: Input.Submitted) -> None:
+        if event.value.strip().lstrip("-").isdigit():
+            self._seek(int(event.value))
+        self.action_close_input()
 
     def action_close_input(self) -> None:
         for box in self.query(Input):

@@ -58,6 +58,7 @@ class TickData:
     metrics: dict[str, Any]
     stats: dict[str, Any]
     detail: AgentDetail | None = None
+    reset: bool = False  # `events` is the whole history so far (a replay seeked): the views start over
 
 
 @dataclass

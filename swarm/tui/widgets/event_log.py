@@ -26,6 +26,11 @@ class EventLog(RichLog):
         self._kept.extend(lines)
         self._write(lines)
 
+    def reset(self) -> None:
+        """Forget every line (a replay seeking backwards rebuilds the log from the start)."""
+        self.clear()
+        self._kept.clear()
+
     def watch_filter(self) -> None:
         self.clear()
         self._write(list(self._kept))

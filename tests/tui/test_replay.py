@@ -1,0 +1,119 @@
+"""`swarm replay FILE --tui`: a recorded run played back with Pilot: it plays, pauses, steps,
+seeks back and forth, jumps to a tick, quits; a bad file fails before the app starts."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from swarm import Persona, ScriptedModel, Simulation
+from swarm.recorder import read_log
+from swarm.tui.app import SwarmApp
+from swarm.tui.replay import ReplayControl, ReplaySource
+from swarm.tui.widgets import EventLog, Roster, SimHeader
+from tests.tui.test_app import policy, until
+
+ROOT = Path(__file__).resolve().parents[2]
+TICKS = 6
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("replay") / "run.jsonl"
+    sim = _recorded(path)
+    sim.run(ticks=TICKS)
+    sim.close()
+    return path
+
+
+def _recorded(path) -> Simulation:
+    """The live tests' tavern (Mira and Bob talk every tick, Ann waits), recorded to `path`."""
+    sim = Simulation(ScriptedModel(policy, ref="scripted-test"), seed=3, name="tavern", record=path)
+    sim.world.add_place("tavern")
+    sim.world.add_place("square")
+    sim.world.connect("tavern", "square", minutes=1)
+    for name, at in (("Mira", "tavern"), ("Bob", "tavern"), ("Ann", "square")):
+        sim.add_agent(Persona(name=name, role="villager"), at=at)
+    return sim
+
+
+def make_app(log, *, paused=True, delay=0.0) -> SwarmApp:
+    return SwarmApp(ReplaySource(log, ReplayControl(delay=delay)), refresh_s=0.05, paused=paused)
+
+
+def lines_up_to(log, tick):
+    """The event log's lines for the events of the first `tick` ticks."""
+    _, events = read_log(log)
+    return [f"{e.tick:>5} {e.kind:<8} {e.text}" for e in events if e.tick < tick]
+
+
+async def at(pilot, app, tick):
+    """Wait until the views show position `tick`."""
+    await until(pilot, lambda: app.query_one(SimHeader).tick == tick and not app._dirty)
+    await pilot.pause(0.05)
+
+
+async def test_plays_then_p_pauses(log):
+    app = make_app(log, paused=False, delay=0.05)
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.query_one(SimHeader).tick >= 2)
+        await pilot.press("p")
+        await until(pilot, app.control.idle.is_set)
+        await pilot.pause(0.2)
+        stopped = app.query_one(SimHeader).tick
+        await pilot.pause(0.3)
+        assert app.query_one(SimHeader).tick == stopped
+        assert app.control.paused
+        header = app.query_one(SimHeader)
+        assert "tavern replay of 6 ticks" in header.scenario
+        assert header.clock == f"day 1, 08:{stopped:02d}"
+        await pilot.press("q")
+
+
+async def test_right_and_left_seek_and_the_log_shows_exactly_the_events_so_far(log):
+    app = make_app(log)
+    async with app.run_test() as pilot:
+        await at(pilot, app, 0)
+        await pilot.press("right", "right", "right")
+        await at(pilot, app, 3)
+        assert app.query_one(EventLog).shown == lines_up_to(log, 3)
+        await pilot.press("left")
+        await at(pilot, app, 2)
+        assert app.query_one(EventLog).shown == lines_up_to(log, 2)
+        roster = app.query_one(Roster)
+        assert roster.get_cell("Mira", "action") == 'Mira says: "round 1"'
+        assert roster.get_cell("Ann", "place") == "square"
+        await pilot.press("s")  # one tick, still paused
+        await at(pilot, app, 3)
+        assert app.query_one(EventLog).shown == lines_up_to(log, 3)
+        assert app.control.paused
+        await pilot.press("q")
+
+
+async def test_end_home_and_go_to_a_tick(log):
+    app = make_app(log)
+    async with app.run_test() as pilot:
+        await pilot.press("end")
+        await at(pilot, app, TICKS)
+        assert app.query_one(EventLog).shown == lines_up_to(log, TICKS)
+        await pilot.press("home")
+        await at(pilot, app, 1)
+        await pilot.press("g", "4", "enter")
+        await at(pilot, app, 4)
+        assert app.query_one(EventLog).shown == lines_up_to(log, 4)
+        assert not app.query_one("#goto").display
+        await pilot.press("q")
+        await pilot.pause(0.1)
+        assert not app.is_running  # q quit the app, not the end of the test
+    assert app.control.done.wait(5)  # and the worker ended
+
+
+def test_cli_with_a_missing_or_foreign_file_exits_2(tmp_path):
+    foreign = tmp_path / "notes.txt"
+    foreign.write_text("hello\n")
+    for path, says in ((tmp_path / "nope.jsonl", "no event log at"), (foreign, "is not a swarm event log")):
+        r = subprocess.run([sys.executable, "-m", "swarm.cli", "replay", str(path), "--tui"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2
+        assert says in r.stderr and r.stdout == ""
