@@ -76,6 +76,13 @@ def _run(args: argparse.Namespace) -> int:
     return 130 if interrupted else 0
 
 
+def _watch(args: argparse.Namespace) -> int:
+    from swarm.tui import watch_tui
+
+    watch_tui(args.url, args.sim)
+    return 0
+
+
 def _replay(args: argparse.Namespace) -> int:
     import msgspec
 
@@ -172,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--jsonl", action="store_true", help="one JSON event per line")
     rp.add_argument("--tui", action="store_true", help="play it in the terminal UI (p pause, arrows seek, g go to)")
     rp.set_defaults(func=_replay)
+
+    w = sub.add_parser("watch", help="follow a simulation running elsewhere, over an MQTT broker, in the terminal UI")
+    w.add_argument("url", help="the broker, mqtt://host:port")
+    w.add_argument("--sim", required=True, help="the simulation's name")
+    w.set_defaults(func=_watch)
 
     r = sub.add_parser("random-model", help="write a small random-weight model folder (for trying the runtime)")
     r.add_argument("out")

@@ -1,12 +1,13 @@
 """The terminal UI (Textual): `run_tui(sim, ticks)` runs a simulation and shows it as it goes;
-`replay_tui(path)` plays a recorded event log back, with pause, step and seek."""
+`replay_tui(path)` plays a recorded event log back, with pause, step and seek; `watch_tui(url, sim_name)`
+follows a simulation running elsewhere over an MQTT broker."""
 
 from __future__ import annotations
 
 from swarm.events import Report
 from swarm.tui.source import Control, LiveSource, TickData
 
-__all__ = ["Control", "LiveSource", "TickData", "finish", "replay_tui", "run_tui"]
+__all__ = ["Control", "LiveSource", "TickData", "finish", "replay_tui", "run_tui", "watch_tui"]
 
 
 def run_tui(sim, ticks: int | None = None, *, delay: float = 0.0) -> Report:
@@ -38,4 +39,20 @@ def replay_tui(path, *, delay: float = 0.25) -> None:
     from swarm.tui.app import SwarmApp
 
     SwarmApp(source).run()
+    source.control.stop()
+
+
+def watch_tui(url: str, sim_name: str) -> None:
+    """Follow the simulation `sim_name` on the MQTT broker at `url` in the TUI until the user quits. A URL
+    that is not mqtt://host:port raises ValueError here, before the app starts; an unreachable broker
+    is shown in the header and retried."""
+    from swarm.bus import open_bus
+
+    if not url.startswith("mqtt://"):
+        raise ValueError(f"expected mqtt://host:port, got {url!r}")
+    open_bus(url)  # checks the URL only: nothing connects until the watcher runs
+    from swarm.tui.watch import WatchApp, WatchSource
+
+    source = WatchSource(url, sim_name)
+    WatchApp(source).run()
     source.control.stop()

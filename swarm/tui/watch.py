@@ -1,0 +1,202 @@
+"""Ticks from a simulation running elsewhere: `swarm watch mqtt://host:port --sim NAME`.
+
+The worker thread runs its own asyncio loop with an MqttBus subscribed to the simulation's events
+and its retained world snapshot. Events are grouped by their `tick`; a group is shown once an event
+of a later tick arrives or nothing came for `quiet_s`. Pausing only stops the display: ticks keep
+buffering and show when it resumes. An unreachable broker is a status in the header, retried every
+`retry_s` seconds; no retained snapshot within `missing_s` means no such simulation (yet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from textual.message import Message
+
+from swarm.bus import BusError, open_bus, topics
+from swarm.events import Event
+from swarm.tui.app import SwarmApp
+from swarm.tui.messages import Finished, Ticked
+from swarm.tui.replay import roster
+from swarm.tui.source import AgentRow, Control, TickData
+from swarm.tui.widgets import SimHeader
+
+POLL_S = 0.05
+
+
+class WatchSource:
+    """Ticks of the simulation `sim` on the broker at `url`. `run` is the worker's body (never the UI's)."""
+
+    def __init__(self, url: str, sim: str, control: Control | None = None, *, quiet_s: float = 0.3,
+                 retry_s: float = 3.0, missing_s: float = 3.0, connect_timeout: float = 2.0) -> None:
+        self.url, self.sim = url, sim
+        self.control = control or Control()
+        self.quiet_s, self.retry_s, self.missing_s, self.connect_timeout = quiet_s, retry_s, missing_s, connect_timeout
+        self.ticks_run = 0  # ticks shown
+        self.error: BaseException | None = None
+        self.started = False
+        self.world: dict[str, Any] | None = None  # the latest snapshot
+        self.history: list[Event] = []
+        self.ready: deque[TickData] = deque()  # completed ticks not shown yet (while paused)
+        self._group: list[Event] = []
+        self._last_event = 0.0
+        self._shown_tick = -1
+
+    @property
+    def scenario(self) -> str:
+        return self.sim
+
+    @property
+    def model(self) -> str:
+        return f"watching {self.url}"
+
+    def run(self, post: Callable[[Any], None], finished: Callable[[str], None],
+            status: Callable[[str | None], None] | None = None) -> None:
+        """Watch until stopped: `post(TickData)` per completed tick, `status(text)` for the connection's state
+        (None: all is well), `finished(why)` only if the watcher itself fails."""
+        self.started = True
+        try:
+            asyncio.run(self._watch(post, status or (lambda text: None)))
+        except Exception as e:  # shown in the UI
+            self.error = e
+            finished(f"error: {type(e).__name__}: {e}")
+        finally:
+            self.control.done.set()
+            self.control.idle.set()
+
+    async def _wait(self, seconds: float) -> None:
+        """Sleep, cut short by a stop."""
+        deadline = time.monotonic() + seconds
+        while not self.control.stopped and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_S)
+
+    async def _watch(self, post: Callable[[Any], None], status: Callable[[str | None], None]) -> None:
+        c = self.control
+        while not c.stopped:
+            bus = open_bus(self.url, client_id=f"swarm-watch-{uuid.uuid4().hex[:8]}",
+                           connect_timeout=self.connect_timeout)
+            try:
+                status(f"connecting to {self.url}")
+                connecting = asyncio.ensure_future(bus.connect())
+                while not connecting.done() and not c.stopped:
+                    await asyncio.sleep(POLL_S)
+                if c.stopped:
+                    connecting.cancel()
+                    await asyncio.gather(connecting, return_exceptions=True)
+                    return
+                try:
+                    connecting.result()
+                except BusError as e:
+                    status(f"{e} (retrying every {self.retry_s:g} s)")
+                    await self._wait(self.retry_s)
+                    continue
+                await self._follow(bus, post, status)
+            finally:
+                await bus.close()
+
+    async def _follow(self, bus, post: Callable[[Any], None], status: Callable[[str | None], None]) -> None:
+        c = self.control
+        events = await bus.subscribe(topics.events(self.sim), type=Event)
+        world = await bus.subscribe(topics.world(self.sim), type=dict)
+        since = time.monotonic()
+        status(f"waiting for {self.sim}")
+        missing = False
+        while not c.stopped:
+            now = time.monotonic()
+            for m in world.drain():
+                if self.world is None or missing:
+                    status(None)
+                    missing = False
+                self.world = m.payload
+            if self.world is None and not missing and now - since >= self.missing_s:
+                missing = True
+                status(f"no simulation named {self.sim} on this broker (yet)")
+            for m in events.drain():
+                e: Event = m.payload
+                if self._group and e.tick > self._group[-1].tick:
+                    self._complete()
+                self._group.append(e)
+                self._last_event = now
+            if self._group and now - self._last_event >= self.quiet_s:
+                self._complete()
+            elif not self._group and self.world is not None and self.world.get("tick", -1) > self._shown_tick:
+                self.ready.append(self._data([]))  # a tick with no events: the counter still moves
+            self._show(post)
+            await asyncio.sleep(POLL_S)
+
+    def _complete(self) -> None:
+        group, self._group = self._group, []
+        self.history += group
+        self.ready.append(self._data(group))
+
+    def _data(self, events: list[Event]) -> TickData:
+        world = self.world or {}
+        tick = max(int(world.get("tick", 0)), events[-1].tick + 1 if events else 0)  # events of tick t: t+1 done
+        self._shown_tick = max(self._shown_tick, tick)
+        return TickData(scenario=self.scenario, model=self.model, tick=tick, clock=str(world.get("clock", "")),
+                        events=list(events), rows=self._rows(), metrics={"events seen": len(self.history)},
+                        stats={})
+
+    def _rows(self) -> list[AgentRow]:
+        """The roster from the events seen, places corrected by the latest snapshot (a watcher may join late)."""
+        rows = {r.name: r for r in roster(self.history)}
+        world = self.world or {}
+        where = {a: p for p, agents in world.get("places", {}).items() for a in agents}
+        where.update({a: f"-> {dest}" for a, dest in world.get("travelling", {}).items()})
+        for name, place in where.items():
+            old = rows.get(name)
+            rows[name] = AgentRow(name, place, old.action if old else "", "")
+        return list(rows.values())
+
+    def _show(self, post: Callable[[Any], None]) -> None:
+        """Post the buffered ticks, unless the display is paused (a step shows one)."""
+        c = self.control
+        while self.ready:
+            with c._wake:
+                if c.paused and not c._steps:
+                    c.idle.set()
+                    return
+                if c.paused:
+                    c._steps -= 1
+            c.idle.clear()
+            self.ticks_run += 1
+            post(self.ready.popleft())
+        if c.paused:
+            c.idle.set()
+
+
+class Status(Message):
+    """The connection's state changed: `text` for the header, None when all is well."""
+
+    def __init__(self, text: str | None) -> None:
+        super().__init__()
+        self.text = text
+
+
+class WatchApp(SwarmApp):
+    """A SwarmApp on a `WatchSource`: the connection's status in the header; no inject, speed or seek."""
+
+    status_text: str | None = None
+
+    def _simulate(self) -> None:
+        self.source.run(lambda data: self.post_message(Ticked(data)), lambda why: self.post_message(Finished(why)),
+                        lambda text: self.post_message(Status(text)))
+
+    def on_status(self, message: Status) -> None:
+        self.status_text = message.text
+        self._show_status()
+
+    def _show_status(self) -> None:
+        self.query_one(SimHeader).status = self.status_text or ("paused" if self.control.paused else "running")
+
+    def action_toggle_pause(self) -> None:
+        super().action_toggle_pause()
+        self._show_status()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return action not in ("inject", "faster", "slower", "step") and action not in self.SEEK_ACTIONS
