@@ -26,8 +26,9 @@ def policy(turn):
     return Wait()
 
 
-def tavern() -> Simulation:
-    sim = Simulation(ScriptedModel(policy, ref="scripted-test"), seed=3, name="tavern")
+def tavern(**options) -> Simulation:
+    """Mira and Bob talk every tick, Ann waits; `options` go to Simulation (record=, bus=)."""
+    sim = Simulation(ScriptedModel(policy, ref="scripted-test"), seed=3, name="tavern", **options)
     sim.world.add_place("tavern")
     sim.world.add_place("square")
     sim.world.connect("tavern", "square", minutes=1)

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from swarm import Persona, ScriptedModel, Simulation
 from swarm.recorder import read_log
 from swarm.tui.app import SwarmApp
 from swarm.tui.replay import ReplayControl, ReplaySource
 from swarm.tui.widgets import EventLog, Roster, SimHeader
-from tests.tui.test_app import policy, until
+from tests.tui.test_app import tavern, until
 
 ROOT = Path(__file__).resolve().parents[2]
 TICKS = 6
@@ -21,21 +20,10 @@ TICKS = 6
 @pytest.fixture(scope="module")
 def log(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("replay") / "run.jsonl"
-    sim = _recorded(path)
+    sim = tavern(record=path)
     sim.run(ticks=TICKS)
     sim.close()
     return path
-
-
-def _recorded(path) -> Simulation:
-    """The live tests' tavern (Mira and Bob talk every tick, Ann waits), recorded to `path`."""
-    sim = Simulation(ScriptedModel(policy, ref="scripted-test"), seed=3, name="tavern", record=path)
-    sim.world.add_place("tavern")
-    sim.world.add_place("square")
-    sim.world.connect("tavern", "square", minutes=1)
-    for name, at in (("Mira", "tavern"), ("Bob", "tavern"), ("Ann", "square")):
-        sim.add_agent(Persona(name=name, role="villager"), at=at)
-    return sim
 
 
 def make_app(log, *, paused=True, delay=0.0) -> SwarmApp:

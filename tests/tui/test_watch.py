@@ -3,28 +3,18 @@ ticking elsewhere (tick counter, event log, roster), `p` pauses the display whil
 an unreachable broker and an unknown simulation are a status in the header, `q` quits."""
 
 import asyncio
+import functools
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from swarm import Persona, ScriptedModel, Simulation
 from swarm.tui.watch import WatchApp, WatchSource
 from swarm.tui.widgets import EventLog, Roster, SimHeader
 from tests.swarm.conftest import free_port
-from tests.tui.test_app import policy, until
+from tests.tui.test_app import tavern, until
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def tavern(url) -> Simulation:
-    sim = Simulation(ScriptedModel(policy, ref="scripted-test"), seed=3, name="tavern", bus=url)
-    sim.world.add_place("tavern")
-    sim.world.add_place("square")
-    sim.world.connect("tavern", "square", minutes=1)
-    for name, at in (("Mira", "tavern"), ("Bob", "tavern"), ("Ann", "square")):
-        sim.add_agent(Persona(name=name, role="villager"), at=at)
-    return sim
 
 
 def step(sim) -> None:
@@ -45,7 +35,7 @@ async def test_follows_a_simulation_and_p_pauses_the_display(mosquitto):
     app = make_app(mosquitto.url, quiet_s=0.2)
     worker = ThreadPoolExecutor(1)  # the simulation lives in a thread of its own, as if elsewhere
     loop = asyncio.get_running_loop()
-    sim = await loop.run_in_executor(worker, tavern, mosquitto.url)
+    sim = await loop.run_in_executor(worker, functools.partial(tavern, bus=mosquitto.url))
     try:
         async with app.run_test() as pilot:
             header = app.query_one(SimHeader)
