@@ -64,6 +64,17 @@ class TurnRequest:
     observed: int = 0
 
 
+def add_exchange(history: list[dict[str, str]], user: str, answer: str, turns: int) -> list[dict[str, str]]:
+    """`history` (alternating user / assistant messages) with one exchange more, kept to `turns` exchanges.
+    Past the limit it is cut to half at once rather than by one exchange a turn: the prompt prefix (and
+    its cached KV) then stays the same for several turns between cuts."""
+    history = [*history, {"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+    if len(history) > 2 * turns:
+        keep = (turns + 1) // 2
+        history = history[len(history) - 2 * keep :] if keep else []
+    return history
+
+
 class Agent:
     """A persona in the simulation. `history_turns` bounds the (user, assistant) exchanges kept in prompts."""
 
@@ -81,6 +92,7 @@ class Agent:
         self._new_memory_ids: list[int] = []  # their memories, left out of retrieval (the prompt lists them)
         self.last_acted: int | None = None
         self.act_interval: float | None = None  # moving average of the ticks between turns
+        self.last_latency: float | None = None  # model seconds of its last turn (None: scripted, or none yet)
 
     # -- the simulation's questions (O(1)) -------------------------------------------------
 
@@ -201,12 +213,7 @@ class Agent:
 
     def _acted(self, request: TurnRequest, text: str, tick: int) -> None:
         self.memory.add(tick, f"I did: {text}", 2.0, kind="action")
-        self.history += [request.messages[-1], {"role": "assistant", "content": text}]
-        if len(self.history) > 2 * self.history_turns:
-            # Cut to half the limit rather than dropping one exchange a turn: the prompt prefix (and its
-            # cached KV) then stays the same for several turns between cuts.
-            keep = (self.history_turns + 1) // 2
-            self.history = self.history[len(self.history) - 2 * keep :] if keep else []
+        self.history = add_exchange(self.history, request.messages[-1]["content"], text, self.history_turns)
         del self.new_observations[: request.observed], self._new_memory_ids[: request.observed]
         if request.step is not None and request.step in self.plan.graph:
             if self.plan.get(request.step).status == "pending":

@@ -9,6 +9,7 @@ import msgspec
 __all__ = ["PLACEHOLDERS", "Persona"]
 
 PLACEHOLDERS = ("name", "role", "traits", "world", "goals")
+ACT_INSTRUCTION = "Stay in character. Each turn, answer with exactly one action as JSON."
 
 
 class Persona(msgspec.Struct, frozen=True, kw_only=True):
@@ -39,8 +40,9 @@ class Persona(msgspec.Struct, frozen=True, kw_only=True):
         if self.system_prompt is not None:
             _check_template(self.system_prompt)
 
-    def system_message(self, world: str) -> str:
-        """The system prompt for this persona in `world` (a description of the setting)."""
+    def system_message(self, world: str, instruction: str = ACT_INSTRUCTION) -> str:
+        """The system prompt for this persona in `world` (a description of the setting); the default
+        prompt ends with `instruction` (how to answer)."""
         goals = "; ".join(self.goals)
         if self.system_prompt is not None:
             return self.system_prompt.format(name=self.name, role=self.role, traits=self.traits, world=world,
@@ -52,7 +54,7 @@ class Persona(msgspec.Struct, frozen=True, kw_only=True):
             lines.append(f"Goals: {goals}.")
         if world:
             lines += ["", world]
-        lines += ["", "Stay in character. Each turn, answer with exactly one action as JSON."]
+        lines += ["", instruction]
         return "\n".join(lines)
 
 

@@ -43,7 +43,8 @@ def run_one(spec: str, model, seed: int, ticks: int) -> dict:
     return {"seed": seed, "seconds": time.perf_counter() - t0, "metrics": metrics}
 
 
-def compare(spec: str, engine: Engine | None, model_name: str, seeds: int, ticks: int) -> dict:
+def compare(spec: str, engine: Engine | None, model_name: str, seeds: int, ticks: int,
+            temperature: float = 0.7) -> dict:
     module = load_module(spec)
     main, higher = getattr(module, "MAIN_METRIC", None), getattr(module, "HIGHER_IS_BETTER", True)
     policies = {"scripted": "scripted", "random": "random"}
@@ -54,7 +55,7 @@ def compare(spec: str, engine: Engine | None, model_name: str, seeds: int, ticks
         runs = []
         for seed in range(seeds):
             log(f"{spec}: {name} seed {seed}")
-            m = EngineModel(engine, ref=model_name) if model is None else model
+            m = EngineModel(engine, temperature=temperature, ref=model_name) if model is None else model
             runs.append(run_one(spec, m, seed, ticks))
         keys = sorted(set.intersection(*(set(r["metrics"]) for r in runs)))
         out["policies"][name] = {"runs": runs,
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--ticks", type=int, default=30)
+    p.add_argument("--temperature", type=float, default=0.7, help="the LLM agents' sampling temperature")
     p.add_argument("--quick", action="store_true", help="1 seed, 8 ticks")
     p.add_argument("--card", action="store_true", help="also print the markdown table on stderr")
     p.add_argument("--write-card", action="store_true",
@@ -92,8 +94,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     seeds, ticks = (1, 8) if args.quick else (args.seeds, args.ticks)
     engine = None if args.model == "none" else Engine.from_pretrained(args.model)
-    results = {spec: compare(spec, engine, args.model, seeds, ticks) for spec in args.scenarios.split(",")}
-    out = {"config": {"model": args.model, "seeds": seeds, "ticks": ticks, "torch": torch.__version__,
+    results = {spec: compare(spec, engine, args.model, seeds, ticks, args.temperature)
+               for spec in args.scenarios.split(",")}
+    out = {"config": {"model": args.model, "seeds": seeds, "ticks": ticks, "temperature": args.temperature,
+                      "torch": torch.__version__,
                       "threads": torch.get_num_threads()}, "scenarios": results}
     text = json.dumps(out, indent=2)
     print(text)

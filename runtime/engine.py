@@ -38,6 +38,9 @@ Prompt = str | Sequence[int]
 __all__ = ["Completion", "Engine", "EngineConfig", "RequestHandle"]
 
 
+FIRST_PUMP_TOKENS = 32  # the token budget of `pump`'s first step, before any step time was measured
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Engine sizing. The KV pool is set in tokens (`kv_cache_tokens`) or bytes (`kv_cache_bytes`)."""
@@ -150,8 +153,9 @@ class Engine:
 
         `persona` names who is speaking: the prefix cache keeps that persona's KV
         according to `hint`s about it. `schema` constrains the completion to a msgspec
-        type (compact JSON), a `Regex` or a `Choice`; the completion's `.value` holds
-        the result. A schema that cannot be used raises SchemaError here.
+        type (compact JSON), a JSON schema (a dict or `JsonSchema`), a `Regex` or a
+        `Choice`; the completion's `.value` holds the result. A schema that cannot be
+        used raises SchemaError here.
         """
         self._check_adapter(adapter)
         params = params or SamplingParams()
@@ -217,10 +221,11 @@ class Engine:
 
     # -- the loop -----------------------------------------------------------------------
 
-    def step(self) -> list[RequestHandle]:
-        """One batched forward pass over every scheduled request; returns the requests it finished."""
+    def step(self, max_tokens: int | None = None) -> list[RequestHandle]:
+        """One batched forward pass over the scheduled requests (at most `max_tokens` tokens, within the
+        configured `max_batched_tokens`); returns the requests it finished."""
         t0 = time.perf_counter()
-        batch = self.scheduler.schedule()
+        batch = self.scheduler.schedule(max_tokens)
         if not batch:
             return []
         logits = self._run(batch)
@@ -283,15 +288,29 @@ class Engine:
     def pump(self, max_ms: float) -> int:
         """Run steps for at most about `max_ms` milliseconds (a game frame's budget); returns steps run.
 
-        A step is started only if the average step so far fits in the time left.
+        Each step takes only as many tokens as the time left allows, going by a fit of step time
+        against tokens over recent steps (`EngineStats.step_cost`), so a long prompt is prefilled in
+        chunks over several frames and, when the budget cannot decode every running request, they
+        take turns. The first step of a call always runs: when even a step's fixed cost is more than
+        the budget, it takes the tokens the budget pays for beyond that cost.
         """
         deadline = time.perf_counter() + max_ms / 1000
         steps = 0
         while self.scheduler.has_work:
             left = deadline - time.perf_counter()
-            if left <= 0 or (steps and self._stats.step_ema_s > left):
+            if left <= 0:
                 break
-            self.step()
+            cost = self._stats.step_cost()
+            if cost is None:  # nothing measured yet: a small step to measure on
+                budget = FIRST_PUMP_TOKENS
+            else:
+                fixed, per_token = cost
+                budget = int((left - fixed) / per_token)
+                if budget < 1:
+                    if steps:
+                        break
+                    budget = max(1, int(left / per_token))
+            self.step(budget)
             steps += 1
         return steps
 
@@ -347,23 +366,16 @@ class Engine:
         With a `schema` the pieces join into the constrained text (JSON for a msgspec type):
         decode it with `msgspec.json.decode(text, type=schema)` once the stream ends.
         """
-        handle = self.submit(prompt, params, persona, adapter, schema)
-        req, sent = handle._request, 0
-        hold = max((len(s) for s in req.params.stop), default=1) - 1
+        handle, sent = self.submit(prompt, params, persona, adapter, schema), 0
         try:
             while True:
-                if not req.finished:
+                if not handle.done:
                     self.step()
-                if req.finished:
-                    text = req.out.text
-                else:
-                    text = self.tokenizer.decode(req.out.token_ids)
-                    # hold back a possible stop string's start and half-decoded characters
-                    text = text[: len(text) - hold].rstrip("\ufffd")
+                text = handle.partial_text()
                 if len(text) > sent:
                     yield text[sent:]
                     sent = len(text)
-                if req.finished:
+                if handle.done:
                     return
                 await asyncio.sleep(0)
         finally:

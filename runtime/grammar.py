@@ -1,4 +1,4 @@
-"""Constrained decoding: a completion shaped by a msgspec type, a regex or a choice of strings.
+"""Constrained decoding: a completion shaped by a msgspec type, a JSON schema, a regex or a choice of strings.
 
 `GrammarCompiler.compile` turns a constraint into an llguidance matcher in its
 start state, once per constraint (an LRU cache, also keyed by the grammar text
@@ -22,7 +22,7 @@ import msgspec
 from swarm.runtime.errors import SchemaError
 from swarm.runtime.tokenizer import Tokenizer
 
-__all__ = ["Choice", "GrammarCompiler", "GrammarState", "Regex"]
+__all__ = ["Choice", "GrammarCompiler", "GrammarState", "JsonSchema", "Regex"]
 
 # Compact JSON (no whitespace between tokens): the bytes `msgspec.json.encode` writes, so
 # examples in a prompt look like the output, and no tokens go to layout.
@@ -59,6 +59,40 @@ class Choice:
         bad = [o for o in self.options if not isinstance(o, str) or not o]
         if bad:
             raise SchemaError(f"Choice options must be non-empty strings, got {bad[:3]!r}")
+
+
+class JsonSchema:
+    """Constrain a completion to a JSON value of a JSON schema given as data (a dict, or its JSON text);
+    `.value` is the decoded JSON (dicts, lists, scalars). `schema=` also takes the dict itself.
+
+    For clients that have no msgspec types, e.g. requests over the bus. Unlike a msgspec type's schema,
+    this one is used as written: an object without `"additionalProperties": false` may grow extra keys.
+    """
+
+    __slots__ = ("schema", "text")
+
+    def __init__(self, schema: dict | str):
+        if isinstance(schema, (str, bytes)):
+            try:
+                schema = json.loads(schema)
+            except ValueError as e:
+                raise SchemaError(f"a JSON schema must be valid JSON: {e}") from None
+        if not isinstance(schema, dict):
+            raise SchemaError(f"a JSON schema is an object, got {type(schema).__name__}")
+        try:
+            self.text = json.dumps(schema, sort_keys=True, ensure_ascii=False)  # a key: equal schemas, one grammar
+        except (TypeError, ValueError) as e:
+            raise SchemaError(f"a JSON schema must be plain JSON data: {e}") from None
+        self.schema = json.loads(self.text)  # our own copy: the caller may change theirs
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, JsonSchema) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __repr__(self) -> str:
+        return f"JsonSchema({self.text if len(self.text) <= 80 else self.text[:77] + '...'})"
 
 
 @dataclass(frozen=True)
@@ -116,7 +150,10 @@ class GrammarCompiler:
         self._by_text: OrderedDict[str, llg.LLMatcher] = OrderedDict()
 
     def compile(self, constraint: Any) -> Grammar:
-        """A msgspec type, `Regex` or `Choice` -> its grammar; raises SchemaError if it cannot be used."""
+        """A msgspec type, `JsonSchema` (or its dict), `Regex` or `Choice` -> its grammar; raises SchemaError
+        if it cannot be used."""
+        if isinstance(constraint, dict):
+            constraint = JsonSchema(constraint)
         key = _cache_key(constraint)
         if key is not None and key in self._by_constraint:
             self._by_constraint.move_to_end(key)
@@ -174,29 +211,47 @@ def _translate(constraint: Any) -> tuple[str, list[str], Callable[[str], Any]]:
         # Lark string literals take JSON escapes, so any option text is safe inside one.
         lark = "start: " + " | ".join(json.dumps(o) for o in constraint.options)
         return llg.LLMatcher.grammar_from_lark(lark), list(constraint.options), str
+    if isinstance(constraint, JsonSchema):
+        return (*_from_json_schema(constraint.schema, constraint, closed=False), _json_decode)
     if isinstance(constraint, str):
-        raise SchemaError(f"schema= takes a msgspec type, Regex or Choice, not the string {constraint!r} "
-                          "(for a regex write Regex(...))")
+        raise SchemaError(f"schema= takes a msgspec type, JSON schema dict, Regex or Choice, not the string "
+                          f"{constraint!r} (for a regex write Regex(...))")
     try:
         schema = msgspec.json.schema(constraint)
         decoder = msgspec.json.Decoder(constraint)
     except (TypeError, ValueError) as e:
         raise SchemaError(f"msgspec cannot describe {constraint!r} as a JSON schema: {e}") from None
+    # msgspec ignores unknown fields, so extra ones would only waste tokens (and never end): close objects.
+    return (*_from_json_schema(schema, constraint, closed=True), decoder.decode)
+
+
+def _from_json_schema(schema: dict, constraint: Any, closed: bool) -> tuple[str, list[str]]:
+    """-> the llguidance grammar of a JSON schema and the literal strings its values may need."""
     literals = []  # what the output must spell exactly: JSON-encoded names and constants, punctuation
     for node in _subschemas(schema):
-        literals += _SYNTAX.get(node.get("type"), ())
-        if "properties" in node:
+        for kind in _list(node.get("type")) or [node.get("type")]:
+            literals += _SYNTAX.get(kind, ()) if isinstance(kind, str) else ()
+        if isinstance(node.get("properties"), dict):
             literals += _SYNTAX["object"]
             literals += [json.dumps(name, ensure_ascii=False) for name in node["properties"]]
-            # msgspec ignores unknown fields, so extra ones would only waste tokens (and never end).
-            node.setdefault("additionalProperties", False)
-        for v in [*node.get("enum", ()), *([node["const"]] if "const" in node else [])]:
+            if closed:
+                node.setdefault("additionalProperties", False)
+        for v in [*_list(node.get("enum")), *([node["const"]] if "const" in node else [])]:
             literals.append(json.dumps(v, ensure_ascii=False))
     try:
         text = llg.LLMatcher.grammar_from_json_schema(schema, defaults=_JSON_OPTIONS)
-    except ValueError as e:
-        raise SchemaError(f"llguidance rejects the JSON schema of {constraint!r}: {e}") from None
-    return text, literals, decoder.decode
+    except (ValueError, TypeError) as e:
+        what = repr(constraint) if isinstance(constraint, JsonSchema) else f"the JSON schema of {constraint!r}"
+        raise SchemaError(f"llguidance rejects {what}: {e}") from None
+    return text, literals
+
+
+def _json_decode(text: str) -> Any:
+    return msgspec.json.decode(text)
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
 
 
 _SCHEMA_KEYS = ("items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames")
@@ -210,11 +265,12 @@ def _subschemas(node: Any) -> Iterator[dict]:
     yield node
     for key in _SCHEMA_KEYS:
         yield from _subschemas(node.get(key))
-    for key in _SCHEMA_LISTS:
-        for sub in node.get(key, ()):
+    for key in _SCHEMA_LISTS:  # a malformed schema (a dict where a list goes) is for llguidance to reject
+        for sub in _list(node.get(key)):
             yield from _subschemas(sub)
     for key in ("properties", "$defs", "definitions"):
-        for sub in node.get(key, {}).values():
+        subs = node.get(key)
+        for sub in subs.values() if isinstance(subs, dict) else ():
             yield from _subschemas(sub)
 
 
@@ -245,7 +301,7 @@ def _cache_key(constraint: Any) -> Hashable | None:
 
 
 def _describe(constraint: Any) -> str:
-    if isinstance(constraint, (Regex, Choice)):
+    if isinstance(constraint, (Regex, Choice, JsonSchema)):
         return repr(constraint)
     return f"the schema {getattr(constraint, '__name__', None) or constraint!r}"
 

@@ -145,6 +145,22 @@ def read_peft_adapter(name: str, folder: str | Path, cfg: ModelConfig) -> Adapte
     return adapter
 
 
+@torch.no_grad()
+def merge_adapter(model: nn.Module, cfg: ModelConfig, adapter: Adapter) -> None:
+    """Add an adapter's updates into the plain model's weights in place (W[slice] += B·scale @ A).
+
+    For a model that serves one adapter only (an ONNX export); the engine keeps weights apart instead.
+    """
+    for (layer, module), pairs in adapter.weights.items():
+        linear = model.layers[layer].get_submodule(module)
+        if not isinstance(linear, nn.Linear):
+            raise ValueError(f"cannot merge adapter {adapter.name!r} into layers.{layer}.{module}: it is a "
+                             f"{type(linear).__name__}, not a plain Linear (already wrapped or quantized?)")
+        for j, (a, b) in pairs.items():
+            lo, hi = _slices(cfg, module, layer)[j]
+            linear.weight[lo:hi] += (b @ a).to(linear.weight.dtype)  # [n_out, r] @ [r, Din]
+
+
 class LoRABatch:
     """Which slot each token of the current step uses; shared by every LoRALinear."""
 

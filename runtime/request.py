@@ -136,6 +136,16 @@ class RequestHandle:
         """Tokens generated so far."""
         return list(self._request.out.token_ids)
 
+    def partial_text(self) -> str:
+        """The text generated so far, safe to show: a possible stop string's start and a half-decoded
+        character at the end are held back until the next tokens settle them. Once done, the final text."""
+        req = self._request
+        if req.finished:
+            return req.out.text
+        text = self._engine.tokenizer.decode(req.out.token_ids)
+        hold = max((len(s) for s in req.params.stop), default=1) - 1
+        return text[: len(text) - hold].rstrip("\ufffd")
+
     def result(self) -> Completion:
         """The completion; steps the engine until this request is done if it is not yet."""
         while not self.done:

@@ -46,6 +46,9 @@ class SamplingParams:
         return self.temperature == 0
 
 
+NUCLEUS_CANDIDATES = 512  # top-p looks for its nucleus among this many likeliest tokens first
+
+
 class Sampler:
     """Picks the next token of one request; owns that request's random generator."""
 
@@ -68,9 +71,12 @@ class Sampler:
             logits = logits.masked_fill(logits < kth, float("-inf"))
         probs = logits.softmax(-1)
         if p.top_p < 1.0:
-            sorted_probs, order = probs.sort(descending=True)
+            # The nucleus is nearly always among the few likeliest tokens: take those (a partial sort,
+            # far cheaper than sorting the vocabulary) and sort everything only when they fall short.
+            top, order = probs.topk(min(NUCLEUS_CANDIDATES, probs.shape[-1]))  # [C] descending
+            if float(top.sum()) < p.top_p and top.shape[-1] < probs.shape[-1]:
+                top, order = probs.sort(descending=True)
             # keep the smallest prefix whose mass reaches top_p (always at least one token)
-            drop = sorted_probs.cumsum(-1) - sorted_probs >= p.top_p
-            sorted_probs[drop] = 0
-            probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+            top = top.masked_fill(top.cumsum(-1) - top >= p.top_p, 0.0)
+            return int(order[torch.multinomial(top, 1, generator=self.generator)])
         return int(torch.multinomial(probs, 1, generator=self.generator))

@@ -59,13 +59,18 @@ class Scheduler:
 
     # -- the step plan ------------------------------------------------------------------
 
-    def schedule(self) -> list[Scheduled]:
-        budget, batch = self.max_batched_tokens, []
+    def schedule(self, max_tokens: int | None = None) -> list[Scheduled]:
+        """The next step's requests within `max_tokens` (at most `max_batched_tokens`). When the budget
+        cannot serve every running request, those left out go first next step (round robin)."""
+        budget = self.max_batched_tokens if max_tokens is None else max(1, min(max_tokens, self.max_batched_tokens))
+        batch: list[Scheduled] = []
+        left_out: list[Request] = []
         for req in list(self.running):
             if req.status is not Status.RUNNING:
                 continue  # preempted below, while making room for an older request
             if budget == 0 or len(batch) >= self.max_seqs:
-                break
+                left_out.append(req)
+                continue
             n = min(req.num_pending, budget)
             while not self._reserve(req, n):
                 victim = next(r for r in reversed(self.running) if r.status is Status.RUNNING)
@@ -77,6 +82,10 @@ class Scheduler:
                 budget -= n
         preempted = any(r.status is Status.WAITING for r in self.running)
         self.running = [r for r in self.running if r.status is Status.RUNNING]
+        if left_out:
+            served = {id(s.request) for s in batch}
+            self.running = ([r for r in self.running if id(r) not in served]
+                            + [r for r in self.running if id(r) in served])
         if not preempted:
             for req in self._admission_order():
                 if budget == 0 or len(batch) >= self.max_seqs:

@@ -13,7 +13,6 @@ class EngineStats:
         self.started = time.perf_counter()
         self.steps = 0
         self.busy_s = 0.0
-        self.step_ema_s = 0.0
         self.tokens_computed = 0  # prefill + decode tokens through the model
         self.tokens_generated = 0  # sampled tokens
         self.seqs_total = 0
@@ -24,11 +23,24 @@ class EngineStats:
         computed = sum(s.num_tokens for s in batch)
         self.steps += 1
         self.busy_s += duration
-        self.step_ema_s = duration if self.steps == 1 else 0.8 * self.step_ema_s + 0.2 * duration
         self.tokens_computed += computed
         self.tokens_generated += generated
         self.seqs_total += len(batch)
         self.recent.append((time.perf_counter(), duration, computed, generated, len(batch)))
+
+    def step_cost(self) -> tuple[float, float] | None:
+        """(fixed seconds per step, seconds per token): a least-squares fit of duration against tokens
+        over recent steps (None until two steps ran)."""
+        if len(self.recent) < 2:
+            return None
+        n = len(self.recent)
+        xs, ts = [r[2] for r in self.recent], [r[1] for r in self.recent]
+        mx, mt = sum(xs) / n, sum(ts) / n
+        var = sum((x - mx) ** 2 for x in xs)
+        per_token = sum((x - mx) * (t - mt) for x, t in zip(xs, ts, strict=True)) / var if var else 0.0
+        if per_token <= 0:  # every step the same size (or noise): charge the whole step to its tokens
+            return 0.0, mt / max(mx, 1.0)
+        return max(0.0, mt - per_token * mx), per_token
 
     def record_experts(self, moe_layers) -> None:
         for i, layer in enumerate(moe_layers):
@@ -49,6 +61,7 @@ class EngineStats:
             "mean_batch_seqs": self.seqs_total / self.steps if self.steps else 0.0,
             "mean_batch_tokens": self.tokens_computed / self.steps if self.steps else 0.0,
             "last_batch_seqs": self.recent[-1][4] if self.recent else 0,
+            "recent_batch_seqs": [r[4] for r in self.recent],  # sequences per step, oldest first
             "prefix_cache_hit_rate": cached_tokens / prompt_tokens if prompt_tokens else 0.0,
             "prompt_tokens": prompt_tokens,
             "cached_tokens": cached_tokens,

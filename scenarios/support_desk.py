@@ -62,10 +62,11 @@ class Route(Action, tag="route"):
     """Send a ticket to a queue, with the priority it deserves and a note for the specialist."""
 
     ticket: TicketId
-    # the note comes first: a model writes down the words it goes by (the cue), then the queue they point to
-    note: Annotated[str, msgspec.Meta(max_length=100)]
+    # the decision, then the note that explains it: with the note first, swarm-tiny copied a wrong cue word
+    # and then followed it to the wrong queue (its answers showed it); a decision is not derailed that way
     queue: Category
     priority: Priority
+    note: Annotated[str, msgspec.Meta(max_length=100)]
 
 
 class Answer(Action, tag="answer"):

@@ -36,6 +36,16 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_onnx(args: argparse.Namespace) -> int:
+    from swarm.runtime.onnx_export import export_onnx
+
+    done = export_onnx(args.model, args.out, adapter=args.adapter, opset=args.opset)
+    print(f"wrote {done.folder} in {done.seconds:.1f}s: {done.model_file.name} "
+          f"({done.model_file.stat().st_size / 2**20:.1f} MiB), genai_config.json, tokenizer files; onnxruntime "
+          f"({done.provider}) matches the model's logits within {done.max_abs_error:.1e}")
+    return 0
+
+
 def _random_model(args: argparse.Namespace) -> int:
     from swarm.runtime.random_model import tiny_config, write_random_model
 
@@ -184,6 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("url", help="the broker, mqtt://host:port")
     w.add_argument("--sim", required=True, help="the simulation's name")
     w.set_defaults(func=_watch)
+
+    x = sub.add_parser("export-onnx", help="write the model as an ONNX decoder with a KV cache, plus tokenizer files")
+    x.add_argument("--model", default="swarm-tiny", help="swarm-tiny (default) or a local Hugging Face model folder")
+    x.add_argument("--out", required=True, help="the folder to write")
+    x.add_argument("--adapter", help="merge this LoRA adapter: a PEFT folder, or the name of one in the model's "
+                   "adapters/ folder")
+    x.add_argument("--opset", type=int, default=15, help="ONNX opset (default 15, the newest Unity Sentis lists)")
+    x.set_defaults(func=_export_onnx)
+
+    from swarm.serve.command import add_parser as add_serve
+
+    add_serve(sub)
 
     r = sub.add_parser("random-model", help="write a small random-weight model folder (for trying the runtime)")
     r.add_argument("out")

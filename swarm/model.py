@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,10 +37,11 @@ class Turn:
 @dataclass(frozen=True)
 class Answer:
     """A value with the exact text the model wrote for it (kept in the agent's history, so the next
-    prompt repeats the generated tokens and their cached KV)."""
+    prompt repeats the generated tokens and their cached KV), and the model time the turn took."""
 
     value: Any
     text: str
+    seconds: float | None = None  # from the batch's submission to this turn's last token
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class NoAction:
     """A turn that produced no usable value (the model ran out of tokens, the prompt did not fit, ...)."""
 
     reason: str
+    seconds: float | None = None  # model time spent on it (None: it never ran)
 
 
 class TurnModel(ABC):
@@ -74,31 +77,50 @@ class TurnModel(ABC):
         return set()
 
 
+def render_chat(tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    """Chat messages as the model's prompt text: its chat template, or plain "role: content" blocks."""
+    if tokenizer.chat_template:
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
+    text = "".join(f"{m['role']}: {m['content']}\n\n" for m in messages)
+    return text + "assistant: " if add_generation_prompt else text
+
+
+def fit_prompt(engine, messages: list[dict[str, str]], max_tokens: int) -> list[int]:
+    """The prompt's token ids, leaving out the oldest exchanges of the history (never the system
+    message or the newest turn) until the prompt and its answer fit the model's context."""
+    ids = engine.tokenizer.encode(render_chat(engine.tokenizer, messages))
+    while len(ids) + max_tokens > engine.max_context and len(messages) > 3:
+        messages = [messages[0], *messages[3:]]  # one (user, assistant) exchange less
+        ids = engine.tokenizer.encode(render_chat(engine.tokenizer, messages))
+    return ids
+
+
+Progress = Callable[[str, str, bool], None]  # (agent id, the text of its act turn so far, whether it is done)
+
+
 class EngineModel(TurnModel):
-    """Every turn of a tick goes to the engine at once; the engine batches them step by step."""
+    """Every turn of a tick goes to the engine at once; the engine batches them step by step.
 
-    def __init__(self, engine, temperature: float = 0.7, top_p: float = 0.95, ref: str | None = None):
+    `progress(agent, text, done)` (optional) is called from the thread running `decide`, after each engine
+    step that added to an act turn's text (`done`: the turn is complete, `text` is final), for the agents
+    `streams(agent)` accepts (all by default): decoding partial text costs, so a UI asks only for the
+    agent it shows. `clock` times the turns.
+    """
+
+    def __init__(self, engine, temperature: float = 0.7, top_p: float = 0.95, ref: str | None = None,
+                 clock: Callable[[], float] = time.perf_counter):
         self.engine, self.temperature, self.top_p = engine, temperature, top_p
-        self.ref = ref
-
-    def render(self, messages: list[dict[str, str]]) -> str:
-        tok = self.engine.tokenizer
-        if tok.chat_template:
-            return tok.apply_chat_template(messages, add_generation_prompt=True)
-        return "".join(f"{m['role']}: {m['content']}\n\n" for m in messages) + "assistant: "
+        self.ref, self.clock = ref, clock
+        self.progress: Progress | None = None
+        self.streams: Callable[[str], bool] | None = None
 
     def fit(self, messages: list[dict[str, str]], max_tokens: int) -> list[int]:
-        """The prompt's token ids, leaving out the oldest exchanges of the history (never the system
-        message or the newest turn) until the prompt and its answer fit the model's context."""
-        ids = self.engine.tokenizer.encode(self.render(messages))
-        while len(ids) + max_tokens > self.engine.max_context and len(messages) > 3:
-            messages = [messages[0], *messages[3:]]  # one (user, assistant) exchange less
-            ids = self.engine.tokenizer.encode(self.render(messages))
-        return ids
+        return fit_prompt(self.engine, messages, max_tokens)
 
     def decide(self, turns: Sequence[Turn]) -> list[Any]:
         from swarm.runtime import SamplingParams, SwarmError
 
+        t0 = self.clock()
         handles: list[Any] = []
         for t in turns:
             r = t.request
@@ -109,9 +131,37 @@ class EngineModel(TurnModel):
                                                   adapter=r.adapter, schema=r.schema))
             except SwarmError as e:  # e.g. a prompt past the context: this turn fails, the tick goes on
                 handles.append(NoAction(str(e)))
-        while not all(isinstance(h, NoAction) or h.done for h in handles):
+        seconds: list[float | None] = [None] * len(handles)
+        pending = [i for i, h in enumerate(handles) if not isinstance(h, NoAction)]
+        shown: dict[int, int] = {}  # turn -> tokens it had when last reported to `progress`
+        while pending:
             self.engine.step()
-        return [h if isinstance(h, NoAction) else _value(h.result()) for h in handles]
+            now = self.clock() - t0
+            left = []
+            for i in pending:
+                if handles[i].done:
+                    seconds[i] = now
+                else:
+                    left.append(i)
+            if self.progress is not None:
+                self._report(turns, handles, pending, shown)
+            pending = left
+        return [h if isinstance(h, NoAction) else _value(h.result(), seconds[i]) for i, h in enumerate(handles)]
+
+    def _report(self, turns: Sequence[Turn], handles: list[Any], stepped: list[int], shown: dict[int, int]) -> None:
+        """Tell `progress` about the act turns of the step just run whose text grew since last told."""
+        for i in stepped:
+            r = turns[i].request
+            if r.kind != "act" or (self.streams is not None and not self.streams(r.agent_id)):
+                continue
+            h = handles[i]
+            if h.done:
+                self.progress(r.agent_id, h.result().text, True)
+                continue
+            ids = h.token_ids
+            if len(ids) != shown.get(i, 0):
+                shown[i] = len(ids)
+                self.progress(r.agent_id, self.engine.tokenizer.decode(ids), False)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         return self.engine.embed(texts).numpy()
@@ -126,12 +176,12 @@ class EngineModel(TurnModel):
         return set(self.engine.adapters())
 
 
-def _value(completion) -> Any:
+def _value(completion, seconds: float | None = None) -> Any:
     if completion.value is not None:
-        return Answer(completion.value, completion.text)
+        return Answer(completion.value, completion.text, seconds)
     if completion.error:
-        return NoAction(f"the model's answer broke off: {completion.error}")
-    return NoAction(f"the model's answer was cut off ({completion.finish_reason}) before it was complete")
+        return NoAction(f"the model's answer broke off: {completion.error}", seconds)
+    return NoAction(f"the model's answer was cut off ({completion.finish_reason}) before it was complete", seconds)
 
 
 class ScriptedModel(TurnModel):

@@ -114,8 +114,12 @@ class Simulation:
             agent.plan.add_goal(goal)
         self.agents[agent.id] = agent
         self.world.place_agent(agent.id, at)
+        # the persona's public side goes with the event, for viewers of a log or a bus (goals stay private:
+        # a scenario may hide a secret role in them)
+        public = {k: v for k, v in (("role", persona.role), ("traits", persona.traits), ("style", persona.style),
+                                    ("adapter", persona.adapter)) if v}
         self._emit([self.world.event("join", f"{agent.id} ({persona.role or 'a newcomer'}) is at the {at}.",
-                                     actor=agent.id, place=at, importance=3.0)])
+                                     actor=agent.id, place=at, importance=3.0, data={"persona": public})])
         agent.observe(Observation(tick=self.world.tick, text=f"You are at the {at}.", importance=3.0))
         return agent
 
@@ -250,6 +254,8 @@ class Simulation:
         events, actions = [], []
         for turn, value in zip(turns, values, strict=True):
             agent, kind = turn.agent, turn.request.kind
+            # a measurement for the UI, not state: checkpoints leave it out
+            agent.last_latency = value.seconds if isinstance(value, (Answer, NoAction)) else None
             if isinstance(value, NoAction):
                 self.counters["no_action"] += 1
                 if kind == "act":  # the agent waits this tick and learns why
@@ -316,6 +322,10 @@ class Simulation:
             if e.place is not None and "audience" not in e.data:
                 await self.bus.publish(topics.place(self.name, e.place), e)
         await self.bus.publish(topics.world(self.name), self.world.snapshot(), retain=True)
+        report = self.report()
+        await self.bus.publish(topics.report(self.name), {
+            "tick": self.world.tick, "metrics": report.metrics,
+            "stats": self.model.stats() if self.model is not None else {}}, retain=True)
 
     def _hint(self) -> None:
         """Tell the model the tick at which each agent is next expected to act. Absolute ticks compare
@@ -359,7 +369,8 @@ class Simulation:
     def _header(self) -> dict:
         return {"sim": self.name, "seed": self.seed, "model": self.model.ref if self.model else None,
                 "scenario": self.scenario.spec if self.scenario else None,
-                "minutes_per_tick": self.world.minutes_per_tick, "start_minute": self.world.start_minute}
+                "minutes_per_tick": self.world.minutes_per_tick, "start_minute": self.world.start_minute,
+                "places": self.world.places}
 
     def run(self, ticks: int, *, tui: bool = False,
             progress: Callable[[Simulation, list[Event]], None] | None = None) -> Report:

@@ -311,22 +311,26 @@ class Bus(ABC):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def publish(self, topic: str, msg: Any, retain: bool = False, qos: int = 1) -> None:
+    async def publish(self, topic: str, msg: Any, retain: bool = False, qos: int = 1, *, reply_to: str | None = None,
+                      correlation: bytes | None = None) -> None:
         """Publish `msg` (a Struct, anything msgspec encodes, or raw bytes sent as they are) on `topic`.
 
-        `retain=True` keeps it as the topic's last known value for future subscribers. Raises ValueError
-        on an invalid topic and BusError on a payload over `max_payload` or one that cannot be encoded.
+        `retain=True` keeps it as the topic's last known value for future subscribers. `reply_to` and
+        `correlation` travel as MQTT v5 ResponseTopic and CorrelationData (a request, or a reply to one:
+        `request` and `serve` use them for one reply; a stream of replies publishes them itself). Raises
+        ValueError on an invalid topic and BusError on a payload over `max_payload` or one that cannot be encoded.
         """
         data = self._prepare(topic, msg, qos)
         await self._flow()
         self._stats["published"] += 1
-        self._send(topic, data, retain, qos, None, None)
+        self._send(topic, data, retain, qos, reply_to, correlation)
 
-    def publish_nowait(self, topic: str, msg: Any, retain: bool = False, qos: int = 1) -> None:
+    def publish_nowait(self, topic: str, msg: Any, retain: bool = False, qos: int = 1, *,
+                       reply_to: str | None = None, correlation: bytes | None = None) -> None:
         """`publish` without waiting: for synchronous code. Over MQTT it never waits for the buffer to drain."""
         data = self._prepare(topic, msg, qos)
         self._stats["published"] += 1
-        self._send(topic, data, retain, qos, None, None)
+        self._send(topic, data, retain, qos, reply_to, correlation)
 
     async def subscribe(self, pattern: str, type: Any = None, *, max_queue: int | None = None) -> Subscription:
         """Receive messages on topics matching `pattern` (MQTT wildcards `+` and `#`), decoded into `type`.

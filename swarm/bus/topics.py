@@ -73,6 +73,12 @@ def world(sim: str) -> str:
     return _join(sim, "world")
 
 
+def report(sim: str) -> str:
+    """The simulation's report after each tick (its metrics and the model's runtime stats), published
+    retained: `swarm/<sim>/report`."""
+    return _join(sim, "report")
+
+
 def presence(sim: str, client: str) -> str:
     """A bus client's online/offline status (retained; its last will): `swarm/<sim>/presence/<client>`."""
     return _join(sim, "presence", client)

@@ -31,9 +31,12 @@ def write_card(folder: str | Path, summary: dict, command: str, name: str = "swa
         "",
         f"Demonstrations written by the scripted policies of the scenarios {', '.join(r['scenarios'])}: "
         f"{r['seeds']} seeds x {r['ticks']} ticks each, every turn a (chat prompt -> action JSON) pair. "
-        f"Every {r['heldout_every']}th seed is held out. Examples: {ex['train']} train "
-        f"({ex['train_tokens']} tokens, {ex['train_answer_tokens']} of them answers), {ex['heldout']} held out; "
-        f"{ex['too_long_train']} train examples longer than {r['max_len']} tokens were left out.",
+        f"Every {r['heldout_every']}th seed is held out. Training sequences: {ex['train']} "
+        f"({ex['train_tokens']} tokens, {ex['train_answer_tokens']} of them answers"
+        + (f"; {ex['train_answers']} turns, up to {r.get('episode_turns', 1)} consecutive turns of one agent per "
+           "sequence" if "train_answers" in ex else "")
+        + f"), {ex['heldout']} held-out turns (each with its prompt as served); {ex['too_long_train']} train "
+        f"turns longer than {r['max_len']} tokens were left out.",
         "",
         "## Model",
         "",

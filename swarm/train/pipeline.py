@@ -32,11 +32,11 @@ SCENARIOS = ("village", "werewolf", "software_team", "support_desk")
 @dataclass(frozen=True)
 class Recipe:
     scenarios: tuple[str, ...] = SCENARIOS
-    seeds: int = 30
+    seeds: int = 60
     ticks: int = 40
     agents: dict[str, int] | None = None
     heldout_every: int = 10  # every n-th seed's runs are held out
-    per_scenario: int = 3000  # at most this many train examples per scenario (busy scenarios would dominate)
+    per_scenario: int = 4000  # at most this many train examples per scenario (busy scenarios would dominate)
     heldout_per_scenario: int = 150  # held-out examples per scenario (evaluation is a forward pass over them)
     vocab: int = 4096
     hidden: int = 256
@@ -48,6 +48,7 @@ class Recipe:
     expert_width: int = 256
     context: int = 2048  # the model's max_position_embeddings
     max_len: int = 1024  # longer examples are left out of training
+    episode_turns: int = 3  # consecutive turns of one agent trained as one sequence
     pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(steps=600, batch_tokens=4096))
     adapter: TrainConfig = field(default_factory=lambda: TrainConfig(steps=30, batch_tokens=4096, lr=3e-3,
                                                                      warmup=5, aux_weight=0.0))
@@ -92,17 +93,66 @@ def _render(messages: list[dict[str, str]]) -> str:
 
 
 def encode(demos, tok: Tokenizer, max_len: int) -> tuple[list[Example], list[str], int]:
-    """Examples (prompt ids + answer ids + end of turn), the style of each, and how many were too long."""
+    """One example per demonstration, its prompt exactly as the simulation built it (the held-out set:
+    what is measured is what is served); the style of each, and how many were too long."""
+    return encode_episodes([[d] for d in demos], tok, max_len)
+
+
+def episodes(demos, turns: int) -> list[list]:
+    """Demonstrations grouped for training: up to `turns` consecutive turns of one agent in one run (same
+    system prompt, in tick order) per group; reflections and plans stand alone. An agent's prompt keeps
+    its last exchanges as history (`Simulation(history_turns=2)` keeps 0 to 2 of them), so a group of 3
+    shows each answer with 0, 1 or 2 earlier turns before it, as the simulation does, while the system
+    prompt and every observation are computed once for all its answers instead of once per answer."""
+    runs: dict[tuple, list] = defaultdict(list)
+    groups = []
+    for d in demos:
+        if d.kind == "act":
+            runs[(d.scenario, d.seed, d.agent)].append(d)
+        else:
+            groups.append([d])
+    for run in runs.values():
+        run.sort(key=lambda d: d.tick)
+        group: list = []
+        for d in run:
+            if group and (len(group) == turns or d.messages[0] != group[0].messages[0]):
+                groups.append(group)
+                group = []
+            group.append(d)
+        groups.append(group)
+    return groups
+
+
+def encode_episodes(groups, tok: Tokenizer, max_len: int) -> tuple[list[Example], list[str], int]:
+    """Examples from groups of turns: the first turn's whole prompt, then each later turn's new user
+    message and its answer. A turn that would pass `max_len` starts a new example with its own whole
+    prompt; a turn too long even so is left out. Returns the examples, the style of each, and how many
+    turns were left out."""
     end = tok.token_to_id("<|im_end|>")
     examples, styles, dropped = [], [], 0
-    for d in demos:
-        prompt = tok.encode(_render(d.messages)).ids
-        answer = tok.encode(d.completion).ids + [end]
-        if len(prompt) + len(answer) > max_len:
-            dropped += 1
-            continue
-        examples.append(Example(prompt + answer, len(prompt)))
-        styles.append(d.style)
+    for group in groups:
+        ids: list[int] = []
+        answers: list[tuple[int, int]] = []
+        for d in group:
+            answer = tok.encode(d.completion).ids + [end]
+            if ids:  # go on from the transcript so far with this turn's new user message
+                prompt = tok.encode("\n" + _render([d.messages[-1]])).ids
+                if len(ids) + len(prompt) + len(answer) <= max_len:
+                    ids += prompt
+                    answers.append((len(ids), len(ids) + len(answer)))
+                    ids += answer
+                    continue
+                examples.append(Example(ids, tuple(answers)))
+                styles.append(group[0].style)
+            prompt = tok.encode(_render(d.messages)).ids  # the turn's whole prompt, as the simulation built it
+            if len(prompt) + len(answer) > max_len:
+                dropped += 1
+                ids, answers = [], []
+                continue
+            ids, answers = prompt + answer, [(len(prompt), len(prompt) + len(answer))]
+        if answers:
+            examples.append(Example(ids, tuple(answers)))
+            styles.append(group[0].style)
     return examples, styles, dropped
 
 
@@ -136,11 +186,13 @@ def train_swarm_tiny(out: str | Path, recipe: Recipe = Recipe(), command: str = 
     _stage("tokenizer")
     texts = [_render(d.messages) + d.completion for d in train_demos]
     tok = train_tokenizer(texts, recipe.vocab)
-    train_ex, train_styles, dropped = encode(train_demos, tok, recipe.max_len)
+    train_ex, train_styles, dropped = encode_episodes(episodes(train_demos, recipe.episode_turns), tok,
+                                                      recipe.max_len)
     held_ex, held_styles, held_dropped = encode(heldout_demos, tok, recipe.max_len)
-    summary["examples"] = {"train": len(train_ex), "heldout": len(held_ex), "too_long_train": dropped,
+    summary["examples"] = {"train": len(train_ex), "train_answers": sum(len(e.answers) for e in train_ex),
+                           "heldout": len(held_ex), "too_long_train": dropped,
                            "too_long_heldout": held_dropped, "train_tokens": sum(len(e.ids) for e in train_ex),
-                           "train_answer_tokens": sum(len(e.ids) - e.prompt_len for e in train_ex)}
+                           "train_answer_tokens": sum(e.answer_tokens for e in train_ex)}
     if not train_ex or not held_ex:
         raise ValueError(f"no usable examples (train {len(train_ex)}, held-out {len(held_ex)}): raise seeds or "
                          "max_len")
@@ -203,16 +255,25 @@ def _train_adapters(model: Model, recipe: Recipe, folder: Path, train_ex, train_
 
 
 def _balanced(demos: list, per_scenario: int, seed: int) -> list:
-    """At most `per_scenario` demonstrations of each scenario, a seeded sample, in the original order."""
+    """About `per_scenario` demonstrations of each scenario: whole agent runs (so consecutive turns stay
+    together), a seeded sample of them, in the original order."""
     import random
 
-    by: dict[str, list[int]] = defaultdict(list)
+    runs: dict[str, dict[tuple, list[int]]] = defaultdict(lambda: defaultdict(list))
     for i, d in enumerate(demos):
-        by[d.scenario].append(i)
+        runs[d.scenario][(d.seed, d.agent)].append(i)
     rng = random.Random(seed)
-    keep = sorted(i for idx in by.values() for i in (rng.sample(idx, per_scenario) if len(idx) > per_scenario
-                                                     else idx))
-    return [demos[i] for i in keep]
+    keep: list[int] = []
+    for by_run in runs.values():
+        chosen = list(by_run.values())
+        rng.shuffle(chosen)
+        total = 0
+        for idx in chosen:
+            if total >= per_scenario:
+                break
+            keep += idx
+            total += len(idx)
+    return [demos[i] for i in sorted(keep)]
 
 
 def _stage(name: str) -> None:

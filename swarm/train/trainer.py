@@ -29,8 +29,20 @@ IGNORE = -100
 
 @dataclass(frozen=True)
 class Example:
-    ids: list[int]  # prompt then answer (answer ends with the end-of-turn token)
-    prompt_len: int
+    """A token sequence and the [start, end) ranges of it the model must produce (answers, each ending
+    with the end-of-turn token); everything else is prompt. One answer per example, or several consecutive
+    turns of one agent in one sequence (each later turn sees the earlier ones as its history)."""
+
+    ids: list[int]
+    answers: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def turn(cls, prompt: list[int], answer: list[int]) -> Example:
+        return cls(prompt + answer, ((len(prompt), len(prompt) + len(answer)),))
+
+    @property
+    def answer_tokens(self) -> int:
+        return sum(end - start for start, end in self.answers)
 
 
 @dataclass(frozen=True)
@@ -88,8 +100,11 @@ def batch_loss(model: Model, batch: list[Example], prompt_weight: float, aux_wei
     targets, mask = [], []
     for e in batch:
         targets += e.ids[1:] + [IGNORE]  # token t predicts t + 1 within its own sequence
-        # 0 prompt, 1 answer, -1 none; target j is token j + 1, so answer targets start at prompt_len - 1
-        mask += [0] * (e.prompt_len - 1) + [1] * (len(e.ids) - e.prompt_len) + [-1]
+        # 0 prompt, 1 answer, -1 none; target j is token j + 1, so an answer [s, e) is targets s - 1 .. e - 2
+        m = [0] * (len(e.ids) - 1) + [-1]
+        for start, end in e.answers:
+            m[start - 1 : end - 1] = [1] * (end - start)
+        mask += m
     targets_t, mask_t = torch.tensor(targets), torch.tensor(mask)
     answer = mask_t == 1
     weights_t = answer.float() + (0.0 if answer_only else prompt_weight) * (mask_t == 0).float()

@@ -1,9 +1,9 @@
 """The live app: a simulation ticking in a worker thread, watched and steered from the terminal.
 
-Messages go up (the worker posts `Ticked` per tick; the roster posts `AgentSelected`), attributes
-go down (the app sets the widgets' reactives). Ticks can come far faster than a terminal redraws,
-so the app keeps only the latest data and what events arrived, and a timer shows them a few
-times a second.
+Messages go up (the worker posts `Ticked` per tick and `Streamed` while the selected agent's action
+is written; the roster posts `AgentSelected`), attributes go down (the app sets the widgets'
+reactives). Ticks can come far faster than a terminal redraws, so the app keeps only the latest
+data and what events arrived, and a timer shows them a few times a second.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Input
+from textual.widgets import Footer, Input, TabbedContent, TabPane
 
 from swarm.events import Event
-from swarm.tui.messages import AgentSelected, Finished, Ticked
-from swarm.tui.source import SPEEDS, LiveSource, TickData
-from swarm.tui.widgets import AgentDetailPane, EventLog, MetricsPanel, Roster, RuntimePanel, SimHeader
+from swarm.tui.messages import AgentSelected, Finished, Streamed, Ticked
+from swarm.tui.source import SPEEDS, LiveSource, Partial, TickData
+from swarm.tui.widgets import AgentDetailPane, EventLog, MetricsPanel, Roster, RuntimePanel, SimHeader, WorldView
 
 REFRESH_S = 0.25  # the views redraw at most this often, however fast ticks come
 
@@ -36,7 +36,9 @@ class SwarmApp(App):
         Binding("plus,equals_sign", "faster", "Faster", key_display="+"),
         Binding("minus", "slower", "Slower", key_display="-"),
         Binding("i", "inject", "Inject"),
-        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("f", "filter_agents", "Filter agents"),
+        Binding("slash", "filter", "Filter events", key_display="/"),
+        Binding("w", "toggle_world", "World/agent"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
         Binding("escape", "close_input", "Close", show=False),
@@ -60,19 +62,27 @@ class SwarmApp(App):
         self._reset = False  # the next flush starts the event log over (a replay seeked)
         self._help_shown = False
         self.finished: str | None = None  # why the run ended (its ticks ran, or it raised)
+        self._partial: Partial | None = None  # the selected agent's action while it is written
+        self._partial_dirty = False
 
     def compose(self) -> ComposeResult:
         yield SimHeader(id="header")
         with Horizontal(id="main"):
             with Vertical(id="left"):
-                yield Roster(id="roster")
+                yield Input(placeholder="filter agents by name, place or action (enter or escape to close)",
+                            id="agent-filter")
+                with Vertical(id="roster-box"):
+                    yield Roster(id="roster")
                 yield Input(placeholder="filter events (enter to apply, escape to close)", id="filter")
                 yield Input(placeholder="message to the selected agent (enter to send)", id="inject")
                 yield Input(placeholder="go to tick (enter to go, escape to cancel)", id="goto", type="integer")
                 yield EventLog(id="events")
             with Vertical(id="right"):
-                with VerticalScroll(id="detail-scroll"):
-                    yield AgentDetailPane(id="detail")
+                with TabbedContent(id="tabs", initial="agent-tab"):
+                    with TabPane("Agent", id="agent-tab"), VerticalScroll(id="detail-scroll"):
+                        yield AgentDetailPane(id="detail")
+                    with TabPane("World", id="world-tab"), VerticalScroll(id="world-scroll"):
+                        yield WorldView(id="world")
                 yield MetricsPanel(id="metrics")
                 yield RuntimePanel(id="runtime")
         yield Footer()
@@ -81,12 +91,15 @@ class SwarmApp(App):
         header = self.query_one(SimHeader)
         header.scenario, header.model = self.source.scenario, self.source.model
         header.status = "paused" if self.control.paused else "running"
+        self.query_one(RuntimePanel).note = getattr(self.source, "no_stats", "no runtime stats")
         self.query_one(Roster).focus()
         self.set_interval(self.refresh_s, self.flush)
         self.run_worker(self._simulate, thread=True, exclusive=True, name="simulation")
 
     def _simulate(self) -> None:
-        self.source.run(lambda data: self.post_message(Ticked(data)), lambda why: self.post_message(Finished(why)))
+        streams = {"streamed": lambda: self.post_message(Streamed())} if isinstance(self.source, LiveSource) else {}
+        self.source.run(lambda data: self.post_message(Ticked(data)), lambda why: self.post_message(Finished(why)),
+                        **streams)
 
     # -- messages up ---------------------------------------------------------------------
 
@@ -100,6 +113,11 @@ class SwarmApp(App):
         else:
             self._new_events += data.events
         self._dirty = True
+        if self._partial is not None:  # a tick ended: the action written during it is in the data now
+            self._partial, self._partial_dirty = None, True
+
+    def on_streamed(self, message: Streamed) -> None:
+        self._partial, self._partial_dirty = self.source.take_partial(), True
 
     def on_finished(self, message: Finished) -> None:
         self.finished = message.why
@@ -108,10 +126,14 @@ class SwarmApp(App):
 
     def on_agent_selected(self, message: AgentSelected) -> None:
         self.control.select(message.agent)
+        self.query_one(WorldView).selected = message.agent
 
     # -- attributes down (a few times a second) -------------------------------------------------
 
     def flush(self) -> None:
+        if self._partial_dirty:
+            self._partial_dirty = False
+            self.query_one(AgentDetailPane).partial = self._partial
         if not self._dirty or self.latest is None:
             return
         data, events = self.latest, self._new_events
@@ -122,11 +144,13 @@ class SwarmApp(App):
         header = self.query_one(SimHeader)
         header.tick, header.clock = data.tick, data.clock
         self.query_one(Roster).show(data.rows)
+        self._roster_title()
         self.query_one(EventLog).add(events)
         self.query_one(MetricsPanel).metrics = data.metrics
         self.query_one(RuntimePanel).stats = data.stats
         if data.detail is not None or self.control.selected is None:
             self.query_one(AgentDetailPane).detail = data.detail
+        self.query_one(WorldView).world = data.world
 
     # -- actions -----------------------------------------------------------------------------
 
@@ -159,6 +183,28 @@ class SwarmApp(App):
         box.value = self.query_one(EventLog).filter
         box.display = True
         box.focus()
+
+    def action_filter_agents(self) -> None:
+        box = self.query_one("#agent-filter", Input)
+        box.value = self.query_one(Roster).filter
+        box.display = True
+        box.focus()
+
+    @on(Input.Changed, "#agent-filter")
+    def filter_agents(self, event: Input.Changed) -> None:
+        self.query_one(Roster).set_filter(event.value)  # as you type: the roster rebuilds only on a change
+        self._roster_title()
+
+    def _roster_title(self) -> None:
+        self.query_one("#roster-box").border_title = self.query_one(Roster).summary
+
+    @on(Input.Submitted, "#agent-filter")
+    def close_agent_filter(self, event: Input.Submitted) -> None:
+        self.action_close_input()
+
+    def action_toggle_world(self) -> None:
+        tabs = self.query_one(TabbedContent)
+        tabs.active = "world-tab" if tabs.active == "agent-tab" else "agent-tab"
 
     def action_inject(self) -> None:
         agent = self.query_one(Roster).selected
@@ -237,6 +283,10 @@ class SwarmApp(App):
         yield SystemCommand("Slower", "More delay between ticks (-)", self.action_slower)
         yield SystemCommand("Inject a message", "Send a message to the selected agent (i)", self.action_inject)
         yield SystemCommand("Filter events", "Show only events containing a text (/)", self.action_filter)
+        yield SystemCommand("Filter agents", "Show only agents whose name, place or action contains a text (f)",
+                            self.action_filter_agents)
+        yield SystemCommand("World / agent", "Switch the right pane between the world and the agent (w)",
+                            self.action_toggle_world)
 
     async def action_quit(self) -> None:
         self.control.stop()

@@ -23,6 +23,11 @@ class Finished(Message):
         self.why = why
 
 
+class Streamed(Message):
+    """The selected agent's action being written has new text: the app takes the newest from the source
+    (`LiveSource.take_partial`), so however fast the model writes, one notice at a time is on its way."""
+
+
 class AgentSelected(Message):
     """The roster's cursor moved to another agent."""
 

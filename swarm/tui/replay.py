@@ -2,7 +2,9 @@
 
 The whole log is parsed up front (logs are small) and grouped by tick; position `p` shows the
 events of the first `p` ticks. Seeking rebuilds every view from the events up to the new
-position, so going back is as cheap as going forward.
+position, so going back is as cheap as going forward. The selected agent's detail and the world
+are rebuilt from the events too (`from_events`); logs from before joins carried personas and the
+header the places still play, with less detail.
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ from typing import Any
 
 from swarm.events import Event
 from swarm.recorder import read_log
-from swarm.tui.source import AgentRow, Control, TickData
+from swarm.tui import from_events
+from swarm.tui.from_events import roster
+from swarm.tui.source import Control, TickData
+
+__all__ = ["ReplayControl", "ReplaySource", "roster"]
 
 
 class ReplayControl(Control):
@@ -55,6 +61,8 @@ class ReplayControl(Control):
 class ReplaySource:
     """Ticks from the log at `path`; `read_log` errors (missing file, not a log) raise here, before any UI."""
 
+    no_stats = "no runtime stats: an event log does not record them"
+
     def __init__(self, path: str | Path, control: ReplayControl | None = None):
         header, events = read_log(path)
         by_tick: dict[int, list[Event]] = {}
@@ -63,6 +71,8 @@ class ReplaySource:
         self.total = max(by_tick, default=-1) + 1
         self.ticks: list[list[Event]] = [by_tick.get(t, []) for t in range(self.total)]
         self.header = header
+        seen = dict.fromkeys(e.place for tick in self.ticks for e in tick if e.place is not None)
+        self.places: list[str] = list(header.get("places") or seen)  # older logs: the places events name
         self.control = control or ReplayControl()
         self.position = 0  # ticks shown
         self.ticks_run = 0
@@ -95,6 +105,7 @@ class ReplaySource:
                     post(self.snapshot(reset=True))
                     continue
                 if todo == "detail":
+                    post(self.snapshot(events=[]))
                     continue
                 if self.position >= self.total:
                     if not told:
@@ -113,31 +124,18 @@ class ReplaySource:
             c.done.set()
             c.idle.set()
 
-    def snapshot(self, reset: bool = False) -> TickData:
-        """The views at the current position: with `reset`, the events of every tick so far (for a seek)."""
+    def snapshot(self, reset: bool = False, events: list[Event] | None = None) -> TickData:
+        """The views at the current position: with `reset`, the events of every tick so far (for a seek);
+        `events` overrides the events to add (none, for fresh detail of another agent)."""
         p = self.position
         shown = [e for tick in self.ticks[:p] for e in tick]
-        events = shown if reset else (self.ticks[p - 1] if p else [])
+        if events is None:
+            events = shown if reset else (self.ticks[p - 1] if p else [])
         m = int(self.header.get("start_minute", 8 * 60) + p * self.header.get("minutes_per_tick", 1.0))
         clock = f"day {m // 1440 + 1}, {m % 1440 // 60:02d}:{m % 60:02d}"
+        rows = roster(shown)
+        selected = self.control.selected
         return TickData(scenario=self.scenario, model=self.model, tick=p, clock=clock, events=list(events),
-                        rows=roster(shown), metrics={"replay": f"tick {p} of {self.total}"}, stats={},
-                        reset=reset)
-
-
-def roster(events: list[Event]) -> list[AgentRow]:
-    """Each actor's last known place (from join/arrive/move) and last action, in order of appearance."""
-    places: dict[str, str] = {}
-    actions: dict[str, str] = {}
-    for e in events:
-        if e.actor is None:
-            continue
-        places.setdefault(e.actor, "-")
-        if e.kind in ("join", "arrive") and e.place:
-            places[e.actor] = e.place
-        elif e.kind == "move":
-            places[e.actor] = f"-> {e.target}" if e.target else (e.place or "-")
-        if e.kind != "join":
-            actions[e.actor] = e.text
-    return [AgentRow(name, place, actions.get(name, ""), "") for name, place in places.items()]
-
+                        rows=rows, metrics={"replay": f"tick {p} of {self.total}"}, stats={}, reset=reset,
+                        detail=from_events.detail(shown, selected) if selected is not None else None,
+                        world=from_events.world(self.places, rows))

@@ -4,6 +4,10 @@ The worker owns the simulation while it runs: only it calls `sim.tick()` and rea
 hands the UI plain data (`TickData`), never the simulation's objects. The UI steers it through a
 `Control` (pause, step, speed, the selected agent, messages to inject), which is safe to call from
 the UI thread. Later sources (a replay file, an MQTT bus) produce the same `TickData`.
+
+While a tick runs, a model that can stream (`EngineModel.progress`) reports the selected agent's
+action as it is written; the worker keeps only the newest text and has at most one `Partial` on
+its way to the UI, however fast the engine steps.
 """
 
 from __future__ import annotations
@@ -16,49 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from swarm.events import Event, InboxMessage
+from swarm.tui.data import AgentDetail, AgentRow, Partial, TickData
+
+__all__ = ["SPEEDS", "AgentDetail", "AgentRow", "Control", "LiveSource", "Partial", "TickData"]
 
 SPEEDS = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)  # seconds between ticks
 MEMORIES_SHOWN = 5
-
-
-@dataclass(frozen=True)
-class AgentRow:
-    """One roster line."""
-
-    name: str
-    place: str
-    action: str
-    step: str
-
-
-@dataclass(frozen=True)
-class AgentDetail:
-    """What the detail pane shows for the selected agent."""
-
-    name: str
-    persona: dict[str, str]
-    adapter: str | None
-    memories: list[str]
-    plan: list[tuple[str, str]]  # (status, text), in plan order
-    prompt: str
-    action: str
-
-
-@dataclass(frozen=True)
-class TickData:
-    """One tick, as plain data: what every view needs."""
-
-    scenario: str
-    model: str
-    tick: int  # ticks done so far
-    clock: str
-    events: list[Event]
-    rows: list[AgentRow]
-    metrics: dict[str, Any]
-    stats: dict[str, Any]
-    detail: AgentDetail | None = None
-    reset: bool = False  # `events` is the whole history so far (a replay seeked): the views start over
 
 
 @dataclass
@@ -140,6 +110,8 @@ class Control:
 class LiveSource:
     """Ticks from a live Simulation. `run` is the worker's body (a thread, never the UI's)."""
 
+    no_stats = "no runtime stats: the model is scripted"
+
     def __init__(self, sim, ticks: int | None = None, control: Control | None = None):
         self.sim, self.ticks = sim, ticks
         self.control = control or Control()
@@ -148,6 +120,9 @@ class LiveSource:
         self.error: BaseException | None = None
         self.started = False  # the worker began (then `control.done` is set when it ends)
         self._told = False  # the UI has heard that the run had its ticks
+        self._partial: Partial | None = None  # the newest streamed text, until the UI takes it
+        self._partial_sent = False  # a notice is on its way to the UI (it has not taken the text yet)
+        self._partial_lock = threading.Lock()
 
     @property
     def scenario(self) -> str:
@@ -159,10 +134,13 @@ class LiveSource:
         m = self.sim.model
         return "none" if m is None else str(m.ref or type(m).__name__)
 
-    def run(self, post: Callable[[Any], None], finished: Callable[[str], None]) -> None:
-        """Tick until stopped or `ticks` ran; `post(TickData)` after every tick, `finished(why)` at the end."""
+    def run(self, post: Callable[[Any], None], finished: Callable[[str], None],
+            streamed: Callable[[], None] | None = None) -> None:
+        """Tick until stopped or `ticks` ran; `post(TickData)` after every tick, `finished(why)` at the end,
+        `streamed()` when the selected agent's action has new text to `take_partial()` (if the model streams)."""
         c = self.control
         self.started = True
+        self._stream_to(streamed)
         try:
             if not c.stopped:
                 post(self.snapshot([]))
@@ -187,8 +165,35 @@ class LiveSource:
             self.error = e
             finished(f"error: {type(e).__name__}: {e}")
         finally:
+            self._stream_to(None)
             c.done.set()
             c.idle.set()
+
+    def _stream_to(self, streamed: Callable[[], None] | None) -> None:
+        """Ask the model for the selected agent's text as it is written (a model without `progress` cannot)."""
+        model = self.sim.model
+        if not hasattr(model, "progress"):
+            return
+        if streamed is None:
+            model.progress = model.streams = None
+            return
+
+        def progress(agent: str, text: str, done: bool) -> None:  # on the model's thread
+            with self._partial_lock:
+                self._partial = Partial(agent, text, done)
+                if self._partial_sent:
+                    return
+                self._partial_sent = True
+            streamed()
+
+        model.streams = lambda agent: agent == self.control.selected
+        model.progress = progress
+
+    def take_partial(self) -> Partial | None:
+        """The newest streamed text (the UI calls this when told; later text brings a new notice)."""
+        with self._partial_lock:
+            self._partial_sent = False
+            return self._partial
 
     def _over(self, finished: Callable[[str], None]) -> bool:
         """Whether the run has had its ticks; the first time, pause (the UI stays to be looked at) and say so."""
@@ -216,21 +221,40 @@ class LiveSource:
         sim = self.sim
         stats = sim.model.stats() if sim.model is not None else {}
         selected = self.control.selected
+        with self._partial_lock:
+            self._partial = None  # a tick ended: its texts are final (the rows and detail hold them)
+        rows = [_row(sim, a) for a in sim.agents.values()]
         return TickData(scenario=self.scenario, model=self.model, tick=sim.world.tick, clock=sim.world.clock(),
-                        events=list(events), rows=[_row(sim, a) for a in sim.agents.values()],
-                        metrics=sim.report().metrics, stats=dict(stats),
-                        detail=_detail(sim.agents[selected]) if selected in sim.agents else None)
+                        events=list(events), rows=rows, metrics=sim.report().metrics, stats=dict(stats),
+                        detail=_detail(sim.agents[selected], _place(sim, selected)) if selected in sim.agents else None,
+                        world=sim.world.snapshot())
+
+
+def _place(sim, agent: str) -> str:
+    pos = sim.world.positions.get(agent)
+    return "-" if pos is None else pos.place if pos.place is not None else f"-> {pos.dest}"
 
 
 def _row(sim, agent) -> AgentRow:
-    pos = sim.world.positions.get(agent.id)
-    place = "-" if pos is None else pos.place if pos.place is not None else f"-> {pos.dest}"
-    action = agent.history[-1]["content"] if agent.history else ""
+    action = readable(agent.history[-1]["content"]) if agent.history else ""
     step = agent.plan.next_step(math.inf)
-    return AgentRow(agent.id, place, action, step.text if step is not None else "")
+    return AgentRow(agent.id, _place(sim, agent.id), action, step.text if step is not None else "", agent.last_latency)
 
 
-def _detail(agent) -> AgentDetail:
+def readable(action: str) -> str:
+    """An action as the model wrote it (JSON with a "type" tag), shortened for a table cell:
+    `{"type":"say","text":"hi"}` -> `say "hi"`. Anything else is left as it is."""
+    try:
+        fields = msgspec.json.decode(action)
+    except msgspec.DecodeError:
+        return action
+    if not isinstance(fields, dict) or not isinstance(fields.get("type"), str):
+        return action
+    kind = fields.pop("type")
+    return " ".join([kind, *(f'"{v}"' if k == "text" else f"{k}={v}" for k, v in fields.items() if v is not None)])
+
+
+def _detail(agent, place: str) -> AgentDetail:
     p = agent.persona
     persona = {"role": p.role, "traits": p.traits, "goals": "; ".join(p.goals), "style": p.style or ""}
     memories = [f"(tick {m.tick}, {m.kind}) {m.text}" for m in list(agent.memory)[-MEMORIES_SHOWN:]]
@@ -238,4 +262,4 @@ def _detail(agent) -> AgentDetail:
     plan = [(a["status"], a["text"]) for _, a in sorted(nodes, key=lambda n: n[1]["order"])]
     prompt = agent.history[-2]["content"] if len(agent.history) >= 2 else ""
     action = agent.history[-1]["content"] if agent.history else ""
-    return AgentDetail(agent.id, persona, p.adapter, memories, plan, prompt, action)
+    return AgentDetail(agent.id, persona, p.adapter, memories, plan, prompt, action, place, agent.last_latency)

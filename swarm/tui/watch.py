@@ -3,13 +3,17 @@
 The worker thread runs its own asyncio loop with an MqttBus subscribed to the simulation's events
 and its retained world snapshot. Events are grouped by their `tick`; a group is shown once an event
 of a later tick arrives or nothing came for `quiet_s`. Pausing only stops the display: ticks keep
-buffering and show when it resumes. An unreachable broker is a status in the header, retried every
-`retry_s` seconds; no retained snapshot within `missing_s` means no such simulation (yet).
+buffering and show when it resumes. The header tells what is wrong, and the watcher carries on:
+an unreachable broker is retried every `retry_s` seconds; a broker lost mid-run is reconnected to
+(the bus does it; the watcher says so meanwhile); no retained snapshot of the simulation within
+`missing_s` means no simulation of that name (yet), and the header names those there are; a
+simulation that closed (its presence went offline) leaves its last state on screen.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections import deque
@@ -20,9 +24,10 @@ from textual.message import Message
 
 from swarm.bus import BusError, open_bus, topics
 from swarm.events import Event
+from swarm.tui import from_events
 from swarm.tui.app import SwarmApp
+from swarm.tui.from_events import roster
 from swarm.tui.messages import Finished, Ticked
-from swarm.tui.replay import roster
 from swarm.tui.source import AgentRow, Control, TickData
 from swarm.tui.widgets import SimHeader
 
@@ -31,6 +36,8 @@ POLL_S = 0.05
 
 class WatchSource:
     """Ticks of the simulation `sim` on the broker at `url`. `run` is the worker's body (never the UI's)."""
+
+    no_stats = "no runtime stats: the simulation's model is scripted (or its report has not come yet)"
 
     def __init__(self, url: str, sim: str, control: Control | None = None, *, quiet_s: float = 0.3,
                  retry_s: float = 3.0, missing_s: float = 3.0, connect_timeout: float = 2.0) -> None:
@@ -41,11 +48,15 @@ class WatchSource:
         self.error: BaseException | None = None
         self.started = False
         self.world: dict[str, Any] | None = None  # the latest snapshot
+        self.report: dict[str, Any] = {}  # the latest report: metrics and the model's stats
         self.history: list[Event] = []
         self.ready: deque[TickData] = deque()  # completed ticks not shown yet (while paused)
         self._group: list[Event] = []
         self._last_event = 0.0
         self._shown_tick = -1
+        self._posted: TickData | None = None  # the last data shown
+        self.others: set[str] = set()  # the simulations with a world snapshot on the broker
+        self.offline = False  # the simulation's presence says it closed
 
     @property
     def scenario(self) -> str:
@@ -102,20 +113,23 @@ class WatchSource:
     async def _follow(self, bus, post: Callable[[Any], None], status: Callable[[str | None], None]) -> None:
         c = self.control
         events = await bus.subscribe(topics.events(self.sim), type=Event)
-        world = await bus.subscribe(topics.world(self.sim), type=dict)
+        worlds = await bus.subscribe(topics.world(topics.ANY), type=dict)  # every sim's: to name them if ours is not
+        presence = await bus.subscribe(topics.presence(self.sim, f"{self.sim}-sim"), type=dict)
+        reports = await bus.subscribe(topics.report(self.sim), type=dict)
         since = time.monotonic()
-        status(f"waiting for {self.sim}")
-        missing = False
+        said: str | None = ""
         while not c.stopped:
             now = time.monotonic()
-            for m in world.drain():
-                if self.world is None or missing:
-                    status(None)
-                    missing = False
-                self.world = m.payload
-            if self.world is None and not missing and now - since >= self.missing_s:
-                missing = True
-                status(f"no simulation named {self.sim} on this broker (yet)")
+            for m in worlds.drain():
+                name = topics.levels(m.topic)[1]
+                if name == self.sim:
+                    self.world = m.payload
+                else:
+                    self.others.add(name)
+            for m in presence.drain():
+                self.offline = m.payload.get("status") == "offline"
+            for m in reports.drain():
+                self.report = m.payload
             for m in events.drain():
                 e: Event = m.payload
                 if self._group and e.tick > self._group[-1].tick:
@@ -126,8 +140,38 @@ class WatchSource:
                 self._complete()
             elif not self._group and self.world is not None and self.world.get("tick", -1) > self._shown_tick:
                 self.ready.append(self._data([]))  # a tick with no events: the counter still moves
+            if c._detail_wanted:
+                c._detail_wanted = False
+                self._detail(post)
             self._show(post)
+            text = self._status(getattr(bus, "connected", True), now - since)
+            if text != said:
+                said = text
+                status(text)
             await asyncio.sleep(POLL_S)
+
+    def _status(self, connected: bool, waited: float) -> str | None:
+        """What the header says about the connection and the simulation (None: all is well)."""
+        if not connected:
+            return f"lost the MQTT broker at {self.url.removeprefix('mqtt://')}; reconnecting"
+        if self.world is None and waited < self.missing_s:
+            return f"waiting for {self.sim}"
+        if self.world is None:
+            there = f"; on it: {', '.join(sorted(self.others))}" if self.others else ""
+            return f"no simulation named {self.sim} on this broker (yet){there}"
+        if self.offline:
+            return f"{self.sim} has stopped; its last state is shown"
+        return None
+
+    def _detail(self, post: Callable[[Any], None]) -> None:
+        """Fresh detail for the agent just selected, on the data shown now (no new events, no new tick)."""
+        if self._posted is not None:
+            self._posted = dataclasses.replace(self._posted, events=[], detail=self._selected_detail())
+            post(self._posted)
+
+    def _selected_detail(self):
+        selected = self.control.selected
+        return from_events.detail(self.history, selected) if selected is not None else None
 
     def _complete(self) -> None:
         group, self._group = self._group, []
@@ -139,8 +183,9 @@ class WatchSource:
         tick = max(int(world.get("tick", 0)), events[-1].tick + 1 if events else 0)  # events of tick t: t+1 done
         self._shown_tick = max(self._shown_tick, tick)
         return TickData(scenario=self.scenario, model=self.model, tick=tick, clock=str(world.get("clock", "")),
-                        events=list(events), rows=self._rows(), metrics={"events seen": len(self.history)},
-                        stats={})
+                        events=list(events), rows=self._rows(),
+                        metrics={**self.report.get("metrics", {}), "events seen": len(self.history)},
+                        stats=dict(self.report.get("stats", {})), detail=self._selected_detail(), world=self.world)
 
     def _rows(self) -> list[AgentRow]:
         """The roster from the events seen, places corrected by the latest snapshot (a watcher may join late)."""
@@ -165,7 +210,8 @@ class WatchSource:
                     c._steps -= 1
             c.idle.clear()
             self.ticks_run += 1
-            post(self.ready.popleft())
+            self._posted = self.ready.popleft()
+            post(self._posted)
         if c.paused:
             c.idle.set()
 

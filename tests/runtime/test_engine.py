@@ -100,3 +100,19 @@ def test_tokenizer_and_chat_template(engine):
     assert tok.eos_token == "<|im_end|>" and tok.eos_token_id in engine.eos_token_ids
     im_start = tok.token_to_id("<|im_start|>")
     assert tok.encode(chat)[0] == im_start  # special tokens stay single tokens
+
+
+@pytest.mark.parametrize("spread", [0.3, 8.0])  # a peaked distribution, and one flat enough to need a full sort
+def test_top_p_samples_only_the_nucleus_found_by_a_full_sort(spread):
+    from swarm.runtime.sampling import NUCLEUS_CANDIDATES, Sampler
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(1000, generator=gen) / spread
+    probs = logits.softmax(-1)
+    ranked, order = probs.sort(descending=True)
+    size = int(((ranked.cumsum(-1) - ranked) < 0.9).sum())  # the reference nucleus
+    nucleus = set(order[:size].tolist())
+    drawn = {Sampler(SamplingParams(temperature=1.0, top_p=0.9, seed=s))(logits) for s in range(300)}
+    assert drawn <= nucleus
+    if size > NUCLEUS_CANDIDATES:  # the fallback path ran: tokens past the first candidates come up too
+        assert drawn - set(order[:NUCLEUS_CANDIDATES].tolist())

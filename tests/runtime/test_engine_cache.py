@@ -153,6 +153,43 @@ def test_submit_step_pump_and_handles(folder):
     assert engine.pump(max_ms=5) == 0  # nothing to do
 
 
+def test_a_small_step_budget_takes_turns_and_changes_no_token(folder):
+    ps = prompts(6)
+    engine = make(folder)
+    handles = [engine.submit(p, GREEDY, persona=f"agent{i}") for i, p in enumerate(ps)]
+    sizes = []
+    while engine.scheduler.has_work:
+        engine.step(max_tokens=4)  # fewer tokens than running requests: prefill in chunks, decode in turns
+        sizes.append(engine.stats()["last_batch_seqs"])
+    assert max(sizes) <= 4
+    ref = [o.token_ids for o in make(folder).generate(ps, GREEDY)]
+    assert [h.result().token_ids for h in handles] == ref  # nobody starved, nothing changed
+
+
+def test_step_cost_is_fitted_on_recent_steps():
+    from swarm.runtime.stats import EngineStats
+
+    stats = EngineStats(1, 1)
+    assert stats.step_cost() is None  # nothing measured yet
+    for n in (1, 8, 64, 256, 1, 64):  # 2 ms per step + 0.1 ms per token
+        stats.record_step([type("S", (), {"num_tokens": n})()], 1, 0.002 + 0.0001 * n)
+    fixed, per_token = stats.step_cost()
+    assert fixed == pytest.approx(0.002) and per_token == pytest.approx(0.0001)
+
+
+def test_pump_keeps_to_its_budget_by_sizing_steps(folder):
+    engine = make(folder)
+    long = prompts(1, shared=300, own=200)[0]
+    engine.generate([long[:64]], GREEDY)  # a few steps to fit the step cost on
+    h = engine.submit(long, GREEDY)
+    assert engine.pump(max_ms=0.5) == 1  # less than any step takes: one step for progress, a small one
+    # not the 500-token prompt in one step (the engine's default step takes 512 tokens)
+    assert 0 < h._request.num_computed < len(long)
+    while not h.done:
+        engine.pump(max_ms=2)
+    assert h.result().token_ids == make(folder).generate([long], GREEDY)[0].token_ids
+
+
 def test_result_drives_the_engine(folder):
     engine = make(folder)
     h = engine.submit("The mill", GREEDY)
@@ -182,6 +219,22 @@ async def test_stream_stops_before_a_stop_string(folder):
     params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True, stop=[stop])
     text = "".join([p async for p in engine.stream("Once", params)])
     assert text == free[: free.find(stop)]
+
+
+def test_partial_text_only_grows_into_the_final_text(folder):
+    engine = make(folder)
+    free = engine.generate("Once", GREEDY)[0].text
+    params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True, stop=[free[5:9]])
+    handles = [engine.submit("Once", params), engine.submit("Once", GREEDY)]
+    seen = [[], []]
+    while not all(h.done for h in handles):
+        engine.step()
+        for h, texts in zip(handles, seen, strict=True):
+            texts.append(h.partial_text())
+    for h, texts in zip(handles, seen, strict=True):
+        final = h.result().text
+        assert texts[-1] == final and all(final.startswith(t) for t in texts)
+    assert seen[0][-1] == free[: free.find(free[5:9])] and seen[1][-1] == free
 
 
 def test_stats(folder):

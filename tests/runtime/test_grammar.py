@@ -9,7 +9,7 @@ import pytest
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models
 
-from swarm.runtime import Choice, Engine, EngineConfig, Regex, SamplingParams, SchemaError
+from swarm.runtime import Choice, Engine, EngineConfig, JsonSchema, Regex, SamplingParams, SchemaError
 from swarm.runtime.random_model import tiny_config, write_random_model
 from swarm.runtime.tokenizer import Tokenizer
 
@@ -123,6 +123,64 @@ def test_max_tokens_before_the_value_is_complete(engine):
     long_say = engine.generate(["The guard"] * 6, sampled(6, max_tokens=3), schema=Say)
     assert all(o.finish_reason == "length" and o.value is None and len(o.token_ids) == 3 for o in long_say)
     assert_valid(engine.generate("The guard", sampled(1), schema=Action))  # the engine goes on as before
+
+
+MOOD = {  # a JSON schema as a client in another language sends it: plain data, no msgspec type
+    "type": "object",
+    "properties": {"mood": {"enum": ["calm", "wary", "Zoë"]}, "n": {"type": "integer", "minimum": 0, "maximum": 9},
+                   "tags": {"type": "array", "items": {"type": "string", "maxLength": 4}, "maxItems": 2}},
+    "required": ["mood", "n"],
+    "additionalProperties": False,
+}
+
+
+def test_a_json_schema_dict_constrains_like_a_type(engine):
+    before = msgspec.json.encode(MOOD)
+    outs = engine.generate(["Mood:"] * 24, sampled(24, max_tokens=60), schema=MOOD)
+    for o in outs:
+        assert o.finish_reason == "stop" and o.error is None, (o.text, o.error)
+        assert o.value == msgspec.json.decode(o.text) and isinstance(o.value, dict)
+        assert o.value["mood"] in ("calm", "wary", "Zoë") and 0 <= o.value["n"] <= 9
+        assert set(o.value) <= {"mood", "n", "tags"} and all(len(t) <= 4 for t in o.value.get("tags", []))
+    assert len({o.value["n"] for o in outs}) > 1
+    assert msgspec.json.encode(MOOD) == before  # the caller's dict is left as it was
+    # the same schema as a dict, as JSON text, or rebuilt: one compilation
+    g = engine.grammars.compile(MOOD)
+    assert engine.grammars.compile(JsonSchema(msgspec.json.encode(MOOD).decode())).matcher is g.matcher
+    assert JsonSchema(dict(reversed(MOOD.items()))) == JsonSchema(MOOD)
+
+
+def test_a_json_schema_is_used_as_written(engine):
+    # without "additionalProperties": false a JSON object may have more keys (a msgspec type's would not)
+    open_object = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    outs = engine.generate(["x"] * 16, sampled(16, max_tokens=40), schema=open_object)
+    assert any(o.text.startswith('{"a":') and o.text.count(":") > 1 for o in outs)
+    closed = {**open_object, "additionalProperties": False}
+    closed = engine.generate(["x"] * 16, sampled(16, max_tokens=40), schema=closed)
+    assert all(o.text.count(":") == 1 for o in closed)
+
+
+@pytest.mark.parametrize("schema, message", [
+    ({"type": "object", "properties": [1]}, "properties must be an object"),
+    ({"type": "nonsense"}, "nonsense"),
+    ({"$ref": "#/definitions/missing"}, "does not exist"),
+    ({"type": "array", "uniqueItems": True}, "uniqueItems"),
+    ({"type": "string", "pattern": "(?=a)b"}, "look-around"),
+    ({"type": "object", "properties": {"a": {"type": ["string", 7]}}}, "llguidance rejects"),
+])
+def test_rejected_json_schemas_fail_at_submit(engine, schema, message):
+    with pytest.raises(SchemaError, match=re.escape(message)):
+        engine.submit("x", schema=schema)
+    assert not engine.scheduler.has_work
+
+
+def test_json_schema_arguments():
+    with pytest.raises(SchemaError, match="valid JSON"):
+        JsonSchema("{not json")
+    with pytest.raises(SchemaError, match="is an object, got list"):
+        JsonSchema("[1]")
+    with pytest.raises(SchemaError, match="plain JSON data"):
+        JsonSchema({"const": {1, 2}})
 
 
 async def test_stream_with_a_schema(engine):

@@ -259,6 +259,17 @@ async def test_request_reply_with_concurrent_requests(bus):
         await bus.request(topics.runtime("v", "double"), Ping(1), type=Pong, timeout=0.05)
 
 
+async def test_publish_carries_reply_to_and_correlation(bus):
+    # a streamed reply: many messages for one request, each with the request's correlation
+    sub = await bus.subscribe("swarm/v/replies")
+    await bus.publish("swarm/v/replies", {"n": 1}, reply_to="swarm/v/back", correlation=b"\x01id")
+    bus.publish_nowait("swarm/v/replies", {"n": 2}, correlation=b"\x01id")
+    await bus.publish("swarm/v/replies", {"n": 3})
+    got = [await sub.get(timeout=1) for _ in range(3)]
+    assert [(m.payload["n"], m.reply_to, m.correlation) for m in got] == [
+        (1, "swarm/v/back", b"\x01id"), (2, None, b"\x01id"), (3, None, None)]
+
+
 async def test_request_without_server_times_out(bus):
     with pytest.raises(asyncio.TimeoutError):
         await bus.request("swarm/v/runtime/nobody", Ping(1), timeout=0.05)

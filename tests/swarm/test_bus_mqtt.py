@@ -74,6 +74,18 @@ async def test_request_reply(mosquitto):
             await client.request(topics.runtime("v", "nobody"), Ping(1), timeout=0.2)
 
 
+async def test_reply_to_and_correlation_reach_a_plain_v5_client(mosquitto):
+    async with open_bus(mosquitto.url) as bus, plain_client(mosquitto) as other:
+        await other.subscribe("swarm/v/replies", qos=1)
+        for n in range(3):
+            await bus.publish("swarm/v/replies", n, reply_to="swarm/v/back" if n == 0 else None, correlation=b"c7")
+        got = [await asyncio.wait_for(anext(other.messages), 5) for _ in range(3)]
+        assert [msgspec.msgpack.decode(m.payload) for m in got] == [0, 1, 2]
+        assert [m.properties.CorrelationData for m in got] == [b"c7"] * 3
+        assert got[0].properties.ResponseTopic == "swarm/v/back"
+        assert not hasattr(got[1].properties, "ResponseTopic")
+
+
 async def test_json_format_is_readable_and_writable_by_any_client(mosquitto):
     async with open_bus(mosquitto.url + "?format=json") as bus, plain_client(mosquitto) as other:
         assert bus.format == "json"

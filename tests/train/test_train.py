@@ -73,7 +73,7 @@ def test_a_trained_adapter_serves_as_it_trained(tmp_path):
 def test_training_lowers_the_loss_on_a_learnable_pattern():
     model, _ = tiny()
     model.train()
-    examples = [Example([7, 8] + [10 + (i + j) % 20 for j in range(30)], 2) for i in range(40)]
+    examples = [Example.turn([7, 8], [10 + (i + j) % 20 for j in range(30)]) for i in range(40)]
     before = evaluate(model, examples)
     train(model, examples, TrainConfig(steps=40, batch_tokens=256, lr=1e-2, warmup=4, log_every=20))
     assert evaluate(model, examples) < 0.5 * before
@@ -102,3 +102,49 @@ def test_swarm_train_smoke_end_to_end(tmp_path):
 def test_recipe_defaults_describe_a_small_moe():
     cfg = ModelConfig.from_hf(Recipe().model_config())
     assert cfg.num_experts == 8 and cfg.top_k == 2 and cfg.model_type == "qwen3_moe"
+
+
+def _run_of_demos(turns: int):
+    """One agent's consecutive turns as the simulation prompts them (system, up to 2 past exchanges, new
+    observation), and a reflection."""
+    from swarm.train.demos import Demo
+
+    system = {"role": "system", "content": "You are Ada, a miller."}
+    history, demos = [], []
+    for t in range(turns):
+        user = {"role": "user", "content": f"Tick {t}. The mill turns. Bram says: day {t * 7} of the harvest."}
+        answer = f'{{"type":"say","text":"Flour for day {t * 7}."}}'
+        demos.append(Demo(scenario="village", seed=0, tick=t, agent="Ada", style="plain", kind="act",
+                          messages=[system, *history, user], completion=answer))
+        history = [*history, user, {"role": "assistant", "content": answer}][-4:]
+    demos.append(Demo(scenario="village", seed=0, tick=turns, agent="Ada", style="plain", kind="reflect",
+                      messages=[system, {"role": "user", "content": "What have you learned?"}],
+                      completion='{"text":"Harvest is busy."}'))
+    return demos
+
+
+def test_consecutive_turns_train_as_one_transcript_tokenized_as_served():
+    from swarm.train.pipeline import _render, encode, encode_episodes, episodes
+
+    demos = _run_of_demos(4)
+    groups = episodes(demos, turns=3)
+    assert sorted(len(g) for g in groups) == [1, 1, 3]  # 3 turns, the 4th alone, the reflection alone
+    tok = train_tokenizer([_render(d.messages) + d.completion for d in demos], 400)
+    end = tok.token_to_id("<|im_end|>")
+    [first, *_] = [g for g in groups if len(g) == 3]
+    [ex], _, dropped = encode_episodes([first], tok, max_len=4096)
+    assert dropped == 0 and len(ex.answers) == 3
+    # the pieces tokenize as the whole transcript does (what a later prompt with this history is served as)
+    whole = [*first[2].messages, {"role": "assistant", "content": first[2].completion}]
+    assert ex.ids == tok.encode(_render(whole)).ids[: len(ex.ids) - 1] + [end]
+    assert [tok.decode(ex.ids[a:b - 1]) for a, b in ex.answers] == [d.completion for d in first]
+    # with as many turns as the simulation keeps as history, the episode is the last turn's own prompt
+    [single], _, _ = encode([first[2]], tok, max_len=4096)
+    assert ex.ids == single.ids
+    # a longer episode that would pass max_len: the turn that does not fit starts a new example with its
+    # own whole prompt (2 exchanges of history, as served)
+    [four] = [g for g in episodes(demos, turns=4) if len(g) == 4]
+    [last], _, _ = encode([four[3]], tok, max_len=4096)
+    split, _, dropped = encode_episodes([four], tok, max_len=len(last.ids))
+    assert dropped == 0 and [len(e.answers) for e in split] == [3, 1] and split[1] == last
+    assert encode_episodes([first], tok, max_len=5) == ([], [], 3)  # nothing fits

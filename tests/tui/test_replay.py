@@ -1,5 +1,6 @@
 """`swarm replay FILE --tui`: a recorded run played back with Pilot: it plays, pauses, steps,
-seeks back and forth, jumps to a tick, quits; a bad file fails before the app starts."""
+seeks back and forth, jumps to a tick, quits; a bad file fails before the app starts. The selected
+agent's detail and the world come from the log, also from logs written before they were recorded."""
 
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pytest
 from swarm.recorder import read_log
 from swarm.tui.app import SwarmApp
 from swarm.tui.replay import ReplayControl, ReplaySource
-from swarm.tui.widgets import EventLog, Roster, SimHeader
+from swarm.tui.widgets import AgentDetailPane, EventLog, Roster, SimHeader, WorldView
 from tests.tui.test_app import tavern, until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,3 +106,69 @@ def test_cli_with_a_missing_or_foreign_file_exits_2(tmp_path):
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 2
         assert says in r.stderr and r.stdout == ""
+
+
+def old_log(log, tmp_path) -> Path:
+    """The same run as a log written before joins carried personas and the header named the places."""
+    import msgspec
+
+    lines = log.read_bytes().splitlines()
+    header = msgspec.json.decode(lines[0])
+    header.pop("places")
+    events = [msgspec.json.decode(line) for line in lines[1:]]
+    for e in events:
+        if e["kind"] == "join":
+            e.pop("data")
+    path = tmp_path / "old.jsonl"
+    path.write_bytes(b"\n".join(msgspec.json.encode(x) for x in (header, *events)) + b"\n")
+    return path
+
+
+async def test_the_selected_agent_has_a_detail_from_the_log(log):
+    app = make_app(log)
+    async with app.run_test() as pilot:
+        await pilot.press("g", "3", "enter")
+        await at(pilot, app, 3)
+        pane = app.query_one(AgentDetailPane)
+        await until(pilot, lambda: pane.detail is not None and pane.detail.name == "Mira")
+        d = pane.detail
+        assert d.recorded and d.place == "tavern" and d.persona == {"role": "innkeeper", "traits": "gossips"}
+        assert d.action == 'Mira says: "round 2"' and d.plan == []  # she never re-planned in this run
+        assert any('Bob says: "round 2"' in m for m in d.memories)  # what she heard, at her place
+        assert not any("Ann" in m for m in d.memories)  # Ann waits in the square, out of sight
+        assert "prompts are not recorded" in str(pane.render())
+        await pilot.press("down", "down")  # Ann, while paused: fresh detail, same tick
+        await until(pilot, lambda: pane.detail.name == "Ann")
+        assert pane.detail.place == "square" and pane.detail.persona == {"role": "baker"}
+        assert app.query_one(SimHeader).tick == 3 and app.query_one(EventLog).shown == lines_up_to(log, 3)
+        await pilot.press("right")  # seeking keeps the selection
+        await at(pilot, app, 4)
+        assert pane.detail.name == "Ann"
+        await pilot.press("up")  # Bob, who spoke at tick 3, which the view shows now
+        await until(pilot, lambda: pane.detail.name == "Bob")
+        assert pane.detail.action == 'Bob says: "round 3"' and any("(tick 3," in m for m in pane.detail.memories)
+        await pilot.press("q")
+
+
+async def test_the_world_tab_in_a_replay(log):
+    app = make_app(log)
+    async with app.run_test() as pilot:
+        await pilot.press("end", "w")
+        await at(pilot, app, TICKS)
+        view = app.query_one(WorldView)
+        await until(pilot, lambda: view.world is not None)
+        assert view.world == {"places": {"tavern": ["Mira", "Bob"], "square": ["Ann"]}, "travelling": {}}
+        await pilot.press("q")
+
+
+async def test_a_log_from_before_personas_and_places_still_replays_with_what_it_has(log, tmp_path):
+    app = make_app(old_log(log, tmp_path))
+    async with app.run_test() as pilot:
+        await pilot.press("end")
+        await at(pilot, app, TICKS)
+        assert app.query_one(EventLog).shown == lines_up_to(log, TICKS)
+        pane = app.query_one(AgentDetailPane)
+        await until(pilot, lambda: pane.detail is not None)
+        assert pane.detail.persona == {"role": "innkeeper"}  # read from the join's text
+        assert app.source.places == ["tavern", "square"]  # the places its events name
+        await pilot.press("q")

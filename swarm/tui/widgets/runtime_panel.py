@@ -1,4 +1,6 @@
-"""The runtime: tokens/s (with a sparkline of its history), prefix-cache hit rate, KV pool use."""
+"""The runtime: tokens/s and batch size, each with a sparkline of its recent history, prefix-cache hit
+rate, KV pool use, and expert load per layer. A source without stats (a scripted model, a replay, a
+watch) says why instead."""
 
 from __future__ import annotations
 
@@ -8,37 +10,53 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.reactive import reactive
-from textual.widgets import Sparkline, Static
+from textual.widgets import Static
 
-HISTORY = 60
+from swarm.tui.bars import spark
+from swarm.tui.widgets.expert_load import ExpertLoad
+
+HISTORY = 120  # tokens/s samples kept (one per update)
+LABEL = 18  # columns before a sparkline
 
 
 class RuntimePanel(Vertical):
     stats: reactive[dict[str, Any]] = reactive(dict)
+    note: reactive[str] = reactive("no runtime stats")  # shown while there are none
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._history: deque[float] = deque(maxlen=HISTORY)
 
     def compose(self) -> ComposeResult:
-        yield Static("(no runtime stats: a scripted model)", id="runtime-numbers")
-        yield Sparkline([], id="runtime-spark")
+        yield Static("", id="runtime-numbers")
+        yield ExpertLoad(id="expert-load")
 
     def on_mount(self) -> None:
-        self.query_one("#runtime-spark", Sparkline).display = False
+        self._show(self.stats)
 
     def watch_stats(self, stats: dict[str, Any]) -> None:
-        if not self.is_mounted:
-            return
-        numbers, spark = self.query_one("#runtime-numbers", Static), self.query_one("#runtime-spark", Sparkline)
-        spark.display = bool(stats)
+        if self.is_mounted:
+            self._show(stats)
+
+    def watch_note(self) -> None:
+        if self.is_mounted and not self.stats:
+            self._show(self.stats)
+
+    def _show(self, stats: dict[str, Any]) -> None:
+        numbers, experts = self.query_one("#runtime-numbers", Static), self.query_one(ExpertLoad)
+        experts.display = bool(stats)
         if not stats:
-            numbers.update("(no runtime stats: a scripted model)")
+            numbers.update(f"[dim]({self.note})[/dim]")
             return
         tps = float(stats.get("recent_tokens_per_s", stats.get("tokens_per_s", 0.0)))
         self._history.append(tps)
-        numbers.update(f"tokens/s {tps:.1f}\n"
-                       f"prefix-cache hit {stats.get('prefix_cache_hit_rate', 0.0):.0%}\n"
-                       f"KV pool use {stats.get('kv_pool_use', 0.0):.0%}\n"
-                       f"batch {stats.get('last_batch_seqs', 0)} seqs")
-        spark.data = list(self._history)
+        batches = list(stats.get("recent_batch_seqs", ()))
+        width = max(8, (numbers.content_size.width or 40) - LABEL)
+        tokens = f"tokens/s {tps:>8.1f}"
+        batch = f"batch {stats.get('last_batch_seqs', 0):>6} seqs"
+        numbers.update(
+            f"{tokens:<{LABEL}}[$accent]{spark(list(self._history), width)}[/]\n"
+            f"{batch:<{LABEL}}[$accent]{spark(batches, width) if batches else ''}[/]\n"
+            f"prefix-cache hit {stats.get('prefix_cache_hit_rate', 0.0):.0%}  "
+            f"KV pool {stats.get('kv_pool_use', 0.0):.0%}")
+        experts.load = [list(row) for row in stats.get("expert_load", ())]

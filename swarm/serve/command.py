@@ -1,0 +1,87 @@
+"""`swarm serve --model M --bus mqtt://host:port --name NAME`: the runtime over MQTT until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+import signal
+import sys
+import time
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve the runtime over an MQTT broker to programs in any language",
+                       description="Serve generation requests on swarm/NAME/runtime/generate (docs/protocol.md).")
+    p.add_argument("--model", default="swarm-tiny", help="swarm-tiny (default) or a local Hugging Face model folder")
+    p.add_argument("--bus", default="mqtt://127.0.0.1:1883", help="the broker, mqtt://host:port")
+    p.add_argument("--name", default="default", help="the name in the topics swarm/NAME/runtime/... (one server each)")
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:1, ...")
+    p.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
+                   help="also serve this PEFT LoRA adapter folder under NAME (repeatable)")
+    p.add_argument("--grace", type=float, default=5.0,
+                   help="seconds requests in flight get to finish when the server is stopped")
+    p.add_argument("-v", "--verbose", action="store_true", help="log one line per request")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from swarm.runtime import Engine
+
+    if not args.bus.startswith("mqtt://"):
+        raise ValueError(f"swarm serve needs an MQTT broker (--bus mqtt://host:port), got {args.bus!r}")
+    adapters = [_adapter(spec) for spec in args.adapter]
+    _check_device(args.device)
+    logging.basicConfig(level=logging.INFO, format="swarm serve: %(message)s", stream=sys.stderr)
+    if args.verbose:
+        logging.getLogger("swarm.serve").setLevel(logging.DEBUG)
+    t0 = time.perf_counter()
+    engine = Engine.from_pretrained(args.model, device=args.device)
+    for name, path in adapters:
+        engine.add_adapter(name, path)
+    print(f"swarm serve: loaded {args.model} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    asyncio.run(serve(engine, args.bus, args.name, args.model, args.grace))
+    return 0
+
+
+async def serve(engine, url: str, name: str, model: str | None = None, grace: float = 5.0) -> None:
+    """Serve `engine` on the broker at `url` until SIGINT or SIGTERM, then shut down cleanly."""
+    from swarm.bus import open_bus
+    from swarm.bus.base import url_options
+    from swarm.serve.protocol import status_topic
+    from swarm.serve.server import Server
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    # The bus's own payloads (presence) go out as JSON unless the URL asks otherwise: any client reads them.
+    bus = open_bus(url, format=url_options(url).get("format", "json"), presence=status_topic(name),
+                   client_id=f"swarm-serve-{name}-{secrets.token_hex(3)}")
+    async with bus, Server(engine, bus, name, model) as server:
+        cfg = engine.config
+        print(f"swarm serve: serving {server.model} ({cfg.model_type}, {len(engine.adapters())} adapters) "
+              f"on {url} as {name!r}: requests on {server.topic}", file=sys.stderr, flush=True)
+        await stop.wait()
+        print(f"swarm serve: stopping ({server.pending} requests in flight)", file=sys.stderr, flush=True)
+        await server.close(grace)
+    print(f"swarm serve: stopped after {server.requests} requests", file=sys.stderr, flush=True)
+
+
+def _check_device(name: str) -> None:
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device: cpu, cuda, cuda:1, ...") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: this torch sees no CUDA GPU")
+
+
+def _adapter(spec: str) -> tuple[str, str]:
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise ValueError(f"--adapter takes NAME=PATH, got {spec!r}")
+    return name, path

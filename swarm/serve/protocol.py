@@ -1,0 +1,193 @@
+"""The runtime's wire protocol over the bus: what a client sends, what comes back, and on which topics.
+
+    swarm/<name>/runtime/generate   requests (GenerateRequest), JSON or msgpack
+    swarm/<name>/runtime/status     {"client": ..., "status": "online" | "offline"} (retained; the last will)
+    swarm/<name>/runtime/info       the model, its adapters and context (retained)
+
+Replies to one request are zero or more `Token`s, then exactly one `Done` or `Error` (both `"done": true`),
+in the request's encoding, on its MQTT v5 Response Topic with its Correlation Data, or on its `reply_to`.
+docs/protocol.md is generated from these types: `python -m swarm.serve.docs > docs/protocol.md`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from swarm.bus import topics
+
+__all__ = ["ERROR_CODES", "ChatMessage", "Done", "Error", "GenerateRequest", "Info", "PersonaSpec", "Status", "Token",
+           "detect_format", "encode", "generate_topic", "info_topic", "read_request", "status_topic"]
+
+Id = str | int | None
+ErrorCode = Literal["bad_request", "unknown_adapter", "schema", "too_long", "shutting_down", "internal"]
+ERROR_CODES: dict[str, str] = {  # each code, and when it is sent (docs/protocol.md lists them)
+    "bad_request": "the payload is not JSON or msgpack, not an object, or a field is missing, unknown, of the "
+                   "wrong type or out of range; or the prompt is empty, or a persona's template is invalid",
+    "unknown_adapter": "`adapter` names no adapter this server has (the message lists them; so does the info topic)",
+    "schema": "the JSON schema cannot be used (llguidance rejects it, or `stop` was given with it), or the model "
+              "reached a point where no token can continue a valid value",
+    "too_long": "the prompt plus `max_tokens` does not fit in the model's context (or the KV cache)",
+    "shutting_down": "the server is stopping: it takes no new requests, and fails those still running after its "
+                     "grace period",
+    "internal": "a bug in the server; the request failed, the server goes on (its log has the details)",
+}
+
+
+def _d(description: str, **constraints: Any) -> msgspec.Meta:
+    """A field's description (in the JSON schema and docs/protocol.md) and its constraints."""
+    return msgspec.Meta(description=description, **constraints)
+
+
+class ChatMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One chat turn; the model's chat template renders the list."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class PersonaSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The character who answers; its system message is written from these fields."""
+
+    name: Annotated[str, _d("who speaks; also keys the prefix cache")]
+    role: str = ""
+    traits: str = ""
+    goals: list[str] = []
+    system_prompt: Annotated[str | None, _d("a template for the system message instead of the default one: "
+                                            "{name}, {role}, {traits} and {goals} are filled in")] = None
+
+
+class GenerateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A request for one completion: exactly one of `prompt` and `messages`, the rest optional."""
+
+    id: Annotated[Id, _d("echoed on every reply")] = None
+    persona: Annotated[str | PersonaSpec | None, _d("the speaker: a name, or a persona that writes the system "
+                                                    "message of `messages`")] = None
+    adapter: Annotated[str | None, _d("a LoRA adapter of the server (Info.adapters); null: the base model")] = None
+    prompt: Annotated[str | None, _d("raw text, continued as it is")] = None
+    messages: Annotated[list[ChatMessage] | None, _d("chat turns, rendered with the model's chat template")] = None
+    max_tokens: Annotated[int, _d("the most tokens to generate", ge=1)] = 64
+    temperature: Annotated[float, _d("0 is greedy", ge=0)] = 1.0
+    top_p: Annotated[float, _d("nucleus sampling; 1 keeps every token", gt=0, le=1)] = 1.0
+    top_k: Annotated[int, _d("sample from the k likeliest tokens; 0 keeps every token", ge=0)] = 0
+    seed: Annotated[int | None, _d("makes sampling repeatable")] = None
+    stop: Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]],
+                    _d("strings that end the completion (cut before them); not with `schema`")] = []
+    schema: Annotated[dict[str, Any] | None, _d("a JSON schema the completion must follow; Done.value then "
+                                                "holds the decoded JSON")] = None
+    stream: Annotated[bool, _d("false: no Token replies, only the final one")] = True
+    reply_to: Annotated[str | None, _d("the reply topic, for clients without MQTT v5 (give an `id` too)")] = None
+
+    def __post_init__(self):
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of `prompt` and `messages`")
+        if self.messages is not None and not self.messages:
+            raise ValueError("`messages` must hold at least one message")
+        if isinstance(self.persona, str) and not self.persona.strip():
+            raise ValueError("`persona` must be a non-empty name")
+
+
+class Token(msgspec.Struct, kw_only=True):
+    """A piece of the completion's text, as soon as it is generated."""
+
+    id: Id
+    done: bool = False
+    token: Annotated[str, _d("the next piece of text; the pieces add up to Done.text")]
+
+
+class Done(msgspec.Struct, kw_only=True):
+    """The last reply to a request that succeeded: the completion."""
+
+    id: Id
+    done: bool = True
+    text: Annotated[str, _d("the whole completion")]
+    finish_reason: Annotated[Literal["stop", "length", "cancelled"],
+                             _d("stop: end of sequence, a stop string, or the schema's value complete; "
+                                "length: max_tokens reached")]
+    value: Annotated[Any, _d("with a schema: the decoded value (null if cut off by max_tokens)")] = None
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: Annotated[int, _d("prompt tokens served from the prefix cache")]
+
+
+class Error(msgspec.Struct, kw_only=True):
+    """The last reply to a request that failed."""
+
+    id: Annotated[Id, _d("null when the request could not be read far enough to find it")]
+    done: bool = True
+    error: Annotated[str, _d("what is wrong, in words")]
+    code: Annotated[ErrorCode, _d("what is wrong, for programs")]
+
+
+class Status(msgspec.Struct, kw_only=True):
+    """Presence, retained on the status topic; the server's last will says offline."""
+
+    client: Annotated[str, _d("the server's MQTT client id")]
+    status: Literal["online", "offline"]
+
+
+class Info(msgspec.Struct, kw_only=True):
+    """What the server serves, retained on the info topic."""
+
+    model: str
+    adapters: Annotated[list[str], _d("the names `adapter` may take")]
+    max_context: Annotated[int, _d("tokens of prompt plus completion a request may use")]
+    generate: Annotated[str, _d("the topic requests go to")]
+
+
+Reply = Token | Done | Error
+
+
+def generate_topic(name: str) -> str:
+    return topics.runtime(name, "generate")
+
+
+def status_topic(name: str) -> str:
+    return topics.runtime(name, "status")
+
+
+def info_topic(name: str) -> str:
+    return topics.runtime(name, "info")
+
+
+_JSON = msgspec.json.Encoder()
+_MSGPACK = msgspec.msgpack.Encoder()
+_MSGPACK_MAP = {0xDE, 0xDF, *range(0x80, 0x90)}  # the first byte of a msgpack map
+
+
+def detect_format(data: bytes) -> str:
+    """The payload's format: msgpack when it starts like a msgpack map, else JSON (garbage gets JSON errors)."""
+    return "msgpack" if data[:1] and data[0] in _MSGPACK_MAP else "json"
+
+
+def encode(format: str, reply: Any) -> bytes:
+    return (_MSGPACK if format == "msgpack" else _JSON).encode(reply)
+
+
+class BadRequest(msgspec.Struct, kw_only=True):
+    """A request that cannot be served as sent; `id` and `reply_to` are what could be read of it."""
+
+    id: Id = None
+    reply_to: str | None = None
+    error: str
+
+
+def read_request(data: bytes) -> tuple[str, GenerateRequest | BadRequest]:
+    """-> (the payload's format, the request or what is wrong with it). Never raises."""
+    format = detect_format(data)
+    module = msgspec.msgpack if format == "msgpack" else msgspec.json
+    try:
+        raw = module.decode(data)
+    except msgspec.DecodeError as e:
+        return format, BadRequest(error=f"the request is not valid {'JSON' if format == 'json' else 'msgpack'}: {e}")
+    if not isinstance(raw, dict):
+        return format, BadRequest(error=f"a request is an object, got {type(raw).__name__}")
+    # Read the id and reply topic on their own first, so that even a request with bad fields gets its answer.
+    rid, reply_to = raw.get("id"), raw.get("reply_to")
+    rid = rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None
+    reply_to = reply_to if isinstance(reply_to, str) else None
+    try:
+        return format, msgspec.convert(raw, GenerateRequest)
+    except msgspec.ValidationError as e:
+        return format, BadRequest(id=rid, reply_to=reply_to, error=f"invalid request: {e}")

@@ -1,0 +1,126 @@
+"""The runtime served over the bus: requests on `swarm/<name>/runtime/generate`, replies streamed back.
+
+    engine = Engine.from_pretrained("swarm-tiny")
+    async with open_bus("mqtt://127.0.0.1:1883", presence=status_topic("village")) as bus:
+        async with Server(engine, bus, "village"):
+            await asyncio.Event().wait()  # serve until cancelled
+
+The bus is the caller's (its presence topic is the server's status); the server owns its subscription,
+the engine thread, and the requests in flight. Nothing a client sends stops it: every request it can
+answer gets exactly one final reply, `Done` or `Error`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from swarm.bus import Bus, BusError, Message, Subscription
+from swarm.bus.topics import validate_topic
+from swarm.serve.job import Job
+from swarm.serve.protocol import BadRequest, Error, Info, Reply, encode, generate_topic, info_topic, read_request
+from swarm.serve.worker import EngineWorker
+
+if TYPE_CHECKING:
+    from swarm.runtime import Engine
+
+log = logging.getLogger("swarm.serve")
+
+SHUTTING_DOWN = "the server is shutting down and takes no new requests"
+SHUT_DOWN = "the server shut down before this request finished"
+
+
+class Server:
+    """Serves `engine` to the clients of `bus` under `name`; `model` labels it in the info message."""
+
+    def __init__(self, engine: Engine, bus: Bus, name: str, model: str | None = None):
+        self.engine, self.bus, self.name = engine, bus, name
+        self.model = model or engine.source or "engine"
+        self.topic = generate_topic(name)
+        self.accepting = False
+        self.requests = 0  # received, well-formed or not
+        self._worker = EngineWorker(engine, self._publish)
+        self._sub: Subscription | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> Server:
+        """Subscribe, publish the info message and start the engine thread; then requests are served."""
+        self._sub = await self.bus.subscribe(self.topic, type=bytes)
+        info = Info(model=self.model, adapters=sorted(self.engine.adapters()), max_context=self.engine.max_context,
+                    generate=self.topic)
+        await self.bus.publish(info_topic(self.name), info, retain=True)  # in the bus's format, as presence is
+        self._worker.start()
+        self.accepting = True
+        self._reader = asyncio.get_running_loop().create_task(self._read(), name=f"swarm-serve-{self.name}")
+        return self
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Stop taking requests (new ones get a shutting_down error), give those in flight `grace` seconds
+        to finish, fail the rest with shutting_down, then unsubscribe."""
+        if self._sub is None:
+            return
+        self.accepting = False
+        if not await self._worker.drain(grace):
+            log.info("%d requests still running after %g s: failing them", self._worker.pending, grace)
+        await self._worker.close(SHUT_DOWN)
+        await self._sub.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        self._sub = self._reader = None
+
+    async def __aenter__(self) -> Server:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def pending(self) -> int:
+        """Requests taken and not finished."""
+        return self._worker.pending
+
+    async def _read(self) -> None:
+        async for msg in self._sub:
+            try:
+                self._receive(msg)
+            except Exception:  # nothing a client sends may stop the reader
+                log.exception("failed to handle a request on %s", msg.topic)
+
+    def _receive(self, msg: Message) -> None:
+        self.requests += 1
+        format, request = read_request(msg.payload)
+        # MQTT v5 clients name the reply topic in the Response Topic property; others in the body.
+        topic, correlation = msg.reply_to, msg.correlation
+        if topic is None:
+            topic = request.reply_to
+        try:
+            validate_topic(topic)
+        except ValueError as e:
+            log.warning("dropped a request on %s: it names no valid reply topic (an MQTT v5 Response Topic, or "
+                        "reply_to in the body): %s", msg.topic, e)
+            return
+        if isinstance(request, BadRequest):
+            error = Error(id=request.id, error=request.error, code="bad_request")
+            self._publish_now(topic, correlation, format, error)
+        elif not self.accepting:
+            error = Error(id=request.id, error=SHUTTING_DOWN, code="shutting_down")
+            self._publish_now(topic, correlation, format, error)
+        else:
+            self._worker.add(Job(request, format, topic, correlation))
+
+    async def _publish(self, job: Job, reply: Reply) -> None:
+        try:
+            await self.bus.publish(job.topic, encode(job.format, reply), correlation=job.correlation)
+        except BusError as e:  # e.g. a reply over the bus's max_payload: the client gets an error instead
+            log.warning("cannot send a reply to request %r on %s: %s", job.id, job.topic, e)
+            if reply.done and not isinstance(reply, Error):
+                self._publish_now(job.topic, job.correlation, job.format,
+                                  job.error("internal", f"the reply could not be sent: {e}"))
+
+    def _publish_now(self, topic: str, correlation: bytes | None, format: str, reply: Reply) -> None:
+        try:
+            self.bus.publish_nowait(topic, encode(format, reply), correlation=correlation)
+        except BusError as e:
+            log.warning("cannot send a reply on %s: %s", topic, e)

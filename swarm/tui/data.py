@@ -1,0 +1,63 @@
+"""What the sources hand the UI: plain, immutable data (never the simulation's own objects)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from swarm.events import Event
+
+
+@dataclass(frozen=True)
+class AgentRow:
+    """One roster line. `latency`: model seconds of the agent's last turn (None: scripted, or not yet)."""
+
+    name: str
+    place: str
+    action: str
+    step: str
+    latency: float | None = None
+
+
+@dataclass(frozen=True)
+class AgentDetail:
+    """What the detail pane shows for the selected agent. From an event log or a bus (`recorded`), the
+    memories are what the agent did and saw, and there is no prompt."""
+
+    name: str
+    persona: dict[str, str]
+    adapter: str | None
+    memories: list[str]
+    plan: list[tuple[str, str]]  # (status, text), in plan order
+    prompt: str
+    action: str
+    place: str = ""
+    latency: float | None = None
+    recorded: bool = False
+
+
+@dataclass(frozen=True)
+class Partial:
+    """The selected agent's act turn while the model writes it: the text so far (`done`: all of it)."""
+
+    agent: str
+    text: str
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class TickData:
+    """One tick, as plain data: what every view needs. `world` is a `World.snapshot()`: {"places": {place:
+    [agents]}, "travelling": {agent: destination}, "things": {thing: place or holder}} (None: unknown)."""
+
+    scenario: str
+    model: str
+    tick: int  # ticks done so far
+    clock: str
+    events: list[Event]
+    rows: list[AgentRow]
+    metrics: dict[str, Any]
+    stats: dict[str, Any]
+    detail: AgentDetail | None = None
+    reset: bool = False  # `events` is the whole history so far (a replay seeked): the views start over
+    world: dict[str, Any] | None = None
