@@ -70,14 +70,15 @@ def play(args, engine: Engine, mode: str) -> dict:
                       max_tokens=args.tokens, temperature=0.8)
     cast = [runtime.character(f"{NAMES[i % len(NAMES)]}{i}", ROLES[i % len(ROLES)]) for i in range(args.characters)]
     plan, frame_s, model_s = script(args), [], []
-    tokens, lines, t_start = [0], [0], time.perf_counter()
+    tokens, lines, latency, t_start = [0], [0], [], time.perf_counter()
     next_frame = t_start
+    asked: dict[int, float] = {}  # id(line) -> when it was asked for
 
-    def on_token(_line, _piece):
-        tokens[0] += 1
-
-    def on_done(_line):
-        lines[0] += 1
+    def on_done(line):
+        if line.finish_reason in ("stop", "length"):  # not the lines close() cancels at the end
+            tokens[0] += line.tokens
+            lines[0] += 1
+            latency.append(time.perf_counter() - asked[id(line)])
 
     for f in range(args.frames):
         t0 = time.perf_counter()
@@ -86,13 +87,16 @@ def play(args, engine: Engine, mode: str) -> dict:
             seed = f * 1000 + i
             if mode == "sync":
                 c = cast[i]
+                t_ask = time.perf_counter()
                 [out] = engine.generate([engine.tokenizer.apply_chat_template(c.messages(LINES[i % len(LINES)]))],
                                         SamplingParams(max_tokens=args.tokens, temperature=0.8, seed=seed),
                                         personas=c.name)
                 tokens[0] += len(out.token_ids)
                 lines[0] += 1
+                latency.append(time.perf_counter() - t_ask)
             else:
-                cast[i].say(LINES[i % len(LINES)], on_token=on_token, on_done=on_done, seed=seed)
+                line = cast[i].say(LINES[i % len(LINES)], on_done=on_done, seed=seed)
+                asked[id(line)] = time.perf_counter()
         t1 = time.perf_counter()
         if mode != "sync":
             runtime.update(args.budget_ms)
@@ -103,13 +107,15 @@ def play(args, engine: Engine, mode: str) -> dict:
         time.sleep(max(0.0, next_frame - time.perf_counter()))
     wall = time.perf_counter() - t_start
     runtime.close()
-    ms = sorted(s * 1000 for s in frame_s)
+    ms, waits = sorted(s * 1000 for s in frame_s), sorted(s * 1000 for s in latency) or [float("nan")]
     frame_budget = 1000 / args.fps
     return {"frame_ms": {"mean": statistics.fmean(ms), "p50": ms[len(ms) // 2], "p99": ms[int(0.99 * (len(ms) - 1))],
                          "max": ms[-1]},
             "frames_over_frame_budget": sum(m > frame_budget for m in ms),
             "model_share_of_frame": sum(model_s) / sum(frame_s), "tokens_delivered": tokens[0],
-            "lines_finished": lines[0], "tokens_per_s": tokens[0] / wall, "wall_s": wall,
+            "lines_finished": lines[0], "lines_asked": sum(len(v) for v in plan.values()),
+            "line_ms": {"p50": waits[len(waits) // 2], "p99": waits[int(0.99 * (len(waits) - 1))]},
+            "tokens_per_s": tokens[0] / wall, "wall_s": wall,
             "game_seconds_behind": max(0.0, wall - args.frames / args.fps)}
 
 

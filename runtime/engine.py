@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Hashable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,21 @@ __all__ = ["Completion", "Engine", "EngineConfig", "RequestHandle"]
 
 
 FIRST_PUMP_TOKENS = 32  # the token budget of `pump`'s first step, before any step time was measured
+
+
+@dataclass
+class _Pass:
+    """A step in flight: its work runs in slices (each layer's attention, its MLP, the logits, sampling), so
+    `pump` can stop between two slices when a frame's budget is spent and go on in the next call."""
+
+    batch: list[Scheduled]
+    slices: Iterator[list[RequestHandle] | None]  # None after each slice but the last, then the finished
+    sampling: int  # requests that sample a token at its end
+    busy: float = 0.0  # seconds spent in its slices so far
+    last: float = 0.0  # seconds of the latest slice
+    longest: float = 0.0  # seconds of its longest slice
+    count: int = 0  # slices run
+    cancelled: list[Request] = field(default_factory=list)  # cancelled mid-pass: their blocks go at its end
 
 
 @dataclass(frozen=True)
@@ -97,6 +112,8 @@ class Engine:
         # constrained decoding: the tokenizer's llguidance view is built on the first schema
         self.grammars = GrammarCompiler(tokenizer, cfg.vocab_size, self.eos_token_ids)
         self._masker = TokenMasker(cfg.vocab_size)
+        self._pass: _Pass | None = None
+        self._uneven = 2.0  # a pass's longest slice over its mean slice, averaged over recent passes
 
     @classmethod
     def from_pretrained(cls, path: str | Path, config: EngineConfig | None = None, device: str = "cpu",
@@ -217,25 +234,83 @@ class Engine:
             return
         req.out.finish_reason = "cancelled"
         req.out.text = self.tokenizer.decode(req.out.token_ids)
-        self.scheduler.finish(req)
+        p = self._pass
+        if p is None or all(s.request is not req for s in p.batch):
+            self.scheduler.finish(req)
+            return
+        p.cancelled.append(req)  # the pass in flight still writes its KV: its blocks go at the pass's end
+        if all(s.request.finished for s in p.batch):  # nobody left to compute for: drop the pass now
+            p.slices.close()
+            self._pass = None
+            for r in p.cancelled:
+                self.scheduler.finish(r)
 
     # -- the loop -----------------------------------------------------------------------
 
     def step(self, max_tokens: int | None = None) -> list[RequestHandle]:
         """One batched forward pass over the scheduled requests (at most `max_tokens` tokens, within the
-        configured `max_batched_tokens`); returns the requests it finished."""
+        configured `max_batched_tokens`); returns the requests it finished. When `pump` left a pass in
+        flight, this completes that pass instead."""
+        if self._pass is None and not self._start(max_tokens):
+            return []
+        return self._advance(None)
+
+    @property
+    def mid_step(self) -> bool:
+        """A step's pass is in flight: `pump` stopped between two of its slices and goes on next call."""
+        return self._pass is not None
+
+    def _start(self, max_tokens: int | None) -> bool:
+        """Schedule a step and put its pass in flight; False when nothing could be scheduled."""
         t0 = time.perf_counter()
         batch = self.scheduler.schedule(max_tokens)
         if not batch:
-            return []
-        logits = self._run(batch)
-        finished = self._postprocess(batch, logits)
-        self._stats.record_step(batch, len(logits), time.perf_counter() - t0)
-        return finished
+            return False
+        self._pass = _Pass(batch, self._slices(batch), sum(s.samples for s in batch), busy=time.perf_counter() - t0)
+        return True
+
+    def _advance(self, deadline: float | None, at_least_one: bool = True) -> list[RequestHandle] | None:
+        """Run the pass in flight to its end, or (given a `deadline`) while its next slice, guessed to take
+        as long as its last one, ends before it. Returns the requests it finished once the pass is
+        complete, None while it is still in flight."""
+        p = self._pass
+        while True:
+            t0 = time.perf_counter()
+            if deadline is not None and not at_least_one and t0 + p.last > deadline:
+                return None
+            at_least_one = False
+            out = next(p.slices)
+            p.last = time.perf_counter() - t0
+            p.busy, p.longest, p.count = p.busy + p.last, max(p.longest, p.last), p.count + 1
+            if out is not None:
+                break
+        self._pass = None
+        self._uneven = 0.8 * self._uneven + 0.2 * p.longest * p.count / p.busy
+        self._stats.record_step(p.batch, p.sampling, p.busy)
+        for req in p.cancelled:
+            self.scheduler.finish(req)
+        return out
+
+    def _finish_pass(self) -> None:
+        """Complete the pass in flight, if any (before anything else runs the model or moves KV)."""
+        if self._pass is not None:
+            self._advance(None)
 
     @torch.inference_mode()
-    def _run(self, batch: list[Scheduled]) -> torch.Tensor:
-        """Forward the scheduled tokens -> logits [R, V] for the R requests that sample this step."""
+    def _slices(self, batch: list[Scheduled]) -> Iterator[list[RequestHandle] | None]:
+        """The step's work in slices: the model's (`Model.in_slices`), then the logits, then sampling and
+        bookkeeping. Yields None after each slice but the last, then the requests the step finished."""
+        hidden = None
+        for hidden in self._run(batch):
+            if hidden is None:
+                yield None
+        yield None
+        logits = self._logits(batch, hidden)
+        yield None
+        yield self._postprocess(batch, logits)
+
+    def _run(self, batch: list[Scheduled]) -> Iterator[torch.Tensor | None]:
+        """Forward the scheduled tokens in slices (`Model.in_slices`)."""
         ids, pos = [], []
         for s in batch:
             r, start = s.request, s.request.num_computed
@@ -244,7 +319,10 @@ class Engine:
         kv = PagedBatch(self.pool, [s.request.blocks for s in batch], [s.num_tokens for s in batch],
                         [s.request.num_computed + s.num_tokens for s in batch], self.device)
         self.lora.batch.set([s.request.lora_slot for s in batch], [s.num_tokens for s in batch], self.device)
-        hidden = self.model(torch.tensor(ids, device=self.device), torch.tensor(pos, device=self.device), kv)
+        return self.model.in_slices(torch.tensor(ids, device=self.device), torch.tensor(pos, device=self.device), kv)
+
+    def _logits(self, batch: list[Scheduled], hidden: torch.Tensor) -> torch.Tensor:
+        """Final hidden states -> logits [R, V] for the R requests that sample this step."""
         last = torch.tensor([s.num_tokens for s in batch], device=self.device).cumsum(0) - 1
         rows = last[[i for i, s in enumerate(batch) if s.samples]]
         self._stats.record_experts(self._moe)
@@ -256,6 +334,9 @@ class Engine:
         for s in batch:
             req = s.request
             sample = s.samples
+            if req.finished:  # cancelled while the pass was in flight
+                row += sample
+                continue
             req.num_computed += s.num_tokens
             self.scheduler.cache_computed(req)
             if not sample:
@@ -286,33 +367,48 @@ class Engine:
         return dead
 
     def pump(self, max_ms: float) -> int:
-        """Run steps for at most about `max_ms` milliseconds (a game frame's budget); returns steps run.
+        """Work for at most about `max_ms` milliseconds (a game frame's budget); returns the steps completed.
 
-        Each step takes only as many tokens as the time left allows, going by a fit of step time
-        against tokens over recent steps (`EngineStats.step_cost`), so a long prompt is prefilled in
-        chunks over several frames and, when the budget cannot decode every running request, they
-        take turns. The first step of a call always runs: when even a step's fixed cost is more than
-        the budget, it takes the tokens the budget pays for beyond that cost.
+        A step's work runs in slices (each layer's attention, its MLP, the logits, sampling) and stops between
+        two when the next one, guessed to take as long as the last, would end past the budget; the next call
+        goes on where it stopped. A new step takes as many tokens as keep one of its slices within
+        `max_ms`, going by a fit of step time against tokens over recent steps (`EngineStats.step_cost`),
+        so a big batch is spread over a few frames and a long prompt is prefilled in chunks (see
+        `_pump_budget`). The first slice of a call always runs, so every call makes progress.
         """
-        deadline = time.perf_counter() + max_ms / 1000
-        steps = 0
+        t0 = time.perf_counter()
+        deadline = t0 + max_ms / 1000
+        steps, first = 0, True
         while self.scheduler.has_work:
-            left = deadline - time.perf_counter()
-            if left <= 0:
+            if self._pass is None:
+                budget, guess = self._pump_budget(max_ms / 1000)
+                if not first and time.perf_counter() + guess > deadline:
+                    break
+                if not self._start(budget):
+                    break
+            if self._advance(deadline, at_least_one=first) is None:
                 break
-            cost = self._stats.step_cost()
-            if cost is None:  # nothing measured yet: a small step to measure on
-                budget = FIRST_PUMP_TOKENS
-            else:
-                fixed, per_token = cost
-                budget = int((left - fixed) / per_token)
-                if budget < 1:
-                    if steps:
-                        break
-                    budget = max(1, int(left / per_token))
-            self.step(budget)
-            steps += 1
+            steps, first = steps + 1, False
         return steps
+
+    def _pump_budget(self, slice_s: float) -> tuple[int, float]:
+        """(tokens for a new step whose slices each take about `slice_s` seconds, its first slice's
+        guessed seconds).
+
+        Slices are not even (an MoE layer costs more than an attention layer), so the longest one is kept
+        within the budget, going by how uneven recent passes were. Never fewer than a token for each
+        running request: slicing the pass, not shrinking the batch, is what fits decoding into a frame.
+        A step that leaves running requests out pays the step's fixed cost again for them, and when that
+        cost alone is over the budget (a slow or busy machine) shrinking would only lose throughput.
+        """
+        cost = self._stats.step_cost()
+        if cost is None:  # nothing measured yet: a small step to measure on
+            return FIRST_PUMP_TOKENS, 0.0
+        fixed, per_token = cost
+        slices = (self.model.num_slices + 2) / self._uneven  # the step's time in units of its longest slice
+        fits = int((slice_s * slices - fixed) / per_token)
+        budget = min(max(fits, len(self.scheduler.running) + 1), self.engine_config.max_batched_tokens)
+        return budget, (fixed + per_token * budget) / slices
 
     # -- convenience front ends ------------------------------------------------------------
 
@@ -386,6 +482,7 @@ class Engine:
     @torch.inference_mode()
     def logits(self, token_ids: Sequence[int], adapter: Hashable = None) -> torch.Tensor:
         """Logits for every position of one sequence: [len, vocab] float32 (nothing is cached)."""
+        self._finish_pass()
         ids = self._prompt_ids(token_ids)
         self._check_fits(len(ids), 0)
         self._check_adapter(adapter)
@@ -417,6 +514,7 @@ class Engine:
         context is truncated to it, and a text with no tokens gets a zero row. Nothing is cached: the KV pool
         and the prefix cache are not touched, so it may run between any two steps.
         """
+        self._finish_pass()
         out = torch.zeros(len(texts), self.config.hidden_size)
         ids = [self.tokenizer.encode(t)[: self.max_context] for t in texts]
         for chunk in self._embed_chunks([len(i) for i in ids]):

@@ -12,6 +12,8 @@ E experts, K top-k, I MLP or expert width, V vocabulary.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -125,7 +127,12 @@ class DecoderLayer(nn.Module):
         self.residual_multiplier = cfg.residual_multiplier
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: PagedBatch) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin, kv) * self.residual_multiplier
+        return self.feed_forward(self.attend(x, cos, sin, kv))
+
+    def attend(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: PagedBatch) -> torch.Tensor:
+        return x + self.attn(self.attn_norm(x), cos, sin, kv) * self.residual_multiplier
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.mlp(self.mlp_norm(x)) * self.residual_multiplier
 
 
@@ -143,11 +150,27 @@ class Model(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv: PagedBatch) -> torch.Tensor:
         """input_ids, positions [T] -> final hidden states [T, D]."""
+        *_, hidden = self.in_slices(input_ids, positions, kv)
+        return hidden
+
+    @property
+    def num_slices(self) -> int:
+        """The pieces `in_slices` cuts a forward pass into: each layer's attention and its MLP."""
+        return 2 * len(self.layers)
+
+    def in_slices(self, input_ids: torch.Tensor, positions: torch.Tensor,
+                  kv: PagedBatch) -> Iterator[torch.Tensor | None]:
+        """`forward` in `num_slices` pieces, one per resumption: yields None after each piece but the last,
+        then the final hidden states. A game loop spreads one pass over several frames this way."""
         x = self.embed(input_ids) * self.cfg.embedding_multiplier  # [T, D]
         cos, sin = self.rotary.cos_sin(positions, seq_len=int(positions.max()) + 1)  # [T, d]
-        for layer in self.layers:
-            x = layer(x, cos, sin, kv)
-        return self.norm(x)
+        for i, layer in enumerate(self.layers):
+            x = layer.attend(x, cos, sin, kv)
+            yield None
+            x = layer.feed_forward(x)
+            if i < len(self.layers) - 1:
+                yield None
+        yield self.norm(x)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [T, D] -> logits [T, V] float32."""

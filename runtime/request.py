@@ -68,7 +68,8 @@ class Request:
 
     @property
     def finished(self) -> bool:
-        return self.status is Status.FINISHED
+        """It has its outcome (a request cancelled while a pass is in flight gives its blocks back after)."""
+        return self.out.finish_reason is not None
 
     @property
     def num_pending(self) -> int:

@@ -45,6 +45,7 @@ class Line:
         self.character, self.prompt_text = character, text
         self.on_token, self.on_done = on_token, on_done
         self.text = ""  # what has been generated (and handed to on_token) so far
+        self.tokens = 0  # tokens generated so far (a piece handed to on_token may hold several)
         self.done = False
         self.finish_reason: str | None = None  # "stop", "length", "cancelled" or "error"
         self.value: Any = None
@@ -285,6 +286,7 @@ class Runtime:
         for line in self._live:
             out = line._handle._request.out
             finished = line._handle.done
+            line.tokens = len(out.token_ids)
             text = out.text if finished else self.engine.tokenizer.decode(out.token_ids).rstrip("\ufffd")
             if len(text) > len(line.text) and text.startswith(line.text):
                 self._events.put((line, text[len(line.text) :]))

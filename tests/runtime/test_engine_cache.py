@@ -145,8 +145,9 @@ def test_submit_step_pump_and_handles(folder):
     finished = []
     while engine.scheduler.has_work:
         steps = engine.pump(max_ms=5)
-        assert steps >= 1
-        finished += engine.step()
+        assert steps >= 1 or engine.mid_step  # a step completed, or one is in flight
+        finished += engine.step()  # completes the pass in flight, if any
+        assert not engine.mid_step
     assert all(h.done for h in handles)
     ref = [o.token_ids for o in make(folder).generate(ps, GREEDY)]
     assert [h.result().token_ids for h in handles] == ref
@@ -182,12 +183,47 @@ def test_pump_keeps_to_its_budget_by_sizing_steps(folder):
     long = prompts(1, shared=300, own=200)[0]
     engine.generate([long[:64]], GREEDY)  # a few steps to fit the step cost on
     h = engine.submit(long, GREEDY)
-    assert engine.pump(max_ms=0.5) == 1  # less than any step takes: one step for progress, a small one
+    # less than any step takes: one slice (a layer's attention or MLP) per call for progress, the step a small one
+    assert engine.pump(max_ms=0.5) == 0 and engine.mid_step
+    while engine.pump(max_ms=0.5) == 0:  # the pass goes on where it stopped
+        pass
     # not the 500-token prompt in one step (the engine's default step takes 512 tokens)
     assert 0 < h._request.num_computed < len(long)
     while not h.done:
         engine.pump(max_ms=2)
     assert h.result().token_ids == make(folder).generate([long], GREEDY)[0].token_ids
+
+
+def test_a_pass_spread_over_pump_calls_survives_cancel_and_logits(folder):
+    ps = prompts(3)
+    engine = make(folder)
+    ref = [o.token_ids for o in make(folder).generate(ps, GREEDY)]
+    handles = [engine.submit(p, GREEDY, persona=f"agent{i}") for i, p in enumerate(ps)]
+    engine.step()
+    engine.pump(max_ms=0.0)  # one slice, no more: the pass stays in flight
+    assert engine.mid_step
+    used = engine.pool.num_used
+    handles[1].cancel()  # done at once; its blocks go when the pass in flight has written its KV
+    assert handles[1].done and handles[1].result().finish_reason == "cancelled"
+    assert engine.mid_step and engine.pool.num_used == used
+    handles[1].cancel()  # a second cancel is a no-op
+    engine.pump(max_ms=0.0)
+    alone = make(folder).logits(ps[0])
+    assert torch.allclose(engine.logits(ps[0]), alone, atol=1e-5)  # it completes the pass first
+    assert not engine.mid_step
+    while engine.scheduler.has_work:
+        engine.pump(max_ms=0.5)
+    assert [handles[0].result().token_ids, handles[2].result().token_ids] == [ref[0], ref[2]]
+    for h in handles:
+        h.cancel()
+    assert engine.pool.num_used == engine.cache.num_nodes  # only the cache holds blocks now
+    # cancelling everyone in the pass in flight drops the pass and frees their blocks at once
+    engine = make(folder, enable_prefix_cache=False)
+    h = engine.submit(ps[0], GREEDY)
+    engine.pump(max_ms=0.0)
+    assert engine.mid_step and engine.pool.num_used > 0
+    h.cancel()
+    assert not engine.mid_step and engine.pool.num_used == 0 and not engine.scheduler.has_work
 
 
 def test_result_drives_the_engine(folder):
