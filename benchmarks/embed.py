@@ -10,7 +10,7 @@ game's own logic). The frame loop runs at the target rate (it sleeps until the n
 frame's time is its work: the game's logic plus whatever the model took on the game's thread.
 
 - `update`: `runtime.update(budget_ms)` once per frame (the model runs on the game's thread, in
-  steps sized to the budget);
+  slices that fit the budget, a pass spread over frames when it must);
 - `threaded`: `Runtime(threaded=True)`, the model in a background thread, `update()` only fires the
   callbacks (the game's thread still shares the interpreter with the worker);
 - `sync`: a character's line is generated to the end inside the frame that asks for it
