@@ -371,13 +371,12 @@ class Engine:
 
         A step's work runs in slices (each layer's attention, its MLP, the logits, sampling) and stops between
         two when the next one, guessed to take as long as the last, would end past the budget; the next call
-        goes on where it stopped. A new step takes as many tokens as keep one of its slices within
+        goes on where it stopped. A new step takes as many tokens as keep its longest slice within
         `max_ms`, going by a fit of step time against tokens over recent steps (`EngineStats.step_cost`),
         so a big batch is spread over a few frames and a long prompt is prefilled in chunks (see
         `_pump_budget`). The first slice of a call always runs, so every call makes progress.
         """
-        t0 = time.perf_counter()
-        deadline = t0 + max_ms / 1000
+        deadline = time.perf_counter() + max_ms / 1000
         steps, first = 0, True
         while self.scheduler.has_work:
             if self._pass is None:
@@ -392,8 +391,8 @@ class Engine:
         return steps
 
     def _pump_budget(self, slice_s: float) -> tuple[int, float]:
-        """(tokens for a new step whose slices each take about `slice_s` seconds, its first slice's
-        guessed seconds).
+        """(tokens for a new step whose longest slice takes about `slice_s` seconds, that slice's guessed
+        seconds).
 
         Slices are not even (an MoE layer costs more than an attention layer), so the longest one is kept
         within the budget, going by how uneven recent passes were. Never fewer than a token for each
