@@ -55,7 +55,7 @@ def test_lines_stream_on_the_calling_thread_and_match_the_engine(engine):
         ids = engine.tokenizer.encode(engine.tokenizer.apply_chat_template(
             [{"role": "system", "content": line.character.system}, {"role": "user", "content": "Any news today?"}]))
         [ref] = engine.generate([ids], SamplingParams(max_tokens=24, temperature=0.0))
-        assert ref.text == line.text
+        assert ref.text == line.text and line.tokens == len(ref.token_ids)
     assert mira.history == [{"role": "user", "content": "Any news today?"},
                             {"role": "assistant", "content": lines[0].text}]
 
