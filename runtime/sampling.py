@@ -78,12 +78,5 @@ class Sampler:
                 top, order = probs.sort(descending=True)
             # keep the smallest prefix whose mass reaches top_p (always at least one token)
             top = top.masked_fill(top.cumsum(-1) - top >= p.top_p, 0.0)
-            return int(order[self._draw(top)])
-        return self._draw(probs)
-
-    def _draw(self, weights: torch.Tensor) -> int:
-        """An index drawn in proportion to `weights` [N] (>= 0, not all zero), by inverting their running
-        sum at one uniform number: one random draw per token, where `torch.multinomial` makes N."""
-        cdf = weights.cumsum(-1)
-        u = torch.rand((), generator=self.generator, dtype=cdf.dtype) * cdf[-1]
-        return min(int(torch.searchsorted(cdf, u, right=True)), weights.shape[-1] - 1)
+            return int(order[torch.multinomial(top, 1, generator=self.generator)])
+        return int(torch.multinomial(probs, 1, generator=self.generator))
