@@ -58,6 +58,7 @@ class TurnModel(ABC):
     turns and seeds returns the same values. `ref` names the model in checkpoints."""
 
     ref: str | None = None
+    device: str | None = None  # where it computes ("cpu", "cuda:0"; None: no device), shown in the TUI header
 
     @abstractmethod
     def decide(self, turns: Sequence[Turn]) -> list[Any]: ...
@@ -113,6 +114,11 @@ class EngineModel(TurnModel):
         self.ref, self.clock = ref, clock
         self.progress: Progress | None = None
         self.streams: Callable[[str], bool] | None = None
+
+    @property
+    def device(self) -> str | None:
+        d = getattr(self.engine, "device", None)
+        return None if d is None else str(d)
 
     def fit(self, messages: list[dict[str, str]], max_tokens: int) -> list[int]:
         return fit_prompt(self.engine, messages, max_tokens)

@@ -324,7 +324,7 @@ class Simulation:
         await self.bus.publish(topics.world(self.name), self.world.snapshot(), retain=True)
         report = self.report()
         await self.bus.publish(topics.report(self.name), {
-            "tick": self.world.tick, "metrics": report.metrics,
+            "tick": self.world.tick, "metrics": report.metrics, **self._model_label(),
             "stats": self.model.stats() if self.model is not None else {}}, retain=True)
 
     def _hint(self) -> None:
@@ -366,8 +366,12 @@ class Simulation:
         if self.recorder is None and self._record_path is not None:
             self.recorder = Recorder(self._record_path, self._header())
 
+    def _model_label(self) -> dict:
+        m = self.model
+        return {"model": m.ref if m is not None else None, "device": m.device if m is not None else None}
+
     def _header(self) -> dict:
-        return {"sim": self.name, "seed": self.seed, "model": self.model.ref if self.model else None,
+        return {"sim": self.name, "seed": self.seed, **self._model_label(),
                 "scenario": self.scenario.spec if self.scenario else None,
                 "minutes_per_tick": self.world.minutes_per_tick, "start_minute": self.world.start_minute,
                 "places": self.world.places}

@@ -50,7 +50,7 @@ async def main() -> None:
             await shown(pilot, app)
         app.save_screenshot("tui-main.svg", str(HERE))
         pane, roster = app.query_one(AgentDetailPane), app.query_one(Roster)
-        for _ in range(8):  # follow someone who just spoke (likely to answer a reply) until caught writing
+        for _ in range(30):  # follow someone who just spoke (likely to answer a reply) until caught writing
             talkers = [e.actor for e in app.latest.events if e.kind == "say" and e.actor in sim.agents]
             if talkers:
                 roster.move_cursor(row=roster.get_row_index(talkers[-1]))
@@ -63,7 +63,7 @@ async def main() -> None:
             await wait_for(pilot, lambda at=at: app.source.ticks_run == at + 1)
             await shown(pilot, app)
         else:
-            raise SystemExit("caught nobody writing an action in 8 ticks")
+            raise SystemExit("caught nobody writing an action in 30 ticks")
         await wait_for(pilot, lambda: app.control.idle.is_set())
         app.control.pause(True)
         await pilot.press("q")

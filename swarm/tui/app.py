@@ -142,7 +142,7 @@ class SwarmApp(App):
             self._reset = False
             self.query_one(EventLog).reset()
         header = self.query_one(SimHeader)
-        header.tick, header.clock = data.tick, data.clock
+        header.tick, header.clock, header.model = data.tick, data.clock, data.model
         self.query_one(Roster).show(data.rows)
         self._roster_title()
         self.query_one(EventLog).add(events)

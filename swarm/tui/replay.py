@@ -85,7 +85,8 @@ class ReplaySource:
 
     @property
     def model(self) -> str:
-        return str(self.header.get("model") or "none")
+        model, device = self.header.get("model") or "none", self.header.get("device")
+        return f"{model} on {device}" if device else str(model)
 
     def run(self, post: Callable[[Any], None], finished: Callable[[str], None]) -> None:
         """Play until stopped; at the end of the log pause (seeking still works) and say so once."""

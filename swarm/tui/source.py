@@ -132,7 +132,10 @@ class LiveSource:
     @property
     def model(self) -> str:
         m = self.sim.model
-        return "none" if m is None else str(m.ref or type(m).__name__)
+        if m is None:
+            return "none"
+        name = str(m.ref or type(m).__name__)
+        return f"{name} on {m.device}" if m.device else name
 
     def run(self, post: Callable[[Any], None], finished: Callable[[str], None],
             streamed: Callable[[], None] | None = None) -> None:

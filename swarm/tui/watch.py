@@ -64,7 +64,10 @@ class WatchSource:
 
     @property
     def model(self) -> str:
-        return f"watching {self.url}"
+        model, device = self.report.get("model"), self.report.get("device")
+        if model is None:
+            return f"watching {self.url}"
+        return f"{model} on {device}, watched at {self.url}" if device else f"{model}, watched at {self.url}"
 
     def run(self, post: Callable[[Any], None], finished: Callable[[str], None],
             status: Callable[[str | None], None] | None = None) -> None:

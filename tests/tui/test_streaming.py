@@ -76,3 +76,19 @@ def test_a_burst_of_progress_is_one_notice_and_the_newest_text():
     source.snapshot([])  # a tick ended: nothing partial is left to show
     assert source.take_partial() is None
     sim.close()
+
+
+async def test_the_header_names_the_model_and_its_device_live_and_in_a_replay(tmp_path):
+    from swarm.tui.replay import ReplayControl, ReplaySource
+    from swarm.tui.widgets import SimHeader
+
+    sim, engine = engine_tavern(record=tmp_path / "run.jsonl")
+    engine.device = "cuda:0"  # as an Engine built with device="cuda" reports it
+    app = make_app(sim, ticks=2)
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.source.ticks_run == 2)
+        assert app.query_one(SimHeader).model == "fake-engine on cuda:0"
+        await pilot.press("q")
+    await close(app)
+    replay = ReplaySource(tmp_path / "run.jsonl", ReplayControl())
+    assert replay.model == "fake-engine on cuda:0"

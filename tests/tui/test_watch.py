@@ -49,7 +49,7 @@ async def test_follows_a_simulation_and_p_pauses_the_display(mosquitto):
             for _ in range(3):
                 await loop.run_in_executor(worker, step, sim)
             await until(pilot, lambda: header.tick == 3 and len(said(app)) == 6)
-            assert header.scenario == "tavern" and header.model == f"watching {mosquitto.url}"
+            assert header.scenario == "tavern" and header.model == f"scripted-test, watched at {mosquitto.url}"
             assert header.status == "running"
             assert '    2 say      Mira says: "round 2"' in said(app)
             assert app.query_one(Roster).get_cell("Ann", "place") == "square"
