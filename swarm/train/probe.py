@@ -82,11 +82,12 @@ def triage_cases(seeds: list[int], ticks: int = 40, adapters: set[str] = frozens
 
 
 def routing_probe(engine, cases: list[TriageCase], temperature: float = 0.7) -> dict:
-    """The model's answers to `cases`, sampled as a simulation samples them, scored (see `score`), and
-    the teacher-forced queue choice."""
+    """The model's answers to `cases`, sampled as a simulation samples them, scored (see `score`), the
+    teacher-forced queue choice, and in-context copying of the tickets' texts (`copy_probe`)."""
     answers = EngineModel(engine, temperature=temperature).decide([c.turn for c in cases])
+    texts = list(dict.fromkeys(t for c in cases for t in c.texts.values()))[:20]
     return {"temperature": temperature, **score(cases, [getattr(a, "value", None) for a in answers]),
-            **queue_choice(engine, cases)}
+            **queue_choice(engine, cases), **copy_probe(engine, texts)}
 
 
 def score(cases: list[TriageCase], values: list) -> dict:
@@ -149,6 +150,24 @@ def queue_choice(engine, cases: list[TriageCase]) -> dict:
         p_right += float(probs[truth])
     n = max(len(cases), 1)
     return {"queue_choice_accuracy": right / n, "queue_choice_p_right": p_right / n}
+
+
+@torch.no_grad()
+def copy_probe(engine, texts: list[str]) -> dict:
+    """In-context copying: each text twice in a row; the mean probability the model gives the second
+    copy's tokens (past its first). A model that reads its context gets near 1 (it has seen every next
+    token a moment ago); one that predicts from the last few tokens alone gets about what it gets the
+    first time. Routing a ticket by its words needs the first kind of reading."""
+    first, second = [], []
+    for text in texts:
+        once = engine.tokenizer.encode(text + "\n")
+        ids = once + once
+        logp = engine.logits(ids).log_softmax(-1)  # [len, V]
+        p = [float(logp[i - 1, ids[i]].exp()) for i in range(1, len(ids))]
+        first += p[1 : len(once) - 1]
+        second += p[len(once) : len(ids) - 1]
+    return {"copy_first_pass_p": sum(first) / max(len(first), 1),
+            "copy_second_pass_p": sum(second) / max(len(second), 1)}
 
 
 def _json(value) -> str:

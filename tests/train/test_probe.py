@@ -2,6 +2,7 @@
 each Route against the ticket it names."""
 
 import msgspec
+import pytest
 import torch
 
 from swarm.runtime import Engine, EngineConfig
@@ -47,3 +48,33 @@ def test_the_probe_runs_a_model_on_the_cases(tmp_path):
                            temperature=0.0)
     assert result["cases"] == 3 and result["routed"] <= 3  # an untrained model may Wait, or run out of tokens
     assert 0.0 <= result["queue_choice_p_right"] <= 1.0 and 0.0 <= result["queue_accuracy"] <= 1.0
+
+
+class _Bytes:
+    def encode(self, text):
+        return list(text.encode())
+
+
+class _Reader:
+    """Logits of a model that predicts from its context: after a byte seen before, what followed it then
+    (`reads=False`: uniform, a model that ignores its context)."""
+
+    def __init__(self, reads: bool):
+        self.tokenizer, self.reads = _Bytes(), reads
+
+    def logits(self, ids):
+        out = torch.zeros(len(ids), 256)
+        for i, t in enumerate(ids):
+            seen = [j for j in range(i) if ids[j] == t]
+            if self.reads and seen:
+                out[i, ids[seen[-1] + 1]] = 30.0
+        return out
+
+
+def test_copy_probe_tells_a_model_that_reads_its_context_from_one_that_does_not():
+    from swarm.train.probe import copy_probe
+
+    texts = ["abcdefgh", "Refund please"[:8]]
+    reader, blind = copy_probe(_Reader(True), texts), copy_probe(_Reader(False), texts)
+    assert reader["copy_second_pass_p"] > 0.99 and reader["copy_first_pass_p"] < 0.2
+    assert blind["copy_second_pass_p"] == pytest.approx(1 / 256) == blind["copy_first_pass_p"]
