@@ -61,3 +61,8 @@ class TickData:
     detail: AgentDetail | None = None
     reset: bool = False  # `events` is the whole history so far (a replay seeked): the views start over
     world: dict[str, Any] | None = None
+
+
+def model_label(name: str, device: str | None) -> str:
+    """The header's model: its name, and the device it runs on when it has one."""
+    return f"{name} on {device}" if device else name

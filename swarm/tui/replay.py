@@ -17,6 +17,7 @@ from typing import Any
 from swarm.events import Event
 from swarm.recorder import read_log
 from swarm.tui import from_events
+from swarm.tui.data import model_label
 from swarm.tui.from_events import roster
 from swarm.tui.source import Control, TickData
 
@@ -85,8 +86,7 @@ class ReplaySource:
 
     @property
     def model(self) -> str:
-        model, device = self.header.get("model") or "none", self.header.get("device")
-        return f"{model} on {device}" if device else str(model)
+        return model_label(str(self.header.get("model") or "none"), self.header.get("device"))
 
     def run(self, post: Callable[[Any], None], finished: Callable[[str], None]) -> None:
         """Play until stopped; at the end of the log pause (seeking still works) and say so once."""

@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 from swarm.events import Event, InboxMessage
-from swarm.tui.data import AgentDetail, AgentRow, Partial, TickData
+from swarm.tui.data import AgentDetail, AgentRow, Partial, TickData, model_label
 
 __all__ = ["SPEEDS", "AgentDetail", "AgentRow", "Control", "LiveSource", "Partial", "TickData"]
 
@@ -132,10 +132,7 @@ class LiveSource:
     @property
     def model(self) -> str:
         m = self.sim.model
-        if m is None:
-            return "none"
-        name = str(m.ref or type(m).__name__)
-        return f"{name} on {m.device}" if m.device else name
+        return "none" if m is None else model_label(str(m.ref or type(m).__name__), m.device)
 
     def run(self, post: Callable[[Any], None], finished: Callable[[str], None],
             streamed: Callable[[], None] | None = None) -> None:

@@ -26,6 +26,7 @@ from swarm.bus import BusError, open_bus, topics
 from swarm.events import Event
 from swarm.tui import from_events
 from swarm.tui.app import SwarmApp
+from swarm.tui.data import model_label
 from swarm.tui.from_events import roster
 from swarm.tui.messages import Finished, Ticked
 from swarm.tui.source import AgentRow, Control, TickData
@@ -64,10 +65,10 @@ class WatchSource:
 
     @property
     def model(self) -> str:
-        model, device = self.report.get("model"), self.report.get("device")
+        model = self.report.get("model")
         if model is None:
             return f"watching {self.url}"
-        return f"{model} on {device}, watched at {self.url}" if device else f"{model}, watched at {self.url}"
+        return f"{model_label(str(model), self.report.get('device'))}, watched at {self.url}"
 
     def run(self, post: Callable[[Any], None], finished: Callable[[str], None],
             status: Callable[[str | None], None] | None = None) -> None:
