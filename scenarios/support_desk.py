@@ -13,8 +13,9 @@ ticket reopened and sent back to its triage agent. Every ticket has an SLA by it
 
 Actions: Route(ticket, queue, priority, note), Answer(ticket, text), Escalate(ticket, reason) and Wait.
 Each agent is offered only what fits its role and what it holds this tick, with the ticket field narrowed
-to the ids it may name: triage agents Route their waiting tickets; specialists Answer, Escalate or Route the
-ticket in their hands; seniors Answer theirs.
+to the one ticket in its hands: triage agents work their inbox one ticket at a time, oldest first (as a
+ticket queue hands them out), and Route that one; specialists Answer, Escalate or Route the ticket they
+hold; seniors Answer theirs. The ticket to act on is always the last thing an agent is told in a tick.
 
 Metrics: routing_accuracy and priority_accuracy (of every Route), mean_ticks_to_resolution, sla_breaches
 (urgent 4 ticks, normal 10, low 20), resolved, open, tickets, escalated, reopened.
@@ -51,7 +52,6 @@ RANK = {"urgent": 0, "normal": 1, "low": 2}
 PRIORITY_ODDS = {"urgent": 0.2, "normal": 0.5, "low": 0.3}
 SENIOR_ODDS = 0.12  # tickets that need a senior
 POD = 10  # agents per place: a place with many agents makes long prompts and floods of join events
-LISTED = 8  # waiting tickets a triage agent may name in one Route
 
 Category = Literal["billing", "technical", "account", "shipping"]
 Priority = Literal["low", "normal", "urgent"]
@@ -501,16 +501,15 @@ def build(sim, agents: int = 8, rate: float = 0.12, specialists: int | None = No
     def desk(sim, events):
         st, world, tick = sim.state, sim.world, sim.world.tick
         out = _breaches(world, st, tick) + _arrivals(sim, st, tick) + _dispatch(world, st)
-        told = {a for e in out for a in e.data.get("audience", ())}
-        return out + _reminders(world, st, tick, told)
+        return out + _reminders(world, st, tick, [*events, *out])
 
     @sim.actions_for
     def choices(sim, agent):
         st = sim.state
         role = st["roles"].get(agent.id)
         if role == "triage":
-            waiting = tuple(st["inbox"][agent.id][:LISTED])
-            return [narrow(Route, "ticket", waiting), Wait] if waiting else [Wait]
+            waiting = st["inbox"][agent.id]
+            return [narrow(Route, "ticket", (waiting[0],)), Wait] if waiting else [Wait]
         mine = st["holding"].get(agent.id)
         if mine is None:
             return [Wait]
@@ -527,9 +526,9 @@ def _held(st: dict, world, actor: str, action, verb: str) -> tuple:
     t = st["tickets"].get(action.ticket)
     if st["roles"].get(actor) == "triage":
         mine = st["inbox"][actor]
-        if t is None or action.ticket not in mine:
-            return None, world.fail(actor, action, f"{action.ticket!r} is not waiting for you; yours: "
-                                                   f"{', '.join(mine[:LISTED]) or 'none'}")
+        if t is None or action.ticket not in mine[:1]:
+            return None, world.fail(actor, action, f"{action.ticket!r} is not next in your inbox; next: "
+                                                   f"{mine[0] if mine else 'none'}")
         if verb != "route":
             return None, world.fail(actor, action, f"triage routes tickets; only specialists {verb} them")
         return t, None
@@ -632,18 +631,31 @@ def _assignment(t: dict, pool: str) -> str:
             f'{t["customer"]} wrote: "{t["text"]}"')
 
 
-def _reminders(world, st, tick: int, told: set) -> list:
-    """Whoever still has work that nothing this tick told them about hears of it again (an agent acts only
-    when it observes something)."""
+SHOWN = ("ticket", "assign", "reopen")  # the events that show a ticket's text
+
+
+def _reminders(world, st, tick: int, events: list) -> list:
+    """Whoever has a ticket in hand (a triage agent: the oldest in its inbox) hears of it again, text and
+    all, unless the last thing told to them this tick already showed it: an agent acts only when it observes
+    something, and the ticket to act on is then the last thing it was told."""
+    last = {}  # agent -> the last event addressed to them this tick
+    for e in events:
+        for who in e.data.get("audience", ()):
+            last[who] = e
+
+    def shown(who: str, tid: str) -> bool:
+        e = last.get(who)
+        return e is not None and e.kind in SHOWN and e.data.get("ticket") == tid
+
     out = []
     for who, waiting in st["inbox"].items():
-        if waiting and st["tickets"][waiting[0]]["arrived"] != tick:
+        if waiting and not shown(who, waiting[0]):
             t = st["tickets"][waiting[0]]
             more = f" ({len(waiting) - 1} more waiting)" if len(waiting) > 1 else ""
             out.append(_event(world, "reminder", f'Still to route: {t["id"]} from {t["customer"]}: '
                                                       f'"{t["text"]}"{more}', [who], t["id"], 4.0))
     for who, tid in st["holding"].items():
-        if tid is not None and who not in told:
+        if tid is not None and not shown(who, tid):
             t = st["tickets"][tid]
             out.append(_event(world, "reminder", f"{tid} is still yours ({tick - t['arrived']} ticks old). "
                                                       f'{t["customer"]} wrote: "{t["text"]}"', [who], tid, 4.0))

@@ -31,7 +31,7 @@ class TriageCase:
     turn: Turn  # the request as served; `EngineModel` reads its request and seed
     truth: dict[str, tuple[str, str]]  # waiting ticket id -> (category, priority)
     texts: dict[str, str]  # waiting ticket id -> the customer's text
-    gold: typing.Any  # the scripted answer (a Route of the oldest waiting ticket)
+    gold: typing.Any  # the scripted answer (a Route of the oldest waiting ticket, the only one it may name)
 
 
 def heldout_seeds(count: int, heldout_every: int = 10) -> list[int]:
@@ -92,8 +92,7 @@ def routing_probe(engine, cases: list[TriageCase], temperature: float = 0.7) -> 
 
 def score(cases: list[TriageCase], values: list) -> dict:
     """Queue and priority accuracy of the Routes in `values` (each scored against the ticket it names),
-    the share of them naming the oldest waiting ticket (what the scripted staff route), a confusion table
-    (truth -> queue chosen), and accuracy by how the ticket is worded."""
+    a confusion table (truth -> queue chosen), and accuracy by how the ticket is worded."""
     from swarm.scenarios.support_desk import CATEGORIES, CUE_RE, REASSURED
 
     counts: Counter[str] = Counter()
@@ -106,7 +105,6 @@ def score(cases: list[TriageCase], values: list) -> dict:
         counts["routed"] += 1
         counts["queue"] += value.queue == category
         counts["priority"] += value.priority == priority
-        counts["oldest"] += value.ticket == case.gold.ticket
         confusion[category][value.queue] += 1
         text = case.texts[value.ticket]
         wording = ("opener" if REASSURED.search(text) else
@@ -115,7 +113,6 @@ def score(cases: list[TriageCase], values: list) -> dict:
     routed = max(counts["routed"], 1)
     return {"cases": len(cases), "routed": counts["routed"], "chance": 1 / len(CATEGORIES),
             "queue_accuracy": counts["queue"] / routed, "priority_accuracy": counts["priority"] / routed,
-            "oldest_ticket_share": counts["oldest"] / routed,
             "queue_accuracy_by_wording": {w: {"n": c["n"], "accuracy": c["queue"] / c["n"]}
                                           for w, c in sorted(by_wording.items())},
             "confusion": confusion}

@@ -29,7 +29,7 @@ def test_cases_carry_the_truth_and_the_scripted_answers_score_perfectly():
         assert c.turn.request.kind == "act" and c.gold.ticket in c.truth
         assert "route" in msgspec.json.encode(msgspec.json.schema(c.turn.request.schema)).decode()
     perfect = score(cases, [c.gold for c in cases])
-    assert perfect["queue_accuracy"] == perfect["priority_accuracy"] == perfect["oldest_ticket_share"] == 1.0
+    assert perfect["queue_accuracy"] == perfect["priority_accuracy"] == 1.0
     wrong = [msgspec.structs.replace(c.gold, queue=CATEGORIES[(CATEGORIES.index(c.gold.queue) + 1) % 4])
              for c in cases]
     off = score(cases, [*wrong[:-1], None])  # and one turn that did not route
