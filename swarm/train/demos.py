@@ -5,10 +5,19 @@ A record is one JSON line: scenario, seed, tick, agent, persona style, request k
 chat messages exactly as the simulation built them, and the completion. Whole seeds go to
 the held-out split (every `heldout_every`-th seed), so held-out prompts come from runs the
 model never saw.
+
+Exploration (`DemoPlan.explore`): a scripted policy never errs, so runs played by it alone never show
+what follows a mistake (a misrouted ticket coming back, a backlog, a wasted vote), and a model trained
+on them alone meets those situations first when it is playing, and then does worse after every slip
+of its own. In training runs, a share of act turns therefore plays a random action of the turn's
+schema instead, while the demonstration keeps the policy's answer (noise injected into the teacher's
+runs, as DART does): the world wanders off the teacher's path and the teacher shows the way back.
+Held-out runs are never explored, so held-out loss measures the same prompts whatever `explore` is.
 """
 
 from __future__ import annotations
 
+import random
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -18,6 +27,7 @@ from typing import Any
 
 import msgspec
 
+from swarm.baselines import random_policy
 from swarm.model import ScriptedModel, Turn
 from swarm.scenario import load_module
 from swarm.simulation import Simulation
@@ -32,6 +42,7 @@ class Demo(msgspec.Struct, kw_only=True):
     kind: str
     messages: list[dict[str, str]]
     completion: str
+    played: str | None = None  # what the run played instead of `completion` (an explored turn), if anything
 
 
 @dataclass(frozen=True)
@@ -43,23 +54,29 @@ class DemoPlan:
     ticks: int = 40
     agents: dict[str, int] | None = None  # per scenario; None: each scenario's default
     heldout_every: int = 10
+    explore: float = 0.0  # share of act turns in training runs that play a random action instead
 
     def split(self, seed: int) -> str:
         return "heldout" if seed % self.heldout_every == self.heldout_every - 1 else "train"
 
 
 class _Recorder(ScriptedModel):
-    """A scenario's scripted policy that writes down every turn it answers."""
+    """A scenario's scripted policy that writes down every turn it answers, and plays a random action
+    instead of its answer in an `explore` share of act turns."""
 
-    def __init__(self, policy: Callable[[Turn], Any], emit: Callable[[Turn, Any], None]):
+    def __init__(self, policy: Callable[[Turn], Any], emit: Callable[[Turn, Any, Any], None], explore: float = 0.0):
         super().__init__(policy, ref="scripted")
-        self.emit = emit
+        self.emit, self.explore = emit, explore
 
     def decide(self, turns):
         values = super().decide(turns)
+        played = []
         for turn, value in zip(turns, values, strict=True):
-            self.emit(turn, value)
-        return values
+            explored = turn.request.kind == "act" and random.Random(f"explore:{turn.seed}").random() < self.explore
+            instead = random_policy(turn) if explored else None
+            self.emit(turn, value, instead)
+            played.append(value if instead is None else instead)
+        return played
 
 
 def run_demos(plan: DemoPlan, on_seed: Callable[[str, int], None] | None = None) -> Iterator[tuple[str, Demo]]:
@@ -71,14 +88,16 @@ def run_demos(plan: DemoPlan, on_seed: Callable[[str, int], None] | None = None)
         for seed in range(plan.seeds):
             got: list[Demo] = []
 
-            def emit(turn: Turn, value: Any, spec=spec, seed=seed, got=got) -> None:
+            def emit(turn: Turn, value: Any, instead: Any, spec=spec, seed=seed, got=got) -> None:
                 got.append(Demo(scenario=spec, seed=seed, tick=turn.world.tick, agent=turn.agent.id,
                                 style=turn.agent.persona.style, kind=turn.request.kind,
                                 messages=[dict(m) for m in turn.request.messages],
-                                completion=msgspec.json.encode(value).decode()))
+                                completion=msgspec.json.encode(value).decode(),
+                                played=None if instead is None else msgspec.json.encode(instead).decode()))
 
             options = {"agents": plan.agents[spec]} if plan.agents and spec in plan.agents else {}
-            sim = Simulation.from_scenario(spec, model=_Recorder(policy, emit), seed=seed, **options)
+            explore = plan.explore if plan.split(seed) == "train" else 0.0
+            sim = Simulation.from_scenario(spec, model=_Recorder(policy, emit, explore), seed=seed, **options)
             for _ in range(plan.ticks):
                 sim.tick()
                 yield from ((plan.split(seed), d) for d in got)
@@ -109,6 +128,7 @@ def write_demos(plan: DemoPlan, out: str | Path, progress: bool = True) -> dict:
             counts[split] += 1
             counts[f"{split}.{demo.scenario}"] += 1
             counts[f"{split}.style.{demo.style}"] += 1
+            counts[f"{split}.explored"] += demo.played is not None
     if progress:
         print(file=sys.stderr)
     return dict(counts)
