@@ -132,11 +132,12 @@ class Agent:
     # -- requests ---------------------------------------------------------------------------
 
     def requests(self, tick: int, world_text: str, situation: str, schema: Any, query_vector: Any = None,
-                 max_tokens: int = ACT_TOKENS, k_memories: int = 5) -> list[TurnRequest]:
+                 max_tokens: int = ACT_TOKENS, k_memories: int = 5, focus: str | None = None) -> list[TurnRequest]:
         """The act request, then a reflect request if enough happened, then a plan request if the plan
-        needs one. `query_vector` (the embedding of `query_text()`) turns on memory retrieval."""
+        needs one. `query_vector` (the embedding of `query_text()`) turns on memory retrieval; `focus` (what
+        the scenario says the agent must deal with now) closes the act prompt, right before the question."""
         system = {"role": "system", "content": self.persona.system_message(world_text)}
-        out = [self._act(system, tick, situation, schema, query_vector, max_tokens, k_memories)]
+        out = [self._act(system, tick, situation, schema, query_vector, max_tokens, k_memories, focus)]
         if self.memory.needs_reflection():
             out.append(self._reflect(system))
         if self.needs_plan():
@@ -148,7 +149,7 @@ class Agent:
         return TurnRequest(self.id, kind, messages, schema, max_tokens, self.id, self.persona.adapter, **extra)
 
     def _act(self, system: dict, tick: int, situation: str, schema: Any, query_vector: Any, max_tokens: int,
-             k: int) -> TurnRequest:
+             k: int, focus: str | None = None) -> TurnRequest:
         sections = [f"Tick {tick}. {situation}".rstrip()]
         if self.new_observations:
             listed = self.new_observations[-MAX_LISTED_OBSERVATIONS:]
@@ -161,6 +162,8 @@ class Agent:
         step = self.plan.next_step(tick)
         if step is not None:
             sections.append(f"Your current step: {step.text}")
+        if focus:  # right before the question: a small model reads best what stands nearest its answer
+            sections.append(f"Now: {focus}")
         sections.append("Answer with one action as JSON.")
         user = {"role": "user", "content": "\n\n".join(sections)}
         return self._request("act", [system, *self.history, user], schema, max_tokens,

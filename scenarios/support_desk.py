@@ -15,7 +15,8 @@ Actions: Route(ticket, queue, priority, note), Answer(ticket, text), Escalate(ti
 Each agent is offered only what fits its role and what it holds this tick, with the ticket field narrowed
 to the one ticket in its hands: triage agents work their inbox one ticket at a time, oldest first (as a
 ticket queue hands them out), and Route that one; specialists Answer, Escalate or Route the ticket they
-hold; seniors Answer theirs. The ticket to act on is always the last thing an agent is told in a tick.
+hold; seniors Answer theirs. The ticket in an agent's hands closes its prompt (`sim.focus`), and it hears
+of it again each tick until it is dealt with.
 
 Metrics: routing_accuracy and priority_accuracy (of every Route), mean_ticks_to_resolution, sla_breaches
 (urgent 4 ticks, normal 10, low 20), resolved, open, tickets, escalated, reopened.
@@ -517,8 +518,22 @@ def build(sim, agents: int = 8, rate: float = 0.12, specialists: int | None = No
             return [narrow(Answer, "ticket", (mine,)), Wait]
         return [narrow(t, "ticket", (mine,)) for t in (Answer, Escalate, Route)] + [Wait]
 
+    @sim.focus
+    def in_hand(sim, agent):
+        """The ticket the agent must deal with now, text and all: it closes the agent's prompt."""
+        st = sim.state
+        if st["roles"].get(agent.id) == "triage":
+            waiting = st["inbox"][agent.id]
+            return _shown(st["tickets"][waiting[0]], "Route") if waiting else None
+        mine = st["holding"].get(agent.id)
+        return _shown(st["tickets"][mine], "In your hands:") if mine is not None else None
+
     for name, fn in METRICS.items():
         sim.metric(name)(fn)
+
+
+def _shown(t: dict, lead: str) -> str:
+    return f'{lead} {t["id"]} from {t["customer"]}: "{t["text"]}"'
 
 
 def _held(st: dict, world, actor: str, action, verb: str) -> tuple:

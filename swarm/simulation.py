@@ -74,6 +74,7 @@ class Simulation:
         self._hinted: dict[str, float] = {}
         self._schema = None
         self._actions_for: Callable[[Simulation, Agent], list[type]] | None = None
+        self._focus: Callable[[Simulation, Agent], str | None] | None = None
         self._unions: dict[tuple[type, ...], Any] = {}
         self._loop = asyncio.new_event_loop()
         self.bus_url = bus
@@ -161,6 +162,13 @@ class Simulation:
         self._actions_for = fn
         return fn
 
+    def focus(self, fn: Callable[[Simulation, Agent], str | None]) -> Callable:
+        """Decorator: `fn(sim, agent)` gives what `agent` must deal with now (a line of text, or None), and
+        its act prompt ends with it, right before the question: e.g. the ticket in a support agent's hands.
+        Small models read best what stands nearest their answer; memories and older news come before it."""
+        self._focus = fn
+        return fn
+
     @property
     def schema(self):
         if self._schema is None:
@@ -235,8 +243,9 @@ class Simulation:
         turns = []
         for agent, query in zip(acting, queries, strict=True):
             situation = self.world.describe_for(agent.id)
+            focus = self._focus(self, agent) if self._focus is not None else None
             for req in agent.requests(tick, self.world.preamble, situation, self._schema_of(agent), query_vector=query,
-                                      max_tokens=self.max_action_tokens, k_memories=self.retrieve):
+                                      max_tokens=self.max_action_tokens, k_memories=self.retrieve, focus=focus):
                 turns.append(Turn(req, agent, self.world, self.rng.getrandbits(32), self))
         return turns
 

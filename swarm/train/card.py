@@ -31,10 +31,16 @@ def write_card(folder: str | Path, summary: dict, command: str, name: str = "swa
         "",
         f"Demonstrations written by the scripted policies of the scenarios {', '.join(r['scenarios'])}: "
         f"{r['seeds']} seeds x {r['ticks']} ticks each, every turn a (chat prompt -> action JSON) pair. "
-        f"Every {r['heldout_every']}th seed is held out. Training sequences: {ex['train']} "
+        + (f"In the training runs {r['explore']:.0%} of act turns played a random action instead of the "
+           "scripted one while the demonstration kept the scripted answer, so the data also shows what to do "
+           "after a mistake. " if r.get("explore") else "")
+        + f"Every {r['heldout_every']}th seed is held out. Training sequences: {ex['train']} "
         f"({ex['train_tokens']} tokens, {ex['train_answer_tokens']} of them answers"
         + (f"; {ex['train_answers']} turns, up to {r.get('episode_turns', 1)} consecutive turns of one agent per "
            "sequence" if "train_answers" in ex else "")
+        + (f"; {ex['focus_drills']} of them focus drills: act turns of "
+           f"{', '.join(f'{k} (x{v})' for k, v in r['focus_drills'].items())} cut to their focus line and "
+           "the question" if ex.get("focus_drills") else "")
         + f"), {ex['heldout']} held-out turns (each with its prompt as served); {ex['too_long_train']} train "
         f"turns longer than {r['max_len']} tokens were left out.",
         "",

@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import msgspec
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -36,6 +37,7 @@ class Recipe:
     ticks: int = 40
     agents: dict[str, int] | None = None
     heldout_every: int = 10  # every n-th seed's runs are held out
+    explore: float = 0.0  # share of act turns in training runs played at random (see `swarm.train.demos`)
     per_scenario: int = 4000  # at most this many train examples per scenario (busy scenarios would dominate)
     heldout_per_scenario: int = 150  # held-out examples per scenario (evaluation is a forward pass over them)
     vocab: int = 4096
@@ -49,7 +51,10 @@ class Recipe:
     context: int = 2048  # the model's max_position_embeddings
     max_len: int = 1024  # longer examples are left out of training
     episode_turns: int = 3  # consecutive turns of one agent trained as one sequence
-    pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(steps=600, batch_tokens=4096))
+    # focus drills: copies of each act turn of these scenarios with the prompt cut to its focus and the
+    # question (see `focus_drills`); support-desk routing is decided by the words of the ticket in hand
+    focus_drills: dict[str, int] = field(default_factory=lambda: {"support_desk": 8})
+    pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(steps=700, batch_tokens=4096))
     adapter: TrainConfig = field(default_factory=lambda: TrainConfig(steps=30, batch_tokens=4096, lr=3e-3,
                                                                      warmup=5, aux_weight=0.0))
     adapter_rank: int = 8
@@ -75,7 +80,7 @@ SMOKE = Recipe(scenarios=("village",), seeds=3, ticks=4, agents={"village": 4}, 
                max_len=2048,
                pretrain=TrainConfig(steps=4, batch_tokens=2048, log_every=2, warmup=2),
                adapter=TrainConfig(steps=2, batch_tokens=2048, log_every=1, warmup=1, aux_weight=0.0),
-               adapter_rank=4, min_style_examples=1)
+               adapter_rank=4, min_style_examples=1, focus_drills={"*": 1}, explore=0.3)
 
 
 def train_tokenizer(texts: list[str], vocab: int) -> Tokenizer:
@@ -115,12 +120,33 @@ def episodes(demos, turns: int) -> list[list]:
         run.sort(key=lambda d: d.tick)
         group: list = []
         for d in run:
-            if group and (len(group) == turns or d.messages[0] != group[0].messages[0]):
+            # a new group at a new system prompt, and after an explored turn: the next turn's history holds
+            # what was played there, not the answer this group would show
+            if group and (len(group) == turns or d.messages[0] != group[0].messages[0] or group[-1].played):
                 groups.append(group)
                 group = []
             group.append(d)
         groups.append(group)
     return groups
+
+
+def focus_drills(demos, copies: dict[str, int]) -> list:
+    """Short demonstrations for deciding from the focus: for each act turn of a scenario in `copies` ("*":
+    any) whose prompt closes with a focus ("Now: ..."; see `Simulation.focus`), that line and the question
+    alone as the user message (no system prompt, memories or history), `copies[scenario]` times. A small model
+    learns to read a decision from the words right before its answer quickly in ~80-token examples and
+    slowly in ~500-token ones (swarm-tiny routed held-out drill tickets perfectly after 100 steps of them;
+    the same steps on whole prompts left it at chance), and the act prompt ends with the same two blocks, so
+    what is learnt carries over."""
+    out = []
+    for d in demos:
+        name = d.scenario.rsplit("/", 1)[-1].removesuffix(".py")
+        n = copies.get(name, copies.get("*", 0)) if d.kind == "act" else 0
+        blocks = d.messages[-1]["content"].split("\n\n")
+        if n and len(blocks) > 1 and blocks[-2].startswith("Now: "):
+            drill = msgspec.structs.replace(d, messages=[{"role": "user", "content": "\n\n".join(blocks[-2:])}])
+            out += [drill] * n
+    return out
 
 
 def encode_episodes(groups, tok: Tokenizer, max_len: int) -> tuple[list[Example], list[str], int]:
@@ -178,7 +204,7 @@ def train_swarm_tiny(out: str | Path, recipe: Recipe = Recipe(), command: str = 
 
     _stage("demonstrations")
     plan = DemoPlan(recipe.scenarios, seeds=recipe.seeds, ticks=recipe.ticks, agents=recipe.agents,
-                    heldout_every=recipe.heldout_every)
+                    heldout_every=recipe.heldout_every, explore=recipe.explore)
     summary["demos"] = write_demos(plan, data)
     train_demos = _balanced(list(read_demos(data / "train.jsonl")), recipe.per_scenario, recipe.seed)
     heldout_demos = _balanced(list(read_demos(data / "heldout.jsonl")), recipe.heldout_per_scenario, recipe.seed)
@@ -186,10 +212,12 @@ def train_swarm_tiny(out: str | Path, recipe: Recipe = Recipe(), command: str = 
     _stage("tokenizer")
     texts = [_render(d.messages) + d.completion for d in train_demos]
     tok = train_tokenizer(texts, recipe.vocab)
-    train_ex, train_styles, dropped = encode_episodes(episodes(train_demos, recipe.episode_turns), tok,
-                                                      recipe.max_len)
+    drills = focus_drills(train_demos, recipe.focus_drills)
+    train_ex, train_styles, dropped = encode_episodes(episodes(train_demos, recipe.episode_turns)
+                                                      + [[d] for d in drills], tok, recipe.max_len)
     held_ex, held_styles, held_dropped = encode(heldout_demos, tok, recipe.max_len)
-    summary["examples"] = {"train": len(train_ex), "train_answers": sum(len(e.answers) for e in train_ex),
+    summary["examples"] = {"train": len(train_ex), "focus_drills": len(drills),
+                           "train_answers": sum(len(e.answers) for e in train_ex),
                            "heldout": len(held_ex), "too_long_train": dropped,
                            "too_long_heldout": held_dropped, "train_tokens": sum(len(e.ids) for e in train_ex),
                            "train_answer_tokens": sum(e.answer_tokens for e in train_ex)}

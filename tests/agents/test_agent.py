@@ -167,6 +167,13 @@ def test_retrieved_memories_leave_out_the_listed_observations():
     user = a.requests(5, WORLD, "", ACTIONS, query_vector=q, k_memories=1)[0].messages[-1]["content"]
     assert "You remember:\n- (tick 0) Tomas owes me three coins" in user
     assert user.count("Tomas asks for credit") == 1
+    assert user.index("New observations:") < user.index("You remember:") < user.index("Answer with one action")
+    assert "Now:" not in user
+    # a focus closes the prompt, right before the question
+    focused = a.requests(5, WORLD, "", ACTIONS, query_vector=q, k_memories=1, focus="Tomas wants credit")[0]
+    text = focused.messages[-1]["content"]
+    assert text.endswith("You remember:\n- (tick 0) Tomas owes me three coins\n\nNow: Tomas wants credit\n\n"
+                         "Answer with one action as JSON.")
     assert a.query_text() == "Tomas asks for credit"
 
 

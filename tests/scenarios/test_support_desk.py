@@ -175,3 +175,32 @@ def test_bad_options_are_clear_errors():
         Simulation.from_scenario("support_desk", model="scripted", agents=3)
     with pytest.raises(ScenarioError, match="specialists must be within 4..10"):
         Simulation.from_scenario("support_desk", model="scripted", agents=12, specialists=2)
+
+
+def test_the_ticket_in_hand_closes_each_prompt_and_is_the_only_one_a_triage_agent_may_route():
+    from swarm.baselines import random_policy
+
+    seen = []
+
+    class Watch(ScriptedModel):  # random staff: misroutes, reopens and backlogs, the hard cases
+        def decide(self, turns):
+            for t in turns:
+                st, me = t.sim.state, t.agent.id
+                if t.request.kind == "act":
+                    mine = st["inbox"][me][0] if me in st["inbox"] and st["inbox"][me] else st["holding"].get(me)
+                    seen.append((mine, len(st["inbox"].get(me, ())), t.request.messages[-1]["content"],
+                                 t.request.schema))
+            return super().decide(turns)
+
+    sim = Simulation.from_scenario("support_desk", model=Watch(random_policy), seed=3)
+    sim.run(20)
+    held = [(tid, n, text, schema) for tid, n, text, schema in seen if tid is not None]
+    assert any(n > 2 for _, n, _, _ in held)  # triage backlogs happened
+    for tid, n, text, schema in held:
+        t = sim.state["tickets"].get(tid)
+        last = text.split("\n\n")[-2]
+        assert last.startswith(("Now: Route " if n else "Now: In your hands: ") + tid + " from ")
+        assert t is None or f'"{t["text"]}"' in last
+        routes = [a for a in getattr(schema, "__args__", (schema,)) if a.__struct_config__.tag == "route"]
+        assert all(msgspec.inspect.type_info(r).fields[0].type.values == (tid,) for r in routes)
+    assert not any("Now:" in text for tid, _, text, _ in seen if tid is None)

@@ -88,6 +88,7 @@ def test_swarm_train_smoke_end_to_end(tmp_path):
     summary = json.loads((folder / "training_summary.json").read_text())
     assert summary["heldout_nll"] < summary["untrained_heldout_nll"]
     assert summary["examples"]["train"] > 0 and summary["examples"]["heldout"] > 0
+    assert summary["examples"]["focus_drills"] == 0  # the smoke recipe's village has no focus to drill
     assert [json.loads(line)["phase"] for line in (folder / "training_log.jsonl").read_text().splitlines()][0] == "base"
     assert (folder / "README.md").is_file()  # the model card
     engine = Engine.from_pretrained(folder)
@@ -148,3 +149,34 @@ def test_consecutive_turns_train_as_one_transcript_tokenized_as_served():
     split, _, dropped = encode_episodes([four], tok, max_len=len(last.ids))
     assert dropped == 0 and [len(e.answers) for e in split] == [3, 1] and split[1] == last
     assert encode_episodes([first], tok, max_len=5) == ([], [], 3)  # nothing fits
+
+
+def test_focus_drills_cut_act_turns_to_their_focus_and_the_question():
+    from swarm.train.demos import Demo
+    from swarm.train.pipeline import focus_drills
+
+    system = {"role": "system", "content": "You are Ava, triage agent."}
+    user = {"role": "user", "content": "Tick 3. You are at the triage desk.\n\nNew observations:\n- New ticket "
+                                       "T-0004\n\nYou remember:\n- (tick 1) an old ticket\n\nNow: Route T-0004 from "
+                                       "Grace: \"Refund?\"\n\nAnswer with one action as JSON."}
+    act = Demo(scenario="support_desk", seed=0, tick=3, agent="Ava", style="triage", kind="act",
+               messages=[system, user], completion='{"type":"wait"}')
+    unfocused = msgspec.structs.replace(act, messages=[system, {"role": "user", "content": "Tick 4.\n\nAnswer."}])
+    reflect = msgspec.structs.replace(act, kind="reflect")
+    elsewhere = msgspec.structs.replace(act, scenario="village")
+    drills = focus_drills([act, unfocused, reflect, elsewhere], {"support_desk": 2})
+    assert len(drills) == 2  # the focused act turn, twice; no focus, not an act turn, or another scenario: none
+    assert drills[0].messages == [{"role": "user", "content": "Now: Route T-0004 from Grace: \"Refund?\"\n\n"
+                                                              "Answer with one action as JSON."}]
+    assert drills[0].completion == act.completion and drills[0].style == "triage"
+    assert focus_drills([act], {}) == []
+
+
+def test_an_explored_turn_ends_its_episode():
+    from swarm.train.pipeline import episodes
+
+    demos = _run_of_demos(4)
+    demos[1] = msgspec.structs.replace(demos[1], played='{"type":"wait"}')  # the run played something else
+    groups = episodes(demos, turns=3)
+    # the next turn's history holds what was played, so the transcript cannot go on from the answer
+    assert sorted(len(g) for g in groups) == [1, 2, 2] and [d.tick for d in groups[1]] == [demos[0].tick, demos[1].tick]
