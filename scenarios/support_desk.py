@@ -533,6 +533,7 @@ def build(sim, agents: int = 8, rate: float = 0.12, specialists: int | None = No
 
 
 def _shown(t: dict, lead: str) -> str:
+    """A ticket as agents see it: id, customer and text, after `lead`."""
     return f'{lead} {t["id"]} from {t["customer"]}: "{t["text"]}"'
 
 
@@ -615,7 +616,7 @@ def _arrivals(sim, st, tick: int) -> list:
                               "queue": None, "routed_priority": None, "note": "", "holder": None, "breached": False}
         st["inbox"][triage].append(tid)
         st["stats"]["created"] += 1
-        out.append(_event(sim.world, "ticket", f'New ticket {tid} from {customer}: "{text}"', [triage],
+        out.append(_event(sim.world, "ticket", _shown(st["tickets"][tid], "New ticket"), [triage],
                                tid, 7.0 if priority == "urgent" else 5.0, actor=customer))
     return out
 
@@ -667,8 +668,7 @@ def _reminders(world, st, tick: int, events: list) -> list:
         if waiting and not shown(who, waiting[0]):
             t = st["tickets"][waiting[0]]
             more = f" ({len(waiting) - 1} more waiting)" if len(waiting) > 1 else ""
-            out.append(_event(world, "reminder", f'Still to route: {t["id"]} from {t["customer"]}: '
-                                                      f'"{t["text"]}"{more}', [who], t["id"], 4.0))
+            out.append(_event(world, "reminder", _shown(t, "Still to route:") + more, [who], t["id"], 4.0))
     for who, tid in st["holding"].items():
         if tid is not None and not shown(who, tid):
             t = st["tickets"][tid]
