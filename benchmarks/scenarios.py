@@ -8,7 +8,9 @@
 Each scenario module names the metric that matters most (`MAIN_METRIC`, and whether higher is
 better); the JSON has every numeric metric, the mean over seeds per policy, and for the main
 metric where the model lands between floor and ceiling (`model_vs_floor`). `--card` prints the
-markdown table the model card and README carry.
+markdown table the model card and README carry. Runs use seeds 1000.. by default: no demonstration
+`swarm train` learns from comes from them (it plays seeds 0-59), so a model cannot have seen the
+tickets, players or requests it is measured on.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def run_one(spec: str, model, seed: int, ticks: int) -> dict:
 
 
 def compare(spec: str, engine: Engine | None, model_name: str, seeds: int, ticks: int,
-            temperature: float = 0.7) -> dict:
+            temperature: float = 0.7, first_seed: int = 1000) -> dict:
     module = load_module(spec)
     main, higher = getattr(module, "MAIN_METRIC", None), getattr(module, "HIGHER_IS_BETTER", True)
     policies = {"scripted": "scripted", "random": "random"}
@@ -53,7 +55,7 @@ def compare(spec: str, engine: Engine | None, model_name: str, seeds: int, ticks
     out: dict = {"main_metric": main, "higher_is_better": higher, "policies": {}}
     for name, model in policies.items():
         runs = []
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             log(f"{spec}: {name} seed {seed}")
             m = EngineModel(engine, temperature=temperature, ref=model_name) if model is None else model
             runs.append(run_one(spec, m, seed, ticks))
@@ -84,6 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help="a model folder or bundled name; 'none' skips the LLM")
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=1000,
+                   help="run seeds first-seed .. first-seed+seeds-1; the default stays clear of the seeds "
+                        "`swarm train` demonstrates (0-59) and `select_model.py` chooses by (100-103)")
     p.add_argument("--ticks", type=int, default=30)
     p.add_argument("--temperature", type=float, default=0.7, help="the LLM agents' sampling temperature")
     p.add_argument("--quick", action="store_true", help="1 seed, 8 ticks")
@@ -94,9 +99,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     seeds, ticks = (1, 8) if args.quick else (args.seeds, args.ticks)
     engine = None if args.model == "none" else Engine.from_pretrained(args.model)
-    results = {spec: compare(spec, engine, args.model, seeds, ticks, args.temperature)
+    results = {spec: compare(spec, engine, args.model, seeds, ticks, args.temperature, args.first_seed)
                for spec in args.scenarios.split(",")}
-    out = {"config": {"model": args.model, "seeds": seeds, "ticks": ticks, "temperature": args.temperature,
+    out = {"config": {"model": args.model, "seeds": seeds, "first_seed": args.first_seed, "ticks": ticks,
+                      "temperature": args.temperature,
                       "torch": torch.__version__,
                       "threads": torch.get_num_threads()}, "scenarios": results}
     text = json.dumps(out, indent=2)
@@ -108,7 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.card:
         print("\n".join(table), file=sys.stderr)
     if args.write_card:
-        write_model_card(args.model, table, f"{seeds} seeds x {ticks} ticks, default agents")
+        last = args.first_seed + seeds - 1
+        write_model_card(args.model, table, f"seeds {args.first_seed}-{last} x {ticks} ticks, default agents")
 
 
 def write_model_card(model: str, table: list[str], setting: str) -> None:

@@ -16,6 +16,31 @@ def _loss_table(rows: list[dict], keep: int = 12) -> list[str]:
     return out
 
 
+def _selection(sel: dict | None) -> list[str]:
+    """How this run was chosen among runs of the same recipe (`benchmarks/select_model.py`), if it was."""
+    if not sel:
+        return []
+    seeds = sel["seeds"]
+    specs = list(sel["candidates"][0]["places"])
+    lines = [
+        "## Selection",
+        "",
+        f"This is one of {len(sel['candidates'])} runs of the same recipe that differ only in the training seed "
+        "(`--seed`): at this budget whether a scenario's skill forms is partly the luck of a run. "
+        f"`benchmarks/select_model.py` played each on validation seeds {seeds[0]}-{seeds[-1]} x {sel['ticks']} "
+        "ticks, which the results below never use, and chose the run whose worst scenario stands highest "
+        "between the random floor (0) and the scripted ceiling (1):",
+        "",
+        "| training seed | held-out loss | " + " | ".join(specs) + " | worst | chosen |",
+        "|---" * (len(specs) + 4) + "|",
+    ]
+    for c in sel["candidates"]:
+        lines.append(f"| {c['training_seed']} | {c['heldout_nll']:.3f} | "
+                     + " | ".join(f"{c['places'].get(s, float('nan')):.2f}" for s in specs)
+                     + f" | {c['worst']:.2f} | {'yes' if c['chosen'] else ''} |")
+    return [*lines, ""]
+
+
 def write_card(folder: str | Path, summary: dict, command: str, name: str = "swarm-tiny") -> Path:
     r, ex = summary["recipe"], summary["examples"]
     pre = r["pretrain"]
@@ -64,6 +89,7 @@ def write_card(folder: str | Path, summary: dict, command: str, name: str = "swa
         "",
         *_loss_table([row for row in summary["pretrain_log"]]),
         "",
+        *_selection(summary.get("selection")),
         "## Results",
         "",
         f"Held-out answer loss: **{summary['heldout_nll']:.3f} nats/token** (untrained: "
@@ -89,11 +115,15 @@ def write_card(folder: str | Path, summary: dict, command: str, name: str = "swa
         "  types and the scripted characters' voices (the held-out loss above). Outside them it has no",
         "  knowledge and no general language ability.",
         "- Knowing the format is not making the right choice: the scenario table above measures its choices.",
-        "- It predicts from the last few tokens and hardly reads further back: it barely copies from its",
-        "  context (a ticket's text given twice is scarcely easier to predict the second time; see the copy",
-        "  figures of `benchmarks/routing_probe.py`). So a choice that hangs on a word in the prompt, such as",
-        "  a ticket's cue word, it makes by the answer's usual shape, not by the word: near the random floor.",
-        "  More training steps (on a GPU) or a larger model are what that needs.",
+        "- It reads a decision off the words right before its answer better than off words further back: it",
+        "  routes about half of held-out support tickets to the right queue from the ticket in its `Now:` line",
+        "  (chance is a quarter; `benchmarks/routing_probe.py` has the figures, by wording), fewer when the cue",
+        "  word sits in an opener or a side remark, and it hardly copies from its context (a ticket's text given",
+        "  twice is only a little easier to predict the second time). More training steps (on a GPU) or a",
+        "  larger model are what reading a long prompt needs.",
+        "- Which scenario skills form is partly the luck of a training run at this budget: runs of the same",
+        "  recipe with another `--seed` land elsewhere between floor and ceiling in each scenario"
+        + (" (see Selection above)." if summary.get("selection") else "."),
         "- Its actions are always valid JSON of the requested schema because the engine constrains decoding;",
         "  whether an action is a good one is what the scenario metrics above measure.",
         "- It is small enough to run hundreds of agents per tick on a laptop CPU; it is not a chat model.",
