@@ -432,6 +432,11 @@ def build(sim, agents: int = 5):
     def choices(sim, agent):
         return [*_choices(sim.state, agent.id), Wait]
 
+    @sim.focus
+    def next_step(sim, agent):
+        """What the agent has to do now, as the tracker would remind them: it closes the agent's prompt."""
+        return _reminder(sim.state, agent.id) if agent.id in sim.state["roles"] else None
+
     for name, fn in METRICS.items():
         sim.metric(name)(fn)
 
@@ -545,7 +550,7 @@ def _reminder(st: dict, me: str) -> str | None:
     if role == "architect" and "spec" in arts and "design" not in arts:
         return f'The spec waits for your design: "{arts["spec"]["text"]}"'
     if role == "architect" and "design" in arts and not tasks:
-        return f'Break your design into tasks: "{arts["design"]["text"]}"'
+        return f'Break your design into tasks, one per part the request needs: {feature["request"]}'
     if role == "engineer":
         mine = st["active"][me]
         if mine:
