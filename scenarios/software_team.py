@@ -13,7 +13,8 @@ release notes) are things in the wiki, change notes and reviews things in the re
 
 Actions: WriteSpec(text), Design(text), Breakdown(parts), Claim(task), Implement(task, change),
 Review(task, verdict, notes), Release(notes) and Wait. Each agent is offered only what its role and the
-state of the work allow this tick, with task ids narrowed to the ones it may name.
+state of the work allow this tick, with task ids narrowed to the ones it may name, and its prompt closes
+with its next step as the tracker would remind it (`@sim.focus`; the breakdown's quotes the request).
 
 Metrics: tasks_total, tasks_completed, review_rounds, changes_requested, artifacts (count by kind), done,
 ticks_to_done (the tick of the last approval), scope_coverage (the share of the parts the feature needs

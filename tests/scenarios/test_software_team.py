@@ -156,3 +156,27 @@ def test_scripted_lines_vary():
     for kind, texts in notes.items():
         assert len(set(texts)) > 0.75 * len(texts), kind
         assert max(map(len, texts)) <= (240 if kind in ("spec", "design") else 160)
+
+
+def test_each_prompt_closes_with_the_next_step_and_the_breakdown_quotes_the_request():
+    seen = []
+
+    class Watch(ScriptedModel):
+        def decide(self, turns):
+            for t in turns:
+                if t.request.kind == "act":
+                    due = team._reminder(t.sim.state, t.agent.id)
+                    seen.append((t.sim.state["roles"][t.agent.id], due, t.request.messages[-1]["content"]))
+            return super().decide(turns)
+
+    sim = Simulation.from_scenario("software_team", model=Watch(team.policy), seed=2)
+    sim.run(30)
+    assert {role for role, due, _ in seen if due} == {"pm", "architect", "engineer", "qa"}
+    assert any(due and due.startswith("Break your design into tasks") for _, due, _ in seen)
+    for _, due, text in seen:
+        if due is None:
+            assert "\nNow: " not in text
+            continue
+        assert text.split("\n\n")[-2] == f"Now: {due}"
+        if due.startswith("Break your design into tasks"):
+            assert due.endswith(sim.state["feature"]["request"])
