@@ -64,7 +64,10 @@ class Line:
         while not self.done:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"{self.character.name}'s line is not done after {timeout} s")
-            self.character.runtime.update(50)
+            runtime = self.character.runtime
+            if runtime.threaded:  # sleep until the worker's next event: a thread spinning here starves it of the GIL
+                runtime._fire(wait=0.05)
+            runtime.update(50)
         return self
 
     def __repr__(self) -> str:
@@ -193,11 +196,12 @@ class Runtime:
             self._collect()
         return self._fire()
 
-    def _fire(self) -> int:
+    def _fire(self, wait: float = 0.0) -> int:
+        """Fire the callbacks of what was generated; with `wait`, first block up to that many seconds for one."""
         fired = 0
         while True:
             try:
-                line, piece = self._events.get_nowait()
+                line, piece = self._events.get(timeout=wait) if wait and not fired else self._events.get_nowait()
             except queue.Empty:
                 return fired
             fired += 1
