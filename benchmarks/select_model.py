@@ -12,7 +12,7 @@ score is its worst scenario's place between floor (0) and ceiling (1), ties brok
 the choice is the run that is above the floor everywhere, not the one best at one thing. Scenarios
 whose floor equals their ceiling (werewolf finishes either way) do not count. `--write-card` records
 the candidates and the choice in the chosen model's `training_summary.json` and card; the figures the
-card and README report are then measured afresh on seeds 0.. (`benchmarks/scenarios.py`), which the
+card and README report are then measured afresh on seeds 1000.. (`benchmarks/scenarios.py`), which the
 choice never saw.
 """
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("models", nargs="+", help="model folders of training runs (each with training_summary.json)")
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--seeds", type=int, default=4)
-    p.add_argument("--first-seed", type=int, default=100, help="validation seeds start here (reports use 0..)")
+    p.add_argument("--first-seed", type=int, default=100, help="validation seeds start here (reports use 1000..)")
     p.add_argument("--ticks", type=int, default=30)
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--output", help="also write the JSON here")

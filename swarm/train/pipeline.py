@@ -52,7 +52,8 @@ class Recipe:
     max_len: int = 1024  # longer examples are left out of training
     episode_turns: int = 3  # consecutive turns of one agent trained as one sequence
     # focus drills: copies of each act turn of these scenarios with the prompt cut to its focus and the
-    # question (see `focus_drills`); support-desk routing is decided by the words of the ticket in hand
+    # question (see `focus_drills`): support-desk routing is decided by the words of the ticket in hand, the
+    # software team's breakdown by those of the request
     focus_drills: dict[str, int] = field(default_factory=lambda: {"support_desk": 8, "software_team": 8})
     pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(steps=700, batch_tokens=4096))
     adapter: TrainConfig = field(default_factory=lambda: TrainConfig(steps=30, batch_tokens=4096, lr=3e-3,
