@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/engine.py            # full run (about 6 minutes on 2 CPU cores, 8 with --profile)
     .venv/bin/python benchmarks/engine.py --quick    # smoke run, tiny sizes
     .venv/bin/python benchmarks/engine.py --sections hardware,roofline --profile
+    python benchmarks/engine.py --device cuda        # on a GPU: the engine (Triton kernels) and transformers there
 
 Prints one JSON object on stdout (progress goes to stderr). Sections:
 
@@ -193,9 +194,9 @@ def greedy(n: int) -> SamplingParams:
 class Bench:
     """What every section shares: sizes, the loaded models and results other sections reuse."""
 
-    def __init__(self, s: Sizes, folder: Path, seed: int):
-        self.s, self.folder, self.seed = s, folder, seed
-        self.model: Model = load_model(folder, dtype=torch.float32)
+    def __init__(self, s: Sizes, folder: Path, seed: int, device: str = "cpu"):
+        self.s, self.folder, self.seed, self.device = s, folder, seed, torch.device(device)
+        self.model: Model = load_model(folder, dtype=torch.float32).to(self.device)
         self.tokenizer = Tokenizer.from_folder(folder)
         self._hf = None
         self.hardware: dict | None = None
@@ -204,12 +205,12 @@ class Bench:
     def engine(self, **config) -> Engine:
         """A fresh engine (own KV pool and prefix cache) over the shared weights."""
         config.setdefault("max_batched_tokens", self.s.max_batched_tokens)
-        return Engine(self.model, self.tokenizer, EngineConfig(**config))
+        return Engine(self.model, self.tokenizer, EngineConfig(**config), self.device)
 
     @property
     def hf(self):
         if self._hf is None:
-            self._hf = load_hf(self.folder)
+            self._hf = load_hf(self.folder).to(self.device)
         return self._hf
 
     def warm_up(self) -> None:
@@ -241,7 +242,8 @@ def hf_generate(hf, prompts: list[list[int]], new_tokens: int) -> list[list[int]
         ids[i, L - len(p):] = torch.tensor(p)
         mask[i, L - len(p):] = 1
     with torch.inference_mode():
-        out = hf.generate(ids, attention_mask=mask, max_new_tokens=new_tokens, do_sample=False)
+        out = hf.generate(ids.to(hf.device), attention_mask=mask.to(hf.device), max_new_tokens=new_tokens,
+                          do_sample=False)
     return out[:, L:].tolist()
 
 
@@ -338,7 +340,7 @@ def engine_conversations(b: Bench, cache: bool) -> list[TurnLog]:
 
 def section_hardware(b: Bench, quick: bool) -> dict:
     log("hardware: memory bandwidth and matmul FLOP/s")
-    b.hardware = roofline.measure(quick)
+    b.hardware = roofline.measure(quick, b.device)
     return {**b.hardware, "target": "measured limits (no target)", "meets_target": True}
 
 
@@ -613,7 +615,7 @@ def _decode_block(b: Bench, engine: Engine, prompts: list[list[int]], handles: l
 def section_roofline(b: Bench, quick: bool) -> dict:
     s = b.s
     if b.hardware is None:
-        b.hardware = roofline.measure(quick)
+        b.hardware = roofline.measure(quick, b.device)
     rows = {}
     for batch in s.roof_batches:
         log(f"roofline: decode at batch {batch}, context {s.roof_context}")
@@ -799,6 +801,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--model-dir", type=Path, default=None, help="write the model here, or reuse the one there")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, or cuda: the engine (its Triton kernels) and transformers "
+                                                   "both run there")
     p.add_argument("--profile", action="store_true", help="add cProfile and torch.profiler hot spots of the engine")
     p.add_argument("--output", type=Path, default=None, help="also write the JSON to this file")
     sizes = p.add_argument_group("sizes (defaults: the full run; --quick shrinks them)")
@@ -832,12 +836,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="swarm-bench-") as tmp:
         folder = ensure_model(args.model_dir or Path(tmp) / "model", model_config(s))
-        b = Bench(s, folder, args.seed)
+        if args.device != "cpu" and not torch.cuda.is_available():
+            raise SystemExit(f"--device {args.device}: no CUDA GPU here")
+        b = Bench(s, folder, args.seed, args.device)
         b.warm_up()
         result: dict = {
             "config": {"sizes": {f.name: getattr(s, f.name) for f in fields(Sizes)}, "quick": args.quick,
                        "torch": torch.__version__, "threads": torch.get_num_threads(), "seed": args.seed,
-                       "git": git_revision(), "cpu_count": os.cpu_count(),
+                       "git": git_revision(), "cpu_count": os.cpu_count(), "device": str(b.device),
+                       "device_name": torch.cuda.get_device_name(b.device) if b.device.type == "cuda" else "cpu",
                        "weights_mib": roofline.weight_bytes(b.model) / 2**20},
         }
         runners = {

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/kernels.py                 # full run (about 40 s on 2 CPU cores)
     .venv/bin/python benchmarks/kernels.py --quick         # smoke run, tiny sizes
     .venv/bin/python benchmarks/kernels.py --threads 1     # on a shared machine, one thread suffers least
+    python benchmarks/kernels.py --sections triton         # on a CUDA GPU: Triton against torch
 
 Prints one JSON object on stdout (progress on stderr). Sections:
 
@@ -12,6 +13,10 @@ Prints one JSON object on stdout (progress on stderr). Sections:
   int8      decode steps of the engine with float32 and weight-only int8 weights (random-weight Qwen3-MoE of
             benchmarks/engine.py) at batch 1 and 32, alternating timed blocks; one 512-token prefill chunk;
             logit error on one sequence, next to the error of merely rounding the weights to bfloat16
+  triton    (CUDA only, `--sections triton`) each Triton kernel against the torch implementation of the same op
+            on the same GPU, and the MoE FFN against the per-expert loop; on the benchmark model's shapes and a
+            larger MoE layer (hidden 2048, 128 experts top-8, 32 query heads of 128); median of CUDA-event
+            timings (triton.testing.do_bench); achieved bandwidth against a device copy measured in the same run
 
 Every section reports `machine`: CPU time other processes took while it ran; `disturbed` sections have
 inflated times. Times are the best of several repetitions (the least disturbed).
@@ -34,6 +39,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from swarm.kernels import moe
 from swarm.kernels.attention import decode_attention, gather_context
 from swarm.kernels.lora import lora_gather, lora_segment
 from swarm.kernels.moe import expert_ffn
@@ -46,6 +52,7 @@ import roofline  # noqa: E402
 from engine import QUICK, MachineLoad, Sizes, ensure_model, git_revision, log, model_config  # noqa: E402
 
 FIRST_ID = 5  # ids below are the tokenizer's special tokens
+F32 = roofline.F32
 
 
 def timed(fn: Callable[[], object], min_seconds: float = 0.2, repeats: int = 5) -> float:
@@ -92,7 +99,7 @@ def moe_per_expert(x, gate_up, down, weights, ids):
         if tok.numel() == 0:
             continue
         g, u = F.linear(x[tok], gate_up[e]).chunk(2, dim=-1)
-        out.index_add_(0, tok, F.linear(F.silu(g) * u, down[e]) * weights[tok, slot, None])
+        out.index_add_(0, tok, (F.linear(F.silu(g) * u, down[e]) * weights[tok, slot, None]).to(x.dtype))
     return out
 
 
@@ -270,10 +277,166 @@ def section_int8(folder: Path, s: Sizes, quick: bool, seed: int) -> dict:
                       "activations (its float32 path is scalar on AVX2); router and shared-expert gate stay float32"}
 
 
+# -- Triton on a CUDA GPU -------------------------------------------------------------------------
+
+
+def gpu_time(fn: Callable[[], object], quick: bool) -> float:
+    """Median seconds per call, timed with CUDA events (triton.testing.do_bench; its budgets are ms)."""
+    from triton.testing import do_bench
+
+    return do_bench(fn, warmup=5 if quick else 25, rep=20 if quick else 100, return_mode="median") / 1e3
+
+
+def gpu_limits(quick: bool) -> dict:
+    """What this GPU reaches with plain torch now: device-to-device copy (bytes read + written) and matmuls."""
+    n = (64 if quick else 1024) * 2**20 // F32
+    src = torch.rand(n, device="cuda")
+    dst = torch.empty_like(src)
+    copy_s = gpu_time(lambda: dst.copy_(src), quick)
+    out = {"copy_gbps": 2 * n * F32 / copy_s / 1e9, "copy_mib": n * F32 / 2**20}
+    size = 1024 if quick else 8192
+    for name, dtype, tf32 in (("float32", torch.float32, False), ("tf32", torch.float32, True),
+                              ("bfloat16", torch.bfloat16, False)):
+        a, b = torch.randn(size, size, device="cuda", dtype=dtype), torch.randn(size, size, device="cuda", dtype=dtype)
+        before = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        try:
+            out[f"matmul_{name}_tflops"] = 2 * size**3 / gpu_time(lambda a=a, b=b: a @ b, quick) / 1e12
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = before
+    out["matmul_size"] = size
+    out["device"] = torch.cuda.get_device_name()
+    return out
+
+
+def _vs_torch(fast: Callable[[], torch.Tensor], ref: Callable[[], torch.Tensor], quick: bool,
+              extra: dict[str, Callable[[], torch.Tensor]] | None = None, bytes_moved: float | None = None,
+              copy_gbps: float | None = None) -> dict:
+    got, want = fast(), ref()
+    t_fast, t_ref = gpu_time(fast, quick), gpu_time(ref, quick)
+    row = {"triton_us": 1e6 * t_fast, "torch_us": 1e6 * t_ref, "speedup_vs_torch": t_ref / t_fast,
+           "max_abs_diff_vs_torch": (got.float() - want.float()).abs().max().item(),
+           "max_abs_ref": want.float().abs().max().item()}
+    for name, fn in (extra or {}).items():
+        t = gpu_time(fn, quick)
+        row[f"{name}_us"] = 1e6 * t
+        row[f"speedup_vs_{name}"] = t / t_fast
+    if bytes_moved is not None:
+        row["min_bytes"] = bytes_moved
+        row["achieved_gbps"] = bytes_moved / t_fast / 1e9
+        if copy_gbps:
+            row["fraction_of_copy_bandwidth"] = row["achieved_gbps"] / copy_gbps
+    return row
+
+
+def _triton_moe(shape: dict, tokens: tuple[int, ...], dtype: torch.dtype, g: torch.Generator, quick: bool,
+                copy_gbps: float) -> dict:
+    from swarm.kernels.triton import moe_ffn, moe_route
+
+    D, I, E, K = shape["D"], shape["I"], shape["E"], shape["K"]
+    gate_up = (torch.randn(E, 2 * I, D, generator=g) * 0.05).to("cuda", dtype)
+    down = (torch.randn(E, D, I, generator=g) * 0.05).to("cuda", dtype)
+    size = gate_up.element_size()
+    rows = {}
+    for T in tokens:
+        x = torch.randn(T, D, generator=g).to("cuda", dtype)
+        logits = torch.randn(T, E, generator=g).cuda()
+        w, ids = moe.route(logits, K, "softmax_topk", True)
+        hit = int(ids.unique().numel())
+        moved = hit * 3 * I * D * size + 2 * T * D * size  # the experts hit, read once; x in, y out
+        rows[f"tokens_{T}"] = {
+            "experts_hit": hit,
+            "ffn": _vs_torch(lambda x=x, w=w, ids=ids: moe_ffn.expert_ffn(x, gate_up, down, w, ids),
+                             lambda x=x, w=w, ids=ids: moe.expert_ffn(x, gate_up, down, w, ids), quick,
+                             {"per_expert_loop": lambda x=x, w=w, ids=ids: moe_per_expert(x, gate_up, down, w, ids)}
+                             if T >= 32 else None, moved, copy_gbps),
+            "route": _vs_torch(lambda lg=logits: moe_route.route(lg, K, "softmax_topk", True)[0],
+                               lambda lg=logits: moe.route(lg, K, "softmax_topk", True)[0], quick),
+        }
+    return rows
+
+
+def _triton_attention(shape: dict, g: torch.Generator, quick: bool, copy_gbps: float) -> dict:
+    from swarm.kernels.attention import prefill_attention
+    from swarm.kernels.triton import decode_attention as tda
+    from swarm.kernels.triton import prefill_attention as tpa
+
+    H, G, d, bs = shape["H"], shape["G"], shape["d"], 16
+    rows = {}
+    for B, context in ((1, 512), (32, 512), (32, 2048)) if not quick else ((1, 64), (8, 64)):
+        nb = context // bs
+        N = B * nb + 1
+        k_cache, v_cache = (torch.randn(N, bs, G, d, generator=g).cuda() for _ in range(2))
+        table = torch.randperm(N, generator=g)[: B * nb].view(B, nb).cuda()
+        mask = torch.ones(B, nb * bs, dtype=torch.bool, device="cuda")
+        q = torch.randn(B, H, d, generator=g).cuda()
+        moved = 2 * B * context * G * d * F32 + 2 * q.numel() * F32
+        rows[f"decode_batch_{B}_context_{context}"] = _vs_torch(
+            lambda q=q, k=k_cache, v=v_cache, t=table, m=mask: tda.decode_attention(q, k, v, t, m, d**-0.5),
+            lambda q=q, k=k_cache, v=v_cache, t=table, m=mask: decode_attention(q, k, v, t, m, d**-0.5),
+            quick, None, moved, copy_gbps)
+    for Q, context in ((512, 512), (512, 2048)) if not quick else ((32, 64),):
+        nb = context // bs
+        k_cache, v_cache = (torch.randn(nb + 3, bs, G, d, generator=g).cuda() for _ in range(2))
+        blocks = torch.randperm(nb + 3, generator=g)[:nb].cuda()
+        q = torch.randn(Q, H, d, generator=g).cuda()
+        rows[f"prefill_{Q}_over_context_{context}"] = _vs_torch(
+            lambda q=q, k=k_cache, v=v_cache, b=blocks, c=context: tpa.prefill_attention(q, k, v, b, c, d**-0.5),
+            lambda q=q, k=k_cache, v=v_cache, b=blocks, c=context: prefill_attention(q, k, v, b, c, d**-0.5), quick)
+    return rows
+
+
+def _triton_lora(shape: dict, g: torch.Generator, quick: bool) -> dict:
+    from swarm.kernels.triton import lora_gather as tlg
+    from swarm.kernels.triton import lora_segment as tls
+
+    Din, Dout, S, R = shape["D"], (shape["H"] + 2 * shape["G"]) * shape["d"], 8, 16
+    a = (torch.randn(S, R, Din, generator=g) * 0.05).cuda()
+    b = (torch.randn(S, Dout, R, generator=g) * 0.05).cuda()
+    scale = torch.full((S,), 2.0, device="cuda")
+    x = torch.randn(512, Din, generator=g).cuda()
+    slots = torch.randint(-1, S, (32,), generator=g).cuda()
+    xs = x[:32].contiguous()
+    starts, seg = [0, 128, 256, 384, 512], [0, 3, -1, 5]
+    return {
+        "gather_32_tokens_8_adapters": _vs_torch(lambda: tlg.lora_gather(xs, a, b, slots, scale),
+                                                 lambda: lora_gather(xs, a, b, slots, scale), quick),
+        "segment_512_tokens_4_runs": _vs_torch(lambda: tls.lora_segment(x, a, b, starts, seg, scale),
+                                               lambda: lora_segment(x, a, b, starts, seg, scale), quick),
+        "shape": {"in": Din, "out": Dout, "adapters": S, "rank": R},
+    }
+
+
+def section_triton(s: Sizes, quick: bool, seed: int) -> dict:
+    if not torch.cuda.is_available():
+        raise SystemExit("--sections triton needs a CUDA GPU (torch.cuda.is_available() is False here)")
+    g = torch.Generator().manual_seed(seed)
+    log("triton: GPU limits (device copy, matmuls)")
+    limits = gpu_limits(quick)
+    small = {"D": s.hidden, "I": s.expert_width, "E": s.experts, "K": s.top_k, "H": s.heads, "G": s.kv_heads,
+             "d": s.head_dim}
+    large = small if quick else {"D": 2048, "I": 768, "E": 128, "K": 8, "H": 32, "G": 4, "d": 128}
+    tokens = (1, 32) if quick else (1, 32, 512, 4096)
+    out: dict = {"limits": limits, "precision": "float32 tensors, fp32 dots (ieee: TF32 is off, as in torch's default)"}
+    for name, shape in (("benchmark_model", small), ("large_moe_layer", large)):
+        log(f"triton: {name} {shape}")
+        out[name] = {
+            "shape": shape,
+            "moe_float32": _triton_moe(shape, tokens, torch.float32, g, quick, limits["copy_gbps"]),
+            "moe_bfloat16": _triton_moe(shape, tokens, torch.bfloat16, g, quick, limits["copy_gbps"]),
+            "attention": _triton_attention(shape, g, quick, limits["copy_gbps"]),
+            "lora": _triton_lora(shape, g, quick),
+        }
+        if quick:
+            break
+    return out
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
-    p.add_argument("--sections", default="hardware,kernels,int8", help="comma-separated: hardware, kernels, int8")
+    p.add_argument("--sections", default="hardware,kernels,int8",
+                   help="comma-separated: hardware, kernels, int8, triton (CUDA only)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model-dir", type=Path, default=None, help="keep (or reuse) the random checkpoint here")
@@ -284,7 +447,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     sections = [x.strip() for x in args.sections.split(",") if x.strip()]
-    unknown = set(sections) - {"hardware", "kernels", "int8"}
+    unknown = set(sections) - {"hardware", "kernels", "int8", "triton"}
     if unknown:
         raise SystemExit(f"unknown sections {sorted(unknown)}")
     s = QUICK if args.quick else Sizes()
@@ -304,15 +467,16 @@ def main(argv: list[str] | None = None) -> dict:
             "hardware": lambda: roofline.measure(args.quick),
             "kernels": lambda: section_kernels(s, args.quick, args.seed),
             "int8": lambda: section_int8(folder, s, args.quick, args.seed),
+            "triton": lambda: section_triton(s, args.quick, args.seed),
         }
-        for name in ("hardware", "kernels", "int8"):
+        for name in ("hardware", "kernels", "int8", "triton"):
             if name in sections:
                 load = MachineLoad()
                 result[name] = runners[name]()
                 result[name]["machine"] = load.report()
                 log(f"{name} done in {result[name]['machine']['wall_s']:.1f}s"
                     + (" (DISTURBED: other processes used the CPU)" if result[name]["machine"]["disturbed"] else ""))
-    result["disturbed_sections"] = [n for n in ("hardware", "kernels", "int8")
+    result["disturbed_sections"] = [n for n in ("hardware", "kernels", "int8", "triton")
                                     if n in result and result[n]["machine"]["disturbed"]]
     result["total_seconds"] = time.perf_counter() - started
     return roofline.emit(result, args.output)

@@ -23,46 +23,52 @@ from swarm.runtime.config import ModelConfig
 F32 = 4  # bytes per float32
 
 
-def best_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    """Fastest of `repeats` timed calls: the minimum is the least disturbed by other work."""
+def best_time(fn: Callable[[], object], repeats: int, warmup: int = 1, device: torch.device | str = "cpu") -> float:
+    """Fastest of `repeats` timed calls: the minimum is the least disturbed by other work. On a GPU each
+    call is followed by a synchronize, so the time is the device's work, not its launch."""
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     for _ in range(warmup):
         fn()
     best = float("inf")
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         best = min(best, time.perf_counter() - t0)
     return best
 
 
-def memory_bandwidth(mib: int = 512, repeats: int = 5) -> dict:
+def memory_bandwidth(mib: int = 512, repeats: int = 5, device: torch.device | str = "cpu") -> dict:
     """GB/s of a large read (sum) and a large copy (read + write), best of `repeats`.
 
     The tensors are far bigger than the last-level cache, so this is DRAM, not cache.
     """
     n = mib * 2**20 // F32
-    src = torch.rand(n)  # [n]
+    src = torch.rand(n, device=device)  # [n]
     dst = torch.empty_like(src)
-    read_s = best_time(lambda: src.sum(), repeats)
-    copy_s = best_time(lambda: dst.copy_(src), repeats)
+    read_s = best_time(lambda: src.sum(), repeats, device=device)
+    copy_s = best_time(lambda: dst.copy_(src), repeats, device=device)
     read = n * F32 / read_s / 1e9
     copy = 2 * n * F32 / copy_s / 1e9
     return {"read_gbps": read, "copy_gbps": copy, "bandwidth_gbps": max(read, copy), "tensor_mib": mib}
 
 
-def matmul_flops(size: int = 2048, repeats: int = 5) -> dict:
-    """float32 GFLOP/s of one [size, size] @ [size, size] matmul, best of `repeats`."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    out = torch.empty(size, size)
-    s = best_time(lambda: torch.mm(a, b, out=out), repeats)
+def matmul_flops(size: int = 2048, repeats: int = 5, device: torch.device | str = "cpu") -> dict:
+    """float32 GFLOP/s of one [size, size] @ [size, size] matmul, best of `repeats` (no TF32 on a GPU,
+    as the engine's float32 weights run)."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    out = torch.empty(size, size, device=device)
+    s = best_time(lambda: torch.mm(a, b, out=out), repeats, device=device)
     return {"matmul_gflops": 2 * size**3 / s / 1e9, "matmul_size": size}
 
 
-def measure(quick: bool = False) -> dict:
+def measure(quick: bool = False, device: torch.device | str = "cpu") -> dict:
     """The limits the roofline section divides by, plus the thread count they were measured with."""
-    bw = memory_bandwidth(mib=128 if quick else 512, repeats=3 if quick else 8)
-    mm = matmul_flops(size=1024 if quick else 2048, repeats=3 if quick else 10)
-    return {**bw, **mm, "torch_threads": torch.get_num_threads()}
+    gpu = torch.device(device).type == "cuda"
+    bw = memory_bandwidth(mib=(128 if quick else 512) * (8 if gpu else 1), repeats=3 if quick else 8, device=device)
+    mm = matmul_flops(size=(1024 if quick else 2048) * (4 if gpu else 1), repeats=3 if quick else 10, device=device)
+    return {**bw, **mm, "torch_threads": torch.get_num_threads(), "device": str(device)}
 
 
 @dataclass(frozen=True)

@@ -163,7 +163,9 @@ class Model(nn.Module):
         """`forward` in `num_slices` pieces, one per resumption: yields None after each piece but the last,
         then the final hidden states. A game loop spreads one pass over several frames this way."""
         x = self.embed(input_ids) * self.cfg.embedding_multiplier  # [T, D]
-        cos, sin = self.rotary.cos_sin(positions, seq_len=int(positions.max()) + 1)  # [T, d]
+        # only dynamic RoPE needs the longest position (reading it back would stall a GPU)
+        seq_len = int(positions.max()) + 1 if self.rotary.rope.type == "dynamic" else None
+        cos, sin = self.rotary.cos_sin(positions, seq_len=seq_len)  # [T, d]
         for i, layer in enumerate(self.layers):
             x = layer.attend(x, cos, sin, kv)
             yield None

@@ -65,5 +65,9 @@ def check_shape(op: str, ok: bool, what: str) -> None:
 
 
 def dot_precision(dtype: torch.dtype) -> str:
-    """float32 dots use TF32 only where torch's own matmuls would, so both backends agree."""
-    return "tf32" if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 else "ieee"
+    """float32 dots use plain TF32 only where torch's own matmuls would, so both backends agree; otherwise
+    "tf32x3" (three TF32 products per dot, float32 accuracy on the tensor cores). Triton's "ieee" dots run
+    on the CUDA cores and were 15-30x slower on an H100 (benchmarks/results/kernels-triton-h100.json)."""
+    if dtype != torch.float32:
+        return "ieee"  # half-precision operands: the precision argument does not apply
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "tf32x3"

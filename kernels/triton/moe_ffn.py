@@ -91,7 +91,9 @@ def align_by_expert(ids: torch.Tensor, E: int, block_m: int) -> tuple[torch.Tens
     flat = ids.reshape(-1)  # [TK]
     order = flat.argsort(stable=True)
     expert = flat[order]  # expert of each sorted pair
-    counts = torch.bincount(flat, minlength=E)  # [E]
+    # scatter_add, not bincount: bincount on CUDA reads the largest id back to the host (a sync)
+    one = torch.ones_like(flat, dtype=torch.long)
+    counts = torch.zeros(E, dtype=torch.long, device=ids.device).scatter_add_(0, flat.long(), one)  # [E]
     padded = (counts + block_m - 1) // block_m * block_m
     ends = padded.cumsum(0)
     rank = torch.arange(TK, device=ids.device) - (counts.cumsum(0) - counts)[expert]  # place in its expert's run
