@@ -194,8 +194,9 @@ def greedy(n: int) -> SamplingParams:
 class Bench:
     """What every section shares: sizes, the loaded models and results other sections reuse."""
 
-    def __init__(self, s: Sizes, folder: Path, seed: int, device: str = "cpu"):
+    def __init__(self, s: Sizes, folder: Path, seed: int, device: str = "cpu", cuda_graphs: bool = True):
         self.s, self.folder, self.seed, self.device = s, folder, seed, torch.device(device)
+        self.cuda_graphs = cuda_graphs
         self.model: Model = load_model(folder, dtype=torch.float32).to(self.device)
         self.tokenizer = Tokenizer.from_folder(folder)
         self._hf = None
@@ -205,6 +206,7 @@ class Bench:
     def engine(self, **config) -> Engine:
         """A fresh engine (own KV pool and prefix cache) over the shared weights."""
         config.setdefault("max_batched_tokens", self.s.max_batched_tokens)
+        config.setdefault("cuda_graphs", self.cuda_graphs)
         return Engine(self.model, self.tokenizer, EngineConfig(**config), self.device)
 
     @property
@@ -803,6 +805,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, or cuda: the engine (its Triton kernels) and transformers "
                                                    "both run there")
+    p.add_argument("--no-cuda-graphs", action="store_true", help="on a GPU, run decode steps eagerly (no graphs)")
     p.add_argument("--profile", action="store_true", help="add cProfile and torch.profiler hot spots of the engine")
     p.add_argument("--output", type=Path, default=None, help="also write the JSON to this file")
     sizes = p.add_argument_group("sizes (defaults: the full run; --quick shrinks them)")
@@ -838,12 +841,13 @@ def main(argv: list[str] | None = None) -> dict:
         folder = ensure_model(args.model_dir or Path(tmp) / "model", model_config(s))
         if args.device != "cpu" and not torch.cuda.is_available():
             raise SystemExit(f"--device {args.device}: no CUDA GPU here")
-        b = Bench(s, folder, args.seed, args.device)
+        b = Bench(s, folder, args.seed, args.device, cuda_graphs=not args.no_cuda_graphs)
         b.warm_up()
         result: dict = {
             "config": {"sizes": {f.name: getattr(s, f.name) for f in fields(Sizes)}, "quick": args.quick,
                        "torch": torch.__version__, "threads": torch.get_num_threads(), "seed": args.seed,
                        "git": git_revision(), "cpu_count": os.cpu_count(), "device": str(b.device),
+                       "cuda_graphs": b.cuda_graphs and b.device.type == "cuda",
                        "device_name": torch.cuda.get_device_name(b.device) if b.device.type == "cuda" else "cpu",
                        "weights_mib": roofline.weight_bytes(b.model) / 2**20},
         }

@@ -3,7 +3,8 @@
 `BlockAllocator` is the bookkeeping (free list and reference counts) and knows
 nothing of tensors, so the prefix cache and scheduler can be tested against
 it alone. `KVPool` adds the storage: per layer, keys and values of shape
-[num_blocks, block_size, G, d].
+[num_blocks + 1, block_size, G, d]; the last block (`scratch_block`) is never handed out, so padding rows
+of a captured decode step (runtime/cuda_graphs.py) have somewhere harmless to write.
 
 Invariant: a block is free exactly when its reference count is 0. Every
 holder (a running request's block table, a prefix-cache node) owns one
@@ -63,7 +64,8 @@ class KVPool(BlockAllocator):
     def __init__(self, num_blocks: int, block_size: int, num_layers: int, num_kv_heads: int, head_dim: int,
                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
         super().__init__(num_blocks, block_size)
-        shape = (num_blocks, block_size, num_kv_heads, head_dim)
+        self.scratch_block = num_blocks  # storage only: the allocator never hands it out
+        shape = (num_blocks + 1, block_size, num_kv_heads, head_dim)
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from swarm.runtime.block_pool import KVPool, OutOfBlocks
 from swarm.runtime.bundled import model_path
+from swarm.runtime.cuda_graphs import DecodeGraphs
 from swarm.runtime.errors import PromptTooLongError, SchemaError
 from swarm.runtime.grammar import GrammarCompiler, GrammarState
 from swarm.runtime.kv import DenseBatch, PagedBatch
@@ -69,6 +70,7 @@ class EngineConfig:
     max_wait_steps: int = 8  # a waiting request is admitted in arrival order after this many steps
     max_adapters: int = 8  # LoRA adapters resident at once (more are loaded on demand)
     max_lora_rank: int = 64
+    cuda_graphs: bool = True  # on a GPU, replay decode-only steps as captured CUDA graphs (runtime/cuda_graphs.py)
 
     def __post_init__(self):
         if self.block_size < 1 or self.max_batched_tokens < 1 or self.max_seqs < 1:
@@ -108,6 +110,8 @@ class Engine:
                                    ec.enable_prefix_cache, ec.max_wait_steps, self._acquire_adapter,
                                    self._release_adapter)
         self._moe = [m for m in model.modules() if isinstance(m, MoE)]
+        self.graphs = (DecodeGraphs(model, self.pool, self.lora, self.max_context, ec.max_seqs, self._moe)
+                       if ec.cuda_graphs and self.device.type == "cuda" and DecodeGraphs.supported(model) else None)
         self._stats = EngineStats(len(self._moe), cfg.num_experts)
         # constrained decoding: the tokenizer's llguidance view is built on the first schema
         self.grammars = GrammarCompiler(tokenizer, cfg.vocab_size, self.eos_token_ids)
@@ -300,6 +304,12 @@ class Engine:
     def _slices(self, batch: list[Scheduled]) -> Iterator[list[RequestHandle] | None]:
         """The step's work in slices: the model's (`Model.in_slices`), then the logits, then sampling and
         bookkeeping. Yields None after each slice but the last, then the requests the step finished."""
+        if self.graphs is not None and self.graphs.accepts(batch):  # one replay: the forward pass and logits
+            logits = self.graphs.run(batch)
+            self._stats.record_experts(self._moe)
+            yield None
+            yield self._postprocess(batch, logits)
+            return
         hidden = None
         for hidden in self._run(batch):
             if hidden is None:

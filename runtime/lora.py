@@ -20,6 +20,7 @@ import math
 import re
 from collections import OrderedDict
 from collections.abc import Hashable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,6 +169,17 @@ class LoRABatch:
         self.slots: torch.Tensor | None = None  # [T] int64, -1 for the base model
         self.used: set[int] = set()
         self.segments: tuple[list[int], list[int]] | None = None  # (starts, slot per run) for prefill-heavy steps
+        self.captured: torch.Tensor | None = None  # [T] slots of a decode step being captured as a CUDA graph
+
+    @contextmanager
+    def graph_slots(self, slots: torch.Tensor):
+        """While a CUDA graph is captured: every wrapped projection applies the gather form with `slots`
+        (a static buffer), whatever is resident now, so the graph stays right as adapters come and go."""
+        self.captured = slots
+        try:
+            yield
+        finally:
+            self.captured = None
 
     def set(self, run_slots: list[int], run_lens: list[int], device: torch.device) -> None:
         """One run of `run_lens[i]` tokens on slot `run_slots[i]` per scheduled request."""
@@ -219,6 +231,8 @@ class LoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
         batch = self.batch
+        if batch.captured is not None:  # slot -1, or a slot that does not target this projection, adds zero
+            return y + self._gather(x, self.a, self.b, batch.captured, self._ones)
         if not (batch.used & self.loaded):
             return y
         if batch.segments is not None:
@@ -239,6 +253,7 @@ class LoRAManager:
         self.users: dict[str, int] = {}  # running requests per resident adapter
         self.batch = LoRABatch()
         self.wrapped: dict[tuple[int, str], LoRALinear] = {}
+        self.version = 0  # moves whenever a projection is wrapped (captured CUDA graphs then go stale)
 
     def add(self, name: str, folder: str | Path) -> None:
         if name in self.known:
@@ -275,6 +290,7 @@ class LoRAManager:
                              self.num_slots, self.max_rank, self.batch)
         setattr(parent, attr, wrapped)
         self.wrapped[(layer, module)] = wrapped
+        self.version += 1
         for name, slot in self.resident.items():  # adapters already resident that target this module
             wrapped.load(slot, self.known[name].weights.get((layer, module)))
 

@@ -77,12 +77,17 @@ class Rotary:
     def __init__(self, rope: RopeConfig, head_dim: int, max_pos: int):
         self.rope, self.dim, self.max_pos = rope, head_dim, max_pos
         self._freq, self._scale = inv_freq(rope, head_dim, max_pos)
+        self._on_device: dict[torch.device, torch.Tensor] = {}
 
     def cos_sin(self, positions: torch.Tensor, seq_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """positions [T] -> cos, sin [T, head_dim] (float32)."""
         freq, scale = self._freq, self._scale
         if self.rope.type == "dynamic" and seq_len is not None and seq_len > self.max_pos:
             freq, scale = inv_freq(self.rope, self.dim, self.max_pos, seq_len)
+        if freq is self._freq:  # kept on each device it is used on: a copy per call could not be graph-captured
+            freq = self._on_device.get(positions.device)
+            if freq is None:
+                freq = self._on_device[positions.device] = self._freq.to(positions.device)
         angles = positions.float()[:, None] * freq.to(positions.device)[None, :]  # [T, dim/2]
         emb = torch.cat((angles, angles), dim=-1)
         return emb.cos() * scale, emb.sin() * scale

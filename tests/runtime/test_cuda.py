@@ -104,3 +104,37 @@ def test_schema_constrained_actions_on_cuda(folder):
     outs = gpu.generate(["Act:"] * 16, sampled(16), schema=Action)
     assert_valid(outs)
     assert all(isinstance(o.value, Action) for o in outs)
+
+
+@pytest.mark.parametrize("params", [GREEDY, SEEDED], ids=["greedy", "seeded"])
+def test_decode_steps_replayed_as_cuda_graphs_change_no_token(folder, params):
+    ps = prompts(11, seed=5)  # 11 requests: padded to a bucket of 16
+    eager = Engine.from_pretrained(folder, config=EngineConfig(cuda_graphs=False), device="cuda")
+    graphs = Engine.from_pretrained(folder, device="cuda")
+    want = [o.token_ids for o in eager.generate(ps, params)]
+    assert [o.token_ids for o in graphs.generate(ps, params)] == want
+    assert graphs.graphs.replays > 0 and eager.graphs is None
+    assert graphs.stats()["expert_load"] == eager.stats()["expert_load"]
+    # requests finishing at different steps shrink the batch across buckets
+    short = [SamplingParams(**{**params.__dict__, "max_tokens": 4 + 2 * i}) for i in range(len(ps))]
+    assert ([o.token_ids for o in graphs.generate(ps, short)] == [o.token_ids for o in eager.generate(ps, short)])
+
+
+def test_an_adapter_added_after_capture_is_applied():
+    """Graphs captured before an adapter wrapped its projections are dropped, not replayed without it."""
+    from swarm.runtime.bundled import model_path
+    from swarm.runtime.loader import load_model
+    from swarm.runtime.tokenizer import Tokenizer
+
+    path = model_path("swarm-tiny")
+    gpu = Engine(load_model(path).to("cuda"), Tokenizer.from_folder(path), device="cuda")
+    cpu = Engine.from_pretrained("swarm-tiny")
+    text = "The guard at the gate says"
+    gpu.generate([text], GREEDY)  # captures the base model's decode graphs
+    captured = gpu.graphs.captures
+    name = cpu.adapters()[0]
+    gpu.add_adapter(name, path / "adapters" / name)
+    got = gpu.generate([text, text], GREEDY, adapter=[name, None])
+    assert got[0].token_ids == cpu.generate([text], GREEDY, adapter=name)[0].token_ids
+    assert got[1].token_ids == cpu.generate([text], GREEDY)[0].token_ids
+    assert gpu.graphs.captures > captured
