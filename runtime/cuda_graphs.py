@@ -20,6 +20,8 @@ What a captured graph relies on, and how it stays true:
   changes the module tree, so `DecodeGraphs` drops its graphs when
   `LoRAManager.version` moves.
 - Dynamic RoPE needs the longest position on the host: such models run eagerly.
+- The Triton kernels: the torch ones (SWARM_KERNELS=torch) read the routing back to the
+  host, so an engine on them runs eagerly.
 - Nothing in the forward pass reads back from the GPU (the MoE alignment bounds its
   sizes on the host).
 - Every tensor a graph reads that was made outside its capture (the static inputs,
@@ -101,8 +103,9 @@ class DecodeGraphs:
         self.captures = self.replays = 0
 
     @staticmethod
-    def supported(model) -> bool:
-        return model.rotary.rope.type != "dynamic"
+    def supported(model, device: torch.device) -> bool:
+        """Triton kernels only (the torch ones read routing back to the host), and no dynamic RoPE."""
+        return registry.backend_for(device) == "triton" and model.rotary.rope.type != "dynamic"
 
     def _bucket(self, n: int, buckets) -> int | None:
         return next((b for b in buckets if b >= n), None)
@@ -115,7 +118,8 @@ class DecodeGraphs:
 
     def accepts(self, batch: list[Scheduled]) -> bool:
         return (all(s.num_tokens == 1 and s.samples for s in batch)
-                and self._bucket(len(batch), self.batch_buckets) is not None)
+                and self._bucket(len(batch), self.batch_buckets) is not None
+                and self._block_bucket(max(len(s.request.blocks) for s in batch)) is not None)
 
     def _capture(self, B: int, nb: int) -> _Graph:
         dev, bs = self.device, self.pool.block_size

@@ -110,8 +110,9 @@ class Engine:
                                    ec.enable_prefix_cache, ec.max_wait_steps, self._acquire_adapter,
                                    self._release_adapter)
         self._moe = [m for m in model.modules() if isinstance(m, MoE)]
+        use_graphs = ec.cuda_graphs and self.device.type == "cuda" and DecodeGraphs.supported(model, self.device)
         self.graphs = (DecodeGraphs(model, self.pool, self.lora, self.max_context, ec.max_seqs, self._moe)
-                       if ec.cuda_graphs and self.device.type == "cuda" and DecodeGraphs.supported(model) else None)
+                       if use_graphs else None)
         self._stats = EngineStats(len(self._moe), cfg.num_experts)
         # constrained decoding: the tokenizer's llguidance view is built on the first schema
         self.grammars = GrammarCompiler(tokenizer, cfg.vocab_size, self.eos_token_ids)
@@ -556,11 +557,14 @@ class Engine:
         return (sums / torch.tensor(lens, device=self.device)[:, None]).cpu()
 
     def stats(self) -> dict:
-        """Throughput, batch sizes, prefix-cache hit rate, KV pool use, preemptions and expert load."""
+        """Throughput, batch sizes, prefix-cache hit rate, KV pool use, preemptions and expert load (and on a
+        GPU, the decode graphs captured and the steps replayed from them)."""
         s = self.scheduler
+        graphs = {} if self.graphs is None else {"cuda_graphs_captured": self.graphs.captures,
+                                                 "cuda_graph_replays": self.graphs.replays}
         return self._stats.summary(
             prompt_tokens=s.prompt_tokens, cached_tokens=s.cached_tokens, recomputed_tokens=s.recomputed_tokens,
             preemptions=s.num_preemptions, waiting=len(s.waiting), running=len(s.running),
             kv_blocks_total=self.pool.num_blocks, kv_blocks_used=self.pool.num_used,
-            kv_blocks_cached=self.cache.num_nodes, block_size=self.pool.block_size,
+            kv_blocks_cached=self.cache.num_nodes, block_size=self.pool.block_size, **graphs,
         )
