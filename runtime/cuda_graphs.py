@@ -38,38 +38,11 @@ import torch
 
 from swarm.kernels import registry
 from swarm.runtime.block_pool import KVPool
+from swarm.runtime.kv import PagedBatch
 from swarm.runtime.scheduler import Scheduled
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 MIN_BLOCKS = 8  # block buckets are powers of two from here up to the longest context
-
-
-class GraphBatch:
-    """The decode-only `PagedBatch` of a captured step: the same `attend`, over static buffers."""
-
-    def __init__(self, pool: KVPool, slots: torch.Tensor, table: torch.Tensor, lens: torch.Tensor):
-        self.pool, self.slots, self.table = pool, slots, table
-        self.key_pos = torch.arange(table.shape[1] * pool.block_size, device=slots.device)[None, :]  # [1, S]
-        self.lens = lens[:, None]  # [B, 1]
-        self._attention = registry.get("decode_attention", slots.device)
-        self._masks: dict[int | None, torch.Tensor] = {}
-
-    def _mask(self, window: int | None) -> torch.Tensor:
-        mask = self._masks.get(window)
-        if mask is None:  # computed inside the capture, so a replay recomputes it from the new lengths
-            mask = self.key_pos < self.lens
-            if window is not None:
-                mask &= self.key_pos >= self.lens - window
-            self._masks[window] = mask
-        return mask
-
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
-               window: int | None) -> torch.Tensor:
-        kc, vc = self.pool.k[layer], self.pool.v[layer]
-        G, d = kc.shape[2:]
-        kc.view(-1, G, d).index_copy_(0, self.slots, k)
-        vc.view(-1, G, d).index_copy_(0, self.slots, v)
-        return self._attention(q, kc, vc, self.table, self._mask(window), scale)
 
 
 @dataclass
@@ -83,7 +56,7 @@ class _Graph:
     lora: torch.Tensor  # [B] adapter slot, -1 for the base model
     logits: torch.Tensor  # [B, V] output
     expert_ids: list[torch.Tensor]  # [B, K] routing of each MoE layer, output
-    batch: GraphBatch  # held so its tensors made outside the capture (key positions) outlive it
+    batch: PagedBatch  # held so its tensors made outside the capture (key positions) outlive it
 
 
 class DecodeGraphs:
@@ -129,7 +102,7 @@ class DecodeGraphs:
         table = torch.full((B, nb), self.scratch, dtype=torch.long, device=dev)
         lens = torch.ones(B, dtype=torch.long, device=dev)
         lora = torch.full((B,), -1, dtype=torch.long, device=dev)
-        kv = GraphBatch(self.pool, slots, table, lens)
+        kv = PagedBatch.decode_only(self.pool, slots, table, lens)
 
         def forward() -> torch.Tensor:
             kv._masks.clear()

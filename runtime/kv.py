@@ -52,6 +52,19 @@ class PagedBatch:
             self._masks: dict[int | None, torch.Tensor] = {}
             self._decode_attention = registry.get("decode_attention", device)
 
+    @classmethod
+    def decode_only(cls, pool: KVPool, slots: torch.Tensor, table: torch.Tensor, lens: torch.Tensor) -> PagedBatch:
+        """A decode step over given tensors (a captured CUDA graph's static buffers): slots [B] where each new
+        token's key/value goes, table [B, nb] block tables, lens [B] context lengths with the new token."""
+        batch = cls.__new__(cls)
+        batch.pool, batch.slots, batch.decode_table = pool, slots, table
+        batch.decode, batch.prefill = list(range(slots.shape[0])), []
+        batch.key_pos = torch.arange(table.shape[1] * pool.block_size, device=slots.device)[None, :]  # [1, S]
+        batch.decode_lens = lens[:, None]  # [B, 1]
+        batch._masks = {}
+        batch._decode_attention = registry.get("decode_attention", slots.device)
+        return batch
+
     def _decode_mask(self, window: int | None) -> torch.Tensor:
         mask = self._masks.get(window)
         if mask is None:

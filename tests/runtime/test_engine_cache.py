@@ -318,3 +318,28 @@ def test_requests_in_flight_share_a_preamble_as_soon_as_it_is_computed(folder):
     assert [o.token_ids for o in outs] == ref
     assert outs[0].cached_tokens == 0
     assert all(o.cached_tokens >= 48 for o in outs[1:])  # the preamble's blocks, computed once
+
+
+def test_a_decode_only_batch_over_given_tensors_matches_the_built_one():
+    """`PagedBatch.decode_only` (what a captured CUDA graph runs over) writes and attends like a batch built from
+    block tables, with padded tables and a sliding window."""
+    from swarm.runtime.block_pool import KVPool
+    from swarm.runtime.kv import PagedBatch
+
+    tables, lens = [[3, 1], [0, 4, 2]], [20, 40]
+    results = []
+    for make_batch in ("built", "given"):
+        pool = KVPool(6, 16, 1, 2, 8)
+        pool.k[0].copy_(torch.randn(pool.k[0].shape, generator=torch.Generator().manual_seed(1)))
+        pool.v[0].copy_(torch.randn(pool.v[0].shape, generator=torch.Generator().manual_seed(2)))
+        if make_batch == "built":
+            kv = PagedBatch(pool, tables, [1, 1], lens, torch.device("cpu"))
+        else:
+            slots = torch.tensor([t[(n - 1) // 16] * 16 + (n - 1) % 16 for t, n in zip(tables, lens, strict=True)])
+            padded = torch.tensor([t + [pool.scratch_block] * (4 - len(t)) for t in tables])  # one more bucket
+            kv = PagedBatch.decode_only(pool, slots, padded, torch.tensor(lens))
+        q, k, v = (torch.randn(2, heads, 8, generator=torch.Generator().manual_seed(s))
+                   for s, heads in ((3, 4), (4, 2), (5, 2)))
+        results.append([kv.attend(0, q, k, v, 0.3, w) for w in (None, 10)] + [pool.k[0].clone(), pool.v[0].clone()])
+    for a, b in zip(*results, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
