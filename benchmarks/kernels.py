@@ -10,6 +10,9 @@ Prints one JSON object on stdout (progress on stderr). Sections:
   hardware  memory bandwidth and matmul FLOP/s measured now (the limits to read the rest against)
   kernels   each torch kernel (MoE expert FFN, paged decode attention, LoRA gather and segment) against the
             per-token / per-expert / per-sequence Python loop it replaces, on the benchmark model's shapes
+  native    the native C kernels (kernels/native, the CPU default) against the torch kernels they replace: MoE
+            expert FFN at 1/32/512 tokens and paged decode attention at batch 1/32, each over `layers` copies of
+            the weights or KV cache in turn, so every call reads them from DRAM as in a decode step
   int8      decode steps of the engine with float32 and weight-only int8 weights (random-weight Qwen3-MoE of
             benchmarks/engine.py) at batch 1 and 32, alternating timed blocks; one 512-token prefill chunk;
             logit error on one sequence, next to the error of merely rounding the weights to bfloat16
@@ -432,11 +435,69 @@ def section_triton(s: Sizes, quick: bool, seed: int) -> dict:
     return out
 
 
+def _per_layer(row: dict, layers: int) -> dict:
+    """compare() timed all layers per call: times per layer, the fast one named native."""
+    return {k.replace("kernel_", "native_"): v / layers if k.endswith("_ms") else v for k, v in row.items()}
+
+
+def _native_moe_row(g: torch.Generator, T: int, layers: list, K: int, quick: bool) -> dict:
+    from swarm.kernels.native import ops as native
+
+    E, _, D = layers[0][0].shape
+    x = torch.randn(T, D, generator=g)
+    ids = torch.stack([torch.randperm(E, generator=g)[:K] for _ in range(T)])
+    w = torch.rand(T, K, generator=g)
+    row = _per_layer(compare(lambda: torch.stack([native.expert_ffn(x, gu, dn, w, ids) for gu, dn in layers]),
+                             {"torch": lambda: torch.stack([expert_ffn(x, gu, dn, w, ids) for gu, dn in layers])},
+                             quick), len(layers))
+    return row | {"gflops": 3 * 2 * T * K * D * layers[0][1].shape[2] / row["native_ms"] / 1e6}
+
+
+def _native_attention_row(g: torch.Generator, B: int, context: int, s: Sizes, quick: bool) -> dict:
+    from swarm.kernels.native import ops as native
+
+    H, G, d, bs = s.heads, s.kv_heads, s.head_dim, 16
+    nb = context // bs + 1
+    lens = torch.randint(context // 2, context + 1, (B,), generator=g)
+    N = B * nb + 1
+    caches = [(torch.randn(N, bs, G, d, generator=g), torch.randn(N, bs, G, d, generator=g))
+              for _ in range(s.layers)]
+    table = torch.randperm(N, generator=g)[: B * nb].view(B, nb)  # [B, nb] scattered blocks
+    mask = torch.arange(nb * bs)[None, :] < lens[:, None]  # [B, S]
+    q = torch.randn(B, H, d, generator=g)
+    attend = lambda fn: torch.stack([fn(q, kc, vc, table, mask, d**-0.5) for kc, vc in caches])
+    row = _per_layer(compare(lambda: attend(native.decode_attention), {"torch": lambda: attend(decode_attention)},
+                             quick), s.layers)
+    kv_bytes = 2 * int(lens.sum()) * G * d * 4
+    return row | {"mean_context": lens.float().mean().item(), "kv_gbps": kv_bytes / row["native_ms"] / 1e6}
+
+
+def section_native(s: Sizes, quick: bool, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    D, I, E, L = s.hidden, s.expert_width, s.experts, s.layers
+    layers = [(torch.randn(E, 2 * I, D, generator=g) * 0.05, torch.randn(E, D, I, generator=g) * 0.05)
+              for _ in range(L)]
+    moe = {}
+    for T in (1, 32) if quick else (1, 32, 512):
+        log(f"native: MoE expert FFN, {T} tokens, {L} layers' weights in turn")
+        moe[f"tokens_{T}"] = _native_moe_row(g, T, layers, s.top_k, quick)
+    attn = {}
+    context = 64 if quick else 512
+    for B in (1, 32):
+        log(f"native: paged decode attention, {B} sequences of up to {context} tokens, {L} layers' caches in turn")
+        attn[f"batch_{B}"] = _native_attention_row(g, B, context, s, quick)
+    return {"moe_expert_ffn": moe, "decode_attention": attn, "layers": L,
+            "note": "times per layer; each call goes through every layer's weights or cache, as a decode step does"}
+
+
+SECTIONS = ("hardware", "kernels", "native", "int8", "triton")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
-    p.add_argument("--sections", default="hardware,kernels,int8",
-                   help="comma-separated: hardware, kernels, int8, triton (CUDA only)")
+    p.add_argument("--sections", default="hardware,kernels,native,int8",
+                   help="comma-separated: hardware, kernels, native, int8, triton (CUDA only)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model-dir", type=Path, default=None, help="keep (or reuse) the random checkpoint here")
@@ -447,7 +508,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     sections = [x.strip() for x in args.sections.split(",") if x.strip()]
-    unknown = set(sections) - {"hardware", "kernels", "int8", "triton"}
+    unknown = set(sections) - set(SECTIONS)
     if unknown:
         raise SystemExit(f"unknown sections {sorted(unknown)}")
     s = QUICK if args.quick else Sizes()
@@ -466,18 +527,18 @@ def main(argv: list[str] | None = None) -> dict:
         runners = {
             "hardware": lambda: roofline.measure(args.quick),
             "kernels": lambda: section_kernels(s, args.quick, args.seed),
+            "native": lambda: section_native(s, args.quick, args.seed),
             "int8": lambda: section_int8(folder, s, args.quick, args.seed),
             "triton": lambda: section_triton(s, args.quick, args.seed),
         }
-        for name in ("hardware", "kernels", "int8", "triton"):
+        for name in SECTIONS:
             if name in sections:
                 load = MachineLoad()
                 result[name] = runners[name]()
                 result[name]["machine"] = load.report()
                 log(f"{name} done in {result[name]['machine']['wall_s']:.1f}s"
                     + (" (DISTURBED: other processes used the CPU)" if result[name]["machine"]["disturbed"] else ""))
-    result["disturbed_sections"] = [n for n in ("hardware", "kernels", "int8", "triton")
-                                    if n in result and result[n]["machine"]["disturbed"]]
+    result["disturbed_sections"] = [n for n in SECTIONS if n in result and result[n]["machine"]["disturbed"]]
     result["total_seconds"] = time.perf_counter() - started
     return roofline.emit(result, args.output)
 

@@ -1,10 +1,14 @@
 """Hot ops by name and backend, picked per device.
 
-Every op has a torch implementation (the reference, and the CPU path) and may
-have a Triton one for CUDA. `get(name, device)` returns the Triton one on a
-CUDA device and the torch one anywhere else; `SWARM_KERNELS=torch` or
-`SWARM_KERNELS=triton` forces a backend. Nothing falls back silently: an op
-without the chosen backend, or a Triton backend without a GPU, is an error.
+Every op has a torch implementation (the reference), may have a native C one
+for the CPU (kernels/native, built with the system compiler on first use) and
+a Triton one for CUDA. `get(name, device)` returns the Triton one on a CUDA
+device; on the CPU the native one where the op has one and torch's otherwise
+(native kernels cover the hot decode ops; the rest are torch's own kernels).
+`SWARM_KERNELS=torch|native|triton` forces a backend. If the native kernels
+cannot be built here (no C compiler, no AVX2), the CPU runs the torch ones and
+says so once in a warning. Otherwise nothing falls back: an op without the
+chosen backend, or a Triton backend without a GPU, is an error.
 
 Implementations are named by import path and imported on first use, so the
 CPU path never imports triton (a dev-only dependency).
@@ -14,11 +18,12 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from collections.abc import Callable
 
 import torch
 
-BACKENDS = ("torch", "triton")
+BACKENDS = ("torch", "native", "triton")
 ENV = "SWARM_KERNELS"
 
 
@@ -31,8 +36,10 @@ _REGISTRY: dict[tuple[str, str], str | Callable] = {
     ("moe_route", "torch"): "swarm.kernels.moe:route",
     ("moe_route", "triton"): "swarm.kernels.triton.moe_route:route",
     ("moe_expert_ffn", "torch"): "swarm.kernels.moe:expert_ffn",
+    ("moe_expert_ffn", "native"): "swarm.kernels.native.ops:expert_ffn",
     ("moe_expert_ffn", "triton"): "swarm.kernels.triton.moe_ffn:expert_ffn",
     ("decode_attention", "torch"): "swarm.kernels.attention:decode_attention",
+    ("decode_attention", "native"): "swarm.kernels.native.ops:decode_attention",
     ("decode_attention", "triton"): "swarm.kernels.triton.decode_attention:decode_attention",
     ("prefill_attention", "torch"): "swarm.kernels.attention:prefill_attention",
     ("prefill_attention", "triton"): "swarm.kernels.triton.prefill_attention:prefill_attention",
@@ -58,13 +65,45 @@ def ops() -> dict[str, list[str]]:
     return out
 
 
+_native_warned = False
+
+
+def _native_problem() -> str | None:
+    """Why the native CPU kernels cannot run here (they are built on the first call), or None."""
+    from swarm.kernels.native import build
+
+    try:
+        build.library()
+    except build.NativeUnavailable as e:
+        return str(e)
+    return None
+
+
+def _cpu_default() -> str:
+    """native where its kernels build and run here, else torch, with one warning saying why."""
+    global _native_warned
+    problem = _native_problem()
+    if problem is None:
+        return "native"
+    if not _native_warned:
+        warnings.warn(f"native CPU kernels unavailable, running the torch ones: {problem}", RuntimeWarning,
+                      stacklevel=4)
+        _native_warned = True
+    return "torch"
+
+
 def backend_for(device: torch.device | str) -> str:
-    """The backend `get` uses on `device`: SWARM_KERNELS if set, else triton on CUDA and torch elsewhere."""
+    """The backend `get` uses on `device`: SWARM_KERNELS if set, else triton on CUDA, native on the CPU
+    (torch if the native kernels cannot be built here) and torch elsewhere."""
     device = torch.device(device)
     forced = os.environ.get(ENV, "").strip().lower()
     if forced and forced not in BACKENDS:
         raise KernelUnavailable(f"{ENV}={forced!r} is not a kernel backend; expected one of {BACKENDS}")
-    backend = forced or ("triton" if device.type == "cuda" else "torch")
+    if forced == "native":
+        problem = f"they run on the CPU, not {device}" if device.type != "cpu" else _native_problem()
+        if problem:
+            raise KernelUnavailable(f"{ENV}=native, but the native kernels cannot run: {problem}")
+    backend = forced or {"cuda": "triton", "cpu": None}.get(device.type, "torch") or _cpu_default()
     # The Triton interpreter runs kernels on CPU tensors (tests); compiled Triton needs an NVIDIA GPU.
     if backend == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise KernelUnavailable(
@@ -78,6 +117,8 @@ def get(name: str, device: torch.device | str, backend: str | None = None) -> Ca
     """The implementation of op `name` for `device` (or for an explicit `backend`)."""
     backend = backend or backend_for(device)
     impl = _REGISTRY.get((name, backend))
+    if impl is None and backend == "native":  # native kernels cover the hot ops; the rest are torch's
+        backend, impl = "torch", _REGISTRY.get((name, "torch"))
     if impl is None:
         have = ops().get(name)
         if have is None:

@@ -1,0 +1,1 @@
+"""Native CPU kernels in C (AVX2 + FMA, OpenMP threads), built with the system compiler on first use."""

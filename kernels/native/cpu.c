@@ -1,0 +1,397 @@
+/* Native CPU kernels: the grouped MoE expert FFN and paged decode attention, float32, AVX2 + FMA.
+ *
+ * Why not torch: at decode batch sizes every expert sees a handful of tokens, and MKL's small-M GEMMs
+ * reach a third of this CPU's FMA peak; decode attention through torch copies every sequence's KV
+ * blocks into one padded tensor before SDPA reads them again. These kernels read each weight and each
+ * cached key/value once, straight from where they live.
+ *
+ * Batch invariance: every output element is computed by the same sequence of operations whatever
+ * else is in the batch (the tile a row lands in, its neighbours and the thread that runs it do not
+ * change its arithmetic), so a request gets bit-identical results alone or batched.
+ *
+ * Threads come from OpenMP; the library links the libgomp that torch already loaded, so the kernels
+ * share torch's thread pool and follow torch.set_num_threads.
+ *
+ * Legend: T tokens, D hidden, E experts, K top-k, I expert width, B sequences, H query heads,
+ * G key/value heads, R = H / G query heads per key/value head, d head dim, bs block size, S key slots.
+ */
+
+#include <immintrin.h>
+#include <omp.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+int swarm_cpu_supported(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+/* ---- vector helpers ----------------------------------------------------------------------------- */
+
+/* e^x: x = n ln2 + r with |r| <= ln2 / 2, e^r by its degree-7 Taylor series (relative error < 1e-8
+ * before rounding), 2^n built in the exponent bits. Inputs are clamped to the float range. */
+static inline __m256 exp8(__m256 x)
+{
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);  /* ln2 split: exact high part */
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 5040);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+static inline float exp1(float x)
+{
+    float v[8];
+    _mm256_storeu_ps(v, exp8(_mm256_set1_ps(x)));
+    return v[0];
+}
+
+/* [sum(a0), sum(a1), sum(a2), sum(a3)] */
+static inline __m128 hsum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3)
+{
+    __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+
+static inline float hsum1(__m256 a)
+{
+    float v[4];
+    _mm_storeu_ps(v, hsum4(a, a, a, a));
+    return v[0];
+}
+
+/* ---- C = A W^T over a tile of 4 weight rows ------------------------------------------------------- */
+
+/* Rows a0 (and a1) of A against weight rows w .. w + 3 ldw: c0[j] = a0 . w_j (c1[j] = a1 . w_j).
+ * The one-row form runs exactly the two-row form's arithmetic for its row. Unless pf is NULL, the four
+ * rows at pf (the next tile) are prefetched meanwhile: the weights stream from DRAM once, and a single
+ * core's hardware prefetcher alone leaves the loop waiting on them. */
+static void tile4(const float *a0, const float *a1, const float *w, int64_t ldw, int64_t K, float *c0, float *c1,
+                  const float *pf)
+{
+    __m256 s00 = _mm256_setzero_ps(), s01 = s00, s02 = s00, s03 = s00;
+    __m256 s10 = s00, s11 = s00, s12 = s00, s13 = s00;
+    const float *w1 = w + ldw, *w2 = w + 2 * ldw, *w3 = w + 3 * ldw;
+    int64_t k = 0;
+    if (a1) {
+        for (; k + 8 <= K; k += 8) {
+            if (pf && k % 16 == 0)
+                for (int j = 0; j < 4; j++)
+                    _mm_prefetch((const char *)(pf + j * ldw + k), _MM_HINT_T0);
+            __m256 x0 = _mm256_loadu_ps(a0 + k), x1 = _mm256_loadu_ps(a1 + k);
+            __m256 v0 = _mm256_loadu_ps(w + k), v1 = _mm256_loadu_ps(w1 + k);
+            __m256 v2 = _mm256_loadu_ps(w2 + k), v3 = _mm256_loadu_ps(w3 + k);
+            /* keep the weights in registers: folded into the FMAs they would be loaded once per row */
+            __asm__("" : "+x"(v0), "+x"(v1), "+x"(v2), "+x"(v3));
+            s00 = _mm256_fmadd_ps(x0, v0, s00); s01 = _mm256_fmadd_ps(x0, v1, s01);
+            s02 = _mm256_fmadd_ps(x0, v2, s02); s03 = _mm256_fmadd_ps(x0, v3, s03);
+            s10 = _mm256_fmadd_ps(x1, v0, s10); s11 = _mm256_fmadd_ps(x1, v1, s11);
+            s12 = _mm256_fmadd_ps(x1, v2, s12); s13 = _mm256_fmadd_ps(x1, v3, s13);
+        }
+    } else {
+        for (; k + 8 <= K; k += 8) {
+            if (pf && k % 16 == 0)
+                for (int j = 0; j < 4; j++)
+                    _mm_prefetch((const char *)(pf + j * ldw + k), _MM_HINT_T0);
+            __m256 x0 = _mm256_loadu_ps(a0 + k);
+            s00 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + k), s00);
+            s01 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w1 + k), s01);
+            s02 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w2 + k), s02);
+            s03 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w3 + k), s03);
+        }
+    }
+    _mm_storeu_ps(c0, hsum4(s00, s01, s02, s03));
+    if (a1)
+        _mm_storeu_ps(c1, hsum4(s10, s11, s12, s13));
+    for (; k < K; k++)
+        for (int j = 0; j < 4; j++) {
+            c0[j] += a0[k] * w[j * ldw + k];
+            if (a1)
+                c1[j] += a1[k] * w[j * ldw + k];
+        }
+}
+
+/* One row of A against one weight row (the last N % 4 columns). */
+static float dot(const float *a, const float *w, int64_t K)
+{
+    __m256 s = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8)
+        s = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(w + k), s);
+    float out = hsum1(s);
+    for (; k < K; k++)
+        out += a[k] * w[k];
+    return out;
+}
+
+/* c[m][j] = A[m] . W[n + j] for m < M and j < width (width <= 4): the M rows of A against weight rows
+ * n .. n + width - 1; c is [M][4]. */
+static void rows_x_tile(const float *A, int64_t lda, int64_t M, const float *W, int64_t ldw, int64_t n,
+                        int width, int64_t K, float (*c)[4])
+{
+    const float *w = W + n * ldw;
+    int64_t m = 0;
+    if (width == 4) {
+        for (; m + 2 <= M; m += 2)
+            tile4(A + m * lda, A + (m + 1) * lda, w, ldw, K, c[m], c[m + 1], m == 0 ? w + 4 * ldw : NULL);
+        if (m < M)
+            tile4(A + m * lda, NULL, w, ldw, K, c[m], NULL, m == 0 ? w + 4 * ldw : NULL);
+        return;
+    }
+    for (m = 0; m < M; m++)
+        for (int j = 0; j < width; j++)
+            c[m][j] = dot(A + m * lda, w + j * ldw, K);
+}
+
+/* ---- grouped SwiGLU experts ------------------------------------------------------------------------ */
+
+/* h[i] = silu(g[i]) * u[i] = g[i] / (1 + e^-g[i]) * u[i] for i < n */
+static void silu_mul(const float *g, const float *u, float *h, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 gv = _mm256_loadu_ps(g + i);
+        __m256 den = _mm256_add_ps(_mm256_set1_ps(1.0f), exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv)));
+        _mm256_storeu_ps(h + i, _mm256_mul_ps(_mm256_div_ps(gv, den), _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++)
+        h[i] = g[i] / (1.0f + exp1(-g[i])) * u[i];
+}
+
+/* out[t] = sum_k weights[t, k] * FFN_{ids[t, k]}(x[t]), FFN_e(x) = down_e (silu(gate_e x) * up_e x).
+ * x [T, D], gate_up [E, 2I, D] (gate rows, then up rows), down [E, D, I], weights [T, K], ids [T, K],
+ * out [T, D]. Returns 0, or -1 for an expert id out of range, -2 when memory runs out. */
+int swarm_expert_ffn(const float *x, int64_t T, int64_t D, const float *gate_up, const float *down, int64_t E,
+                     int64_t I, const float *weights, const int64_t *ids, int64_t K, float *out)
+{
+    int64_t P = T * K;
+    for (int64_t p = 0; p < P; p++)
+        if (ids[p] < 0 || ids[p] >= E)
+            return -1;
+    int64_t *start = calloc(E + 1, sizeof *start), *fill = calloc(E, sizeof *fill);
+    int64_t *token = malloc((P ? P : 1) * sizeof *token);
+    float *pw = malloc((P ? P : 1) * sizeof *pw);
+    float *xs = aligned_alloc(64, ((P ? P : 1) * D * sizeof(float) + 63) / 64 * 64);
+    float *h = aligned_alloc(64, ((P ? P : 1) * I * sizeof(float) + 63) / 64 * 64);
+    if (!start || !fill || !token || !pw || !xs || !h) {
+        free(start); free(fill); free(token); free(pw); free(xs); free(h);
+        return -2;
+    }
+    /* token-expert pairs sorted by expert (stable), each pair's token row copied next to its group's */
+    for (int64_t p = 0; p < P; p++)
+        start[ids[p] + 1]++;
+    for (int64_t e = 0; e < E; e++)
+        start[e + 1] += start[e];
+    for (int64_t p = 0; p < P; p++) {
+        int64_t s = start[ids[p]] + fill[ids[p]]++;
+        token[s] = p / K;
+        pw[s] = weights[p];
+        memcpy(xs + s * D, x + (p / K) * D, D * sizeof *xs);
+    }
+    memset(out, 0, T * D * sizeof *out);
+    int64_t jt = (I + 3) / 4, dt = (D + 3) / 4;
+    int failed = 0;
+#pragma omp parallel
+    {
+        float (*g)[4] = malloc((P ? P : 1) * sizeof *g), (*u)[4] = malloc((P ? P : 1) * sizeof *u);
+        if (!g || !u) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp barrier
+        /* Each thread takes a contiguous share of the columns and walks it expert by expert, so its weight
+         * reads are long sequential runs (what the hardware prefetcher follows). */
+        int nt = omp_get_num_threads(), tid = omp_get_thread_num();
+        /* h = silu(xs gate^T) * (xs up^T), 4 columns of the expert width at a time */
+        for (int64_t e = 0; e < E && !failed; e++) {
+            int64_t n = start[e + 1] - start[e];
+            const float *A = xs + start[e] * D, *W = gate_up + e * 2 * I * D;
+            for (int64_t t = jt * tid / nt; t < jt * (tid + 1) / nt && n; t++) {
+                int64_t j = t * 4;
+                int width = I - j < 4 ? (int)(I - j) : 4;
+                rows_x_tile(A, D, n, W, D, j, width, D, g);
+                rows_x_tile(A, D, n, W, D, I + j, width, D, u);
+                silu_mul(&g[0][0], &u[0][0], &g[0][0], 4 * n);
+                for (int64_t m = 0; m < n; m++)
+                    memcpy(h + (start[e] + m) * I + j, g[m], width * sizeof(float));
+            }
+        }
+#pragma omp barrier
+        /* out[token] += weight * (h down^T): a thread owns whole output columns; experts add in order */
+        for (int64_t e = 0; e < E && !failed; e++) {
+            int64_t n = start[e + 1] - start[e];
+            for (int64_t t = dt * tid / nt; t < dt * (tid + 1) / nt && n; t++) {
+                int64_t j = t * 4;
+                int width = D - j < 4 ? (int)(D - j) : 4;
+                rows_x_tile(h + start[e] * I, I, n, down + e * D * I, I, j, width, I, g);
+                for (int64_t m = 0; m < n; m++) {
+                    float *o = out + token[start[e] + m] * D + j, w = pw[start[e] + m];
+                    for (int c = 0; c < width; c++)
+                        o[c] += w * g[m][c];
+                }
+            }
+        }
+        free(g);
+        free(u);
+    }
+    free(start); free(fill); free(token); free(pw); free(xs); free(h);
+    return failed ? -2 : 0;
+}
+
+/* ---- paged decode attention ------------------------------------------------------------------------ */
+
+#define CHUNK 64 /* key positions scored per softmax update */
+#define MAX_H 64 /* query heads per sequence */
+
+/* One cache block's keys and values (every head), on their way to L1. */
+static inline void prefetch_block(const float *kc, const float *vc, int64_t block, int64_t size)
+{
+    const char *k = (const char *)(kc + block * size), *v = (const char *)(vc + block * size);
+    for (int64_t c = 0; c < size * (int64_t)sizeof(float); c += 64) {
+        _mm_prefetch(k + c, _MM_HINT_T0);
+        _mm_prefetch(v + c, _MM_HINT_T0);
+    }
+}
+
+/* Online softmax over one sequence's visible keys for all H query heads (head r reads key/value head
+ * r / R). q [H, d]; acc [H, d] is the output. Keys and values are read in place from the paged cache,
+ * whole blocks at a time (long sequential runs for the prefetchers). */
+static void attend_seq(const float *q, int64_t H, int64_t R, int64_t d, const float *kc, const float *vc,
+                       int64_t bs, int64_t G, const int64_t *table, const uint8_t *mask, int64_t S, float scale,
+                       float *acc)
+{
+    float m[MAX_H], l[MAX_H], s[MAX_H][CHUNK];
+    const float *kp[CHUNK], *vp[CHUNK];
+    for (int64_t r = 0; r < H; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+    }
+    memset(acc, 0, H * d * sizeof *acc);
+    int vec = d % 8 == 0;
+    int64_t blk = 0, o = 0; /* the next position to look at: slot o of block blk of the table */
+    const int64_t nb = S / bs, stride = G * d, ahead = (CHUNK + bs - 1) / bs;
+    /* The cache is cold (the layer's expert weights went through since it was last read) and a
+     * sequence's blocks lie anywhere: each block is prefetched a chunk ahead. */
+    for (int64_t p = 0; p < ahead && p < nb; p++)
+        prefetch_block(kc, vc, table[p], bs * stride);
+    while (blk < nb) {
+        int n = 0; /* gather the next CHUNK visible positions */
+        for (; blk < nb && n < CHUNK; blk++, o = 0) {
+            if (o == 0 && blk + ahead < nb)
+                prefetch_block(kc, vc, table[blk + ahead], bs * stride);
+            const float *kb = kc + table[blk] * bs * stride, *vb = vc + table[blk] * bs * stride;
+            const uint8_t *mb = mask + blk * bs;
+            for (; o < bs && n < CHUNK; o++)
+                if (mb[o]) {
+                    kp[n] = kb + o * stride;
+                    vp[n] = vb + o * stride;
+                    n++;
+                }
+            if (o < bs)
+                break; /* the chunk is full mid-block: resume at slot o */
+        }
+        if (n == 0)
+            break;
+        for (int64_t r = 0; r < H; r++) {
+            const float *qr = q + r * d;
+            const int64_t kv = r / R * d; /* this head's key/value head, as an offset into a slot */
+            int i = 0;
+            if (vec)
+                for (; i + 8 <= n; i += 8) { /* 8 keys at a time, summed across lanes in one go */
+                    __m256 a[8];
+                    for (int z = 0; z < 8; z++)
+                        a[z] = _mm256_setzero_ps();
+                    for (int64_t c = 0; c < d; c += 8) {
+                        __m256 qv = _mm256_loadu_ps(qr + c);
+                        for (int z = 0; z < 8; z++)
+                            a[z] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kp[i + z] + kv + c), a[z]);
+                    }
+                    __m128 lo = hsum4(a[0], a[1], a[2], a[3]), hi = hsum4(a[4], a[5], a[6], a[7]);
+                    __m256 sc = _mm256_mul_ps(_mm256_set_m128(hi, lo), _mm256_set1_ps(scale));
+                    _mm256_storeu_ps(s[r] + i, sc);
+                }
+            for (; i < n; i++)
+                s[r][i] = scale * dot(qr, kp[i] + kv, d);
+            float mx = m[r];
+            for (i = 0; i < n; i++)
+                mx = s[r][i] > mx ? s[r][i] : mx;
+            float corr = exp1(m[r] - mx); /* exp(-inf) of the first chunk is 0 after the clamp: acc is 0 */
+            m[r] = mx;
+            l[r] *= corr;
+            for (int64_t c = 0; c < d; c++)
+                acc[r * d + c] *= corr;
+            i = 0;
+            for (; i + 8 <= n; i += 8)
+                _mm256_storeu_ps(s[r] + i, exp8(_mm256_sub_ps(_mm256_loadu_ps(s[r] + i), _mm256_set1_ps(mx))));
+            for (; i < n; i++)
+                s[r][i] = exp1(s[r][i] - mx);
+            for (i = 0; i < n; i++)
+                l[r] += s[r][i];
+        }
+        /* acc[r] += sum_i p[r][i] v_i: 64 dims of one head in eight registers at a time (fixed-size
+         * loops, so the accumulators stay in registers), then any 8-dim rest, then scalars */
+        for (int64_t r = 0; r < H; r++) {
+            float *ar = acc + r * d;
+            const float *pr = s[r];
+            const int64_t kv = r / R * d;
+            int64_t c = 0;
+            if (vec)
+                for (; c + 64 <= d; c += 64) {
+                    __m256 a[8];
+                    for (int z = 0; z < 8; z++)
+                        a[z] = _mm256_loadu_ps(ar + c + 8 * z);
+                    for (int i = 0; i < n; i++) {
+                        __m256 p = _mm256_broadcast_ss(pr + i);
+                        for (int z = 0; z < 8; z++)
+                            a[z] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vp[i] + kv + c + 8 * z), a[z]);
+                    }
+                    for (int z = 0; z < 8; z++)
+                        _mm256_storeu_ps(ar + c + 8 * z, a[z]);
+                }
+            if (vec)
+                for (; c + 8 <= d; c += 8) {
+                    __m256 a = _mm256_loadu_ps(ar + c);
+                    for (int i = 0; i < n; i++)
+                        a = _mm256_fmadd_ps(_mm256_broadcast_ss(pr + i), _mm256_loadu_ps(vp[i] + kv + c), a);
+                    _mm256_storeu_ps(ar + c, a);
+                }
+            for (; c < d; c++)
+                for (int i = 0; i < n; i++)
+                    ar[c] += pr[i] * vp[i][kv + c];
+        }
+    }
+    for (int64_t r = 0; r < H; r++) {
+        float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f; /* no visible key: zeros */
+        for (int64_t c = 0; c < d; c++)
+            acc[r * d + c] *= inv;
+    }
+}
+
+/* out[b, h] = softmax(scale q[b, h] K_b^T) V_b over the visible slots of sequence b.
+ * q [B, H, d]; kc/vc [N, bs, G, d]; table [B, nb]; mask [B, nb * bs] (1 = visible); out [B, H, d].
+ * Returns 0, or -1 when H is not a multiple of G or exceeds MAX_H. */
+int swarm_decode_attention(const float *q, int64_t B, int64_t H, int64_t d, const float *kc, const float *vc,
+                           int64_t bs, int64_t G, const int64_t *table, int64_t nb, const uint8_t *mask,
+                           float scale, float *out)
+{
+    if (G <= 0 || H % G != 0 || H > MAX_H)
+        return -1;
+    int64_t S = nb * bs;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t b = 0; b < B; b++)
+        attend_seq(q + b * H * d, H, H / G, d, kc, vc, bs, G, table + b * nb, mask + b * S, S, scale, out + b * H * d);
+    return 0;
+}

@@ -1,0 +1,81 @@
+"""The native kernels behind the registry's op signatures: argument checks, then one C call.
+
+They cover float32 CPU tensors, the CPU's compute dtype; other dtypes run the torch kernels (documented
+dispatch: the C code is float32 only).
+
+Legend: T tokens, D hidden, E experts, K top-k, I expert width, B sequences, H query heads,
+G key/value heads, d head dim, N cache blocks, bs block size, nb blocks per table.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from swarm.kernels import attention, moe
+from swarm.kernels.native.build import library
+
+_ERRORS = {-1: "invalid arguments", -2: "out of memory"}
+
+
+def _ptr(t: torch.Tensor) -> int:
+    return t.data_ptr()
+
+
+def _check(op: str, code: int) -> None:
+    if code != 0:
+        raise RuntimeError(f"native {op}: {_ERRORS.get(code, f'error {code}')}")
+
+
+def _native(*tensors: torch.Tensor) -> bool:
+    return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
+
+
+def expert_ffn(
+    x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor
+) -> torch.Tensor:
+    """SwiGLU experts: x [T, D], gate_up [E, 2I, D], down [E, D, I], weights/ids [T, K] -> [T, D]."""
+    if not _native(x, gate_up, down):
+        return moe.expert_ffn(x, gate_up, down, weights, ids)
+    T, D = x.shape
+    E, I2, _ = gate_up.shape
+    if gate_up.shape[2] != D or down.shape != (E, D, I2 // 2) or ids.shape != weights.shape or ids.shape[0] != T:
+        raise ValueError(f"expert_ffn: shapes x {tuple(x.shape)}, gate_up {tuple(gate_up.shape)}, "
+                         f"down {tuple(down.shape)}, weights {tuple(weights.shape)}, ids {tuple(ids.shape)}")
+    x, gate_up, down = x.contiguous(), gate_up.contiguous(), down.contiguous()
+    w = weights.to(torch.float32).contiguous()
+    i = ids.to(torch.int64).contiguous()
+    out = torch.empty_like(x)
+    code = library().swarm_expert_ffn(_ptr(x), T, D, _ptr(gate_up), _ptr(down), E, I2 // 2, _ptr(w), _ptr(i),
+                                      ids.shape[1], _ptr(out))
+    if code == -1:
+        raise ValueError(f"expert_ffn: expert ids must lie in [0, {E}), got {ids.min().item()}..{ids.max().item()}")
+    _check("expert_ffn", code)
+    return out
+
+
+def decode_attention(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor,
+    mask: torch.Tensor, scale: float,
+) -> torch.Tensor:
+    """One new query per sequence over paged keys/values, read in place (no gathered copy).
+
+    q [B, H, d]; k_cache/v_cache [N, bs, G, d]; block_table [B, nb]; mask [B, nb * bs] -> [B, H, d].
+    """
+    if not _native(q, k_cache, v_cache):
+        return attention.decode_attention(q, k_cache, v_cache, block_table, mask, scale)
+    B, H, d = q.shape
+    N, bs, G, _ = k_cache.shape
+    nb = block_table.shape[1]
+    if v_cache.shape != k_cache.shape or k_cache.shape[3] != d or mask.shape != (B, nb * bs) or H % G:
+        raise ValueError(f"decode_attention: shapes q {tuple(q.shape)}, k/v cache {tuple(k_cache.shape)}, "
+                         f"table {tuple(block_table.shape)}, mask {tuple(mask.shape)}")
+    if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
+        raise ValueError("decode_attention: the KV cache must be contiguous (it is read in place)")
+    q = q.contiguous()
+    table = block_table.to(torch.int64).contiguous()
+    m = mask.to(torch.bool).contiguous()
+    out = torch.empty_like(q)
+    code = library().swarm_decode_attention(_ptr(q), B, H, d, _ptr(k_cache), _ptr(v_cache), bs, G, _ptr(table),
+                                            nb, _ptr(m), scale, _ptr(out))
+    _check("decode_attention", code)
+    return out

@@ -1,0 +1,125 @@
+"""The native C kernels (kernels/native) against the torch references, and how the CPU picks them."""
+
+import warnings
+
+import pytest
+import torch
+
+from swarm.kernels import attention, moe, registry
+from swarm.kernels.native import build, ops
+
+pytestmark = pytest.mark.skipif(not build.available(), reason="the native kernels cannot be built here "
+                                "(no C compiler or no AVX2): the CPU runs the torch kernels")
+
+
+def experts(g, T, D, E, I, K):
+    x = torch.randn(T, D, generator=g)
+    gate_up = torch.randn(E, 2 * I, D, generator=g) / D**0.5
+    down = torch.randn(E, D, I, generator=g) / I**0.5
+    weights, ids = moe.route(torch.randn(T, E, generator=g), K, "softmax_topk", True)
+    return x, gate_up, down, weights, ids
+
+
+# shapes with tails everywhere: widths and hidden sizes not multiples of 4 or 8, one token, top-1, many tokens
+@pytest.mark.parametrize("T,D,E,I,K", [(1, 64, 4, 32, 2), (5, 48, 4, 20, 2), (3, 37, 3, 13, 1), (33, 40, 8, 24, 2),
+                                       (200, 64, 6, 36, 3)])
+def test_expert_ffn_matches_torch(T, D, E, I, K):
+    x, gate_up, down, weights, ids = experts(torch.Generator().manual_seed(T), T, D, E, I, K)
+    got, ref = ops.expert_ffn(x, gate_up, down, weights, ids), moe.expert_ffn(x, gate_up, down, weights, ids)
+    assert torch.allclose(got, ref, atol=1e-5, rtol=1e-4), (got - ref).abs().max()
+
+
+def test_expert_ffn_is_batch_invariant():
+    """A token's output is bit-identical whatever other tokens share the call (and their routing)."""
+    g = torch.Generator().manual_seed(1)
+    x, gate_up, down, weights, ids = experts(g, 24, 40, 6, 20, 2)
+    batched = ops.expert_ffn(x, gate_up, down, weights, ids)
+    for t in (0, 7, 23):
+        alone = ops.expert_ffn(x[t : t + 1], gate_up, down, weights[t : t + 1], ids[t : t + 1])
+        assert torch.equal(alone[0], batched[t])
+    pair = ops.expert_ffn(x[3:5], gate_up, down, weights[3:5], ids[3:5])
+    assert torch.equal(pair, batched[3:5])
+
+
+def test_expert_ffn_rejects_bad_input():
+    x, gate_up, down, weights, ids = experts(torch.Generator().manual_seed(2), 4, 16, 4, 8, 2)
+    with pytest.raises(ValueError, match=r"expert ids must lie in \[0, 4\)"):
+        ops.expert_ffn(x, gate_up, down, weights, ids + 3)
+    with pytest.raises(ValueError, match="shapes"):
+        ops.expert_ffn(x, gate_up, down[:, :, :4], weights, ids)
+    # float32 is what the C code computes; other dtypes run the torch kernel
+    half = ops.expert_ffn(x.double(), gate_up.double(), down.double(), weights, ids)
+    assert half.dtype == torch.float64
+
+
+def paged(g, lens, G, d, bs, spare=3):
+    """A shuffled paged cache holding sequences of `lens` tokens: (k_cache, v_cache, table [B, nb], lens)."""
+    B, nb = len(lens), max(-(-n // bs) for n in lens)
+    N = B * nb + spare
+    kc, vc = torch.randn(N, bs, G, d, generator=g), torch.randn(N, bs, G, d, generator=g)
+    table = torch.randperm(N, generator=g)[: B * nb].view(B, nb)
+    return kc, vc, table, torch.tensor(lens)[:, None]
+
+
+@pytest.mark.parametrize("H,G,d,bs,lens", [(6, 2, 64, 16, [5, 40, 17]), (4, 4, 16, 4, [1, 9]),
+                                           (8, 1, 12, 8, [7, 20, 3]), (4, 2, 128, 16, [130, 64]),
+                                           (6, 2, 64, 16, [600] * 4)])
+@pytest.mark.parametrize("window", [None, 6])
+def test_decode_attention_matches_torch(H, G, d, bs, lens, window):
+    g = torch.Generator().manual_seed(len(lens) + d)
+    kc, vc, table, n = paged(g, lens, G, d, bs)
+    pos = torch.arange(table.shape[1] * bs)[None]
+    mask = pos < n
+    if window is not None:
+        mask &= pos >= n - window
+    q = torch.randn(len(lens), H, d, generator=g)
+    got = ops.decode_attention(q, kc, vc, table, mask, 0.125)
+    ref = attention.decode_attention(q, kc, vc, table, mask, 0.125)
+    assert torch.allclose(got, ref, atol=2e-6, rtol=1e-5), (got - ref).abs().max()
+
+
+def test_decode_attention_is_batch_invariant_and_reads_in_place():
+    g = torch.Generator().manual_seed(3)
+    kc, vc, table, n = paged(g, [33, 70, 5], 2, 32, 16)
+    mask = torch.arange(table.shape[1] * 16)[None] < n
+    q = torch.randn(3, 4, 32, generator=g)
+    batched = ops.decode_attention(q, kc, vc, table, mask, 0.2)
+    alone = ops.decode_attention(q[1:2], kc, vc, table[1:2], mask[1:2], 0.2)
+    assert torch.equal(alone[0], batched[1])
+    with pytest.raises(ValueError, match="contiguous"):
+        ops.decode_attention(q, kc.transpose(0, 1).contiguous().transpose(0, 1), vc, table, mask, 0.2)
+    with pytest.raises(ValueError, match="shapes"):
+        ops.decode_attention(q[:, :3], kc, vc, table, mask, 0.2)
+
+
+def test_cpu_runs_torch_kernels_with_a_warning_when_native_cannot_build(monkeypatch):
+    monkeypatch.delenv(registry.ENV, raising=False)
+    monkeypatch.setattr(registry, "_native_warned", False)
+    monkeypatch.setattr(build, "_library", None)
+    monkeypatch.setattr(build, "_error", build.NativeUnavailable("no C compiler found (set CC, or install gcc)"))
+    with pytest.warns(RuntimeWarning, match="no C compiler"):
+        assert registry.get("moe_expert_ffn", "cpu") is moe.expert_ffn
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once
+        assert registry.get("decode_attention", "cpu") is attention.decode_attention
+    monkeypatch.setenv(registry.ENV, "native")  # asked for by name: an error, not a fallback
+    with pytest.raises(registry.KernelUnavailable, match="no C compiler"):
+        registry.get("moe_expert_ffn", "cpu")
+
+
+def test_native_backend_is_cpu_only(monkeypatch):
+    monkeypatch.setenv(registry.ENV, "native")
+    assert registry.get("moe_expert_ffn", "cpu") is ops.expert_ffn
+    assert registry.get("moe_route", "cpu") is moe.route  # no native kernel: torch's
+    with pytest.raises(registry.KernelUnavailable, match="run on the CPU"):
+        registry.get("moe_expert_ffn", "cuda")
+
+
+def test_a_failed_build_says_why(monkeypatch, tmp_path):
+    bad = tmp_path / "cpu.c"
+    bad.write_text("this is not C\n")
+    monkeypatch.setattr(build, "SOURCE", bad)
+    monkeypatch.setenv("SWARM_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(build.NativeUnavailable, match="failed to build cpu.c"):
+        build._build()
+    assert not list((tmp_path / "cache" / "kernels").glob("*.so"))  # nothing half-written is left behind
