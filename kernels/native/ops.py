@@ -1,7 +1,7 @@
 """The native kernels behind the registry's op signatures: argument checks, then one C call.
 
-They cover float32 CPU tensors, the CPU's compute dtype; other dtypes run the torch kernels (documented
-dispatch: the C code is float32 only).
+They cover float32 CPU tensors, the CPU's compute dtype, and up to MAX_HEADS query heads; anything else runs
+the torch kernels (the C code is float32 only and keeps per-head state on the stack).
 
 Legend: T tokens, D hidden, E experts, K top-k, I expert width, B sequences, H query heads,
 G key/value heads, d head dim, N cache blocks, bs block size, nb blocks per table.
@@ -15,6 +15,7 @@ from swarm.kernels import attention, moe
 from swarm.kernels.native.build import library
 
 _ERRORS = {-1: "invalid arguments", -2: "out of memory"}
+MAX_HEADS = 64  # MAX_H in cpu.c: the query heads one sequence's attention keeps state for
 
 
 def _ptr(t: torch.Tensor) -> int:
@@ -61,7 +62,7 @@ def decode_attention(
 
     q [B, H, d]; k_cache/v_cache [N, bs, G, d]; block_table [B, nb]; mask [B, nb * bs] -> [B, H, d].
     """
-    if not _native(q, k_cache, v_cache):
+    if not _native(q, k_cache, v_cache) or q.shape[1] > MAX_HEADS:
         return attention.decode_attention(q, k_cache, v_cache, block_table, mask, scale)
     B, H, d = q.shape
     N, bs, G, _ = k_cache.shape

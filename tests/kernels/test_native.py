@@ -90,6 +90,9 @@ def test_decode_attention_is_batch_invariant_and_reads_in_place():
         ops.decode_attention(q, kc.transpose(0, 1).contiguous().transpose(0, 1), vc, table, mask, 0.2)
     with pytest.raises(ValueError, match="shapes"):
         ops.decode_attention(q[:, :3], kc, vc, table, mask, 0.2)
+    many = torch.randn(3, 2 * ops.MAX_HEADS, 32, generator=g)  # more heads than the C code holds: torch's kernel
+    assert torch.equal(ops.decode_attention(many, kc, vc, table, mask, 0.2),
+                       attention.decode_attention(many, kc, vc, table, mask, 0.2))
 
 
 def test_cpu_runs_torch_kernels_with_a_warning_when_native_cannot_build(monkeypatch):
