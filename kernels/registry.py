@@ -103,7 +103,12 @@ def backend_for(device: torch.device | str) -> str:
         problem = f"they run on the CPU, not {device}" if device.type != "cpu" else _native_problem()
         if problem:
             raise KernelUnavailable(f"{ENV}=native, but the native kernels cannot run: {problem}")
-    backend = forced or {"cuda": "triton", "cpu": None}.get(device.type, "torch") or _cpu_default()
+    if forced:
+        backend = forced
+    elif device.type == "cuda":
+        backend = "triton"
+    else:
+        backend = _cpu_default() if device.type == "cpu" else "torch"
     # The Triton interpreter runs kernels on CPU tensors (tests); compiled Triton needs an NVIDIA GPU.
     if backend == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise KernelUnavailable(

@@ -18,10 +18,6 @@ _ERRORS = {-1: "invalid arguments", -2: "out of memory"}
 MAX_HEADS = 64  # MAX_H in cpu.c: the query heads one sequence's attention keeps state for
 
 
-def _ptr(t: torch.Tensor) -> int:
-    return t.data_ptr()
-
-
 def _check(op: str, code: int) -> None:
     if code != 0:
         raise RuntimeError(f"native {op}: {_ERRORS.get(code, f'error {code}')}")
@@ -46,8 +42,8 @@ def expert_ffn(
     w = weights.to(torch.float32).contiguous()
     i = ids.to(torch.int64).contiguous()
     out = torch.empty_like(x)
-    code = library().swarm_expert_ffn(_ptr(x), T, D, _ptr(gate_up), _ptr(down), E, I2 // 2, _ptr(w), _ptr(i),
-                                      ids.shape[1], _ptr(out))
+    code = library().swarm_expert_ffn(x.data_ptr(), T, D, gate_up.data_ptr(), down.data_ptr(), E, I2 // 2,
+                                      w.data_ptr(), i.data_ptr(), ids.shape[1], out.data_ptr())
     if code == -1:
         raise ValueError(f"expert_ffn: expert ids must lie in [0, {E}), got {ids.min().item()}..{ids.max().item()}")
     _check("expert_ffn", code)
@@ -76,7 +72,7 @@ def decode_attention(
     table = block_table.to(torch.int64).contiguous()
     m = mask.to(torch.bool).contiguous()
     out = torch.empty_like(q)
-    code = library().swarm_decode_attention(_ptr(q), B, H, d, _ptr(k_cache), _ptr(v_cache), bs, G, _ptr(table),
-                                            nb, _ptr(m), scale, _ptr(out))
+    code = library().swarm_decode_attention(q.data_ptr(), B, H, d, k_cache.data_ptr(), v_cache.data_ptr(), bs, G,
+                                            table.data_ptr(), nb, m.data_ptr(), scale, out.data_ptr())
     _check("decode_attention", code)
     return out
