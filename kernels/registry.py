@@ -33,6 +33,9 @@ class KernelUnavailable(RuntimeError):
 
 # (op, backend) -> "module:function", or the callable itself once loaded or registered
 _REGISTRY: dict[tuple[str, str], str | Callable] = {
+    ("linear", "torch"): "torch.nn.functional:linear",
+    ("linear", "native"): "swarm.kernels.native.ops:linear",
+    ("linear", "triton"): "torch.nn.functional:linear",  # dense matmuls on a GPU are cuBLAS's job
     ("moe_route", "torch"): "swarm.kernels.moe:route",
     ("moe_route", "triton"): "swarm.kernels.triton.moe_route:route",
     ("moe_expert_ffn", "torch"): "swarm.kernels.moe:expert_ffn",

@@ -36,6 +36,17 @@ class RMSNorm(nn.Module):
         return self.weight * x32.to(x.dtype)
 
 
+class Linear(nn.Linear):
+    """nn.Linear whose matmul comes from the kernel registry (the native one on the CPU)."""
+
+    _kernel_device: torch.device | None = None  # the device the kernel was picked for
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device != self._kernel_device:  # weights move after construction: pick the kernel on first use
+            self._kernel, self._kernel_device = registry.get("linear", x.device), x.device
+        return self._kernel(x, self.weight, self.bias)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
@@ -43,8 +54,8 @@ class Attention(nn.Module):
         self.H, self.G, self.d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         self.clip = cfg.clip_qkv
         # q, k and v share one matmul: [q_size + 2 kv_size, D]
-        self.qkv = nn.Linear(cfg.hidden_size, cfg.q_size + 2 * cfg.kv_size, bias=cfg.qkv_bias)
-        self.o_proj = nn.Linear(cfg.q_size, cfg.hidden_size, bias=cfg.o_bias)
+        self.qkv = Linear(cfg.hidden_size, cfg.q_size + 2 * cfg.kv_size, bias=cfg.qkv_bias)
+        self.o_proj = Linear(cfg.q_size, cfg.hidden_size, bias=cfg.o_bias)
         self.qk_norm = cfg.qk_norm
         if cfg.qk_norm == "head":
             self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps)
@@ -73,8 +84,8 @@ class MLP(nn.Module):
 
     def __init__(self, hidden: int, width: int, bias: bool = False):
         super().__init__()
-        self.gate_up = nn.Linear(hidden, 2 * width, bias=bias)
-        self.down = nn.Linear(width, hidden, bias=bias)
+        self.gate_up = Linear(hidden, 2 * width, bias=bias)
+        self.down = Linear(width, hidden, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g, u = self.gate_up(x).chunk(2, dim=-1)
@@ -88,13 +99,13 @@ class MoE(nn.Module):
         super().__init__()
         E, I, D = cfg.num_experts, cfg.moe_intermediate_size, cfg.hidden_size
         self.top_k, self.mode, self.renormalize = cfg.top_k, cfg.router, cfg.norm_topk_prob
-        self.router = nn.Linear(D, E, bias=False)
+        self.router = Linear(D, E, bias=False)
         self.gate_up = nn.Parameter(torch.empty(E, 2 * I, D))
         self.down = nn.Parameter(torch.empty(E, D, I))
         self.shared = None
         if cfg.shared_expert_intermediate_size:
             self.shared = MLP(D, cfg.shared_expert_intermediate_size)
-            self.shared_gate = nn.Linear(D, 1, bias=False)
+            self.shared_gate = Linear(D, 1, bias=False)
         self.last_ids: torch.Tensor | None = None  # [T, K] routing of the last call, for expert-load stats
         self._kernel_device: torch.device | None = None  # the device the kernels were picked for
 
@@ -143,7 +154,7 @@ class Model(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.embed.weight
         self.rotary = Rotary(cfg.rope, cfg.head_dim, cfg.max_position_embeddings)
@@ -176,4 +187,7 @@ class Model(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [T, D] -> logits [T, V] float32."""
-        return (self.lm_head(hidden) / self.cfg.logits_scaling).float()
+        logits = self.lm_head(hidden)
+        if self.cfg.logits_scaling != 1:
+            logits = logits / self.cfg.logits_scaling
+        return logits.float()

@@ -1,6 +1,7 @@
 """The native kernels behind the registry's op signatures: argument checks, then one C call.
 
-They cover float32 CPU tensors, the CPU's compute dtype, and up to MAX_HEADS query heads; anything else runs
+They cover float32 CPU tensors, the CPU's compute dtype, up to MAX_HEADS query heads and, for `linear`, up to
+LINEAR_MAX_ROWS rows (decode batches; prefill chunks go to MKL's GEMM, faster at that size); anything else runs
 the torch kernels (the C code is float32 only and keeps per-head state on the stack).
 
 Legend: T tokens, D hidden, E experts, K top-k, I expert width, B sequences, H query heads,
@@ -10,11 +11,13 @@ G key/value heads, d head dim, N cache blocks, bs block size, nb blocks per tabl
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from swarm.kernels import attention, moe
 from swarm.kernels.native.build import library
 
 _ERRORS = {-1: "invalid arguments", -2: "out of memory"}
+LINEAR_MAX_ROWS = 32  # more rows than this go to torch's matmul (MKL's packed GEMM wins from about here)
 MAX_HEADS = 64  # MAX_H in cpu.c: the query heads one sequence's attention keeps state for
 
 
@@ -25,6 +28,27 @@ def _check(op: str, code: int) -> None:
 
 def _native(*tensors: torch.Tensor) -> bool:
     return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x [..., K] @ weight [N, K]^T (+ bias [N]) -> [..., N], like F.linear. Called for every projection of
+    every layer, so the checks are kept to attribute reads."""
+    K, N = x.shape[-1], weight.shape[0]
+    if (torch.jit.is_tracing() or x.numel() > LINEAR_MAX_ROWS * K or x.dtype != torch.float32
+            or weight.dtype != torch.float32 or x.device.type != "cpu"
+            or (bias is not None and bias.dtype != torch.float32)):
+        return F.linear(x, weight, bias)
+    if weight.shape[1] != K or (bias is not None and bias.shape != (N,)):
+        raise ValueError(f"linear: shapes x {tuple(x.shape)}, weight {tuple(weight.shape)}, "
+                         f"bias {None if bias is None else tuple(bias.shape)}")
+    rows = x if x.is_contiguous() else x.contiguous()
+    weight = weight if weight.is_contiguous() else weight.contiguous()
+    out = x.new_empty(x.shape[:-1] + (N,))
+    code = library().swarm_linear(rows.data_ptr(), rows.numel() // K, K, weight.data_ptr(), N,
+                                  None if bias is None else bias.contiguous().data_ptr(), out.data_ptr())
+    if code:
+        _check("linear", code)
+    return out
 
 
 def expert_ffn(

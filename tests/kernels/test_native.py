@@ -4,6 +4,7 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from swarm.kernels import attention, moe, registry
 from swarm.kernels.native import build, ops
@@ -50,6 +51,48 @@ def test_expert_ffn_rejects_bad_input():
     # float32 is what the C code computes; other dtypes run the torch kernel
     half = ops.expert_ffn(x.double(), gate_up.double(), down.double(), weights, ids)
     assert half.dtype == torch.float64
+
+
+# rows 1..LINEAR_MAX_ROWS (odd counts leave a single row), widths and depths with tails, 3-D input
+@pytest.mark.parametrize("shape,N,bias", [((1, 64), 48, False), ((7, 37), 13, True), ((32, 40), 66, True),
+                                          ((2, 5, 24), 9, False)])
+def test_linear_matches_torch(shape, N, bias):
+    g = torch.Generator().manual_seed(N)
+    x, w = torch.randn(*shape, generator=g), torch.randn(N, shape[-1], generator=g)
+    b = torch.randn(N, generator=g) if bias else None
+    got = ops.linear(x, w, b)
+    assert got.shape == (*shape[:-1], N)
+    assert torch.allclose(got, F.linear(x, w, b), atol=1e-5, rtol=1e-4)
+    # non-contiguous input and weight give the same numbers
+    assert torch.equal(ops.linear(x.transpose(-1, -2).contiguous().transpose(-1, -2), w.t().contiguous().t(), b), got)
+
+
+def test_linear_is_batch_invariant_and_hands_big_batches_to_torch():
+    g = torch.Generator().manual_seed(3)
+    x, w = torch.randn(ops.LINEAR_MAX_ROWS, 40, generator=g), torch.randn(24, 40, generator=g)
+    batched = ops.linear(x, w)
+    for t in (0, 5, ops.LINEAR_MAX_ROWS - 1):
+        assert torch.equal(ops.linear(x[t : t + 1], w)[0], batched[t])
+    big = torch.randn(ops.LINEAR_MAX_ROWS + 1, 40, generator=g)
+    assert torch.equal(ops.linear(big, w), F.linear(big, w))  # MKL's packed GEMM from here on
+    assert ops.linear(x.double(), w.double()).dtype == torch.float64  # other dtypes: torch's kernel
+    with pytest.raises(ValueError, match="shapes"):
+        ops.linear(x, w[:, :8])
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace")
+def test_model_projections_run_the_native_linear_and_trace_as_torch_ops(monkeypatch):
+    """The model's dense projections pick the native kernel on the CPU; a traced graph (ONNX export) gets
+    aten::linear, not the C call."""
+    from swarm.runtime.model import Linear
+
+    monkeypatch.delenv(registry.ENV, raising=False)
+    layer, x = Linear(16, 8), torch.randn(3, 16)
+    assert torch.allclose(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-6)
+    assert layer._kernel is ops.linear
+    traced = torch.jit.trace(layer, x)
+    assert "aten::linear" in str(traced.graph)
+    assert torch.allclose(traced(x), layer(x), atol=1e-6)
 
 
 def paged(g, lens, G, d, bs, spare=3):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from swarm.kernels import attention, lora, moe, registry
 
@@ -363,14 +364,17 @@ def test_registry_picks_native_or_torch_on_cpu_and_triton_on_cuda(monkeypatch):
     # native C kernels for the hot decode ops, torch's for the rest (tests/kernels/test_native.py checks them)
     assert registry.get("moe_expert_ffn", "cpu") is native.expert_ffn
     assert registry.get("decode_attention", torch.device("cpu")) is native.decode_attention
+    assert registry.get("linear", "cpu") is native.linear
     assert registry.get("prefill_attention", "cpu") is attention.prefill_attention
     assert registry.get("lora_segment", "cpu") is lora.lora_segment
+    assert registry.get("linear", "cuda") is F.linear  # cuBLAS
     assert registry.get("moe_route", "cuda").__module__ == "swarm.kernels.triton.moe_route"
     monkeypatch.setenv(registry.ENV, "torch")
     assert registry.get("moe_route", "cuda") is moe.route
     assert registry.get("moe_expert_ffn", "cpu") is moe.expert_ffn
     assert registry.get("decode_attention", "cpu") is attention.decode_attention
-    assert set(registry.ops()) == {"moe_route", "moe_expert_ffn", "decode_attention", "prefill_attention",
+    assert registry.get("linear", "cpu") is F.linear
+    assert set(registry.ops()) == {"linear", "moe_route", "moe_expert_ffn", "decode_attention", "prefill_attention",
                                    "lora_gather", "lora_segment"}
     assert all(set(b) >= {"torch", "triton"} for b in registry.ops().values())
 

@@ -8,7 +8,7 @@ from torch import nn
 from swarm.kernels.moe import expert_ffn
 from swarm.runtime import Engine, SamplingParams
 from swarm.runtime.loader import load_model
-from swarm.runtime.model import MoE
+from swarm.runtime.model import Linear, MoE
 from swarm.runtime.quant import Int8Linear, Int8MoE, quantize_int8, quantize_rows
 from swarm.runtime.random_model import tiny_config, write_random_model
 
@@ -61,7 +61,7 @@ def test_int8_engine_logits_stay_close_to_float32_and_generation_runs(folder):
     f32, i8 = Engine.from_pretrained(folder), Engine.from_pretrained(folder, quantize="int8")
     kinds = {type(m).__name__ for m in i8.model.modules()}
     assert {"Int8Linear", "Int8MoE"} <= kinds
-    assert type(i8.model.layers[0].mlp.router) is nn.Linear  # the router stays float32
+    assert type(i8.model.layers[0].mlp.router) is Linear  # the router stays float32
     ids = f32.tokenizer.encode("The baker sells bread to the guard at the market")
     a, b = f32.logits(ids), i8.logits(ids)
     err = (a - b).abs().max().item()
