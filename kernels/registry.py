@@ -36,6 +36,12 @@ _REGISTRY: dict[tuple[str, str], str | Callable] = {
     ("linear", "torch"): "torch.nn.functional:linear",
     ("linear", "native"): "swarm.kernels.native.ops:linear",
     ("linear", "triton"): "torch.nn.functional:linear",  # dense matmuls on a GPU are cuBLAS's job
+    ("rms_norm", "torch"): "swarm.kernels.norm:rms_norm",
+    ("rms_norm", "native"): "swarm.kernels.native.ops:rms_norm",
+    ("rms_norm", "triton"): "swarm.kernels.norm:rms_norm",  # torch's CUDA ops (a decode step is a CUDA graph)
+    ("rotary", "torch"): "swarm.runtime.rope:apply_rotary",
+    ("rotary", "native"): "swarm.kernels.native.ops:rotary",
+    ("rotary", "triton"): "swarm.runtime.rope:apply_rotary",
     ("moe_route", "torch"): "swarm.kernels.moe:route",
     ("moe_route", "triton"): "swarm.kernels.triton.moe_route:route",
     ("moe_expert_ffn", "torch"): "swarm.kernels.moe:expert_ffn",

@@ -342,6 +342,7 @@ class Engine:
     def _postprocess(self, batch: list[Scheduled], logits: torch.Tensor) -> list[RequestHandle]:
         finished, row = [], 0
         dead = self._mask_grammars(batch, logits)
+        greedy: list[int] | None = None  # every row's argmax, taken at once when a greedy request first asks
         for s in batch:
             req = s.request
             sample = s.samples
@@ -354,6 +355,9 @@ class Engine:
                 continue
             if row in dead:
                 req.fail(dead[row], self.tokenizer.decode)
+            elif req.sampler.params.greedy:
+                greedy = logits.argmax(-1).tolist() if greedy is None else greedy
+                req.append(greedy[row], self.tokenizer.decode)
             else:
                 req.append(req.sampler(logits[row]), self.tokenizer.decode)
             row += 1

@@ -12,7 +12,7 @@ E experts, K top-k, I MLP or expert width, V vocabulary.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,16 @@ from torch import nn
 from swarm.kernels import registry
 from swarm.runtime.config import ModelConfig
 from swarm.runtime.kv import PagedBatch
-from swarm.runtime.rope import Rotary, apply_rotary
+from swarm.runtime.rope import Rotary
+
+
+def kernels(module: nn.Module, device: torch.device, *names: str) -> tuple[Callable, ...]:
+    """The registry's ops `names` for `device`, looked up once per module and device: weights move after
+    construction, so a module picks its kernels on first use."""
+    picked = module.__dict__.get("_kernels")
+    if picked is None or picked[0] != device:
+        picked = module.__dict__["_kernels"] = (device, tuple(registry.get(n, device) for n in names))
+    return picked[1]
 
 
 class RMSNorm(nn.Module):
@@ -31,20 +40,16 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        (norm,) = kernels(self, x.device, "rms_norm")
+        return norm(x, self.weight, self.eps)
 
 
 class Linear(nn.Linear):
     """nn.Linear whose matmul comes from the kernel registry (the native one on the CPU)."""
 
-    _kernel_device: torch.device | None = None  # the device the kernel was picked for
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device != self._kernel_device:  # weights move after construction: pick the kernel on first use
-            self._kernel, self._kernel_device = registry.get("linear", x.device), x.device
-        return self._kernel(x, self.weight, self.bias)
+        (linear,) = kernels(self, x.device, "linear")
+        return linear(x, self.weight, self.bias)
 
 
 class Attention(nn.Module):
@@ -74,7 +79,8 @@ class Attention(nn.Module):
         q, k, v = q.view(T, self.H, self.d), k.view(T, self.G, self.d), v.view(T, self.G, self.d)
         if self.qk_norm == "head":
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        (rotary,) = kernels(self, x.device, "rotary")  # may rotate in place: q and k are this call's own
+        q, k = rotary(q, cos, sin), rotary(k, cos, sin)
         out = kv.attend(self.layer, q, k, v, self.scale, self.window)  # [T, H, d]
         return self.o_proj(out.reshape(T, self.H * self.d))
 
@@ -107,13 +113,10 @@ class MoE(nn.Module):
             self.shared = MLP(D, cfg.shared_expert_intermediate_size)
             self.shared_gate = Linear(D, 1, bias=False)
         self.last_ids: torch.Tensor | None = None  # [T, K] routing of the last call, for expert-load stats
-        self._kernel_device: torch.device | None = None  # the device the kernels were picked for
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device != self._kernel_device:  # weights move after construction: pick the kernels on first use
-            self._route, self._ffn = registry.get("moe_route", x.device), registry.get("moe_expert_ffn", x.device)
-            self._kernel_device = x.device
-        weights, ids = self._route(self.router(x), self.top_k, self.mode, self.renormalize)  # [T, K]
+        route, _ = kernels(self, x.device, "moe_route", "moe_expert_ffn")
+        weights, ids = route(self.router(x), self.top_k, self.mode, self.renormalize)  # [T, K]
         self.last_ids = ids
         out = self.experts(x, weights, ids)
         if self.shared is not None:
@@ -122,7 +125,8 @@ class MoE(nn.Module):
 
     def experts(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """The routed experts' weighted sum: x [T, D], weights/ids [T, K] -> [T, D] (int8 overrides this)."""
-        return self._ffn(x, self.gate_up, self.down, weights, ids)
+        _, ffn = kernels(self, x.device, "moe_route", "moe_expert_ffn")
+        return ffn(x, self.gate_up, self.down, weights, ids)
 
 
 class DecoderLayer(nn.Module):
@@ -141,10 +145,13 @@ class DecoderLayer(nn.Module):
         return self.feed_forward(self.attend(x, cos, sin, kv))
 
     def attend(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: PagedBatch) -> torch.Tensor:
-        return x + self.attn(self.attn_norm(x), cos, sin, kv) * self.residual_multiplier
+        return self._residual(x, self.attn(self.attn_norm(x), cos, sin, kv))
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.mlp(self.mlp_norm(x)) * self.residual_multiplier
+        return self._residual(x, self.mlp(self.mlp_norm(x)))
+
+    def _residual(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x + y if self.residual_multiplier == 1 else x + y * self.residual_multiplier
 
 
 class Model(nn.Module):
@@ -173,7 +180,9 @@ class Model(nn.Module):
                   kv: PagedBatch) -> Iterator[torch.Tensor | None]:
         """`forward` in `num_slices` pieces, one per resumption: yields None after each piece but the last,
         then the final hidden states. A game loop spreads one pass over several frames this way."""
-        x = self.embed(input_ids) * self.cfg.embedding_multiplier  # [T, D]
+        x = self.embed(input_ids)  # [T, D]
+        if self.cfg.embedding_multiplier != 1:
+            x = x * self.cfg.embedding_multiplier
         # only dynamic RoPE needs the longest position (reading it back would stall a GPU)
         seq_len = int(positions.max()) + 1 if self.rotary.rope.type == "dynamic" else None
         cos, sin = self.rotary.cos_sin(positions, seq_len=seq_len)  # [T, d]

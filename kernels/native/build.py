@@ -24,6 +24,8 @@ FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-fPIC", "-shared", "-std=gnu11"]
 _I64, _PTR, _F32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
 _SIGNATURES = {
     "swarm_cpu_supported": [],
+    "swarm_rms_norm": [_PTR, _I64, _I64, _I64, _I64, _PTR, _F32, _PTR],
+    "swarm_rotary": [_PTR, _I64, _I64, _I64, _I64, _PTR, _PTR],
     "swarm_linear": [_PTR, _I64, _I64, _PTR, _I64, _PTR, _PTR],
     "swarm_expert_ffn": [_PTR, _I64, _I64, _PTR, _PTR, _I64, _I64, _PTR, _PTR, _I64, _PTR],
     "swarm_decode_attention": [_PTR, _I64, _I64, _I64, _PTR, _PTR, _I64, _I64, _PTR, _I64, _PTR, _F32, _PTR],

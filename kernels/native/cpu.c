@@ -1,5 +1,5 @@
-/* Native CPU kernels: dense projections at decode batch sizes, the grouped MoE expert FFN and paged
- * decode attention, float32, AVX2 + FMA.
+/* Native CPU kernels: dense projections at decode batch sizes, the grouped MoE expert FFN, paged decode
+ * attention, RMSNorm and rotary embedding, float32, AVX2 + FMA.
  *
  * Why not torch: at decode batch sizes every expert sees a handful of tokens, and MKL's small-M GEMMs
  * reach a third of this CPU's FMA peak (measured: a vocabulary-sized lm_head at 1 to 8 rows runs half as
@@ -66,6 +66,14 @@ static inline __m128 hsum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3)
 {
     __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
     return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+
+static inline float hmax1(__m256 a)
+{
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
 }
 
 static inline float hsum1(__m256 a)
@@ -156,6 +164,64 @@ static void rows_x_tile(const float *A, int64_t lda, int64_t M, const float *W, 
     for (m = 0; m < M; m++)
         for (int j = 0; j < width; j++)
             c[m][j] = dot(A + m * lda, w + j * ldw, K);
+}
+
+/* ---- normalisation and rotary embedding ------------------------------------------------------------ */
+
+/* Rows of x: row (t, r) starts at x + t * st + r * D, for t < T and r < R (a [T, R, D] view whose rows
+ * may sit inside a wider tensor, as the heads of a fused qkv projection do). */
+
+/* out[t, r] = w * x[t, r] / sqrt(mean(x[t, r]^2) + eps); out is [T, R, D] contiguous. Returns 0. */
+int swarm_rms_norm(const float *x, int64_t T, int64_t R, int64_t D, int64_t st, const float *w, float eps,
+                   float *out)
+{
+#pragma omp parallel for if (T * R * D >= 65536)
+    for (int64_t row = 0; row < T * R; row++) {
+        const float *xr = x + row / R * st + row % R * D;
+        float *o = out + row * D;
+        __m256 acc = _mm256_setzero_ps();
+        int64_t i = 0;
+        for (; i + 8 <= D; i += 8) {
+            __m256 v = _mm256_loadu_ps(xr + i);
+            acc = _mm256_fmadd_ps(v, v, acc);
+        }
+        float ss = hsum1(acc);
+        for (; i < D; i++)
+            ss += xr[i] * xr[i];
+        float inv = 1.0f / sqrtf(ss / (float)D + eps);
+        __m256 vi = _mm256_set1_ps(inv);
+        for (i = 0; i + 8 <= D; i += 8)
+            _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_loadu_ps(w + i), _mm256_mul_ps(_mm256_loadu_ps(xr + i), vi)));
+        for (; i < D; i++)
+            o[i] = w[i] * (xr[i] * inv);
+    }
+    return 0;
+}
+
+/* Rotary embedding in place, halves convention: with h = D / 2, x[i] <- x[i] cos[i] - x[i + h] sin[i] and
+ * x[i + h] <- x[i + h] cos[i + h] + x[i] sin[i + h], for every row (t, r) of x with cos/sin [T, D]. */
+int swarm_rotary(float *x, int64_t T, int64_t R, int64_t D, int64_t st, const float *cos, const float *sin)
+{
+    const int64_t h = D / 2;
+#pragma omp parallel for if (T * R * D >= 65536)
+    for (int64_t row = 0; row < T * R; row++) {
+        float *xr = x + row / R * st + row % R * D;
+        const float *c = cos + row / R * D, *s = sin + row / R * D;
+        int64_t i = 0;
+        for (; i + 8 <= h; i += 8) {
+            __m256 a = _mm256_loadu_ps(xr + i), b = _mm256_loadu_ps(xr + h + i);
+            _mm256_storeu_ps(xr + i, _mm256_sub_ps(_mm256_mul_ps(a, _mm256_loadu_ps(c + i)),
+                                                   _mm256_mul_ps(b, _mm256_loadu_ps(s + i))));
+            _mm256_storeu_ps(xr + h + i, _mm256_add_ps(_mm256_mul_ps(b, _mm256_loadu_ps(c + h + i)),
+                                                       _mm256_mul_ps(a, _mm256_loadu_ps(s + h + i))));
+        }
+        for (; i < h; i++) {
+            float a = xr[i], b = xr[h + i];
+            xr[i] = a * c[i] - b * s[i];
+            xr[h + i] = b * c[h + i] + a * s[h + i];
+        }
+    }
+    return 0;
 }
 
 /* ---- dense projections ------------------------------------------------------------------------------ */
@@ -356,20 +422,34 @@ static void attend_seq(const float *q, int64_t H, int64_t R, int64_t d, const fl
             for (; i < n; i++)
                 s[r][i] = scale * dot(qr, kp[i] + kv, d);
             float mx = m[r];
-            for (i = 0; i < n; i++)
+            __m256 vm = _mm256_set1_ps(mx);
+            i = 0;
+            for (; i + 8 <= n; i += 8)
+                vm = _mm256_max_ps(vm, _mm256_loadu_ps(s[r] + i));
+            mx = hmax1(vm);
+            for (; i < n; i++)
                 mx = s[r][i] > mx ? s[r][i] : mx;
             float corr = exp1(m[r] - mx); /* exp(-inf) of the first chunk is 0 after the clamp: acc is 0 */
             m[r] = mx;
-            l[r] *= corr;
-            for (int64_t c = 0; c < d; c++)
+            __m256 vc = _mm256_set1_ps(corr);
+            for (int64_t c = 0; c + 8 <= d; c += 8)
+                _mm256_storeu_ps(acc + r * d + c, _mm256_mul_ps(_mm256_loadu_ps(acc + r * d + c), vc));
+            for (int64_t c = d / 8 * 8; c < d; c++)
                 acc[r * d + c] *= corr;
+            __m256 vs = _mm256_setzero_ps();
+            vm = _mm256_set1_ps(mx);
             i = 0;
-            for (; i + 8 <= n; i += 8)
-                _mm256_storeu_ps(s[r] + i, exp8(_mm256_sub_ps(_mm256_loadu_ps(s[r] + i), _mm256_set1_ps(mx))));
-            for (; i < n; i++)
+            for (; i + 8 <= n; i += 8) {
+                __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s[r] + i), vm));
+                _mm256_storeu_ps(s[r] + i, e);
+                vs = _mm256_add_ps(vs, e);
+            }
+            float sum = hsum1(vs);
+            for (; i < n; i++) {
                 s[r][i] = exp1(s[r][i] - mx);
-            for (i = 0; i < n; i++)
-                l[r] += s[r][i];
+                sum += s[r][i];
+            }
+            l[r] = l[r] * corr + sum;
         }
         /* acc[r] += sum_i p[r][i] v_i: 64 dims of one head in eight registers at a time (fixed-size
          * loops, so the accumulators stay in registers), then any 8-dim rest, then scalars */

@@ -2,7 +2,8 @@
 
 They cover float32 CPU tensors, the CPU's compute dtype, up to MAX_HEADS query heads and, for `linear`, up to
 LINEAR_MAX_ROWS rows (decode batches; prefill chunks go to MKL's GEMM, faster at that size); anything else runs
-the torch kernels (the C code is float32 only and keeps per-head state on the stack).
+the torch kernels (the C code is float32 only and keeps per-head state on the stack). So does anything autograd
+records (training: the C code has no backward) or a trace records (ONNX export).
 
 Legend: T tokens, D hidden, E experts, K top-k, I expert width, B sequences, H query heads,
 G key/value heads, d head dim, N cache blocks, bs block size, nb blocks per table.
@@ -13,8 +14,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from swarm.kernels import attention, moe
+from swarm.kernels import attention, moe, norm
 from swarm.kernels.native.build import library
+from swarm.runtime.rope import apply_rotary
 
 _ERRORS = {-1: "invalid arguments", -2: "out of memory"}
 LINEAR_MAX_ROWS = 32  # more rows than this go to torch's matmul (MKL's packed GEMM wins from about here)
@@ -26,17 +28,58 @@ def _check(op: str, code: int) -> None:
         raise RuntimeError(f"native {op}: {_ERRORS.get(code, f'error {code}')}")
 
 
-def _native(*tensors: torch.Tensor) -> bool:
-    return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
+def _native(*tensors: torch.Tensor | None) -> bool:
+    """Whether the C code can take these tensors (None skipped): float32 on the CPU, outside a trace (an ONNX
+    export records torch ops) and outside autograd (the C code has no backward: training runs torch's)."""
+    if torch.jit.is_tracing():
+        return False
+    grad = torch.is_grad_enabled()
+    for t in tensors:
+        if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu" or (grad and t.requires_grad)):
+            return False
+    return True
+
+
+def _rows(x: torch.Tensor) -> tuple[int, int, int, int] | None:
+    """(T, R, D, row stride) of x [T, D] or [T, R, D] as T x R rows of D contiguous floats, R rows D apart
+    (a slice of heads out of a fused projection qualifies); None for any other layout."""
+    if x.dim() == 2 and x.stride(1) == 1:
+        return x.shape[0], 1, x.shape[1], x.stride(0)
+    if x.dim() == 3 and x.stride(2) == 1 and x.stride(1) == x.shape[2]:
+        return x.shape[0], x.shape[1], x.shape[2], x.stride(0)
+    return None
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x [T, D] or [T, R, D] -> weight * x / sqrt(mean(x^2) + eps), a new contiguous tensor."""
+    rows = _rows(x)
+    if rows is None or not _native(x, weight):
+        return norm.rms_norm(x, weight, eps)
+    T, R, D, st = rows
+    if weight.shape != (D,):
+        raise ValueError(f"rms_norm: weight {tuple(weight.shape)} for rows of {D}")
+    out = torch.empty(x.shape, dtype=x.dtype)
+    library().swarm_rms_norm(x.data_ptr(), T, R, D, st, weight.contiguous().data_ptr(), eps, out.data_ptr())
+    return out
+
+
+def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of x [T, H, d] by cos/sin [T, d] (halves convention), written over x and returned."""
+    rows = _rows(x)
+    if rows is None or x.dim() != 3 or not _native(x, cos, sin):
+        return apply_rotary(x, cos, sin)
+    T, H, d, st = rows
+    if cos.shape != (T, d) or sin.shape != (T, d) or d % 2:
+        raise ValueError(f"rotary: x {tuple(x.shape)} with cos {tuple(cos.shape)}, sin {tuple(sin.shape)}")
+    library().swarm_rotary(x.data_ptr(), T, H, d, st, cos.contiguous().data_ptr(), sin.contiguous().data_ptr())
+    return x
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x [..., K] @ weight [N, K]^T (+ bias [N]) -> [..., N], like F.linear. Called for every projection of
     every layer, so the checks are kept to attribute reads."""
     K, N = x.shape[-1], weight.shape[0]
-    if (torch.jit.is_tracing() or x.numel() > LINEAR_MAX_ROWS * K or x.dtype != torch.float32
-            or weight.dtype != torch.float32 or x.device.type != "cpu"
-            or (bias is not None and bias.dtype != torch.float32)):
+    if x.numel() > LINEAR_MAX_ROWS * K or not _native(x, weight, bias):
         return F.linear(x, weight, bias)
     if weight.shape[1] != K or (bias is not None and bias.shape != (N,)):
         raise ValueError(f"linear: shapes x {tuple(x.shape)}, weight {tuple(weight.shape)}, "

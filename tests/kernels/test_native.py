@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from swarm.kernels import attention, moe, registry
+from swarm.kernels import attention, moe, norm, registry
 from swarm.kernels.native import build, ops
+from swarm.runtime.rope import apply_rotary
 
 pytestmark = pytest.mark.skipif(not build.available(), reason="the native kernels cannot be built here "
                                 "(no C compiler or no AVX2): the CPU runs the torch kernels")
@@ -81,18 +82,60 @@ def test_linear_is_batch_invariant_and_hands_big_batches_to_torch():
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace")
-def test_model_projections_run_the_native_linear_and_trace_as_torch_ops(monkeypatch):
-    """The model's dense projections pick the native kernel on the CPU; a traced graph (ONNX export) gets
-    aten::linear, not the C call."""
-    from swarm.runtime.model import Linear
+def test_model_modules_run_native_kernels_but_not_under_autograd_or_a_trace(monkeypatch):
+    """Inference runs the C code; training (autograd) and a trace (ONNX export) get torch's ops, which
+    have a backward and are what an exported graph can hold."""
+    from swarm.runtime.model import Linear, RMSNorm, kernels
 
     monkeypatch.delenv(registry.ENV, raising=False)
-    layer, x = Linear(16, 8), torch.randn(3, 16)
-    assert torch.allclose(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-6)
-    assert layer._kernel is ops.linear
-    traced = torch.jit.trace(layer, x)
-    assert "aten::linear" in str(traced.graph)
-    assert torch.allclose(traced(x), layer(x), atol=1e-6)
+    calls = []
+    real = ops.library
+    monkeypatch.setattr(ops, "library", lambda: calls.append(1) or real())
+    model = torch.nn.Sequential(Linear(16, 8), RMSNorm(8, 1e-6))
+    x = torch.randn(3, 16)
+    assert kernels(model[0], x.device, "linear") == (ops.linear,)
+    with torch.inference_mode():
+        y = model(x)
+    assert len(calls) == 2
+    ref = F.linear(x, model[0].weight, model[0].bias)
+    ref = model[1].weight * ref * torch.rsqrt(ref.pow(2).mean(-1, keepdim=True) + 1e-6)
+    assert torch.allclose(y, ref, atol=1e-5)
+    model(x).sum().backward()  # weights require grad: torch's kernels, and gradients reach them
+    assert model[0].weight.grad is not None and model[1].weight.grad is not None and len(calls) == 2
+    with torch.no_grad():
+        traced = torch.jit.trace(model, x, check_trace=False)
+    assert "aten::linear" in str(traced.inlined_graph) and len(calls) == 2
+    assert torch.allclose(traced(x), y, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(5, 24), (4, 3, 16), (1, 37)])
+def test_rms_norm_matches_torch_on_rows_inside_a_wider_tensor(shape):
+    g = torch.Generator().manual_seed(len(shape))
+    wide = torch.randn(*shape[:-1], shape[-1] + 9, generator=g)  # rows of a fused projection: strided
+    x = wide[..., : shape[-1]] if len(shape) == 2 else torch.randn(*shape, generator=g)
+    if len(shape) == 3:  # heads sliced out of a [T, (R + 2) * D] projection
+        x = torch.randn(shape[0], (shape[1] + 2) * shape[2], generator=g)[:, : shape[1] * shape[2]].view(shape)
+    w = torch.randn(shape[-1], generator=g)
+    got = ops.rms_norm(x, w, 1e-5)
+    assert got.is_contiguous() and torch.allclose(got, norm.rms_norm(x, w, 1e-5), atol=1e-5, rtol=1e-5)
+    assert torch.equal(ops.rms_norm(x[:1], w, 1e-5), got[:1])  # a row's result does not depend on the rest
+    with pytest.raises(ValueError, match="rms_norm"):
+        ops.rms_norm(x, w[:-1], 1e-5)
+
+
+@pytest.mark.parametrize("T,H,d", [(3, 2, 16), (1, 5, 20), (6, 1, 6)])
+def test_rotary_rotates_strided_heads_in_place_like_torch(T, H, d):
+    g = torch.Generator().manual_seed(d)
+    qkv = torch.randn(T, (H + 2) * d, generator=g)
+    q = qkv[:, : H * d].view(T, H, d)  # heads of a fused projection, as the model has them
+    cos, sin = torch.randn(T, d, generator=g), torch.randn(T, d, generator=g)
+    ref = apply_rotary(q.clone(), cos, sin)
+    rest = qkv[:, H * d :].clone()
+    got = ops.rotary(q, cos, sin)
+    assert got.data_ptr() == q.data_ptr() and torch.allclose(got, ref, atol=1e-6)
+    assert torch.equal(qkv[:, H * d :], rest)  # k and v untouched
+    with pytest.raises(ValueError, match="rotary"):
+        ops.rotary(q, cos[:, :-2], sin[:, :-2])
 
 
 def paged(g, lens, G, d, bs, spare=3):

@@ -9,7 +9,6 @@ import torch
 from swarm.runtime import Engine, SamplingParams
 from swarm.runtime.engine import EngineConfig
 from swarm.runtime.random_model import tiny_config, write_random_model
-from swarm.runtime.sampling import Sampler
 
 GREEDY = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
 SEEDED = SamplingParams(max_tokens=12, temperature=0.9, top_p=0.95, seed=4, ignore_eos=True)
@@ -46,10 +45,11 @@ def test_batch_invariance_greedy_and_seeded(folder):
 
 def _first_logits(engine, prompt, monkeypatch) -> torch.Tensor:
     seen = []
-    real = Sampler.__call__
-    monkeypatch.setattr(Sampler, "__call__", lambda self, row: (seen.append(row.clone()), real(self, row))[1])
+    real = Engine._postprocess
+    monkeypatch.setattr(Engine, "_postprocess", lambda self, batch, logits: (seen.append(logits[0].clone()),
+                                                                            real(self, batch, logits))[1])
     engine.generate([prompt], SamplingParams(max_tokens=1, temperature=0.0))
-    monkeypatch.setattr(Sampler, "__call__", real)
+    monkeypatch.setattr(Engine, "_postprocess", real)
     return seen[0]
 
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from swarm.runtime import CheckpointError, Engine, EngineConfig, SamplingParams
-from swarm.runtime.sampling import Sampler
 from tests.runtime.hf_models import VOCAB, build
 
 transformers = pytest.importorskip("transformers", reason="transformers builds the reference models (dev extra)")
@@ -71,27 +70,39 @@ def test_adapter_logits_match_the_merged_model(family):
     assert (engine.logits(ids) - Engine.from_pretrained(base).logits(ids)).abs().max() <= 1e-5
 
 
+def assert_same_greedy(got: list[int], want: list[int], ref: Engine, prompt: list[int], tol: float = 1e-4) -> None:
+    """Greedy tokens equal the reference's, except that where the reference's best two logits lie within
+    `tol` (the logit tolerance: an adapter applied in the batch and one merged into the weights round
+    differently) either may come first; the sequences part there, so the comparison stops."""
+    for i, (a, b) in enumerate(zip(got, want, strict=True)):
+        if a != b:
+            logits = ref.logits(prompt + want[:i])[-1]
+            assert logits[a] >= logits.max() - tol, f"token {i}: {a} is not within {tol} of the best ({b})"
+            return
+
+
 def test_mixed_batch_matches_merged_models_alone(family, monkeypatch):
     base, made = family
     engine = _engine(base, made)
     names = [None, "qv", "all", "mlp", "qv", None, "all"]
     prompts = [_ids(9 + 3 * i, 10 + i) for i in range(len(names))]
     first = {}
-    real = Sampler.__call__
+    real = Engine._postprocess
 
-    def spy(self, row):
-        first.setdefault(id(self), row.clone())
-        return real(self, row)
+    def spy(self, batch, logits):  # each request's logits the first time it samples
+        for s, row in zip([s for s in batch if s.samples], logits, strict=True):
+            first.setdefault(id(s.request.sampler), row.clone())
+        return real(self, batch, logits)
 
-    monkeypatch.setattr(Sampler, "__call__", spy)
+    monkeypatch.setattr(Engine, "_postprocess", spy)
     handles = [engine.submit(p, GREEDY, adapter=a) for p, a in zip(prompts, names, strict=True)]
     while not all(h.done for h in handles):
         engine.step()
-    monkeypatch.setattr(Sampler, "__call__", real)
+    monkeypatch.setattr(Engine, "_postprocess", real)
     assert engine.stats()["mean_batch_seqs"] > 3  # they really shared steps
     for p, name, h in zip(prompts, names, handles, strict=True):
         ref = Engine.from_pretrained(made[name][1] if name else base)
-        assert h.result().token_ids == ref.generate([p], GREEDY)[0].token_ids
+        assert_same_greedy(h.result().token_ids, ref.generate([p], GREEDY)[0].token_ids, ref, p)
         err = (first[id(h._request.sampler)] - ref.logits(p)[-1]).abs().max().item()
         assert err <= 1e-4, f"{name}: first-token logits differ by {err:.2e}"
 
