@@ -51,6 +51,7 @@ _REGISTRY: dict[tuple[str, str], str | Callable] = {
     ("decode_attention", "native"): "swarm.kernels.native.ops:decode_attention",
     ("decode_attention", "triton"): "swarm.kernels.triton.decode_attention:decode_attention",
     ("prefill_attention", "torch"): "swarm.kernels.attention:prefill_attention",
+    ("prefill_attention", "native"): "swarm.kernels.native.ops:prefill_attention",
     ("prefill_attention", "triton"): "swarm.kernels.triton.prefill_attention:prefill_attention",
     ("lora_gather", "torch"): "swarm.kernels.lora:lora_gather",
     ("lora_gather", "triton"): "swarm.kernels.triton.lora_gather:lora_gather",

@@ -28,6 +28,7 @@ _SIGNATURES = {
     "swarm_rotary": [_PTR, _I64, _I64, _I64, _I64, _PTR, _PTR],
     "swarm_linear": [_PTR, _I64, _I64, _PTR, _I64, _PTR, _PTR],
     "swarm_expert_ffn": [_PTR, _I64, _I64, _PTR, _PTR, _I64, _I64, _PTR, _PTR, _I64, _PTR],
+    "swarm_prefill_attention": [_PTR, _I64, _I64, _I64, _PTR, _PTR, _I64, _I64, _PTR, _I64, _F32, _I64, _PTR],
     "swarm_decode_attention": [_PTR, _I64, _I64, _I64, _PTR, _PTR, _I64, _I64, _PTR, _I64, _PTR, _F32, _PTR],
 }
 

@@ -505,3 +505,162 @@ int swarm_decode_attention(const float *q, int64_t B, int64_t H, int64_t d, cons
         attend_seq(q + b * H * d, H, H / G, d, kc, vc, bs, G, table + b * nb, mask + b * S, S, scale, out + b * H * d);
     return 0;
 }
+
+/* ---- paged prefill attention ----------------------------------------------------------------------- */
+
+#define QT 8 /* query positions per work item */
+
+/* s[r][j] += nothing: scores of one query row pair against nk keys spaced ldk apart (4 at a time through
+ * tile4, then one by one). a1 may be NULL (an odd row out). */
+static void score_rows(const float *a0, const float *a1, const float *k, int64_t ldk, int64_t nk, int64_t d,
+                       float *s0, float *s1)
+{
+    int64_t j = 0;
+    for (; j + 4 <= nk; j += 4)
+        tile4(a0, a1, k + j * ldk, ldk, d, s0 + j, a1 ? s1 + j : NULL, NULL);
+    for (; j < nk; j++) {
+        s0[j] = dot(a0, k + j * ldk, d);
+        if (a1)
+            s1[j] = dot(a1, k + j * ldk, d);
+    }
+}
+
+/* acc0 += sum_j p0[j] v_j (and acc1 with p1, unless NULL) for nk values spaced ldv apart: 32 dims of both
+ * rows in eight registers at a time, then any 8-dim rest, then scalars. */
+static void pv_rows(const float *p0, const float *p1, const float *v, int64_t ldv, int64_t nk, int64_t d,
+                    float *acc0, float *acc1)
+{
+    int64_t c = 0;
+    if (d % 8 == 0 && p1) {
+        for (; c + 32 <= d; c += 32) {
+            __m256 a[8];
+            for (int z = 0; z < 4; z++) {
+                a[z] = _mm256_loadu_ps(acc0 + c + 8 * z);
+                a[4 + z] = _mm256_loadu_ps(acc1 + c + 8 * z);
+            }
+            for (int64_t j = 0; j < nk; j++) {
+                const float *vj = v + j * ldv + c;
+                __m256 b0 = _mm256_broadcast_ss(p0 + j), b1 = _mm256_broadcast_ss(p1 + j);
+                for (int z = 0; z < 4; z++) {
+                    __m256 vv = _mm256_loadu_ps(vj + 8 * z);
+                    a[z] = _mm256_fmadd_ps(b0, vv, a[z]);
+                    a[4 + z] = _mm256_fmadd_ps(b1, vv, a[4 + z]);
+                }
+            }
+            for (int z = 0; z < 4; z++) {
+                _mm256_storeu_ps(acc0 + c + 8 * z, a[z]);
+                _mm256_storeu_ps(acc1 + c + 8 * z, a[4 + z]);
+            }
+        }
+    }
+    if (d % 8 == 0)
+        for (; c < d; c += 8) {
+            __m256 a0 = _mm256_loadu_ps(acc0 + c), a1 = p1 ? _mm256_loadu_ps(acc1 + c) : a0;
+            for (int64_t j = 0; j < nk; j++) {
+                __m256 vv = _mm256_loadu_ps(v + j * ldv + c);
+                a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(p0 + j), vv, a0);
+                if (p1)
+                    a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(p1 + j), vv, a1);
+            }
+            _mm256_storeu_ps(acc0 + c, a0);
+            if (p1)
+                _mm256_storeu_ps(acc1 + c, a1);
+        }
+    for (; c < d; c++)
+        for (int64_t j = 0; j < nk; j++) {
+            acc0[c] += p0[j] * v[j * ldv + c];
+            if (p1)
+                acc1[c] += p1[j] * v[j * ldv + c];
+        }
+}
+
+/* out[i, h] = softmax(scale q[i, h] K^T) V over the keys query i sees: the Q queries sit at the last Q of
+ * the sequence's S positions, query i at p = S - Q + i sees keys j <= p (and j > p - window when window > 0).
+ * q [Q, H, d]; kc/vc [N, bs, G, d] read in place through table [nb]; out [Q, H, d].
+ * A work item is up to QT queries times the R query heads of one key/value head: their rows share every
+ * key and value loaded, block by block, with an online softmax per row.
+ * Returns 0, -1 when H is not a multiple of G or S < Q, -2 when memory runs out. */
+int swarm_prefill_attention(const float *q, int64_t Q, int64_t H, int64_t d, const float *kc, const float *vc,
+                            int64_t bs, int64_t G, const int64_t *table, int64_t S, float scale, int64_t window,
+                            float *out)
+{
+    if (G <= 0 || H % G != 0 || S < Q)
+        return -1;
+    const int64_t R = H / G, tiles = (Q + QT - 1) / QT, rows_max = QT * R, ld = G * d;
+    int failed = 0;
+#pragma omp parallel
+    {
+        float *m = malloc(rows_max * sizeof *m), *l = malloc(rows_max * sizeof *l);
+        float *acc = malloc(rows_max * d * sizeof *acc), *sc = malloc(rows_max * bs * sizeof *sc);
+        if (!m || !l || !acc || !sc) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t item = 0; item < tiles * G; item++) {
+            if (failed)
+                continue;
+            const int64_t g = item % G, t0 = item / G * QT, nq = Q - t0 < QT ? Q - t0 : QT, rows = nq * R;
+            const int64_t first = S - Q + t0, last = first + nq - 1; /* positions of the tile's queries */
+            int64_t lo = window > 0 && first - window + 1 > 0 ? first - window + 1 : 0;
+            for (int64_t r = 0; r < rows; r++) {
+                m[r] = -INFINITY;
+                l[r] = 0.0f;
+            }
+            memset(acc, 0, rows * d * sizeof *acc);
+            /* row r is query t0 + r / R, head g R + r % R */
+#define QROW(r) (q + ((t0 + (r) / R) * H + g * R + (r) % R) * d)
+            for (int64_t b = lo / bs; b * bs <= last; b++) {
+                const int64_t j0 = b * bs, nk = last + 1 - j0 < bs ? last + 1 - j0 : bs;
+                const float *kb = kc + table[b] * bs * ld + g * d, *vb = vc + table[b] * bs * ld + g * d;
+                for (int64_t r = 0; r < rows; r += 2)
+                    score_rows(QROW(r), r + 1 < rows ? QROW(r + 1) : NULL, kb, ld, nk, d, sc + r * bs,
+                               sc + (r + 1) * bs);
+                for (int64_t r = 0; r < rows; r++) {
+                    const int64_t p = first + r / R; /* keys [a, z) of this block are visible to row r */
+                    int64_t a = window > 0 && p - window + 1 > j0 ? p - window + 1 - j0 : 0;
+                    int64_t z = p + 1 - j0 < nk ? p + 1 - j0 : nk;
+                    float *sr = sc + r * bs;
+                    if (a >= z) {
+                        memset(sr, 0, nk * sizeof *sr);
+                        continue;
+                    }
+                    float mx = m[r];
+                    for (int64_t j = a; j < z; j++)
+                        mx = sr[j] * scale > mx ? sr[j] * scale : mx;
+                    float corr = exp1(m[r] - mx);
+                    m[r] = mx;
+                    /* p = e^(scale s - mx) over the whole block, 8 at a time, then zeros where r sees no key */
+                    const __m256 vscale = _mm256_set1_ps(scale), vmx = _mm256_set1_ps(mx);
+                    __m256 vsum = _mm256_setzero_ps();
+                    int64_t j = 0;
+                    for (; j + 8 <= nk; j += 8)
+                        _mm256_storeu_ps(sr + j, exp8(_mm256_fmsub_ps(_mm256_loadu_ps(sr + j), vscale, vmx)));
+                    for (; j < nk; j++)
+                        sr[j] = exp1(sr[j] * scale - mx);
+                    memset(sr, 0, a * sizeof *sr);
+                    memset(sr + z, 0, (nk - z) * sizeof *sr);
+                    for (j = 0; j + 8 <= nk; j += 8)
+                        vsum = _mm256_add_ps(vsum, _mm256_loadu_ps(sr + j));
+                    float sum = hsum1(vsum);
+                    for (; j < nk; j++)
+                        sum += sr[j];
+                    l[r] = l[r] * corr + sum;
+                    for (int64_t c = 0; c < d; c++)
+                        acc[r * d + c] *= corr;
+                }
+                for (int64_t r = 0; r < rows; r += 2)
+                    pv_rows(sc + r * bs, r + 1 < rows ? sc + (r + 1) * bs : NULL, vb, ld, nk, d, acc + r * d,
+                            acc + (r + 1) * d);
+            }
+            for (int64_t r = 0; r < rows; r++) {
+                float inv = 1.0f / l[r], *o = out + ((t0 + r / R) * H + g * R + r % R) * d;
+                for (int64_t c = 0; c < d; c++)
+                    o[c] = acc[r * d + c] * inv;
+            }
+#undef QROW
+        }
+        free(m); free(l); free(acc); free(sc);
+    }
+    return failed ? -2 : 0;
+}

@@ -117,6 +117,37 @@ def expert_ffn(
     return out
 
 
+def prefill_attention(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, blocks: torch.Tensor, context_len: int,
+    scale: float, window: int | None = None,
+) -> torch.Tensor:
+    """A prefill chunk of one sequence over its paged keys/values, read in place (no gathered copy).
+
+    q [Q, H, d] at the last Q of the sequence's context_len positions; k_cache/v_cache [N, bs, G, d];
+    blocks [nb], the sequence's block table -> [Q, H, d]. Causal, with an optional sliding window.
+    """
+    if not _native(q, k_cache, v_cache):
+        return attention.prefill_attention(q, k_cache, v_cache, blocks, context_len, scale, window)
+    Q, H, d = q.shape
+    N, bs, G, _ = k_cache.shape
+    context_len = int(context_len)
+    if v_cache.shape != k_cache.shape or k_cache.shape[3] != d or H % G or blocks.dim() != 1:
+        raise ValueError(f"prefill_attention: shapes q {tuple(q.shape)}, k/v cache {tuple(k_cache.shape)}, "
+                         f"blocks {tuple(blocks.shape)}")
+    if not Q <= context_len <= blocks.shape[0] * bs or (window is not None and window < 1):
+        raise ValueError(f"prefill_attention: context_len {context_len} must cover the {Q} queries and fit in "
+                         f"{blocks.shape[0]} blocks of {bs}; window must be None or >= 1, got {window}")
+    if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
+        raise ValueError("prefill_attention: the KV cache must be contiguous (it is read in place)")
+    q = q.contiguous()
+    table = blocks.to(torch.int64).contiguous()
+    out = torch.empty_like(q)
+    code = library().swarm_prefill_attention(q.data_ptr(), Q, H, d, k_cache.data_ptr(), v_cache.data_ptr(), bs, G,
+                                             table.data_ptr(), context_len, scale, window or 0, out.data_ptr())
+    _check("prefill_attention", code)
+    return out
+
+
 def decode_attention(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor,
     mask: torch.Tensor, scale: float,

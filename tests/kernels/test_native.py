@@ -164,6 +164,32 @@ def test_decode_attention_matches_torch(H, G, d, bs, lens, window):
     assert torch.allclose(got, ref, atol=2e-6, rtol=1e-5), (got - ref).abs().max()
 
 
+# chunks of a sequence after a cached prefix (Q < S), whole sequences (Q = S), one token; tails in d, in the block
+# size and in the query tile of 8; grouped, multi-query and plain heads
+@pytest.mark.parametrize("H,G,d,bs,Q,S", [(6, 2, 64, 16, 37, 100), (4, 4, 20, 16, 7, 40), (8, 1, 12, 5, 23, 23),
+                                          (3, 1, 16, 16, 1, 17), (4, 2, 128, 16, 130, 130)])
+@pytest.mark.parametrize("window", [None, 6])
+def test_prefill_attention_matches_torch(H, G, d, bs, Q, S, window):
+    g = torch.Generator().manual_seed(Q + d)
+    kc, vc, table, _ = paged(g, [S], G, d, bs)
+    q = torch.randn(Q, H, d, generator=g)
+    got = ops.prefill_attention(q, kc, vc, table[0], S, 0.3, window)
+    ref = attention.prefill_attention(q, kc, vc, table[0], S, 0.3, window)
+    assert torch.allclose(got, ref, atol=1e-5, rtol=1e-5), (got - ref).abs().max()
+
+
+def test_prefill_attention_rejects_bad_input():
+    g = torch.Generator().manual_seed(4)
+    kc, vc, table, _ = paged(g, [20], 2, 16, 8)
+    q = torch.randn(5, 4, 16, generator=g)
+    with pytest.raises(ValueError, match="context_len 30 must cover"):
+        ops.prefill_attention(q, kc, vc, table[0], 30, 0.25)
+    with pytest.raises(ValueError, match="window"):
+        ops.prefill_attention(q, kc, vc, table[0], 20, 0.25, 0)
+    with pytest.raises(ValueError, match="shapes"):
+        ops.prefill_attention(q[:, :3], kc, vc, table[0], 20, 0.25)
+
+
 def test_decode_attention_is_batch_invariant_and_reads_in_place():
     g = torch.Generator().manual_seed(3)
     kc, vc, table, n = paged(g, [33, 70, 5], 2, 32, 16)

@@ -361,11 +361,11 @@ def test_registry_picks_native_or_torch_on_cpu_and_triton_on_cuda(monkeypatch):
     from swarm.kernels.native import ops as native
 
     monkeypatch.delenv(registry.ENV, raising=False)
-    # native C kernels for the hot decode ops, torch's for the rest (tests/kernels/test_native.py checks them)
+    # native C kernels for the hot ops, torch's for the rest (tests/kernels/test_native.py checks them)
     assert registry.get("moe_expert_ffn", "cpu") is native.expert_ffn
     assert registry.get("decode_attention", torch.device("cpu")) is native.decode_attention
     assert registry.get("linear", "cpu") is native.linear
-    assert registry.get("prefill_attention", "cpu") is attention.prefill_attention
+    assert registry.get("prefill_attention", "cpu") is native.prefill_attention
     assert registry.get("lora_segment", "cpu") is lora.lora_segment
     assert registry.get("linear", "cuda") is F.linear  # cuBLAS
     assert registry.get("moe_route", "cuda").__module__ == "swarm.kernels.triton.moe_route"
