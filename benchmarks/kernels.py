@@ -472,6 +472,32 @@ def _native_attention_row(g: torch.Generator, B: int, context: int, s: Sizes, qu
     return row | {"mean_context": lens.float().mean().item(), "kv_gbps": kv_bytes / row["native_ms"] / 1e6}
 
 
+def _native_linear_row(g: torch.Generator, rows: int, weights: list[torch.Tensor], quick: bool) -> dict:
+    from swarm.kernels.native import ops as native
+
+    x = torch.randn(rows, weights[0].shape[1], generator=g)
+    row = _per_layer(compare(lambda: torch.stack([native.linear(x, w) for w in weights]),
+                             {"torch": lambda: torch.stack([F.linear(x, w) for w in weights])}, quick), len(weights))
+    return row | {"gflops": 2 * rows * weights[0].numel() / row["native_ms"] / 1e6}
+
+
+def _native_prefill_row(g: torch.Generator, chunk: int, context: int, s: Sizes, quick: bool) -> dict:
+    from swarm.kernels.attention import prefill_attention
+    from swarm.kernels.native import ops as native
+
+    H, G, d, bs = s.heads, s.kv_heads, s.head_dim, 16
+    nb = -(-context // bs)
+    caches = [(torch.randn(nb + 1, bs, G, d, generator=g), torch.randn(nb + 1, bs, G, d, generator=g))
+              for _ in range(s.layers)]
+    blocks = torch.randperm(nb + 1, generator=g)[:nb]
+    q = torch.randn(chunk, H, d, generator=g)
+    attend = lambda fn: torch.stack([fn(q, kc, vc, blocks, context, d**-0.5) for kc, vc in caches])
+    row = _per_layer(compare(lambda: attend(native.prefill_attention), {"torch": lambda: attend(prefill_attention)},
+                             quick), s.layers)
+    visible = sum(context - chunk + i + 1 for i in range(chunk))  # causal: query i sees this many keys
+    return row | {"gflops": 4 * H * d * visible / row["native_ms"] / 1e6}
+
+
 def section_native(s: Sizes, quick: bool, seed: int) -> dict:
     g = torch.Generator().manual_seed(seed)
     D, I, E, L = s.hidden, s.expert_width, s.experts, s.layers
@@ -486,8 +512,20 @@ def section_native(s: Sizes, quick: bool, seed: int) -> dict:
     for B in (1, 32):
         log(f"native: paged decode attention, {B} sequences of up to {context} tokens, {L} layers' caches in turn")
         attn[f"batch_{B}"] = _native_attention_row(g, B, context, s, quick)
-    return {"moe_expert_ffn": moe, "decode_attention": attn, "layers": L,
-            "note": "times per layer; each call goes through every layer's weights or cache, as a decode step does"}
+    prefill = {}
+    for chunk, context in ((32, 64), (64, 64)) if quick else ((32, 640), (288, 544), (512, 512)):
+        log(f"native: paged prefill attention, a {chunk}-token chunk ending at position {context}")
+        prefill[f"chunk_{chunk}_of_{context}"] = _native_prefill_row(g, chunk, context, s, quick)
+    dense = {}
+    shapes = {"qkv": ((s.heads + 2 * s.kv_heads) * s.head_dim, D), "lm_head": (s.vocab, D)}
+    for name, (n, k) in shapes.items():
+        weights = [torch.randn(n, k, generator=g) * 0.05 for _ in range(L if name == "qkv" else 1)]
+        for rows in (1, 32):
+            log(f"native: linear {name} [{n}, {k}], {rows} rows")
+            dense[f"{name}_rows_{rows}"] = _native_linear_row(g, rows, weights, quick)
+    return {"moe_expert_ffn": moe, "decode_attention": attn, "prefill_attention": prefill, "linear": dense,
+            "layers": L, "note": "times per layer (per call for lm_head); each call goes through every layer's "
+                                 "weights or cache, as a step does"}
 
 
 SECTIONS = ("hardware", "kernels", "native", "int8", "triton")

@@ -20,6 +20,7 @@ from swarm.runtime.rope import apply_rotary
 
 _ERRORS = {-1: "invalid arguments", -2: "out of memory"}
 LINEAR_MAX_ROWS = 32  # more rows than this go to torch's matmul (MKL's packed GEMM wins from about here)
+LINEAR_MIN_WEIGHTS = 65536  # smaller weights too: there the C call's fixed cost (threads, ctypes) outweighs the work
 MAX_HEADS = 64  # MAX_H in cpu.c: the query heads one sequence's attention keeps state for
 
 
@@ -79,7 +80,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """x [..., K] @ weight [N, K]^T (+ bias [N]) -> [..., N], like F.linear. Called for every projection of
     every layer, so the checks are kept to attribute reads."""
     K, N = x.shape[-1], weight.shape[0]
-    if x.numel() > LINEAR_MAX_ROWS * K or not _native(x, weight, bias):
+    if x.numel() > LINEAR_MAX_ROWS * K or weight.numel() < LINEAR_MIN_WEIGHTS or not _native(x, weight, bias):
         return F.linear(x, weight, bias)
     if weight.shape[1] != K or (bias is not None and bias.shape != (N,)):
         raise ValueError(f"linear: shapes x {tuple(x.shape)}, weight {tuple(weight.shape)}, "

@@ -57,7 +57,8 @@ def test_expert_ffn_rejects_bad_input():
 # rows 1..LINEAR_MAX_ROWS (odd counts leave a single row), widths and depths with tails, 3-D input
 @pytest.mark.parametrize("shape,N,bias", [((1, 64), 48, False), ((7, 37), 13, True), ((32, 40), 66, True),
                                           ((2, 5, 24), 9, False)])
-def test_linear_matches_torch(shape, N, bias):
+def test_linear_matches_torch(shape, N, bias, monkeypatch):
+    monkeypatch.setattr(ops, "LINEAR_MIN_WEIGHTS", 0)  # small weights would go to torch
     g = torch.Generator().manual_seed(N)
     x, w = torch.randn(*shape, generator=g), torch.randn(N, shape[-1], generator=g)
     b = torch.randn(N, generator=g) if bias else None
@@ -68,9 +69,11 @@ def test_linear_matches_torch(shape, N, bias):
     assert torch.equal(ops.linear(x.transpose(-1, -2).contiguous().transpose(-1, -2), w.t().contiguous().t(), b), got)
 
 
-def test_linear_is_batch_invariant_and_hands_big_batches_to_torch():
+def test_linear_is_batch_invariant_and_hands_big_batches_and_small_weights_to_torch(monkeypatch):
     g = torch.Generator().manual_seed(3)
     x, w = torch.randn(ops.LINEAR_MAX_ROWS, 40, generator=g), torch.randn(24, 40, generator=g)
+    assert torch.equal(ops.linear(x, w), F.linear(x, w))  # 960 weights: the C call would cost more than it saves
+    monkeypatch.setattr(ops, "LINEAR_MIN_WEIGHTS", 0)
     batched = ops.linear(x, w)
     for t in (0, 5, ops.LINEAR_MAX_ROWS - 1):
         assert torch.equal(ops.linear(x[t : t + 1], w)[0], batched[t])
@@ -88,6 +91,7 @@ def test_model_modules_run_native_kernels_but_not_under_autograd_or_a_trace(monk
     from swarm.runtime.model import Linear, RMSNorm, kernels
 
     monkeypatch.delenv(registry.ENV, raising=False)
+    monkeypatch.setattr(ops, "LINEAR_MIN_WEIGHTS", 0)
     calls = []
     real = ops.library
     monkeypatch.setattr(ops, "library", lambda: calls.append(1) or real())
