@@ -80,7 +80,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """x [..., K] @ weight [N, K]^T (+ bias [N]) -> [..., N], like F.linear. Called for every projection of
     every layer, so the checks are kept to attribute reads."""
     K, N = x.shape[-1], weight.shape[0]
-    if x.numel() > LINEAR_MAX_ROWS * K or weight.numel() < LINEAR_MIN_WEIGHTS or not _native(x, weight, bias):
+    if not _native(x, weight, bias) or x.numel() > LINEAR_MAX_ROWS * K or weight.numel() < LINEAR_MIN_WEIGHTS:
         return F.linear(x, weight, bias)
     if weight.shape[1] != K or (bias is not None and bias.shape != (N,)):
         raise ValueError(f"linear: shapes x {tuple(x.shape)}, weight {tuple(weight.shape)}, "
