@@ -118,28 +118,33 @@ def expert_ffn(
     return out
 
 
+def _paged_cache(op: str, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, others: str,
+                 others_ok: bool) -> tuple[int, int]:
+    """(block size, key/value heads) of a paged cache [N, bs, G, d] that the attention kernels can read in place
+    with queries q [., H, d]; raises naming the shapes (`others`: the op's own arguments, `others_ok` their check)."""
+    H, d = q.shape[1:]
+    bs, G = k_cache.shape[1:3]
+    if v_cache.shape != k_cache.shape or k_cache.shape[3] != d or H % G or not others_ok:
+        raise ValueError(f"{op}: shapes q {tuple(q.shape)}, k/v cache {tuple(k_cache.shape)}, {others}")
+    if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
+        raise ValueError(f"{op}: the KV cache must be contiguous (it is read in place)")
+    return bs, G
+
+
 def prefill_attention(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, blocks: torch.Tensor, context_len: int,
     scale: float, window: int | None = None,
 ) -> torch.Tensor:
-    """A prefill chunk of one sequence over its paged keys/values, read in place (no gathered copy).
-
-    q [Q, H, d] at the last Q of the sequence's context_len positions; k_cache/v_cache [N, bs, G, d];
-    blocks [nb], the sequence's block table -> [Q, H, d]. Causal, with an optional sliding window.
-    """
+    """Same contract as `swarm.kernels.attention.prefill_attention`; keys and values are read in place."""
     if not _native(q, k_cache, v_cache):
         return attention.prefill_attention(q, k_cache, v_cache, blocks, context_len, scale, window)
     Q, H, d = q.shape
-    N, bs, G, _ = k_cache.shape
+    bs, G = _paged_cache("prefill_attention", q, k_cache, v_cache, f"blocks {tuple(blocks.shape)}",
+                         blocks.dim() == 1)
     context_len = int(context_len)
-    if v_cache.shape != k_cache.shape or k_cache.shape[3] != d or H % G or blocks.dim() != 1:
-        raise ValueError(f"prefill_attention: shapes q {tuple(q.shape)}, k/v cache {tuple(k_cache.shape)}, "
-                         f"blocks {tuple(blocks.shape)}")
     if not Q <= context_len <= blocks.shape[0] * bs or (window is not None and window < 1):
         raise ValueError(f"prefill_attention: context_len {context_len} must cover the {Q} queries and fit in "
                          f"{blocks.shape[0]} blocks of {bs}; window must be None or >= 1, got {window}")
-    if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
-        raise ValueError("prefill_attention: the KV cache must be contiguous (it is read in place)")
     q = q.contiguous()
     table = blocks.to(torch.int64).contiguous()
     out = torch.empty_like(q)
@@ -160,13 +165,10 @@ def decode_attention(
     if not _native(q, k_cache, v_cache) or q.shape[1] > MAX_HEADS:
         return attention.decode_attention(q, k_cache, v_cache, block_table, mask, scale)
     B, H, d = q.shape
-    N, bs, G, _ = k_cache.shape
     nb = block_table.shape[1]
-    if v_cache.shape != k_cache.shape or k_cache.shape[3] != d or mask.shape != (B, nb * bs) or H % G:
-        raise ValueError(f"decode_attention: shapes q {tuple(q.shape)}, k/v cache {tuple(k_cache.shape)}, "
-                         f"table {tuple(block_table.shape)}, mask {tuple(mask.shape)}")
-    if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
-        raise ValueError("decode_attention: the KV cache must be contiguous (it is read in place)")
+    bs, G = _paged_cache("decode_attention", q, k_cache, v_cache,
+                         f"table {tuple(block_table.shape)}, mask {tuple(mask.shape)}",
+                         mask.shape == (B, nb * k_cache.shape[1]))
     q = q.contiguous()
     table = block_table.to(torch.int64).contiguous()
     m = mask.to(torch.bool).contiguous()
