@@ -86,21 +86,26 @@ static inline float hsum1(__m256 a)
 /* ---- C = A W^T over a tile of 4 weight rows ------------------------------------------------------- */
 
 /* Rows a0 (and a1) of A against weight rows w .. w + 3 ldw: c0[j] = a0 . w_j (c1[j] = a1 . w_j).
- * The one-row form runs exactly the two-row form's arithmetic for its row. Unless pf is NULL, the four
- * rows at pf (the next tile) are prefetched meanwhile: the weights stream from DRAM once, and a single
- * core's hardware prefetcher alone leaves the loop waiting on them. */
+ * The one-row form runs exactly the two-row form's arithmetic for its row. Unless pf is NULL, cache lines
+ * pf_lo .. pf_hi - 1 of the four rows at pf (the next tile; line i covers floats 16i .. 16i + 15 of each
+ * row) are prefetched meanwhile, spread evenly over the loop: the weights stream from DRAM once, and a
+ * single core's hardware prefetcher alone leaves the loop waiting on them. */
 static void tile4(const float *a0, const float *a1, const float *w, int64_t ldw, int64_t K, float *c0, float *c1,
-                  const float *pf)
+                  const float *pf, int64_t pf_lo, int64_t pf_hi)
 {
+    /* error accumulator (no division in the loop): a line is due each time it passes the step count */
+    const int64_t steps = K / 8 ? K / 8 : 1, share = pf_hi - pf_lo;
+    int64_t next = pf_lo, due = 0;
     __m256 s00 = _mm256_setzero_ps(), s01 = s00, s02 = s00, s03 = s00;
     __m256 s10 = s00, s11 = s00, s12 = s00, s13 = s00;
     const float *w1 = w + ldw, *w2 = w + 2 * ldw, *w3 = w + 3 * ldw;
     int64_t k = 0;
     if (a1) {
         for (; k + 8 <= K; k += 8) {
-            if (pf && k % 16 == 0)
-                for (int j = 0; j < 4; j++)
-                    _mm_prefetch((const char *)(pf + j * ldw + k), _MM_HINT_T0);
+            if (pf)
+                for (due += share; due >= steps; due -= steps, next++)
+                    for (int j = 0; j < 4; j++)
+                        _mm_prefetch((const char *)(pf + j * ldw + 16 * next), _MM_HINT_T1);
             __m256 x0 = _mm256_loadu_ps(a0 + k), x1 = _mm256_loadu_ps(a1 + k);
             __m256 v0 = _mm256_loadu_ps(w + k), v1 = _mm256_loadu_ps(w1 + k);
             __m256 v2 = _mm256_loadu_ps(w2 + k), v3 = _mm256_loadu_ps(w3 + k);
@@ -113,9 +118,10 @@ static void tile4(const float *a0, const float *a1, const float *w, int64_t ldw,
         }
     } else {
         for (; k + 8 <= K; k += 8) {
-            if (pf && k % 16 == 0)
-                for (int j = 0; j < 4; j++)
-                    _mm_prefetch((const char *)(pf + j * ldw + k), _MM_HINT_T0);
+            if (pf)
+                for (due += share; due >= steps; due -= steps, next++)
+                    for (int j = 0; j < 4; j++)
+                        _mm_prefetch((const char *)(pf + j * ldw + 16 * next), _MM_HINT_T1);
             __m256 x0 = _mm256_loadu_ps(a0 + k);
             s00 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + k), s00);
             s01 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w1 + k), s01);
@@ -155,10 +161,14 @@ static void rows_x_tile(const float *A, int64_t lda, int64_t M, const float *W, 
     const float *w = W + n * ldw;
     int64_t m = 0;
     if (width == 4) {
-        for (; m + 2 <= M; m += 2)
-            tile4(A + m * lda, A + (m + 1) * lda, w, ldw, K, c[m], c[m + 1], m == 0 ? w + 4 * ldw : NULL);
-        if (m < M)
-            tile4(A + m * lda, NULL, w, ldw, K, c[m], NULL, m == 0 ? w + 4 * ldw : NULL);
+        /* the next tile's lines are prefetched a share per pass, so that memory stays busy through every
+         * pass over this tile rather than only the first (then streaming and arithmetic overlap) */
+        const int64_t passes = (M + 1) / 2, lines = (K + 15) / 16;
+        for (; m < M; m += 2) {
+            const int64_t pass = m / 2;
+            tile4(A + m * lda, m + 1 < M ? A + (m + 1) * lda : NULL, w, ldw, K, c[m], m + 1 < M ? c[m + 1] : NULL,
+                  w + 4 * ldw, pass * lines / passes, (pass + 1) * lines / passes);
+        }
         return;
     }
     for (m = 0; m < M; m++)
@@ -351,20 +361,32 @@ int swarm_expert_ffn(const float *x, int64_t T, int64_t D, const float *gate_up,
 
 #define CHUNK 64 /* key positions scored per softmax update */
 #define MAX_H 64 /* query heads per sequence */
+#define AHEAD 64 /* positions prefetched ahead of the one being read */
 
-/* One cache block's keys and values (every head), on their way to L1. */
-static inline void prefetch_block(const float *kc, const float *vc, int64_t block, int64_t size)
+/* A cursor over the cache lines of one sequence's blocks, keys and values together: the kernel moves it a
+ * few lines at a time as it computes, so that memory stays busy while the arithmetic runs (a whole block
+ * at once stalls the core until the loads drain, and the prefetchers alone leave it waiting). */
+struct lines {
+    const char *k, *v;
+    const int64_t *table;
+    int64_t nb, bytes, blk, off; /* blocks, bytes per block; the next line: offset off of block blk */
+};
+
+static inline void prefetch_lines(struct lines *c, int64_t n)
 {
-    const char *k = (const char *)(kc + block * size), *v = (const char *)(vc + block * size);
-    for (int64_t c = 0; c < size * (int64_t)sizeof(float); c += 64) {
-        _mm_prefetch(k + c, _MM_HINT_T0);
-        _mm_prefetch(v + c, _MM_HINT_T0);
+    for (; n > 0 && c->blk < c->nb; n--) {
+        const int64_t at = c->table[c->blk] * c->bytes + c->off;
+        _mm_prefetch(c->k + at, _MM_HINT_T0);
+        _mm_prefetch(c->v + at, _MM_HINT_T0);
+        if ((c->off += 64) >= c->bytes) {
+            c->off = 0;
+            c->blk++;
+        }
     }
 }
 
 /* Online softmax over one sequence's visible keys for all H query heads (head r reads key/value head
- * r / R). q [H, d]; acc [H, d] is the output. Keys and values are read in place from the paged cache,
- * whole blocks at a time (long sequential runs for the prefetchers). */
+ * r / R). q [H, d]; acc [H, d] is the output. Keys and values are read in place from the paged cache. */
 static void attend_seq(const float *q, int64_t H, int64_t R, int64_t d, const float *kc, const float *vc,
                        int64_t bs, int64_t G, const int64_t *table, const uint8_t *mask, int64_t S, float scale,
                        float *acc)
@@ -378,16 +400,17 @@ static void attend_seq(const float *q, int64_t H, int64_t R, int64_t d, const fl
     memset(acc, 0, H * d * sizeof *acc);
     int vec = d % 8 == 0;
     int64_t blk = 0, o = 0; /* the next position to look at: slot o of block blk of the table */
-    const int64_t nb = S / bs, stride = G * d, ahead = (CHUNK + bs - 1) / bs;
+    const int64_t nb = S / bs, stride = G * d;
     /* The cache is cold (the layer's expert weights went through since it was last read) and a
-     * sequence's blocks lie anywhere: each block is prefetched a chunk ahead. */
-    for (int64_t p = 0; p < ahead && p < nb; p++)
-        prefetch_block(kc, vc, table[p], bs * stride);
+     * sequence's blocks lie anywhere: lines are prefetched AHEAD positions ahead, and then at the rate
+     * the loops below consume them. Every 8 positions scored for one head, and every 8 summed for one
+     * head, move the cursor half of 8 positions' lines / H, so it keeps its distance. */
+    const int64_t per_pos = (stride * (int64_t)sizeof(float) + 63) / 64, share = (8 * per_pos + H - 1) / H;
+    struct lines pf = {(const char *)kc, (const char *)vc, table, nb, bs * stride * (int64_t)sizeof(float), 0, 0};
+    prefetch_lines(&pf, AHEAD * per_pos);
     while (blk < nb) {
         int n = 0; /* gather the next CHUNK visible positions */
         for (; blk < nb && n < CHUNK; blk++, o = 0) {
-            if (o == 0 && blk + ahead < nb)
-                prefetch_block(kc, vc, table[blk + ahead], bs * stride);
             const float *kb = kc + table[blk] * bs * stride, *vb = vc + table[blk] * bs * stride;
             const uint8_t *mb = mask + blk * bs;
             for (; o < bs && n < CHUNK; o++)
@@ -415,6 +438,7 @@ static void attend_seq(const float *q, int64_t H, int64_t R, int64_t d, const fl
                         for (int z = 0; z < 8; z++)
                             a[z] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kp[i + z] + kv + c), a[z]);
                     }
+                    prefetch_lines(&pf, share / 2);
                     __m128 lo = hsum4(a[0], a[1], a[2], a[3]), hi = hsum4(a[4], a[5], a[6], a[7]);
                     __m256 sc = _mm256_mul_ps(_mm256_set_m128(hi, lo), _mm256_set1_ps(scale));
                     _mm256_storeu_ps(s[r] + i, sc);
@@ -467,6 +491,8 @@ static void attend_seq(const float *q, int64_t H, int64_t R, int64_t d, const fl
                         __m256 p = _mm256_broadcast_ss(pr + i);
                         for (int z = 0; z < 8; z++)
                             a[z] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vp[i] + kv + c + 8 * z), a[z]);
+                        if (c == 0 && i % 8 == 7)
+                            prefetch_lines(&pf, share - share / 2);
                     }
                     for (int z = 0; z < 8; z++)
                         _mm256_storeu_ps(ar + c + 8 * z, a[z]);
@@ -474,8 +500,11 @@ static void attend_seq(const float *q, int64_t H, int64_t R, int64_t d, const fl
             if (vec)
                 for (; c + 8 <= d; c += 8) {
                     __m256 a = _mm256_loadu_ps(ar + c);
-                    for (int i = 0; i < n; i++)
+                    for (int i = 0; i < n; i++) {
                         a = _mm256_fmadd_ps(_mm256_broadcast_ss(pr + i), _mm256_loadu_ps(vp[i] + kv + c), a);
+                        if (c == 0 && i % 8 == 7)
+                            prefetch_lines(&pf, share - share / 2);
+                    }
                     _mm256_storeu_ps(ar + c, a);
                 }
             for (; c < d; c++)
@@ -517,7 +546,7 @@ static void score_rows(const float *a0, const float *a1, const float *k, int64_t
 {
     int64_t j = 0;
     for (; j + 4 <= nk; j += 4)
-        tile4(a0, a1, k + j * ldk, ldk, d, s0 + j, a1 ? s1 + j : NULL, NULL);
+        tile4(a0, a1, k + j * ldk, ldk, d, s0 + j, a1 ? s1 + j : NULL, NULL, 0, 0);
     for (; j < nk; j++) {
         s0[j] = dot(a0, k + j * ldk, d);
         if (a1)
