@@ -43,6 +43,7 @@ _REGISTRY: dict[tuple[str, str], str | Callable] = {
     ("rotary", "native"): "swarm.kernels.native.ops:rotary",
     ("rotary", "triton"): "swarm.runtime.rope:apply_rotary",
     ("moe_route", "torch"): "swarm.kernels.moe:route",
+    ("moe_route", "native"): "swarm.kernels.native.ops:route",
     ("moe_route", "triton"): "swarm.kernels.triton.moe_route:route",
     ("moe_expert_ffn", "torch"): "swarm.kernels.moe:expert_ffn",
     ("moe_expert_ffn", "native"): "swarm.kernels.native.ops:expert_ffn",
@@ -53,6 +54,9 @@ _REGISTRY: dict[tuple[str, str], str | Callable] = {
     ("prefill_attention", "torch"): "swarm.kernels.attention:prefill_attention",
     ("prefill_attention", "native"): "swarm.kernels.native.ops:prefill_attention",
     ("prefill_attention", "triton"): "swarm.kernels.triton.prefill_attention:prefill_attention",
+    ("argmax", "torch"): "swarm.kernels.sample:argmax",
+    ("argmax", "native"): "swarm.kernels.native.ops:argmax",
+    ("argmax", "triton"): "swarm.kernels.sample:argmax",  # torch's own reduction
     ("lora_gather", "torch"): "swarm.kernels.lora:lora_gather",
     ("lora_gather", "triton"): "swarm.kernels.triton.lora_gather:lora_gather",
     ("lora_segment", "torch"): "swarm.kernels.lora:lora_segment",

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from swarm.kernels import registry
 from swarm.runtime.block_pool import KVPool, OutOfBlocks
 from swarm.runtime.bundled import model_path
 from swarm.runtime.cuda_graphs import DecodeGraphs
@@ -117,6 +118,7 @@ class Engine:
         # constrained decoding: the tokenizer's llguidance view is built on the first schema
         self.grammars = GrammarCompiler(tokenizer, cfg.vocab_size, self.eos_token_ids)
         self._masker = TokenMasker(cfg.vocab_size)
+        self._argmax = registry.get("argmax", torch.device("cpu"))  # greedy rows; logits come back to the CPU
         self._pass: _Pass | None = None
         self._uneven = 2.0  # a pass's longest slice over its mean slice, averaged over recent passes
 
@@ -356,7 +358,7 @@ class Engine:
             if row in dead:
                 req.fail(dead[row], self.tokenizer.decode)
             elif req.sampler.params.greedy:
-                greedy = logits.argmax(-1).tolist() if greedy is None else greedy
+                greedy = self._argmax(logits).tolist() if greedy is None else greedy
                 req.append(greedy[row], self.tokenizer.decode)
             else:
                 req.append(req.sampler(logits[row]), self.tokenizer.decode)

@@ -95,8 +95,8 @@ def check_exportable(model: Model) -> None:
     kinds = {(p.device.type, p.dtype) for p in model.parameters()}
     if kinds != {("cpu", torch.float32)}:
         raise ValueError(f"ONNX export traces a float32 model on the CPU; this one has {sorted(map(str, kinds))}")
-    # the traced graph routes with torch ops (the native backend has no routing kernel; experts run dense)
-    if registry.get("moe_route", "cpu") is not registry.get("moe_route", "cpu", backend="torch"):
+    # the traced graph holds torch ops: the native kernels hand a trace to torch's, the triton ones cannot
+    if registry.backend_for("cpu") == "triton":
         raise ValueError(f"ONNX export traces the torch kernels; unset {registry.ENV}")
 
 

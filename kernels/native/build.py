@@ -27,6 +27,8 @@ _SIGNATURES = {
     "swarm_rms_norm": [_PTR, _I64, _I64, _I64, _I64, _PTR, _F32, _PTR],
     "swarm_rotary": [_PTR, _I64, _I64, _I64, _I64, _PTR, _PTR],
     "swarm_linear": [_PTR, _I64, _I64, _PTR, _I64, _PTR, _PTR],
+    "swarm_route": [_PTR, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR],
+    "swarm_argmax": [_PTR, _I64, _I64, _PTR],
     "swarm_expert_ffn": [_PTR, _I64, _I64, _PTR, _PTR, _I64, _I64, _PTR, _PTR, _I64, _PTR],
     "swarm_prefill_attention": [_PTR, _I64, _I64, _I64, _PTR, _PTR, _I64, _I64, _PTR, _I64, _F32, _I64, _PTR],
     "swarm_decode_attention": [_PTR, _I64, _I64, _I64, _PTR, _PTR, _I64, _I64, _PTR, _I64, _PTR, _F32, _PTR],

@@ -1,5 +1,5 @@
-/* Native CPU kernels: dense projections at decode batch sizes, the grouped MoE expert FFN, paged decode
- * attention, RMSNorm and rotary embedding, float32, AVX2 + FMA.
+/* Native CPU kernels: dense projections at decode batch sizes, the grouped MoE expert FFN and its routing,
+ * paged decode and prefill attention, RMSNorm, rotary embedding and greedy argmax, float32, AVX2 + FMA.
  *
  * Why not torch: at decode batch sizes every expert sees a handful of tokens, and MKL's small-M GEMMs
  * reach a third of this CPU's FMA peak (measured: a vocabulary-sized lm_head at 1 to 8 rows runs half as
@@ -239,11 +239,12 @@ int swarm_rotary(float *x, int64_t T, int64_t R, int64_t D, int64_t st, const fl
 #define ROWS 64 /* rows of x per pass over a weight tile: the tile stays in L1 while they go by */
 
 /* out[M, N] = x[M, K] W[N, K]^T (+ bias[N]). Each thread takes a contiguous run of 4-column tiles, so its
- * weight reads are one sequential stream; a row's arithmetic is the same whatever M is. Returns 0. */
+ * weight reads are one sequential stream; a row's arithmetic is the same whatever M is. A small weight (a
+ * router's) runs on the calling thread: waking the others would cost more than it saves. Returns 0. */
 int swarm_linear(const float *x, int64_t M, int64_t K, const float *w, int64_t N, const float *bias, float *out)
 {
     int64_t tiles = (N + 3) / 4;
-#pragma omp parallel
+#pragma omp parallel if (N * K >= 32768)
     {
         float c[ROWS][4];
         int nt = omp_get_num_threads(), tid = omp_get_thread_num();
@@ -258,6 +259,77 @@ int swarm_linear(const float *x, int64_t M, int64_t K, const float *w, int64_t N
                         out[(m0 + m) * N + n + j] = bias ? c[m][j] + bias[n + j] : c[m][j];
             }
         }
+    }
+    return 0;
+}
+
+/* ---- routing and greedy picks ------------------------------------------------------------------------ */
+
+/* Top-k routing of T tokens over E experts: ids[t] are the K largest logits[t] in descending order (the
+ * lower index first on a tie), weights[t] their softmax over all E (mode 0; renorm > 0 rescales them to
+ * sum to one) or over the K chosen (mode 1). logits [T, E], weights [T, K], ids [T, K]. Returns 0, or -1
+ * for K outside 1 .. min(E, 64). */
+int swarm_route(const float *logits, int64_t T, int64_t E, int64_t K, int64_t mode, int64_t renorm,
+                float *weights, int64_t *ids)
+{
+    if (K < 1 || K > E || K > 64)
+        return -1;
+    for (int64_t t = 0; t < T; t++) {
+        const float *l = logits + t * E;
+        float *w = weights + t * K;
+        int64_t *id = ids + t * K;
+        for (int64_t k = 0; k < K; k++) { /* selection: K is a handful */
+            int64_t best = -1;
+            for (int64_t e = 0; e < E; e++) {
+                int taken = 0;
+                for (int64_t j = 0; j < k && !taken; j++)
+                    taken = id[j] == e;
+                if (!taken && (best < 0 || l[e] > l[best]))
+                    best = e;
+            }
+            id[k] = best;
+        }
+        const float top = l[id[0]];
+        float all = 0.0f, chosen = 0.0f;
+        if (mode == 0)
+            for (int64_t e = 0; e < E; e++)
+                all += expf(l[e] - top);
+        for (int64_t k = 0; k < K; k++)
+            chosen += w[k] = expf(l[id[k]] - top);
+        const float by = mode == 0 && !renorm ? all : chosen;
+        for (int64_t k = 0; k < K; k++)
+            w[k] /= by;
+    }
+    return 0;
+}
+
+/* out[r] = the index of the largest x[r, .] (the first of equals; the first NaN if any), rows of V. */
+int swarm_argmax(const float *x, int64_t R, int64_t V, int64_t *out)
+{
+#pragma omp parallel for if (R * V >= 262144)
+    for (int64_t r = 0; r < R; r++) {
+        const float *row = x + r * V;
+        __m256 vmax = _mm256_set1_ps(-INFINITY), nan = _mm256_setzero_ps();
+        int64_t i = 0;
+        for (; i + 8 <= V; i += 8) {
+            __m256 v = _mm256_loadu_ps(row + i);
+            vmax = _mm256_max_ps(vmax, v);
+            nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        }
+        float best = hmax1(vmax);
+        int has_nan = _mm256_movemask_ps(nan) != 0;
+        for (; i < V; i++) {
+            has_nan |= row[i] != row[i];
+            best = row[i] > best ? row[i] : best;
+        }
+        int64_t at = 0;
+        if (has_nan)
+            while (row[at] == row[at])
+                at++;
+        else
+            while (row[at] != best && at + 1 < V)
+                at++;
+        out[r] = at;
     }
     return 0;
 }

@@ -14,13 +14,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from swarm.kernels import attention, moe, norm
+from swarm.kernels import attention, moe, norm, sample
 from swarm.kernels.native.build import library
 from swarm.runtime.rope import apply_rotary
 
 _ERRORS = {-1: "invalid arguments", -2: "out of memory"}
 LINEAR_MAX_ROWS = 32  # more rows than this go to torch's matmul (MKL's packed GEMM wins from about here)
-LINEAR_MIN_WEIGHTS = 65536  # smaller weights too: there the C call's fixed cost (threads, ctypes) outweighs the work
 MAX_HEADS = 64  # MAX_H in cpu.c: the query heads one sequence's attention keeps state for
 
 
@@ -80,7 +79,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """x [..., K] @ weight [N, K]^T (+ bias [N]) -> [..., N], like F.linear. Called for every projection of
     every layer, so the checks are kept to attribute reads."""
     K, N = x.shape[-1], weight.shape[0]
-    if not _native(x, weight, bias) or x.numel() > LINEAR_MAX_ROWS * K or weight.numel() < LINEAR_MIN_WEIGHTS:
+    if not _native(x, weight, bias) or x.numel() > LINEAR_MAX_ROWS * K:
         return F.linear(x, weight, bias)
     if weight.shape[1] != K or (bias is not None and bias.shape != (N,)):
         raise ValueError(f"linear: shapes x {tuple(x.shape)}, weight {tuple(weight.shape)}, "
@@ -92,6 +91,29 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
                                   None if bias is None else bias.contiguous().data_ptr(), out.data_ptr())
     if code:
         _check("linear", code)
+    return out
+
+
+def route(logits: torch.Tensor, top_k: int, mode: str, renormalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same contract as `swarm.kernels.moe.route`: logits [T, E] -> weights [T, K] float32, ids [T, K] int64."""
+    if not _native(logits) or logits.dim() != 2 or not 0 < top_k <= min(logits.shape[1], 64) \
+            or mode not in ("softmax_topk", "topk_softmax"):
+        return moe.route(logits, top_k, mode, renormalize)
+    T = logits.shape[0]
+    logits = logits.contiguous()
+    weights, ids = logits.new_empty(T, top_k), torch.empty(T, top_k, dtype=torch.int64)
+    _check("route", library().swarm_route(logits.data_ptr(), T, logits.shape[1], top_k, mode == "topk_softmax",
+                                          bool(renormalize), weights.data_ptr(), ids.data_ptr()))
+    return weights, ids
+
+
+def argmax(logits: torch.Tensor) -> torch.Tensor:
+    """logits [R, V] -> [R] int64, as `swarm.kernels.sample.argmax`."""
+    if not _native(logits) or logits.dim() != 2 or logits.shape[1] == 0:
+        return sample.argmax(logits)
+    logits = logits.contiguous()
+    out = torch.empty(logits.shape[0], dtype=torch.int64)
+    library().swarm_argmax(logits.data_ptr(), logits.shape[0], logits.shape[1], out.data_ptr())
     return out
 
 

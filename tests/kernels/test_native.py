@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from swarm.kernels import attention, moe, norm, registry
+from swarm.kernels import attention, lora, moe, norm, registry
 from swarm.kernels.native import build, ops
 from swarm.runtime.rope import apply_rotary
 
@@ -54,11 +54,11 @@ def test_expert_ffn_rejects_bad_input():
     assert half.dtype == torch.float64
 
 
-# rows 1..LINEAR_MAX_ROWS (odd counts leave a single row), widths and depths with tails, 3-D input
+# rows 1..LINEAR_MAX_ROWS (odd counts leave a single row), widths and depths with tails, 3-D input; small
+# weights run on one thread, the last (60k weights) on all
 @pytest.mark.parametrize("shape,N,bias", [((1, 64), 48, False), ((7, 37), 13, True), ((32, 40), 66, True),
-                                          ((2, 5, 24), 9, False)])
-def test_linear_matches_torch(shape, N, bias, monkeypatch):
-    monkeypatch.setattr(ops, "LINEAR_MIN_WEIGHTS", 0)  # small weights would go to torch
+                                          ((2, 5, 24), 9, False), ((9, 200), 301, True)])
+def test_linear_matches_torch(shape, N, bias):
     g = torch.Generator().manual_seed(N)
     x, w = torch.randn(*shape, generator=g), torch.randn(N, shape[-1], generator=g)
     b = torch.randn(N, generator=g) if bias else None
@@ -69,11 +69,10 @@ def test_linear_matches_torch(shape, N, bias, monkeypatch):
     assert torch.equal(ops.linear(x.transpose(-1, -2).contiguous().transpose(-1, -2), w.t().contiguous().t(), b), got)
 
 
-def test_linear_is_batch_invariant_and_hands_big_batches_and_small_weights_to_torch(monkeypatch):
+@pytest.mark.parametrize("N", [24, 1000])  # one thread, both threads
+def test_linear_is_batch_invariant_and_hands_big_batches_to_torch(N):
     g = torch.Generator().manual_seed(3)
-    x, w = torch.randn(ops.LINEAR_MAX_ROWS, 40, generator=g), torch.randn(24, 40, generator=g)
-    assert torch.equal(ops.linear(x, w), F.linear(x, w))  # 960 weights: the C call would cost more than it saves
-    monkeypatch.setattr(ops, "LINEAR_MIN_WEIGHTS", 0)
+    x, w = torch.randn(ops.LINEAR_MAX_ROWS, 40, generator=g), torch.randn(N, 40, generator=g)
     batched = ops.linear(x, w)
     for t in (0, 5, ops.LINEAR_MAX_ROWS - 1):
         assert torch.equal(ops.linear(x[t : t + 1], w)[0], batched[t])
@@ -91,7 +90,6 @@ def test_model_modules_run_native_kernels_but_not_under_autograd_or_a_trace(monk
     from swarm.runtime.model import Linear, RMSNorm, kernels
 
     monkeypatch.delenv(registry.ENV, raising=False)
-    monkeypatch.setattr(ops, "LINEAR_MIN_WEIGHTS", 0)
     calls = []
     real = ops.library
     monkeypatch.setattr(ops, "library", lambda: calls.append(1) or real())
@@ -110,6 +108,36 @@ def test_model_modules_run_native_kernels_but_not_under_autograd_or_a_trace(monk
         traced = torch.jit.trace(model, x, check_trace=False)
     assert "aten::linear" in str(traced.inlined_graph) and len(calls) == 2
     assert torch.allclose(traced(x), y, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode,renorm", [("softmax_topk", True), ("softmax_topk", False), ("topk_softmax", False)])
+@pytest.mark.parametrize("T,E,K", [(1, 8, 2), (33, 60, 4), (5, 3, 3), (4, 16, 1)])
+def test_route_matches_torch(T, E, K, mode, renorm):
+    g = torch.Generator().manual_seed(T * E + K)
+    logits = torch.randn(T, E, generator=g)
+    weights, ids = ops.route(logits, K, mode, renorm)
+    ref_w, ref_ids = moe.route(logits, K, mode, renorm)
+    assert ids.dtype == torch.int64 and torch.equal(ids, ref_ids)
+    assert weights.dtype == torch.float32 and torch.allclose(weights, ref_w, atol=1e-6, rtol=1e-5)
+    w1, i1 = ops.route(logits[-1:], K, mode, renorm)  # a row's routing does not depend on the rest
+    assert torch.equal(w1, weights[-1:]) and torch.equal(i1, ids[-1:])
+    # what the C code does not take goes to torch: a non-float32 input, an unknown k
+    assert torch.equal(ops.route(logits.double(), K, mode, renorm)[1], ref_ids)
+    with pytest.raises(RuntimeError):
+        ops.route(logits, E + 1, mode, renorm)  # torch's own error for k > E
+
+
+@pytest.mark.parametrize("R,V", [(1, 8), (4, 37), (32, 8192), (3, 5)])
+def test_argmax_matches_torch_with_ties_and_nans(R, V):
+    g = torch.Generator().manual_seed(V)
+    x = torch.randn(R, V, generator=g)
+    x[0, V // 2] = x[0, V - 1] = x[0].max() + 1  # a tie: the first one wins
+    if R > 2:
+        x[1, V - 1] = float("nan")  # a NaN counts as the largest
+        x[2] = float("-inf")  # all -inf: index 0
+    got = ops.argmax(x)
+    assert got.dtype == torch.int64 and torch.equal(got, x.argmax(-1)), (got, x.argmax(-1))
+    assert torch.equal(ops.argmax(x[1:2]), got[1:2])
 
 
 @pytest.mark.parametrize("shape", [(5, 24), (4, 3, 16), (1, 37)])
@@ -229,7 +257,7 @@ def test_cpu_runs_torch_kernels_with_a_warning_when_native_cannot_build(monkeypa
 def test_native_backend_is_cpu_only(monkeypatch):
     monkeypatch.setenv(registry.ENV, "native")
     assert registry.get("moe_expert_ffn", "cpu") is ops.expert_ffn
-    assert registry.get("moe_route", "cpu") is moe.route  # no native kernel: torch's
+    assert registry.get("lora_gather", "cpu") is lora.lora_gather  # no native kernel: torch's
     with pytest.raises(registry.KernelUnavailable, match="run on the CPU"):
         registry.get("moe_expert_ffn", "cuda")
 

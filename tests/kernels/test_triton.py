@@ -366,6 +366,8 @@ def test_registry_picks_native_or_torch_on_cpu_and_triton_on_cuda(monkeypatch):
     assert registry.get("decode_attention", torch.device("cpu")) is native.decode_attention
     assert registry.get("linear", "cpu") is native.linear
     assert registry.get("prefill_attention", "cpu") is native.prefill_attention
+    assert registry.get("moe_route", "cpu") is native.route
+    assert registry.get("argmax", "cpu") is native.argmax
     assert registry.get("lora_segment", "cpu") is lora.lora_segment
     assert registry.get("linear", "cuda") is F.linear  # cuBLAS
     assert registry.get("moe_route", "cuda").__module__ == "swarm.kernels.triton.moe_route"
@@ -375,8 +377,7 @@ def test_registry_picks_native_or_torch_on_cpu_and_triton_on_cuda(monkeypatch):
     assert registry.get("decode_attention", "cpu") is attention.decode_attention
     assert registry.get("linear", "cpu") is F.linear
     assert set(registry.ops()) == {"linear", "rms_norm", "rotary", "moe_route", "moe_expert_ffn", "decode_attention",
-                                   "prefill_attention",
-                                   "lora_gather", "lora_segment"}
+                                   "prefill_attention", "argmax", "lora_gather", "lora_segment"}
     assert all(set(b) >= {"torch", "triton"} for b in registry.ops().values())
 
 
