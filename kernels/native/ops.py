@@ -34,8 +34,8 @@ def _native(*tensors: torch.Tensor | None) -> bool:
     if torch.jit.is_tracing():
         return False
     grad = torch.is_grad_enabled()
-    for t in tensors:
-        if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu" or (grad and t.requires_grad)):
+    for t in tensors:  # (is_cpu and the dtype singleton: cheaper than t.device.type, which builds an object)
+        if t is not None and (t.dtype is not torch.float32 or not t.is_cpu or (grad and t.requires_grad)):
             return False
     return True
 
@@ -43,10 +43,11 @@ def _native(*tensors: torch.Tensor | None) -> bool:
 def _rows(x: torch.Tensor) -> tuple[int, int, int, int] | None:
     """(T, R, D, row stride) of x [T, D] or [T, R, D] as T x R rows of D contiguous floats, R rows D apart
     (a slice of heads out of a fused projection qualifies); None for any other layout."""
-    if x.dim() == 2 and x.stride(1) == 1:
-        return x.shape[0], 1, x.shape[1], x.stride(0)
-    if x.dim() == 3 and x.stride(2) == 1 and x.stride(1) == x.shape[2]:
-        return x.shape[0], x.shape[1], x.shape[2], x.stride(0)
+    shape, stride = x.shape, x.stride()
+    if len(shape) == 2 and stride[1] == 1:
+        return shape[0], 1, shape[1], stride[0]
+    if len(shape) == 3 and stride[2] == 1 and stride[1] == shape[2]:
+        return shape[0], shape[1], shape[2], stride[0]
     return None
 
 
@@ -58,7 +59,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     T, R, D, st = rows
     if weight.shape != (D,):
         raise ValueError(f"rms_norm: weight {tuple(weight.shape)} for rows of {D}")
-    out = torch.empty(x.shape, dtype=x.dtype)
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
     library().swarm_rms_norm(x.data_ptr(), T, R, D, st, weight.contiguous().data_ptr(), eps, out.data_ptr())
     return out
 
@@ -86,7 +87,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
                          f"bias {None if bias is None else tuple(bias.shape)}")
     rows = x if x.is_contiguous() else x.contiguous()
     weight = weight if weight.is_contiguous() else weight.contiguous()
-    out = x.new_empty(x.shape[:-1] + (N,))
+    out = torch.empty((*x.shape[:-1], N))  # (a tuple: building from a torch.Size costs more)
     code = library().swarm_linear(rows.data_ptr(), rows.numel() // K, K, weight.data_ptr(), N,
                                   None if bias is None else bias.contiguous().data_ptr(), out.data_ptr())
     if code:
