@@ -23,7 +23,7 @@ from swarm.runtime.bundled import model_path
 from swarm.runtime.cuda_graphs import DecodeGraphs
 from swarm.runtime.errors import PromptTooLongError, SchemaError
 from swarm.runtime.grammar import GrammarCompiler, GrammarState
-from swarm.runtime.kv import DenseBatch, PagedBatch
+from swarm.runtime.kv import DenseBatch, PagedBatch, index_tensor
 from swarm.runtime.loader import Progress, load_model
 from swarm.runtime.lora import LoRAManager
 from swarm.runtime.model import Model, MoE
@@ -332,11 +332,11 @@ class Engine:
         kv = PagedBatch(self.pool, [s.request.blocks for s in batch], [s.num_tokens for s in batch],
                         [s.request.num_computed + s.num_tokens for s in batch], self.device)
         self.lora.batch.set([s.request.lora_slot for s in batch], [s.num_tokens for s in batch], self.device)
-        return self.model.in_slices(torch.tensor(ids, device=self.device), torch.tensor(pos, device=self.device), kv)
+        return self.model.in_slices(index_tensor(ids, self.device), index_tensor(pos, self.device), kv)
 
     def _logits(self, batch: list[Scheduled], hidden: torch.Tensor) -> torch.Tensor:
         """Final hidden states -> logits [R, V] for the R requests that sample this step."""
-        last = torch.tensor([s.num_tokens for s in batch], device=self.device).cumsum(0) - 1
+        last = index_tensor([s.num_tokens for s in batch], self.device).cumsum(0) - 1
         rows = last[[i for i, s in enumerate(batch) if s.samples]]
         self._stats.record_experts(self._moe)
         return self.model.compute_logits(hidden[rows]).cpu()

@@ -43,10 +43,17 @@ class EngineStats:
         return max(0.0, mt - per_token * mx), per_token
 
     def record_experts(self, moe_layers) -> None:
-        for i, layer in enumerate(moe_layers):
-            if layer.last_ids is not None:
-                self.expert_load[i] += torch.bincount(layer.last_ids.flatten().cpu(),
-                                                      minlength=self.expert_load.shape[1])
+        ids = [layer.last_ids for layer in moe_layers]
+        E = self.expert_load.shape[1]
+        if ids and all(i is not None and i.shape == ids[0].shape for i in ids):
+            # every layer in one count: layer l's ids offset by l * E (a step's routing is [T, K] per layer)
+            stacked = torch.stack(ids).flatten(1)
+            flat = stacked + torch.arange(0, len(ids) * E, E, device=stacked.device)[:, None]
+            self.expert_load += torch.bincount(flat.flatten().cpu(), minlength=len(ids) * E).view(len(ids), E)
+            return
+        for i, layer_ids in enumerate(ids):
+            if layer_ids is not None:
+                self.expert_load[i] += torch.bincount(layer_ids.flatten().cpu(), minlength=E)
 
     def summary(self, prompt_tokens: int, cached_tokens: int, kv_blocks_total: int, kv_blocks_used: int,
                 **extra) -> dict:
