@@ -43,17 +43,14 @@ class EngineStats:
         return max(0.0, mt - per_token * mx), per_token
 
     def record_experts(self, moe_layers) -> None:
-        ids = [layer.last_ids for layer in moe_layers]
-        E = self.expert_load.shape[1]
-        if ids and all(i is not None and i.shape == ids[0].shape for i in ids):
-            # every layer in one count: layer l's ids offset by l * E (a step's routing is [T, K] per layer)
-            stacked = torch.stack(ids).flatten(1)
-            flat = stacked + torch.arange(0, len(ids) * E, E, device=stacked.device)[:, None]
-            self.expert_load += torch.bincount(flat.flatten().cpu(), minlength=len(ids) * E).view(len(ids), E)
+        """Add the last step's routing: every layer's ids counted in one bincount (layer i's offset by i * E)."""
+        rows = [i for i, layer in enumerate(moe_layers) if layer.last_ids is not None]
+        if not rows:
             return
-        for i, layer_ids in enumerate(ids):
-            if layer_ids is not None:
-                self.expert_load[i] += torch.bincount(layer_ids.flatten().cpu(), minlength=E)
+        E = self.expert_load.shape[1]
+        ids = torch.stack([moe_layers[i].last_ids for i in rows]).flatten(1)  # [layers, T * K]
+        ids = ids + torch.arange(0, len(rows) * E, E, device=ids.device)[:, None]
+        self.expert_load[rows] += torch.bincount(ids.flatten().cpu(), minlength=len(rows) * E).view(len(rows), E)
 
     def summary(self, prompt_tokens: int, cached_tokens: int, kv_blocks_total: int, kv_blocks_used: int,
                 **extra) -> dict:
