@@ -17,6 +17,7 @@ async def test_the_detail_shows_the_action_as_it_is_written_then_the_final_one()
     beats = []
     async with app.run_test() as pilot:
         pane = app.query_one(AgentDetailPane)
+        await until(pilot, lambda: app.control.selected == "Mira")  # the roster is filled: a key now moves it
         await pilot.press("down")  # Bob
         await until(pilot, lambda: pane.detail is not None and pane.detail.name == "Bob")
         app.set_interval(0.05, lambda: beats.append(time.monotonic()))
