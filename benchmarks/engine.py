@@ -563,14 +563,16 @@ def moe_layers(model: Model) -> list[MoE]:
     return [m for m in model.modules() if isinstance(m, MoE)]
 
 
-def decode_steps(b: Bench, batch: int, context: int, steps: int, warm: int = 2, blocks: int = 3) -> dict:
+def decode_steps(b: Bench, batch: int, context: int, steps: int, warm: int = 2, blocks: int = 3,
+                 **config) -> dict:
     """Time `blocks` runs of `steps` decode-only steps of `batch` sequences of about `context` tokens;
-    the fastest block is reported (a short block is easily slowed by something else on the machine)."""
+    the fastest block is reported (a short block is easily slowed by something else on the machine).
+    `config`: EngineConfig fields of the engine that runs them."""
     s = b.s
     budget = s.max_batched_tokens
     # requests that finish prefill early decode while the rest prefill: leave them room to keep going
     max_tokens = -(-batch * context // budget) + warm + blocks * steps + 4
-    engine = b.engine(kv_cache_tokens=batch * (context + max_tokens + 2 * 16), enable_prefix_cache=False)
+    engine = b.engine(kv_cache_tokens=batch * (context + max_tokens + 2 * 16), enable_prefix_cache=False, **config)
     gen = torch.Generator().manual_seed(b.seed + 2)
     prompts = [random_ids(gen, context, s.vocab) for _ in range(batch)]
     handles = [engine.submit(p, greedy(max_tokens)) for p in prompts]
@@ -623,6 +625,13 @@ def section_roofline(b: Bench, quick: bool) -> dict:
         log(f"roofline: decode at batch {batch}, context {s.roof_context}")
         rows[f"batch_{batch}"] = decode_steps(b, batch, s.roof_context, s.roof_steps)
     big = rows[f"batch_{max(s.roof_batches)}"]
+    if b.device.type == "cpu":  # the fused decode blocks (runtime/fused.py) against the modules, same sizes
+        log(f"roofline: decode at batch {max(s.roof_batches)}, fused blocks off")
+        modules = decode_steps(b, max(s.roof_batches), s.roof_context, s.roof_steps, fused_decode=False)
+        rows["fused_blocks"] = {"modules_mean_step_ms": modules["mean_step_ms"],
+                                "modules_fraction_of_limit": modules["fraction_of_limit"],
+                                "fused_mean_step_ms": big["mean_step_ms"],
+                                "speedup": ratio(modules["mean_step_ms"], big["mean_step_ms"])}
     return {
         **rows,
         "limits": {"bandwidth_gbps": b.hardware["bandwidth_gbps"], "matmul_gflops": b.hardware["matmul_gflops"]},

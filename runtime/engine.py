@@ -22,6 +22,7 @@ from swarm.runtime.block_pool import KVPool, OutOfBlocks
 from swarm.runtime.bundled import model_path
 from swarm.runtime.cuda_graphs import DecodeGraphs
 from swarm.runtime.errors import PromptTooLongError, SchemaError
+from swarm.runtime.fused import FusedDecode
 from swarm.runtime.grammar import GrammarCompiler, GrammarState
 from swarm.runtime.kv import DenseBatch, PagedBatch, index_tensor
 from swarm.runtime.loader import Progress, load_model
@@ -72,6 +73,7 @@ class EngineConfig:
     max_adapters: int = 8  # LoRA adapters resident at once (more are loaded on demand)
     max_lora_rank: int = 64
     cuda_graphs: bool = True  # on a GPU, replay decode-only steps as captured CUDA graphs (runtime/cuda_graphs.py)
+    fused_decode: bool = True  # on the CPU, decode steps run each layer block as one native call (runtime/fused.py)
 
     def __post_init__(self):
         if self.block_size < 1 or self.max_batched_tokens < 1 or self.max_seqs < 1:
@@ -114,6 +116,7 @@ class Engine:
         use_graphs = ec.cuda_graphs and self.device.type == "cuda" and DecodeGraphs.supported(model, self.device)
         self.graphs = (DecodeGraphs(model, self.pool, self.lora, self.max_context, ec.max_seqs, self._moe)
                        if use_graphs else None)
+        self.fused = FusedDecode(model) if ec.fused_decode and FusedDecode.supported(model, self.device) else None
         self._stats = EngineStats(len(self._moe), cfg.num_experts)
         # constrained decoding: the tokenizer's llguidance view is built on the first schema
         self.grammars = GrammarCompiler(tokenizer, cfg.vocab_size, self.eos_token_ids)
@@ -332,7 +335,8 @@ class Engine:
         kv = PagedBatch(self.pool, [s.request.blocks for s in batch], [s.num_tokens for s in batch],
                         [s.request.num_computed + s.num_tokens for s in batch], self.device)
         self.lora.batch.set([s.request.lora_slot for s in batch], [s.num_tokens for s in batch], self.device)
-        return self.model.in_slices(index_tensor(ids, self.device), index_tensor(pos, self.device), kv)
+        layers = self.fused.layers if self.fused is not None and self.fused.accepts(kv) else None
+        return self.model.in_slices(index_tensor(ids, self.device), index_tensor(pos, self.device), kv, layers)
 
     def _logits(self, batch: list[Scheduled], hidden: torch.Tensor) -> torch.Tensor:
         """Final hidden states -> logits [R, V] for the R requests that sample this step."""

@@ -75,7 +75,8 @@ class PagedBatch:
         batch._decode_attention = registry.get("decode_attention", slots.device)
         return batch
 
-    def _decode_mask(self, window: int | None) -> torch.Tensor:
+    def decode_mask(self, window: int | None) -> torch.Tensor:
+        """[B, S] the key slots each decode sequence sees (all of its context, or the last `window`)."""
         mask = self._masks.get(window)
         if mask is None:
             mask = self.key_pos < self.decode_lens  # [B, S]
@@ -92,11 +93,11 @@ class PagedBatch:
         kc.view(-1, G, d).index_copy_(0, self.slots, k)
         vc.view(-1, G, d).index_copy_(0, self.slots, v)
         if not self.prefill:  # the common decode-only step: no scatter needed
-            return self._decode_attention(q, kc, vc, self.decode_table, self._decode_mask(window), scale)
+            return self._decode_attention(q, kc, vc, self.decode_table, self.decode_mask(window), scale)
         out = torch.empty_like(q)
         if self.decode:
             rows = self.decode_rows
-            out[rows] = self._decode_attention(q[rows], kc, vc, self.decode_table, self._decode_mask(window), scale)
+            out[rows] = self._decode_attention(q[rows], kc, vc, self.decode_table, self.decode_mask(window), scale)
         for i in self.prefill:
             s, n, c = self.starts[i], self.query_lens[i], self.context_lens[i]
             out[s : s + n] = self._prefill_attention(q[s : s + n], kc, vc, self.tables[i], c, scale, window)

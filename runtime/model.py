@@ -12,7 +12,7 @@ E experts, K top-k, I MLP or expert width, V vocabulary.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -176,21 +176,23 @@ class Model(nn.Module):
         """The pieces `in_slices` cuts a forward pass into: each layer's attention and its MLP."""
         return 2 * len(self.layers)
 
-    def in_slices(self, input_ids: torch.Tensor, positions: torch.Tensor,
-                  kv: PagedBatch) -> Iterator[torch.Tensor | None]:
+    def in_slices(self, input_ids: torch.Tensor, positions: torch.Tensor, kv: PagedBatch,
+                  layers: Sequence | None = None) -> Iterator[torch.Tensor | None]:
         """`forward` in `num_slices` pieces, one per resumption: yields None after each piece but the last,
-        then the final hidden states. A game loop spreads one pass over several frames this way."""
+        then the final hidden states. A game loop spreads one pass over several frames this way. `layers`
+        stands in for `self.layers` (objects with the same `attend` and `feed_forward`: runtime/fused.py)."""
         x = self.embed(input_ids)  # [T, D]
         if self.cfg.embedding_multiplier != 1:
             x = x * self.cfg.embedding_multiplier
         # only dynamic RoPE needs the longest position (reading it back would stall a GPU)
         seq_len = int(positions.max()) + 1 if self.rotary.rope.type == "dynamic" else None
         cos, sin = self.rotary.cos_sin(positions, seq_len=seq_len)  # [T, d]
-        for i, layer in enumerate(self.layers):
+        layers = self.layers if layers is None else layers
+        for i, layer in enumerate(layers):
             x = layer.attend(x, cos, sin, kv)
             yield None
             x = layer.feed_forward(x)
-            if i < len(self.layers) - 1:
+            if i < len(layers) - 1:
                 yield None
         yield self.norm(x)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch  # noqa: F401  (loads libgomp before the kernels' library asks for it)
 
 SOURCE = Path(__file__).with_name("cpu.c")
-FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-fPIC", "-shared", "-std=gnu11"]
+FLAGS = ["-O3", "-mavx2", "-mfma", "-ffp-contract=off", "-fopenmp", "-fPIC", "-shared", "-std=gnu11"]
 
 _I64, _PTR, _F32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
 _SIGNATURES = {
@@ -32,6 +32,8 @@ _SIGNATURES = {
     "swarm_expert_ffn": [_PTR, _I64, _I64, _PTR, _PTR, _I64, _I64, _PTR, _PTR, _I64, _PTR],
     "swarm_prefill_attention": [_PTR, _I64, _I64, _I64, _PTR, _PTR, _I64, _I64, _PTR, _I64, _F32, _I64, _PTR],
     "swarm_decode_attention": [_PTR, _I64, _I64, _I64, _PTR, _PTR, _I64, _I64, _PTR, _I64, _PTR, _F32, _PTR],
+    "swarm_attention_block": [_PTR],  # a struct attention_block (ops.AttentionBlock)
+    "swarm_moe_block": [_PTR],  # a struct moe_block (ops.MoEBlock)
 }
 
 

@@ -181,56 +181,62 @@ static void rows_x_tile(const float *A, int64_t lda, int64_t M, const float *W, 
 /* Rows of x: row (t, r) starts at x + t * st + r * D, for t < T and r < R (a [T, R, D] view whose rows
  * may sit inside a wider tensor, as the heads of a fused qkv projection do). */
 
+/* o = w * x / sqrt(mean(x^2) + eps) over one row of D (o may be x) */
+static void rms_row(const float *xr, int64_t D, const float *w, float eps, float *o)
+{
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= D; i += 8) {
+        __m256 v = _mm256_loadu_ps(xr + i);
+        acc = _mm256_fmadd_ps(v, v, acc);
+    }
+    float ss = hsum1(acc);
+    for (; i < D; i++)
+        ss += xr[i] * xr[i];
+    float inv = 1.0f / sqrtf(ss / (float)D + eps);
+    __m256 vi = _mm256_set1_ps(inv);
+    for (i = 0; i + 8 <= D; i += 8)
+        _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_loadu_ps(w + i), _mm256_mul_ps(_mm256_loadu_ps(xr + i), vi)));
+    for (; i < D; i++)
+        o[i] = w[i] * (xr[i] * inv);
+}
+
 /* out[t, r] = w * x[t, r] / sqrt(mean(x[t, r]^2) + eps); out is [T, R, D] contiguous. Returns 0. */
 int swarm_rms_norm(const float *x, int64_t T, int64_t R, int64_t D, int64_t st, const float *w, float eps,
                    float *out)
 {
 #pragma omp parallel for if (T * R * D >= 65536)
-    for (int64_t row = 0; row < T * R; row++) {
-        const float *xr = x + row / R * st + row % R * D;
-        float *o = out + row * D;
-        __m256 acc = _mm256_setzero_ps();
-        int64_t i = 0;
-        for (; i + 8 <= D; i += 8) {
-            __m256 v = _mm256_loadu_ps(xr + i);
-            acc = _mm256_fmadd_ps(v, v, acc);
-        }
-        float ss = hsum1(acc);
-        for (; i < D; i++)
-            ss += xr[i] * xr[i];
-        float inv = 1.0f / sqrtf(ss / (float)D + eps);
-        __m256 vi = _mm256_set1_ps(inv);
-        for (i = 0; i + 8 <= D; i += 8)
-            _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_loadu_ps(w + i), _mm256_mul_ps(_mm256_loadu_ps(xr + i), vi)));
-        for (; i < D; i++)
-            o[i] = w[i] * (xr[i] * inv);
-    }
+    for (int64_t row = 0; row < T * R; row++)
+        rms_row(x + row / R * st + row % R * D, D, w, eps, out + row * D);
     return 0;
 }
 
 /* Rotary embedding in place, halves convention: with h = D / 2, x[i] <- x[i] cos[i] - x[i + h] sin[i] and
- * x[i + h] <- x[i + h] cos[i + h] + x[i] sin[i + h], for every row (t, r) of x with cos/sin [T, D]. */
-int swarm_rotary(float *x, int64_t T, int64_t R, int64_t D, int64_t st, const float *cos, const float *sin)
+ * x[i + h] <- x[i + h] cos[i + h] + x[i] sin[i + h], over one row x of D with its cos/sin rows c, s. */
+static void rotary_row(float *xr, int64_t D, const float *c, const float *s)
 {
     const int64_t h = D / 2;
-#pragma omp parallel for if (T * R * D >= 65536)
-    for (int64_t row = 0; row < T * R; row++) {
-        float *xr = x + row / R * st + row % R * D;
-        const float *c = cos + row / R * D, *s = sin + row / R * D;
-        int64_t i = 0;
-        for (; i + 8 <= h; i += 8) {
-            __m256 a = _mm256_loadu_ps(xr + i), b = _mm256_loadu_ps(xr + h + i);
-            _mm256_storeu_ps(xr + i, _mm256_sub_ps(_mm256_mul_ps(a, _mm256_loadu_ps(c + i)),
-                                                   _mm256_mul_ps(b, _mm256_loadu_ps(s + i))));
-            _mm256_storeu_ps(xr + h + i, _mm256_add_ps(_mm256_mul_ps(b, _mm256_loadu_ps(c + h + i)),
-                                                       _mm256_mul_ps(a, _mm256_loadu_ps(s + h + i))));
-        }
-        for (; i < h; i++) {
-            float a = xr[i], b = xr[h + i];
-            xr[i] = a * c[i] - b * s[i];
-            xr[h + i] = b * c[h + i] + a * s[h + i];
-        }
+    int64_t i = 0;
+    for (; i + 8 <= h; i += 8) {
+        __m256 a = _mm256_loadu_ps(xr + i), b = _mm256_loadu_ps(xr + h + i);
+        _mm256_storeu_ps(xr + i, _mm256_sub_ps(_mm256_mul_ps(a, _mm256_loadu_ps(c + i)),
+                                               _mm256_mul_ps(b, _mm256_loadu_ps(s + i))));
+        _mm256_storeu_ps(xr + h + i, _mm256_add_ps(_mm256_mul_ps(b, _mm256_loadu_ps(c + h + i)),
+                                                   _mm256_mul_ps(a, _mm256_loadu_ps(s + h + i))));
     }
+    for (; i < h; i++) {
+        float a = xr[i], b = xr[h + i];
+        xr[i] = a * c[i] - b * s[i];
+        xr[h + i] = b * c[h + i] + a * s[h + i];
+    }
+}
+
+/* rotary_row over every row (t, r) of x, with cos/sin [T, D]. Returns 0. */
+int swarm_rotary(float *x, int64_t T, int64_t R, int64_t D, int64_t st, const float *cos, const float *sin)
+{
+#pragma omp parallel for if (T * R * D >= 65536)
+    for (int64_t row = 0; row < T * R; row++)
+        rotary_row(x + row / R * st + row % R * D, D, cos + row / R * D, sin + row / R * D);
     return 0;
 }
 
@@ -238,28 +244,34 @@ int swarm_rotary(float *x, int64_t T, int64_t R, int64_t D, int64_t st, const fl
 
 #define ROWS 64 /* rows of x per pass over a weight tile: the tile stays in L1 while they go by */
 
-/* out[M, N] = x[M, K] W[N, K]^T (+ bias[N]). Each thread takes a contiguous run of 4-column tiles, so its
- * weight reads are one sequential stream; a row's arithmetic is the same whatever M is. A small weight (a
- * router's) runs on the calling thread: waking the others would cost more than it saves. Returns 0. */
-int swarm_linear(const float *x, int64_t M, int64_t K, const float *w, int64_t N, const float *bias, float *out)
+/* Thread tid of nt's share of out[M, N] = x[M, K] W[N, K]^T (+ bias[N]): a contiguous run of 4-column tiles,
+ * so its weight reads are one sequential stream; a row's arithmetic is the same whatever M is. */
+static void linear_part(const float *x, int64_t M, int64_t K, const float *w, int64_t N, const float *bias,
+                        float *out, int tid, int nt)
 {
-    int64_t tiles = (N + 3) / 4;
-#pragma omp parallel if (N * K >= 32768)
-    {
-        float c[ROWS][4];
-        int nt = omp_get_num_threads(), tid = omp_get_thread_num();
-        for (int64_t t = tiles * tid / nt; t < tiles * (tid + 1) / nt; t++) {
-            int64_t n = t * 4;
-            int width = N - n < 4 ? (int)(N - n) : 4;
-            for (int64_t m0 = 0; m0 < M; m0 += ROWS) {
-                int64_t rows = M - m0 < ROWS ? M - m0 : ROWS;
-                rows_x_tile(x + m0 * K, K, rows, w, K, n, width, K, c);
-                for (int64_t m = 0; m < rows; m++)
-                    for (int j = 0; j < width; j++)
-                        out[(m0 + m) * N + n + j] = bias ? c[m][j] + bias[n + j] : c[m][j];
-            }
+    float c[ROWS][4];
+    const int64_t tiles = (N + 3) / 4;
+    for (int64_t t = tiles * tid / nt; t < tiles * (tid + 1) / nt; t++) {
+        int64_t n = t * 4;
+        int width = N - n < 4 ? (int)(N - n) : 4;
+        for (int64_t m0 = 0; m0 < M; m0 += ROWS) {
+            int64_t rows = M - m0 < ROWS ? M - m0 : ROWS;
+            rows_x_tile(x + m0 * K, K, rows, w, K, n, width, K, c);
+            for (int64_t m = 0; m < rows; m++)
+                for (int j = 0; j < width; j++)
+                    out[(m0 + m) * N + n + j] = bias ? c[m][j] + bias[n + j] : c[m][j];
         }
     }
+}
+
+/* A weight this small runs on one thread: waking the others would cost more than it saves. */
+#define LINEAR_PARALLEL(N, K) ((N) * (K) >= 32768)
+
+/* out[M, N] = x[M, K] W[N, K]^T (+ bias[N]), threads splitting the columns. Returns 0. */
+int swarm_linear(const float *x, int64_t M, int64_t K, const float *w, int64_t N, const float *bias, float *out)
+{
+#pragma omp parallel if (LINEAR_PARALLEL(N, K))
+    linear_part(x, M, K, w, N, bias, out, omp_get_thread_num(), omp_get_num_threads());
     return 0;
 }
 
@@ -349,83 +361,112 @@ static void silu_mul(const float *g, const float *u, float *h, int64_t n)
         h[i] = g[i] / (1.0f + exp1(-g[i])) * u[i];
 }
 
-/* out[t] = sum_k weights[t, k] * FFN_{ids[t, k]}(x[t]), FFN_e(x) = down_e (silu(gate_e x) * up_e x).
- * x [T, D], gate_up [E, 2I, D] (gate rows, then up rows), down [E, D, I], weights [T, K], ids [T, K],
- * out [T, D]. Returns 0, or -1 for an expert id out of range, -2 when memory runs out. */
+/* The routed experts of one call: token-expert pairs grouped by expert, each pair's token row copied next to
+ * its group's (xs), the expert width's activations h, and the output. */
+struct experts {
+    const float *gate_up, *down; /* [E, 2I, D] (gate rows, then up rows), [E, D, I] */
+    int64_t E, I, D, T;
+    int64_t *start, *token; /* start[e] .. start[e + 1]: expert e's pairs; token[s]: pair s's token */
+    float *pw, *xs, *h, *out; /* pair weights [P], rows [P, D], activations [P, I]; out [T, D] */
+};
+
+static void experts_free(struct experts *e)
+{
+    free(e->start); free(e->token); free(e->pw); free(e->xs); free(e->h);
+}
+
+/* Groups the T x K pairs of ids/weights [T, K] by expert (stable) and zeroes out. Runs on one thread.
+ * Returns 0, -1 for an expert id out of range, -2 when memory runs out (nothing left allocated). */
+static int experts_plan(struct experts *e, const float *x, const float *weights, const int64_t *ids, int64_t K)
+{
+    const int64_t P = e->T * K, D = e->D, n = P ? P : 1;
+    for (int64_t p = 0; p < P; p++)
+        if (ids[p] < 0 || ids[p] >= e->E)
+            return -1;
+    int64_t *fill = calloc(e->E, sizeof *fill);
+    e->start = calloc(e->E + 1, sizeof *e->start);
+    e->token = malloc(n * sizeof *e->token);
+    e->pw = malloc(n * sizeof *e->pw);
+    e->xs = aligned_alloc(64, (n * D * sizeof(float) + 63) / 64 * 64);
+    e->h = aligned_alloc(64, (n * e->I * sizeof(float) + 63) / 64 * 64);
+    if (!fill || !e->start || !e->token || !e->pw || !e->xs || !e->h) {
+        free(fill);
+        experts_free(e);
+        return -2;
+    }
+    for (int64_t p = 0; p < P; p++)
+        e->start[ids[p] + 1]++;
+    for (int64_t i = 0; i < e->E; i++)
+        e->start[i + 1] += e->start[i];
+    for (int64_t p = 0; p < P; p++) {
+        int64_t at = e->start[ids[p]] + fill[ids[p]]++;
+        e->token[at] = p / K;
+        e->pw[at] = weights[p];
+        memcpy(e->xs + at * D, x + (p / K) * D, D * sizeof(float));
+    }
+    free(fill);
+    memset(e->out, 0, e->T * D * sizeof(float));
+    return 0;
+}
+
+/* Thread tid of nt's share of out[t] = sum_k weights[t, k] FFN_{ids[t, k]}(x[t]), FFN_i(x) = down_i (silu(gate_i x)
+ * * up_i x); every thread of the team calls it (it holds a barrier). Each thread takes a contiguous share of the
+ * columns and walks it expert by expert, so its weight reads are long sequential runs (what the hardware
+ * prefetcher follows). Sets *failed (shared) when its scratch cannot be allocated. */
+static void experts_run(const struct experts *e, int tid, int nt, int *failed)
+{
+    const int64_t I = e->I, D = e->D, P = e->start[e->E], jt = (I + 3) / 4, dt = (D + 3) / 4;
+    float (*g)[4] = malloc((P ? P : 1) * sizeof *g), (*u)[4] = malloc((P ? P : 1) * sizeof *u);
+    if (!g || !u) {
+#pragma omp atomic write
+        *failed = 1;
+    }
+#pragma omp barrier
+    /* h = silu(xs gate^T) * (xs up^T), 4 columns of the expert width at a time */
+    for (int64_t x = 0; x < e->E && !*failed; x++) {
+        int64_t n = e->start[x + 1] - e->start[x];
+        const float *A = e->xs + e->start[x] * D, *W = e->gate_up + x * 2 * I * D;
+        for (int64_t t = jt * tid / nt; t < jt * (tid + 1) / nt && n; t++) {
+            int64_t j = t * 4;
+            int width = I - j < 4 ? (int)(I - j) : 4;
+            rows_x_tile(A, D, n, W, D, j, width, D, g);
+            rows_x_tile(A, D, n, W, D, I + j, width, D, u);
+            silu_mul(&g[0][0], &u[0][0], &g[0][0], 4 * n);
+            for (int64_t m = 0; m < n; m++)
+                memcpy(e->h + (e->start[x] + m) * I + j, g[m], width * sizeof(float));
+        }
+    }
+#pragma omp barrier
+    /* out[token] += weight * (h down^T): a thread owns whole output columns; experts add in order */
+    for (int64_t x = 0; x < e->E && !*failed; x++) {
+        int64_t n = e->start[x + 1] - e->start[x];
+        for (int64_t t = dt * tid / nt; t < dt * (tid + 1) / nt && n; t++) {
+            int64_t j = t * 4;
+            int width = D - j < 4 ? (int)(D - j) : 4;
+            rows_x_tile(e->h + e->start[x] * I, I, n, e->down + x * D * I, I, j, width, I, g);
+            for (int64_t m = 0; m < n; m++) {
+                float *o = e->out + e->token[e->start[x] + m] * D + j, w = e->pw[e->start[x] + m];
+                for (int c = 0; c < width; c++)
+                    o[c] += w * g[m][c];
+            }
+        }
+    }
+    free(g);
+    free(u);
+}
+
+/* out[t] = sum_k weights[t, k] * FFN_{ids[t, k]}(x[t]). x [T, D], gate_up [E, 2I, D], down [E, D, I],
+ * weights [T, K], ids [T, K], out [T, D]. Returns 0, or -1 for an expert id out of range, -2 when memory runs out. */
 int swarm_expert_ffn(const float *x, int64_t T, int64_t D, const float *gate_up, const float *down, int64_t E,
                      int64_t I, const float *weights, const int64_t *ids, int64_t K, float *out)
 {
-    int64_t P = T * K;
-    for (int64_t p = 0; p < P; p++)
-        if (ids[p] < 0 || ids[p] >= E)
-            return -1;
-    int64_t *start = calloc(E + 1, sizeof *start), *fill = calloc(E, sizeof *fill);
-    int64_t *token = malloc((P ? P : 1) * sizeof *token);
-    float *pw = malloc((P ? P : 1) * sizeof *pw);
-    float *xs = aligned_alloc(64, ((P ? P : 1) * D * sizeof(float) + 63) / 64 * 64);
-    float *h = aligned_alloc(64, ((P ? P : 1) * I * sizeof(float) + 63) / 64 * 64);
-    if (!start || !fill || !token || !pw || !xs || !h) {
-        free(start); free(fill); free(token); free(pw); free(xs); free(h);
-        return -2;
-    }
-    /* token-expert pairs sorted by expert (stable), each pair's token row copied next to its group's */
-    for (int64_t p = 0; p < P; p++)
-        start[ids[p] + 1]++;
-    for (int64_t e = 0; e < E; e++)
-        start[e + 1] += start[e];
-    for (int64_t p = 0; p < P; p++) {
-        int64_t s = start[ids[p]] + fill[ids[p]]++;
-        token[s] = p / K;
-        pw[s] = weights[p];
-        memcpy(xs + s * D, x + (p / K) * D, D * sizeof *xs);
-    }
-    memset(out, 0, T * D * sizeof *out);
-    int64_t jt = (I + 3) / 4, dt = (D + 3) / 4;
-    int failed = 0;
+    struct experts e = {gate_up, down, E, I, D, T, NULL, NULL, NULL, NULL, NULL, out};
+    int code = experts_plan(&e, x, weights, ids, K), failed = 0;
+    if (code)
+        return code;
 #pragma omp parallel
-    {
-        float (*g)[4] = malloc((P ? P : 1) * sizeof *g), (*u)[4] = malloc((P ? P : 1) * sizeof *u);
-        if (!g || !u) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp barrier
-        /* Each thread takes a contiguous share of the columns and walks it expert by expert, so its weight
-         * reads are long sequential runs (what the hardware prefetcher follows). */
-        int nt = omp_get_num_threads(), tid = omp_get_thread_num();
-        /* h = silu(xs gate^T) * (xs up^T), 4 columns of the expert width at a time */
-        for (int64_t e = 0; e < E && !failed; e++) {
-            int64_t n = start[e + 1] - start[e];
-            const float *A = xs + start[e] * D, *W = gate_up + e * 2 * I * D;
-            for (int64_t t = jt * tid / nt; t < jt * (tid + 1) / nt && n; t++) {
-                int64_t j = t * 4;
-                int width = I - j < 4 ? (int)(I - j) : 4;
-                rows_x_tile(A, D, n, W, D, j, width, D, g);
-                rows_x_tile(A, D, n, W, D, I + j, width, D, u);
-                silu_mul(&g[0][0], &u[0][0], &g[0][0], 4 * n);
-                for (int64_t m = 0; m < n; m++)
-                    memcpy(h + (start[e] + m) * I + j, g[m], width * sizeof(float));
-            }
-        }
-#pragma omp barrier
-        /* out[token] += weight * (h down^T): a thread owns whole output columns; experts add in order */
-        for (int64_t e = 0; e < E && !failed; e++) {
-            int64_t n = start[e + 1] - start[e];
-            for (int64_t t = dt * tid / nt; t < dt * (tid + 1) / nt && n; t++) {
-                int64_t j = t * 4;
-                int width = D - j < 4 ? (int)(D - j) : 4;
-                rows_x_tile(h + start[e] * I, I, n, down + e * D * I, I, j, width, I, g);
-                for (int64_t m = 0; m < n; m++) {
-                    float *o = out + token[start[e] + m] * D + j, w = pw[start[e] + m];
-                    for (int c = 0; c < width; c++)
-                        o[c] += w * g[m][c];
-                }
-            }
-        }
-        free(g);
-        free(u);
-    }
-    free(start); free(fill); free(token); free(pw); free(xs); free(h);
+    experts_run(&e, omp_get_thread_num(), omp_get_num_threads(), &failed);
+    experts_free(&e);
     return failed ? -2 : 0;
 }
 
@@ -764,4 +805,146 @@ int swarm_prefill_attention(const float *q, int64_t Q, int64_t H, int64_t d, con
         free(m); free(l); free(acc); free(sc);
     }
     return failed ? -2 : 0;
+}
+
+/* ---- fused decode blocks ----------------------------------------------------------------------------- */
+
+/* A decode step of one layer's attention block, B sequences with one new token each, in one OpenMP region:
+ * x += mult * o_proj(attention(rotary(qk_norm(qkv(norm(x)))))), each new key and value written to its slot
+ * first. Every piece is the kernel the separate ops run, so the result equals theirs bit for bit.
+ * qk_norm: 0 none, 1 per head (weights [d]), 2 over the whole q and k projections (weights [H d], [G d]). */
+struct attention_block {
+    float *x; /* [B, D], updated in place */
+    int64_t B, D;
+    const float *norm_w;
+    float eps;
+    const float *wqkv, *bqkv; /* [(H + 2G) d, D], bias or NULL */
+    int64_t H, G, d, qk_norm;
+    const float *q_norm_w, *k_norm_w;
+    float qk_eps;
+    const float *cos, *sin; /* [B, d] */
+    float *kc, *vc; /* [N, bs, G, d] */
+    int64_t bs;
+    const int64_t *slots, *table; /* [B] where each new key/value goes, [B, nb] */
+    int64_t nb;
+    const uint8_t *mask; /* [B, nb bs], 1 = visible */
+    float scale;
+    const float *wo, *bo; /* [D, H d], bias or NULL */
+    float mult; /* residual multiplier */
+};
+
+/* x += mult * y over rows [B, D], as torch's x + y (mult 1) or x + y * mult: one rounding per operation */
+static void add_rows(float *x, const float *y, int64_t B, int64_t D, float mult)
+{
+#pragma omp for
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t i = b * D; i < (b + 1) * D; i++)
+            x[i] = mult == 1.0f ? x[i] + y[i] : x[i] + y[i] * mult;
+}
+
+/* Inside a team: h = RMSNorm(x) over rows [B, D], then out [B, N] = h W^T (+ bias), then a barrier. */
+static void norm_linear(const float *x, int64_t B, int64_t D, const float *norm_w, float eps, float *h,
+                        const float *w, int64_t N, const float *bias, float *out, int tid, int nt)
+{
+#pragma omp for
+    for (int64_t b = 0; b < B; b++)
+        rms_row(x + b * D, D, norm_w, eps, h + b * D);
+    linear_part(h, B, D, w, N, bias, out, tid, nt);
+#pragma omp barrier
+}
+
+/* Returns 0, -1 for heads the attention kernel cannot take, -2 when memory runs out. */
+int swarm_attention_block(const struct attention_block *a)
+{
+    const int64_t B = a->B, D = a->D, H = a->H, G = a->G, d = a->d, Nq = (H + 2 * G) * d, S = a->nb * a->bs;
+    if (G <= 0 || H % G != 0 || H > MAX_H)
+        return -1;
+    float *h = malloc((B * D + 1) * sizeof *h), *qkv = malloc((B * Nq + 1) * sizeof *qkv);
+    float *att = malloc((B * H * d + 1) * sizeof *att), *o = malloc((B * D + 1) * sizeof *o);
+    if (!h || !qkv || !att || !o) {
+        free(h); free(qkv); free(att); free(o);
+        return -2;
+    }
+#pragma omp parallel
+    {
+        const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+        norm_linear(a->x, B, D, a->norm_w, a->eps, h, a->wqkv, Nq, a->bqkv, qkv, tid, nt);
+#pragma omp for
+        for (int64_t b = 0; b < B; b++) {
+            float *q = qkv + b * Nq, *k = q + H * d, *v = k + G * d;
+            if (a->qk_norm == 1) {
+                for (int64_t r = 0; r < H; r++)
+                    rms_row(q + r * d, d, a->q_norm_w, a->qk_eps, q + r * d);
+                for (int64_t g = 0; g < G; g++)
+                    rms_row(k + g * d, d, a->k_norm_w, a->qk_eps, k + g * d);
+            } else if (a->qk_norm == 2) {
+                rms_row(q, H * d, a->q_norm_w, a->qk_eps, q);
+                rms_row(k, G * d, a->k_norm_w, a->qk_eps, k);
+            }
+            for (int64_t r = 0; r < H + G; r++) /* the query heads, then the key heads that follow them */
+                rotary_row(q + r * d, d, a->cos + b * d, a->sin + b * d);
+            memcpy(a->kc + a->slots[b] * G * d, k, G * d * sizeof(float));
+            memcpy(a->vc + a->slots[b] * G * d, v, G * d * sizeof(float));
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t b = 0; b < B; b++)
+            attend_seq(qkv + b * Nq, H, H / G, d, a->kc, a->vc, a->bs, G, a->table + b * a->nb, a->mask + b * S, S,
+                       a->scale, att + b * H * d);
+        linear_part(att, B, H * d, a->wo, D, a->bo, o, tid, nt);
+#pragma omp barrier
+        add_rows(a->x, o, B, D, a->mult);
+    }
+    free(h); free(qkv); free(att); free(o);
+    return 0;
+}
+
+/* A decode step of one layer's MoE block in one OpenMP region: x += mult * experts(norm(x)) routed by
+ * router(norm(x)); the routing is written to weights/ids [B, K]. The same kernels as the separate ops. */
+struct moe_block {
+    float *x; /* [B, D], updated in place */
+    int64_t B, D;
+    const float *norm_w;
+    float eps;
+    const float *router_w; /* [E, D] */
+    int64_t E, K, mode, renorm; /* as swarm_route */
+    const float *gate_up, *down; /* [E, 2I, D], [E, D, I] */
+    int64_t I;
+    float mult;
+    float *weights; /* [B, K] */
+    int64_t *ids; /* [B, K] */
+};
+
+/* Returns 0, -1 for a routing swarm_route refuses, -2 when memory runs out. */
+int swarm_moe_block(const struct moe_block *m)
+{
+    const int64_t B = m->B, D = m->D;
+    float *h = malloc((B * D + 1) * sizeof *h), *logits = malloc((B * m->E + 1) * sizeof *logits);
+    float *out = malloc((B * D + 1) * sizeof *out);
+    struct experts e = {m->gate_up, m->down, m->E, m->I, D, B, NULL, NULL, NULL, NULL, NULL, out};
+    int code = 0, failed = 0;
+    if (!h || !logits || !out) {
+        free(h); free(logits); free(out);
+        return -2;
+    }
+#pragma omp parallel
+    {
+        const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+        norm_linear(m->x, B, D, m->norm_w, m->eps, h, m->router_w, m->E, NULL, logits, tid, nt);
+#pragma omp single
+        {
+            code = swarm_route(logits, B, m->E, m->K, m->mode, m->renorm, m->weights, m->ids);
+            if (!code)
+                code = experts_plan(&e, h, m->weights, m->ids, m->K);
+        }
+        if (!code) { /* shared, read after the single's barrier: every thread takes the same branch */
+            experts_run(&e, tid, nt, &failed);
+#pragma omp barrier
+            if (!failed)
+                add_rows(m->x, out, B, D, m->mult);
+        }
+    }
+    if (!code)
+        experts_free(&e);
+    free(h); free(logits); free(out);
+    return code ? code : failed ? -2 : 0;
 }

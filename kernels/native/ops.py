@@ -11,6 +11,8 @@ G key/value heads, d head dim, N cache blocks, bs block size, nb blocks per tabl
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 import torch.nn.functional as F
 
@@ -200,3 +202,75 @@ def decode_attention(
                                             table.data_ptr(), nb, m.data_ptr(), scale, out.data_ptr())
     _check("decode_attention", code)
     return out
+
+
+# -- fused decode blocks (runtime/fused.py builds their arguments from a layer's modules) -------------------
+
+_P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+
+
+class AttentionBlock(ctypes.Structure):
+    """cpu.c's struct attention_block: the same fields, types and order."""
+
+    _fields_ = [("x", _P), ("B", _I), ("D", _I), ("norm_w", _P), ("eps", _F), ("wqkv", _P), ("bqkv", _P),
+                ("H", _I), ("G", _I), ("d", _I), ("qk_norm", _I), ("q_norm_w", _P), ("k_norm_w", _P),
+                ("qk_eps", _F), ("cos", _P), ("sin", _P), ("kc", _P), ("vc", _P), ("bs", _I), ("slots", _P),
+                ("table", _P), ("nb", _I), ("mask", _P), ("scale", _F), ("wo", _P), ("bo", _P), ("mult", _F)]
+
+
+class MoEBlock(ctypes.Structure):
+    """cpu.c's struct moe_block: the same fields, types and order."""
+
+    _fields_ = [("x", _P), ("B", _I), ("D", _I), ("norm_w", _P), ("eps", _F), ("router_w", _P), ("E", _I),
+                ("K", _I), ("mode", _I), ("renorm", _I), ("gate_up", _P), ("down", _P), ("I", _I), ("mult", _F),
+                ("weights", _P), ("ids", _P)]
+
+
+QK_NORMS = {"none": 0, "head": 1, "full": 2}  # struct attention_block's qk_norm codes
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def attention_block(x: torch.Tensor, norm_w: torch.Tensor, eps: float, wqkv: torch.Tensor, bqkv: torch.Tensor | None,
+                    heads: int, qk_norm: str | None, q_norm_w: torch.Tensor | None, k_norm_w: torch.Tensor | None,
+                    qk_eps: float, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                    slots: torch.Tensor, table: torch.Tensor, mask: torch.Tensor, scale: float, wo: torch.Tensor,
+                    bo: torch.Tensor | None, mult: float) -> None:
+    """One decode step of a layer's attention block, in place: x [B, D] += mult * o_proj(attention) with the
+    new keys and values written to `slots` [B] of the paged caches [N, bs, G, d]. Arguments are the tensors of
+    the modules (all float32, contiguous, on the CPU); table [B, nb] int64, mask [B, nb * bs] bool."""
+    B, D = x.shape
+    N, bs, G, d = k_cache.shape
+    if (wqkv.shape != ((heads + 2 * G) * d, D) or wo.shape != (D, heads * d) or cos.shape != (B, d)
+            or slots.shape != (B,) or table.shape[0] != B or mask.shape != (B, table.shape[1] * bs)
+            or table.dtype is not torch.int64 or slots.dtype is not torch.int64 or mask.dtype is not torch.bool
+            or not x.is_contiguous() or not k_cache.is_contiguous() or not v_cache.is_contiguous()):
+        raise ValueError(f"attention_block: shapes x {tuple(x.shape)}, qkv {tuple(wqkv.shape)}, o {tuple(wo.shape)}, "
+                         f"cache {tuple(k_cache.shape)}, cos {tuple(cos.shape)}, slots {tuple(slots.shape)}, "
+                         f"table {tuple(table.shape)}, mask {tuple(mask.shape)} for {heads} heads")
+    args = AttentionBlock(x.data_ptr(), B, D, norm_w.data_ptr(), eps, wqkv.data_ptr(), _ptr(bqkv), heads, G, d,
+                          QK_NORMS[qk_norm], _ptr(q_norm_w), _ptr(k_norm_w), qk_eps, cos.data_ptr(), sin.data_ptr(),
+                          k_cache.data_ptr(), v_cache.data_ptr(), bs, slots.data_ptr(), table.data_ptr(),
+                          table.shape[1], mask.data_ptr(), scale, wo.data_ptr(), _ptr(bo), mult)
+    _check("attention_block", library().swarm_attention_block(ctypes.addressof(args)))
+
+
+def moe_block(x: torch.Tensor, norm_w: torch.Tensor, eps: float, router_w: torch.Tensor, top_k: int, mode: str,
+              renormalize: bool, gate_up: torch.Tensor, down: torch.Tensor,
+              mult: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decode step of a layer's MoE block (no shared expert), in place: x [B, D] += mult * experts(norm(x)).
+    Returns the routing, weights [B, K] float32 and ids [B, K] int64, as `route` would."""
+    B, D = x.shape
+    E, I2, _ = gate_up.shape
+    if (router_w.shape != (E, D) or gate_up.shape[2] != D or down.shape != (E, D, I2 // 2)
+            or mode not in ("softmax_topk", "topk_softmax") or not 0 < top_k <= min(E, 64) or not x.is_contiguous()):
+        raise ValueError(f"moe_block: shapes x {tuple(x.shape)}, router {tuple(router_w.shape)}, gate_up "
+                         f"{tuple(gate_up.shape)}, down {tuple(down.shape)}, top-{top_k}, mode {mode!r}")
+    weights, ids = x.new_empty(B, top_k), torch.empty(B, top_k, dtype=torch.int64)
+    args = MoEBlock(x.data_ptr(), B, D, norm_w.data_ptr(), eps, router_w.data_ptr(), E, top_k,
+                    mode == "topk_softmax", bool(renormalize), gate_up.data_ptr(), down.data_ptr(), I2 // 2, mult,
+                    weights.data_ptr(), ids.data_ptr())
+    _check("moe_block", library().swarm_moe_block(ctypes.addressof(args)))
+    return weights, ids

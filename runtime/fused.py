@@ -1,0 +1,101 @@
+"""Fused decode blocks on the CPU: a decode-only step runs each layer's attention block and MoE block as one
+native call each.
+
+Measured on the benchmark model at batch 32 (benchmarks/engine.py), a decode step spent about 1.5 ms of Python
+and torch glue between its 75 kernel calls even with every kernel replaced by a no-op, and more in a real
+step, where the kernels' streaming has pushed the interpreter out of the caches. A fused block is one C call
+over one OpenMP region: the same kernels in the same order (RMSNorm, the fused qkv projection, q/k norms,
+rotary, the KV write, paged attention, o_proj and the residual; RMSNorm, router, routing, experts and the
+residual), so its output equals the modules' bit for bit.
+
+Applied as a pass over the plain model, like the CUDA graphs: `FusedDecode(model).layers` stands in for
+`model.layers` in `Model.in_slices`. A block runs fused only while it is what the C code computes: float32
+weights on the CPU, plain `Linear` projections (no LoRA or int8 wrapper, checked on every call, so an
+adapter wrapping a projection later is honoured), no qkv clipping, and for the MLP a routed MoE without a
+shared expert; anything else runs its modules. Prefill and mixed steps always run the modules.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from swarm.kernels import registry
+from swarm.kernels.native import ops as native
+from swarm.runtime.kv import PagedBatch
+from swarm.runtime.model import Attention, DecoderLayer, Linear, Model, MoE, RMSNorm
+
+ROUTERS = ("softmax_topk", "topk_softmax")  # the routing modes the native router computes
+
+
+def _plain(*modules) -> bool:
+    """Every module is exactly the class the C code reproduces (a LoRA or int8 wrapper is not)."""
+    return all(type(m) in (Linear, RMSNorm) for m in modules)
+
+
+def _native_weights(*tensors: torch.Tensor | None) -> bool:
+    return all(t is None or (t.dtype is torch.float32 and t.is_cpu and t.is_contiguous()) for t in tensors)
+
+
+def _attention_fusable(attn: Attention, norm: RMSNorm) -> bool:
+    norms = (attn.q_norm, attn.k_norm) if attn.qk_norm != "none" else ()
+    return (attn.clip is None and attn.qk_norm in native.QK_NORMS and attn.H <= native.MAX_HEADS
+            and _plain(norm, attn.qkv, attn.o_proj, *norms)
+            and _native_weights(norm.weight, attn.qkv.weight, attn.qkv.bias, attn.o_proj.weight, attn.o_proj.bias,
+                                *(n.weight for n in norms)))
+
+
+def _moe_fusable(mlp: torch.nn.Module, norm: RMSNorm) -> bool:
+    return (type(mlp) is MoE and mlp.shared is None and mlp.mode in ROUTERS and _plain(norm, mlp.router)
+            and _native_weights(norm.weight, mlp.router.weight, mlp.gate_up, mlp.down) and mlp.router.bias is None)
+
+
+class FusedLayer:
+    """A decoder layer's `attend` and `feed_forward` for decode-only steps, each one native call when the block
+    can be fused (checked on every call) and its modules otherwise. Updates x in place."""
+
+    def __init__(self, layer: DecoderLayer):
+        self.layer = layer
+
+    def attend(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: PagedBatch) -> torch.Tensor:
+        layer = self.layer
+        a, norm = layer.attn, layer.attn_norm
+        if not _attention_fusable(a, norm):
+            return layer.attend(x, cos, sin, kv)
+        normed = a.qk_norm != "none"
+        qn, kn = (a.q_norm.weight, a.k_norm.weight) if normed else (None, None)
+        native.attention_block(
+            x, norm.weight, norm.eps, a.qkv.weight, a.qkv.bias, a.H, a.qk_norm, qn, kn,
+            a.q_norm.eps if normed else 0.0, cos, sin, kv.pool.k[a.layer], kv.pool.v[a.layer], kv.slots,
+            kv.decode_table, kv.decode_mask(a.window), a.scale, a.o_proj.weight, a.o_proj.bias,
+            layer.residual_multiplier)
+        return x
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        layer = self.layer
+        m, norm = layer.mlp, layer.mlp_norm
+        if not _moe_fusable(m, norm):
+            return layer.feed_forward(x)
+        _, m.last_ids = native.moe_block(x, norm.weight, norm.eps, m.router.weight, m.top_k, m.mode, m.renormalize,
+                                         m.gate_up, m.down, layer.residual_multiplier)
+        return x
+
+
+class FusedDecode:
+    """The fused stand-ins for a model's layers, for the decode-only steps of an engine on the CPU."""
+
+    def __init__(self, model: Model):
+        self.layers = [FusedLayer(layer) for layer in model.layers]
+
+    @staticmethod
+    def supported(model: Model, device: torch.device) -> bool:
+        """Whether any block of `model` could run fused on `device`: the native kernels must be the ones the
+        registry picks there (not with SWARM_KERNELS=torch)."""
+        if device.type != "cpu" or registry.backend_for(device) != "native":
+            return False
+        return any(_attention_fusable(layer.attn, layer.attn_norm) or _moe_fusable(layer.mlp, layer.mlp_norm)
+                   for layer in model.layers)
+
+    @staticmethod
+    def accepts(kv: PagedBatch) -> bool:
+        """A decode-only step (one new token per sequence), the shape the fused blocks take."""
+        return not kv.prefill and bool(kv.decode)

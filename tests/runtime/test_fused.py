@@ -1,0 +1,133 @@
+"""Fused decode blocks (runtime/fused.py): decode steps give the modules' logits bit for bit, and a block that
+cannot be fused (a shared expert, a dense MLP, clipping, a LoRA or int8 wrapper) runs its modules."""
+
+import pytest
+import torch
+
+from swarm.kernels.native import build
+from swarm.kernels.native import ops as native
+from swarm.runtime import Engine, EngineConfig, SamplingParams
+from swarm.runtime.random_model import tiny_config, write_random_model
+
+pytestmark = pytest.mark.skipif(not build.available(), reason="the native CPU kernels cannot be built here")
+
+GREEDY = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
+FAMILIES = {  # family -> (config changes, fused blocks per layer: attention, MoE)
+    "qwen3_moe": ({}, (True, True)),  # per-head q/k norm
+    "olmoe": ({}, (True, True)),  # q/k norm over the whole projection
+    "mixtral": ({"sliding_window": 7}, (True, True)),  # a window shorter than the prompts
+    "granitemoe": ({"residual_multiplier": 0.3, "embedding_multiplier": 2.0, "attention_multiplier": 0.2,
+                    "logits_scaling": 1.5}, (True, True)),  # top-k on the logits, scalar multipliers
+    "qwen2_moe": ({"shared_expert_intermediate_size": 96}, (True, False)),  # qkv bias; a shared expert
+    "qwen2": ({}, (True, False)),  # dense MLP
+    "olmoe_clip": ({"clip_qkv": 0.5}, (False, True)),
+}
+
+
+def _folder(tmp_path_factory, name):
+    family = name.removesuffix("_clip")
+    changes, _ = FAMILIES[name]
+    cfg = tiny_config(family, vocab_size=384, hidden_size=64, num_heads=4, num_kv_heads=2, num_experts=4)
+    return write_random_model(tmp_path_factory.mktemp(name), {**cfg, **changes})
+
+
+def _prompts(n=5):
+    g = torch.Generator().manual_seed(3)
+    return [torch.randint(5, 384, (8 + 5 * i,), generator=g).tolist() for i in range(n)]
+
+
+def _decode_logits(engine, monkeypatch):
+    """Greedy tokens and every decode step's logits, with how many fused blocks ran."""
+    seen, calls = [], {"attention": 0, "moe": 0}
+    real_post, real_attn, real_moe = Engine._postprocess, native.attention_block, native.moe_block
+
+    def post(self, batch, logits):
+        if all(s.num_tokens == 1 for s in batch):
+            seen.append(logits.clone())
+        return real_post(self, batch, logits)
+
+    def attn(*a, **k):
+        calls["attention"] += 1
+        return real_attn(*a, **k)
+
+    def moe(*a, **k):
+        calls["moe"] += 1
+        return real_moe(*a, **k)
+
+    monkeypatch.setattr(Engine, "_postprocess", post)
+    monkeypatch.setattr(native, "attention_block", attn)
+    monkeypatch.setattr(native, "moe_block", moe)
+    out = engine.generate(_prompts(), GREEDY)
+    monkeypatch.undo()
+    return [c.token_ids for c in out], seen, calls
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_fused_decode_equals_the_modules(tmp_path_factory, monkeypatch, name):
+    folder = _folder(tmp_path_factory, name)
+    plain = Engine.from_pretrained(folder, config=EngineConfig(fused_decode=False))
+    fused = Engine.from_pretrained(folder)
+    assert plain.fused is None and fused.fused is not None
+    tokens, logits, calls = _decode_logits(fused, monkeypatch)
+    ref_tokens, ref_logits, ref_calls = _decode_logits(plain, monkeypatch)
+    assert ref_calls == {"attention": 0, "moe": 0}
+    assert tokens == ref_tokens
+    assert len(logits) == len(ref_logits) > 0
+    for a, b in zip(logits, ref_logits, strict=True):
+        assert torch.equal(a, b)
+    attention, moe = FAMILIES[name][1]
+    steps, layers = len(logits), fused.config.num_layers
+    assert calls == {"attention": steps * layers * attention, "moe": steps * layers * moe}
+
+
+def test_expert_load_is_counted_when_fused(tmp_path_factory):
+    folder = _folder(tmp_path_factory, "qwen3_moe")
+    loads = []
+    for flag in (False, True):
+        engine = Engine.from_pretrained(folder, config=EngineConfig(fused_decode=flag))
+        engine.generate(_prompts(), GREEDY)
+        loads.append(engine.stats()["expert_load"])
+    assert loads[0] == loads[1]
+
+
+def test_a_wrapped_projection_runs_its_modules(tmp_path_factory, monkeypatch):
+    """A LoRA wrapper on layer 0's qkv (no adapter in it: it adds zero) sends that attention block to the
+    modules; the other blocks stay fused and the logits stay the modules'."""
+    folder = _folder(tmp_path_factory, "qwen3_moe")
+    plain = Engine.from_pretrained(folder, config=EngineConfig(fused_decode=False))
+    fused = Engine.from_pretrained(folder)
+    fused.lora._wrap(0, "attn.qkv")
+    tokens, logits, calls = _decode_logits(fused, monkeypatch)
+    ref_tokens, ref_logits, _ = _decode_logits(plain, monkeypatch)
+    assert tokens == ref_tokens and all(torch.equal(a, b) for a, b in zip(logits, ref_logits, strict=True))
+    layers = fused.config.num_layers
+    assert calls == {"attention": len(logits) * (layers - 1), "moe": len(logits) * layers}
+
+
+def test_int8_weights_run_the_modules(tmp_path_factory, monkeypatch):
+    folder = _folder(tmp_path_factory, "qwen3_moe")
+    try:
+        engine = Engine.from_pretrained(folder, quantize="int8")
+    except (RuntimeError, NotImplementedError) as e:
+        pytest.skip(f"int8 weights unavailable here: {e}")
+    _, logits, calls = _decode_logits(engine, monkeypatch)
+    assert logits and calls == {"attention": 0, "moe": 0}
+
+
+def test_torch_kernels_run_no_fused_block(tmp_path_factory, monkeypatch):
+    folder = _folder(tmp_path_factory, "qwen3_moe")
+    monkeypatch.setenv("SWARM_KERNELS", "torch")
+    assert Engine.from_pretrained(folder).fused is None
+
+
+def test_bad_shapes_are_refused():
+    x = torch.zeros(2, 8)
+    cache = torch.zeros(4, 4, 1, 4)
+    with pytest.raises(ValueError, match="attention_block"):
+        native.attention_block(x, torch.ones(8), 1e-6, torch.zeros(10, 8), None, 2, "none", None, None, 0.0,
+                               torch.zeros(2, 4), torch.zeros(2, 4), cache, cache, torch.zeros(2, dtype=torch.int64),
+                               torch.zeros(2, 1, dtype=torch.int64), torch.ones(2, 4, dtype=torch.bool), 0.5,
+                               torch.zeros(8, 8), None, 1.0)
+    with pytest.raises(ValueError, match="moe_block"):
+        native.moe_block(x, torch.ones(8), 1e-6, torch.zeros(3, 8), 2, "softmax_topk", True, torch.zeros(4, 6, 8),
+                         torch.zeros(4, 8, 3), 1.0)
