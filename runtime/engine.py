@@ -335,6 +335,8 @@ class Engine:
         kv = PagedBatch(self.pool, [s.request.blocks for s in batch], [s.num_tokens for s in batch],
                         [s.request.num_computed + s.num_tokens for s in batch], self.device)
         self.lora.batch.set([s.request.lora_slot for s in batch], [s.num_tokens for s in batch], self.device)
+        if self.fused is not None and self.fused.version != self.lora.version:  # a projection was wrapped
+            self.fused = FusedDecode(self.model, self.lora.version)
         layers = self.fused.layers if self.fused is not None and self.fused.accepts(kv) else None
         return self.model.in_slices(index_tensor(ids, self.device), index_tensor(pos, self.device), kv, layers)
 

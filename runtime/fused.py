@@ -9,10 +9,11 @@ rotary, the KV write, paged attention, o_proj and the residual; RMSNorm, router,
 residual), so its output equals the modules' bit for bit.
 
 Applied as a pass over the plain model, like the CUDA graphs: `FusedDecode(model).layers` stands in for
-`model.layers` in `Model.in_slices`. A block runs fused only while it is what the C code computes: float32
-weights on the CPU, plain `Linear` projections (no LoRA or int8 wrapper, checked on every call, so an
-adapter wrapping a projection later is honoured), no qkv clipping, and for the MLP a routed MoE without a
-shared expert; anything else runs its modules. Prefill and mixed steps always run the modules.
+`model.layers` in `Model.in_slices`. A block runs fused only where it is what the C code computes: float32
+weights on the CPU, plain `Linear` projections (no LoRA or int8 wrapper), no qkv clipping, and for the MLP a
+routed MoE without a shared expert; anything else runs its modules. That is decided when the pass is built
+(checking every call cost 0.15 ms a step); the engine builds it again when LoRA wraps a projection
+(`LoRAManager.version` moves), as it drops its CUDA graphs. Prefill and mixed steps always run the modules.
 """
 
 from __future__ import annotations
@@ -50,17 +51,19 @@ def _moe_fusable(mlp: torch.nn.Module, norm: RMSNorm) -> bool:
 
 
 class FusedLayer:
-    """A decoder layer's `attend` and `feed_forward` for decode-only steps, each one native call when the block
-    can be fused (checked on every call) and its modules otherwise. Updates x in place."""
+    """A decoder layer's `attend` and `feed_forward` for decode-only steps, each one native call where the block
+    can be fused and its modules otherwise. Updates x in place."""
 
     def __init__(self, layer: DecoderLayer):
         self.layer = layer
+        self.attention = _attention_fusable(layer.attn, layer.attn_norm)
+        self.moe = _moe_fusable(layer.mlp, layer.mlp_norm)
 
     def attend(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: PagedBatch) -> torch.Tensor:
         layer = self.layer
-        a, norm = layer.attn, layer.attn_norm
-        if not _attention_fusable(a, norm):
+        if not self.attention:
             return layer.attend(x, cos, sin, kv)
+        a, norm = layer.attn, layer.attn_norm
         normed = a.qk_norm != "none"
         qn, kn = (a.q_norm.weight, a.k_norm.weight) if normed else (None, None)
         native.attention_block(
@@ -72,9 +75,9 @@ class FusedLayer:
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         layer = self.layer
-        m, norm = layer.mlp, layer.mlp_norm
-        if not _moe_fusable(m, norm):
+        if not self.moe:
             return layer.feed_forward(x)
+        m, norm = layer.mlp, layer.mlp_norm
         _, m.last_ids = native.moe_block(x, norm.weight, norm.eps, m.router.weight, m.top_k, m.mode, m.renormalize,
                                          m.gate_up, m.down, layer.residual_multiplier)
         return x
@@ -83,7 +86,8 @@ class FusedLayer:
 class FusedDecode:
     """The fused stand-ins for a model's layers, for the decode-only steps of an engine on the CPU."""
 
-    def __init__(self, model: Model):
+    def __init__(self, model: Model, version: int = 0):
+        self.version = version  # the LoRAManager.version the blocks were chosen at
         self.layers = [FusedLayer(layer) for layer in model.layers]
 
     @staticmethod
