@@ -116,7 +116,8 @@ class Engine:
         use_graphs = ec.cuda_graphs and self.device.type == "cuda" and DecodeGraphs.supported(model, self.device)
         self.graphs = (DecodeGraphs(model, self.pool, self.lora, self.max_context, ec.max_seqs, self._moe)
                        if use_graphs else None)
-        self.fused = FusedDecode(model) if ec.fused_decode and FusedDecode.supported(model, self.device) else None
+        self.fused = (FusedDecode(model, self.pool) if ec.fused_decode and FusedDecode.supported(model, self.device)
+                      else None)
         self._stats = EngineStats(len(self._moe), cfg.num_experts)
         # constrained decoding: the tokenizer's llguidance view is built on the first schema
         self.grammars = GrammarCompiler(tokenizer, cfg.vocab_size, self.eos_token_ids)
@@ -336,7 +337,7 @@ class Engine:
                         [s.request.num_computed + s.num_tokens for s in batch], self.device)
         self.lora.batch.set([s.request.lora_slot for s in batch], [s.num_tokens for s in batch], self.device)
         if self.fused is not None and self.fused.version != self.lora.version:  # a projection was wrapped
-            self.fused = FusedDecode(self.model, self.lora.version)
+            self.fused = FusedDecode(self.model, self.pool, self.lora.version)
         layers = self.fused.layers if self.fused is not None and self.fused.accepts(kv) else None
         return self.model.in_slices(index_tensor(ids, self.device), index_tensor(pos, self.device), kv, layers)
 

@@ -22,6 +22,7 @@ import torch
 
 from swarm.kernels import registry
 from swarm.kernels.native import ops as native
+from swarm.runtime.block_pool import KVPool
 from swarm.runtime.kv import PagedBatch
 from swarm.runtime.model import Attention, DecoderLayer, Linear, Model, MoE, RMSNorm
 
@@ -54,41 +55,55 @@ class FusedLayer:
     """A decoder layer's `attend` and `feed_forward` for decode-only steps, each one native call where the block
     can be fused and its modules otherwise. Updates x in place."""
 
-    def __init__(self, layer: DecoderLayer):
-        self.layer = layer
-        self.attention = _attention_fusable(layer.attn, layer.attn_norm)
-        self.moe = _moe_fusable(layer.mlp, layer.mlp_norm)
+    def __init__(self, layer: DecoderLayer, owner: FusedDecode, pool: KVPool):
+        self.layer, self.owner = layer, owner
+        a, norm, m = layer.attn, layer.attn_norm, layer.mlp
+        self.attention = self.moe = None  # the blocks' native structs, built once (None: run the modules)
+        if _attention_fusable(a, norm):
+            normed = a.qk_norm != "none"
+            self.attention = native.attention_layer(
+                norm.weight, norm.eps, a.qkv.weight, a.qkv.bias, a.H, a.qk_norm, a.q_norm.weight if normed else None,
+                a.k_norm.weight if normed else None, a.q_norm.eps if normed else 0.0, pool.k[a.layer],
+                pool.v[a.layer], a.scale, a.o_proj.weight, a.o_proj.bias, layer.residual_multiplier)
+        if _moe_fusable(m, layer.mlp_norm):
+            self.moe = native.moe_layer(layer.mlp_norm.weight, layer.mlp_norm.eps, m.router.weight, m.top_k, m.mode,
+                                        m.renormalize, m.gate_up, m.down, layer.residual_multiplier)
 
     def attend(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: PagedBatch) -> torch.Tensor:
-        layer = self.layer
-        if not self.attention:
-            return layer.attend(x, cos, sin, kv)
-        a, norm = layer.attn, layer.attn_norm
-        normed = a.qk_norm != "none"
-        qn, kn = (a.q_norm.weight, a.k_norm.weight) if normed else (None, None)
-        native.attention_block(
-            x, norm.weight, norm.eps, a.qkv.weight, a.qkv.bias, a.H, a.qk_norm, qn, kn,
-            a.q_norm.eps if normed else 0.0, cos, sin, kv.pool.k[a.layer], kv.pool.v[a.layer], kv.slots,
-            kv.decode_table, kv.decode_mask(a.window), a.scale, a.o_proj.weight, a.o_proj.bias,
-            layer.residual_multiplier)
+        if self.attention is None:
+            return self.layer.attend(x, cos, sin, kv)
+        step = self.owner.step(x, cos, sin, kv)
+        native.attention_block(self.attention, step, kv.decode_mask(self.layer.attn.window))
         return x
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        layer = self.layer
-        if not self.moe:
-            return layer.feed_forward(x)
-        m, norm = layer.mlp, layer.mlp_norm
-        _, m.last_ids = native.moe_block(x, norm.weight, norm.eps, m.router.weight, m.top_k, m.mode, m.renormalize,
-                                         m.gate_up, m.down, layer.residual_multiplier)
+        if self.moe is None:
+            return self.layer.feed_forward(x)
+        _, self.layer.mlp.last_ids = native.moe_block(self.moe, self.owner.step(x))
         return x
 
 
 class FusedDecode:
-    """The fused stand-ins for a model's layers, for the decode-only steps of an engine on the CPU."""
+    """The fused stand-ins for a model's layers, for the decode-only steps of an engine on the CPU. The blocks'
+    structs point into the weights and the pool's caches: the engine's own for its life."""
 
-    def __init__(self, model: Model, version: int = 0):
+    def __init__(self, model: Model, pool: KVPool, version: int = 0):
         self.version = version  # the LoRAManager.version the blocks were chosen at
-        self.layers = [FusedLayer(layer) for layer in model.layers]
+        self.layers = [FusedLayer(layer, self, pool) for layer in model.layers]
+        self._step: native.DecodeStep | None = None
+        self._for: tuple = (None, None)  # the (x, batch) it was built for, held so neither id can be reused
+
+    def step(self, x: torch.Tensor, cos: torch.Tensor | None = None, sin: torch.Tensor | None = None,
+             kv: PagedBatch | None = None) -> native.DecodeStep:
+        """The step's shared native arguments, built by its first fused block and reused while x (updated in
+        place) and the batch stay the same. A block run by its modules returns a new x: the next fused block
+        builds them again. An MoE block (kv None) needs only x."""
+        x0, kv0 = self._for
+        if x0 is not x or (kv is not None and kv0 is not kv):
+            self._step = native.decode_step(x, cos, sin, kv.slots, kv.decode_table) if kv is not None \
+                else native.decode_step(x)
+            self._for = (x, kv)
+        return self._step
 
     @staticmethod
     def supported(model: Model, device: torch.device) -> bool:

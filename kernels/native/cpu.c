@@ -853,25 +853,27 @@ int swarm_prefill_attention(const float *q, int64_t Q, int64_t H, int64_t d, con
 
 /* ---- fused decode blocks ----------------------------------------------------------------------------- */
 
-/* A decode step of one layer's attention block, B sequences with one new token each, in one OpenMP region:
- * x += mult * o_proj(attention(rotary(qk_norm(qkv(norm(x)))))), each new key and value written to its slot
- * first. Every piece is the kernel the separate ops run, so the result equals theirs bit for bit.
+/* What every layer's blocks share in one decode step of B sequences with one new token each. */
+struct decode_step {
+    float *x; /* [B, D] hidden states, updated in place block after block */
+    int64_t B;
+    const float *cos, *sin; /* [B, d] */
+    const int64_t *slots, *table; /* [B] where each new key/value goes, [B, nb] block tables */
+    int64_t nb;
+};
+
+/* A layer's attention block, fixed for the engine's life: its weights and its cache.
  * qk_norm: 0 none, 1 per head (weights [d]), 2 over the whole q and k projections (weights [H d], [G d]). */
-struct attention_block {
-    float *x; /* [B, D], updated in place */
-    int64_t B, D;
+struct attention_layer {
+    int64_t D;
     const float *norm_w;
     float eps;
     const float *wqkv, *bqkv; /* [(H + 2G) d, D], bias or NULL */
     int64_t H, G, d, qk_norm;
     const float *q_norm_w, *k_norm_w;
     float qk_eps;
-    const float *cos, *sin; /* [B, d] */
     float *kc, *vc; /* [N, bs, G, d] */
     int64_t bs;
-    const int64_t *slots, *table; /* [B] where each new key/value goes, [B, nb] */
-    int64_t nb;
-    const uint8_t *mask; /* [B, nb bs], 1 = visible */
     float scale;
     const float *wo, *bo; /* [D, H d], bias or NULL */
     float mult; /* residual multiplier */
@@ -897,10 +899,13 @@ static void norm_linear(const float *x, int64_t B, int64_t D, const float *norm_
 #pragma omp barrier
 }
 
-/* Returns 0, -1 for heads the attention kernel cannot take, -2 when memory runs out. */
-int swarm_attention_block(const struct attention_block *a)
+/* One layer's attention block over a decode step, in one OpenMP region: x += mult * o_proj(attention(rotary(
+ * qk_norm(qkv(norm(x)))))), each new key and value written to its slot first; mask [B, nb bs] (1 = visible) is
+ * the layer's (sliding windows differ). Every piece is the kernel the separate ops run, so the result equals
+ * theirs bit for bit. Returns 0, -1 for heads the attention kernel cannot take, -2 when memory runs out. */
+int swarm_attention_block(const struct attention_layer *a, const struct decode_step *st, const uint8_t *mask)
 {
-    const int64_t B = a->B, D = a->D, H = a->H, G = a->G, d = a->d, Nq = (H + 2 * G) * d, S = a->nb * a->bs;
+    const int64_t B = st->B, D = a->D, H = a->H, G = a->G, d = a->d, Nq = (H + 2 * G) * d, S = st->nb * a->bs;
     if (G <= 0 || H % G != 0 || H > MAX_H)
         return -1;
     float *h = malloc((B * D + 1) * sizeof *h), *qkv = malloc((B * Nq + 1) * sizeof *qkv);
@@ -912,7 +917,7 @@ int swarm_attention_block(const struct attention_block *a)
 #pragma omp parallel
     {
         const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-        norm_linear(a->x, B, D, a->norm_w, a->eps, h, a->wqkv, Nq, a->bqkv, qkv, tid, nt);
+        norm_linear(st->x, B, D, a->norm_w, a->eps, h, a->wqkv, Nq, a->bqkv, qkv, tid, nt);
 #pragma omp for
         for (int64_t b = 0; b < B; b++) {
             float *q = qkv + b * Nq, *k = q + H * d, *v = k + G * d;
@@ -926,27 +931,25 @@ int swarm_attention_block(const struct attention_block *a)
                 rms_row(k, G * d, a->k_norm_w, a->qk_eps, k);
             }
             for (int64_t r = 0; r < H + G; r++) /* the query heads, then the key heads that follow them */
-                rotary_row(q + r * d, d, a->cos + b * d, a->sin + b * d);
-            memcpy(a->kc + a->slots[b] * G * d, k, G * d * sizeof(float));
-            memcpy(a->vc + a->slots[b] * G * d, v, G * d * sizeof(float));
+                rotary_row(q + r * d, d, st->cos + b * d, st->sin + b * d);
+            memcpy(a->kc + st->slots[b] * G * d, k, G * d * sizeof(float));
+            memcpy(a->vc + st->slots[b] * G * d, v, G * d * sizeof(float));
         }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t b = 0; b < B; b++)
-            attend_seq(qkv + b * Nq, H, H / G, d, a->kc, a->vc, a->bs, G, a->table + b * a->nb, a->mask + b * S, S,
+            attend_seq(qkv + b * Nq, H, H / G, d, a->kc, a->vc, a->bs, G, st->table + b * st->nb, mask + b * S, S,
                        a->scale, att + b * H * d);
         linear_part(att, B, H * d, a->wo, D, a->bo, o, tid, nt);
 #pragma omp barrier
-        add_rows(a->x, o, B, D, a->mult);
+        add_rows(st->x, o, B, D, a->mult);
     }
     free(h); free(qkv); free(att); free(o);
     return 0;
 }
 
-/* A decode step of one layer's MoE block in one OpenMP region: x += mult * experts(norm(x)) routed by
- * router(norm(x)); the routing is written to weights/ids [B, K]. The same kernels as the separate ops. */
-struct moe_block {
-    float *x; /* [B, D], updated in place */
-    int64_t B, D;
+/* A layer's MoE block (routed experts, no shared expert), fixed for the engine's life. */
+struct moe_layer {
+    int64_t D;
     const float *norm_w;
     float eps;
     const float *router_w; /* [E, D] */
@@ -954,14 +957,14 @@ struct moe_block {
     const float *gate_up, *down; /* [E, 2I, D], [E, D, I] */
     int64_t I;
     float mult;
-    float *weights; /* [B, K] */
-    int64_t *ids; /* [B, K] */
 };
 
-/* Returns 0, -1 for a routing swarm_route refuses, -2 when memory runs out. */
-int swarm_moe_block(const struct moe_block *m)
+/* One layer's MoE block over a decode step, in one OpenMP region: x += mult * experts(norm(x)) routed by
+ * router(norm(x)); the routing goes to weights/ids [B, K]. The same kernels as the separate ops.
+ * Returns 0, -1 for a routing swarm_route refuses, -2 when memory runs out. */
+int swarm_moe_block(const struct moe_layer *m, const struct decode_step *st, float *weights, int64_t *ids)
 {
-    const int64_t B = m->B, D = m->D;
+    const int64_t B = st->B, D = m->D;
     float *h = malloc((B * D + 1) * sizeof *h), *logits = malloc((B * m->E + 1) * sizeof *logits);
     float *out = malloc((B * D + 1) * sizeof *out);
     struct experts e = {m->gate_up, m->down, m->E, m->I, D, B, NULL, NULL, NULL, NULL, NULL, out};
@@ -973,18 +976,18 @@ int swarm_moe_block(const struct moe_block *m)
 #pragma omp parallel
     {
         const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-        norm_linear(m->x, B, D, m->norm_w, m->eps, h, m->router_w, m->E, NULL, logits, tid, nt);
+        norm_linear(st->x, B, D, m->norm_w, m->eps, h, m->router_w, m->E, NULL, logits, tid, nt);
 #pragma omp single
         {
-            code = swarm_route(logits, B, m->E, m->K, m->mode, m->renorm, m->weights, m->ids);
+            code = swarm_route(logits, B, m->E, m->K, m->mode, m->renorm, weights, ids);
             if (!code)
-                code = experts_plan(&e, h, m->weights, m->ids, m->K);
+                code = experts_plan(&e, h, weights, ids, m->K);
         }
         if (!code) { /* shared, read after the single's barrier: every thread takes the same branch */
             experts_run(&e, tid, nt, &failed);
 #pragma omp barrier
             if (!failed)
-                add_rows(m->x, out, B, D, m->mult);
+                add_rows(st->x, out, B, D, m->mult);
         }
     }
     if (!code)

@@ -204,73 +204,111 @@ def decode_attention(
     return out
 
 
-# -- fused decode blocks (runtime/fused.py builds their arguments from a layer's modules) -------------------
+# -- fused decode blocks (runtime/fused.py builds a layer's structs once, a step's once per step) ---------------
 
 _P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+QK_NORMS = {"none": 0, "head": 1, "full": 2}  # struct attention_layer's qk_norm codes
 
 
-class AttentionBlock(ctypes.Structure):
-    """cpu.c's struct attention_block: the same fields, types and order."""
+class DecodeStep(ctypes.Structure):
+    """cpu.c's struct decode_step (same fields, types and order); `tensors` keeps what it points into alive."""
 
-    _fields_ = [("x", _P), ("B", _I), ("D", _I), ("norm_w", _P), ("eps", _F), ("wqkv", _P), ("bqkv", _P),
-                ("H", _I), ("G", _I), ("d", _I), ("qk_norm", _I), ("q_norm_w", _P), ("k_norm_w", _P),
-                ("qk_eps", _F), ("cos", _P), ("sin", _P), ("kc", _P), ("vc", _P), ("bs", _I), ("slots", _P),
-                ("table", _P), ("nb", _I), ("mask", _P), ("scale", _F), ("wo", _P), ("bo", _P), ("mult", _F)]
+    _fields_ = [("x", _P), ("B", _I), ("cos", _P), ("sin", _P), ("slots", _P), ("table", _P), ("nb", _I)]
 
 
-class MoEBlock(ctypes.Structure):
-    """cpu.c's struct moe_block: the same fields, types and order."""
+class AttentionLayer(ctypes.Structure):
+    """cpu.c's struct attention_layer; `tensors` keeps what it points into alive."""
 
-    _fields_ = [("x", _P), ("B", _I), ("D", _I), ("norm_w", _P), ("eps", _F), ("router_w", _P), ("E", _I),
-                ("K", _I), ("mode", _I), ("renorm", _I), ("gate_up", _P), ("down", _P), ("I", _I), ("mult", _F),
-                ("weights", _P), ("ids", _P)]
+    _fields_ = [("D", _I), ("norm_w", _P), ("eps", _F), ("wqkv", _P), ("bqkv", _P), ("H", _I), ("G", _I), ("d", _I),
+                ("qk_norm", _I), ("q_norm_w", _P), ("k_norm_w", _P), ("qk_eps", _F), ("kc", _P), ("vc", _P),
+                ("bs", _I), ("scale", _F), ("wo", _P), ("bo", _P), ("mult", _F)]
 
 
-QK_NORMS = {"none": 0, "head": 1, "full": 2}  # struct attention_block's qk_norm codes
+class MoELayer(ctypes.Structure):
+    """cpu.c's struct moe_layer; `tensors` keeps what it points into alive."""
+
+    _fields_ = [("D", _I), ("norm_w", _P), ("eps", _F), ("router_w", _P), ("E", _I), ("K", _I), ("mode", _I),
+                ("renorm", _I), ("gate_up", _P), ("down", _P), ("I", _I), ("mult", _F)]
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def attention_block(x: torch.Tensor, norm_w: torch.Tensor, eps: float, wqkv: torch.Tensor, bqkv: torch.Tensor | None,
-                    heads: int, qk_norm: str | None, q_norm_w: torch.Tensor | None, k_norm_w: torch.Tensor | None,
-                    qk_eps: float, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                    slots: torch.Tensor, table: torch.Tensor, mask: torch.Tensor, scale: float, wo: torch.Tensor,
-                    bo: torch.Tensor | None, mult: float) -> None:
-    """One decode step of a layer's attention block, in place: x [B, D] += mult * o_proj(attention) with the
-    new keys and values written to `slots` [B] of the paged caches [N, bs, G, d]. Arguments are the tensors of
-    the modules (all float32, contiguous, on the CPU); table [B, nb] int64, mask [B, nb * bs] bool."""
-    B, D = x.shape
+def _held(struct: ctypes.Structure, *tensors: torch.Tensor | None) -> ctypes.Structure:
+    for t in tensors:
+        if t is not None and not (t.dtype is torch.float32 and t.is_cpu and t.is_contiguous()):
+            raise ValueError(f"{type(struct).__name__}: tensors must be contiguous float32 on the CPU, got "
+                             f"{t.dtype} {t.device} contiguous={t.is_contiguous()}")
+    struct.tensors = tensors
+    return struct
+
+
+def attention_layer(norm_w: torch.Tensor, eps: float, wqkv: torch.Tensor, bqkv: torch.Tensor | None, heads: int,
+                    qk_norm: str, q_norm_w: torch.Tensor | None, k_norm_w: torch.Tensor | None, qk_eps: float,
+                    k_cache: torch.Tensor, v_cache: torch.Tensor, scale: float, wo: torch.Tensor,
+                    bo: torch.Tensor | None, mult: float) -> AttentionLayer:
+    """A layer's attention block for `attention_block`: its modules' tensors (float32, contiguous, CPU) and its
+    paged caches [N, bs, G, d], checked once. The struct points into these tensors for as long as it lives."""
+    D = norm_w.shape[0]
     N, bs, G, d = k_cache.shape
-    if (wqkv.shape != ((heads + 2 * G) * d, D) or wo.shape != (D, heads * d) or cos.shape != (B, d)
-            or slots.shape != (B,) or table.shape[0] != B or mask.shape != (B, table.shape[1] * bs)
-            or table.dtype is not torch.int64 or slots.dtype is not torch.int64 or mask.dtype is not torch.bool
-            or not x.is_contiguous() or not k_cache.is_contiguous() or not v_cache.is_contiguous()):
-        raise ValueError(f"attention_block: shapes x {tuple(x.shape)}, qkv {tuple(wqkv.shape)}, o {tuple(wo.shape)}, "
-                         f"cache {tuple(k_cache.shape)}, cos {tuple(cos.shape)}, slots {tuple(slots.shape)}, "
-                         f"table {tuple(table.shape)}, mask {tuple(mask.shape)} for {heads} heads")
-    args = AttentionBlock(x.data_ptr(), B, D, norm_w.data_ptr(), eps, wqkv.data_ptr(), _ptr(bqkv), heads, G, d,
-                          QK_NORMS[qk_norm], _ptr(q_norm_w), _ptr(k_norm_w), qk_eps, cos.data_ptr(), sin.data_ptr(),
-                          k_cache.data_ptr(), v_cache.data_ptr(), bs, slots.data_ptr(), table.data_ptr(),
-                          table.shape[1], mask.data_ptr(), scale, wo.data_ptr(), _ptr(bo), mult)
-    _check("attention_block", library().swarm_attention_block(ctypes.addressof(args)))
+    if (wqkv.shape != ((heads + 2 * G) * d, D) or wo.shape != (D, heads * d) or v_cache.shape != k_cache.shape
+            or qk_norm not in QK_NORMS or heads % G or heads > MAX_HEADS):
+        raise ValueError(f"attention_layer: qkv {tuple(wqkv.shape)}, o {tuple(wo.shape)}, caches {tuple(k_cache.shape)}"
+                         f" / {tuple(v_cache.shape)} for {heads} heads of hidden {D}, qk_norm {qk_norm!r}")
+    return _held(AttentionLayer(D, norm_w.data_ptr(), eps, wqkv.data_ptr(), _ptr(bqkv), heads, G, d,
+                                QK_NORMS[qk_norm], _ptr(q_norm_w), _ptr(k_norm_w), qk_eps, k_cache.data_ptr(),
+                                v_cache.data_ptr(), bs, scale, wo.data_ptr(), _ptr(bo), mult),
+                 norm_w, wqkv, bqkv, q_norm_w, k_norm_w, k_cache, v_cache, wo, bo)
 
 
-def moe_block(x: torch.Tensor, norm_w: torch.Tensor, eps: float, router_w: torch.Tensor, top_k: int, mode: str,
-              renormalize: bool, gate_up: torch.Tensor, down: torch.Tensor,
-              mult: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """One decode step of a layer's MoE block (no shared expert), in place: x [B, D] += mult * experts(norm(x)).
-    Returns the routing, weights [B, K] float32 and ids [B, K] int64, as `route` would."""
-    B, D = x.shape
+def moe_layer(norm_w: torch.Tensor, eps: float, router_w: torch.Tensor, top_k: int, mode: str, renormalize: bool,
+              gate_up: torch.Tensor, down: torch.Tensor, mult: float) -> MoELayer:
+    """A layer's MoE block (routed experts, no shared expert) for `moe_block`, checked once."""
+    D = norm_w.shape[0]
     E, I2, _ = gate_up.shape
     if (router_w.shape != (E, D) or gate_up.shape[2] != D or down.shape != (E, D, I2 // 2)
-            or mode not in ("softmax_topk", "topk_softmax") or not 0 < top_k <= min(E, 64) or not x.is_contiguous()):
-        raise ValueError(f"moe_block: shapes x {tuple(x.shape)}, router {tuple(router_w.shape)}, gate_up "
-                         f"{tuple(gate_up.shape)}, down {tuple(down.shape)}, top-{top_k}, mode {mode!r}")
-    weights, ids = x.new_empty(B, top_k), torch.empty(B, top_k, dtype=torch.int64)
-    args = MoEBlock(x.data_ptr(), B, D, norm_w.data_ptr(), eps, router_w.data_ptr(), E, top_k,
-                    mode == "topk_softmax", bool(renormalize), gate_up.data_ptr(), down.data_ptr(), I2 // 2, mult,
-                    weights.data_ptr(), ids.data_ptr())
-    _check("moe_block", library().swarm_moe_block(ctypes.addressof(args)))
+            or mode not in ("softmax_topk", "topk_softmax") or not 0 < top_k <= min(E, 64)):
+        raise ValueError(f"moe_layer: router {tuple(router_w.shape)}, gate_up {tuple(gate_up.shape)}, down "
+                         f"{tuple(down.shape)} for hidden {D}, top-{top_k}, mode {mode!r}")
+    return _held(MoELayer(D, norm_w.data_ptr(), eps, router_w.data_ptr(), E, top_k, mode == "topk_softmax",
+                          bool(renormalize), gate_up.data_ptr(), down.data_ptr(), I2 // 2, mult),
+                 norm_w, router_w, gate_up, down)
+
+
+def decode_step(x: torch.Tensor, cos: torch.Tensor | None = None, sin: torch.Tensor | None = None,
+                slots: torch.Tensor | None = None, table: torch.Tensor | None = None) -> DecodeStep:
+    """A decode step's shared arguments: x [B, D] (updated in place by every block), cos/sin [B, d], slots [B]
+    and block tables [B, nb] (int64). An MoE block reads only x: the rest may be None for it."""
+    B = x.shape[0]
+    if x.dim() != 2 or (slots is not None and (
+            cos.shape != sin.shape or cos.shape[0] != B or slots.shape != (B,) or table.dim() != 2
+            or table.shape[0] != B or slots.dtype is not torch.int64 or table.dtype is not torch.int64
+            or not (slots.is_contiguous() and table.is_contiguous()))):
+        raise ValueError(f"decode_step: x {tuple(x.shape)}, cos {cos if cos is None else tuple(cos.shape)}, slots "
+                         f"{slots if slots is None else (tuple(slots.shape), slots.dtype)}, table "
+                         f"{table if table is None else (tuple(table.shape), table.dtype)}")
+    step = _held(DecodeStep(x.data_ptr(), B, _ptr(cos), _ptr(sin), _ptr(slots), _ptr(table),
+                            0 if table is None else table.shape[1]), x, cos, sin)
+    step.tensors += (slots, table)
+    return step
+
+
+def attention_block(layer: AttentionLayer, step: DecodeStep, mask: torch.Tensor) -> None:
+    """One decode step of a layer's attention block, in place: x += mult * o_proj(attention), the new keys and
+    values written to their slots. mask [B, nb * bs] bool: the key slots each sequence sees in this layer."""
+    if (not step.slots or mask.shape != (step.B, step.nb * layer.bs) or mask.dtype is not torch.bool
+            or not mask.is_contiguous()):
+        raise ValueError(f"attention_block: mask {tuple(mask.shape)} {mask.dtype} for a step of {step.B} sequences "
+                         f"of {step.nb} blocks of {layer.bs} (a step built with its slots and tables)")
+    _check("attention_block", library().swarm_attention_block(ctypes.addressof(layer), ctypes.addressof(step),
+                                                                mask.data_ptr()))
+
+
+def moe_block(layer: MoELayer, step: DecodeStep) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decode step of a layer's MoE block, in place: x += mult * experts(norm(x)). Returns the routing,
+    weights [B, K] float32 and ids [B, K] int64, as `route` would."""
+    weights, ids = torch.empty(step.B, layer.K), torch.empty(step.B, layer.K, dtype=torch.int64)
+    _check("moe_block", library().swarm_moe_block(ctypes.addressof(layer), ctypes.addressof(step),
+                                                  weights.data_ptr(), ids.data_ptr()))
     return weights, ids

@@ -121,13 +121,20 @@ def test_torch_kernels_run_no_fused_block(tmp_path_factory, monkeypatch):
 
 
 def test_bad_shapes_are_refused():
-    x = torch.zeros(2, 8)
-    cache = torch.zeros(4, 4, 1, 4)
-    with pytest.raises(ValueError, match="attention_block"):
-        native.attention_block(x, torch.ones(8), 1e-6, torch.zeros(10, 8), None, 2, "none", None, None, 0.0,
-                               torch.zeros(2, 4), torch.zeros(2, 4), cache, cache, torch.zeros(2, dtype=torch.int64),
-                               torch.zeros(2, 1, dtype=torch.int64), torch.ones(2, 4, dtype=torch.bool), 0.5,
+    x, cache, ones = torch.zeros(2, 8), torch.zeros(4, 4, 1, 4), torch.ones(8)
+    with pytest.raises(ValueError, match="attention_layer"):  # qkv must be [(H + 2G) d, D] = [16, 8]
+        native.attention_layer(ones, 1e-6, torch.zeros(10, 8), None, 2, "none", None, None, 0.0, cache, cache, 0.5,
                                torch.zeros(8, 8), None, 1.0)
-    with pytest.raises(ValueError, match="moe_block"):
-        native.moe_block(x, torch.ones(8), 1e-6, torch.zeros(3, 8), 2, "softmax_topk", True, torch.zeros(4, 6, 8),
+    with pytest.raises(ValueError, match="moe_layer"):  # a router for 3 experts, 4 in gate_up
+        native.moe_layer(ones, 1e-6, torch.zeros(3, 8), 2, "softmax_topk", True, torch.zeros(4, 6, 8),
                          torch.zeros(4, 8, 3), 1.0)
+    with pytest.raises(ValueError, match="contiguous float32"):
+        native.moe_layer(ones, 1e-6, torch.zeros(4, 8, dtype=torch.float64), 2, "softmax_topk", True,
+                         torch.zeros(4, 6, 8), torch.zeros(4, 8, 3), 1.0)
+    with pytest.raises(ValueError, match="decode_step"):  # slots for 3 sequences, x for 2
+        native.decode_step(x, torch.zeros(2, 4), torch.zeros(2, 4), torch.zeros(3, dtype=torch.int64),
+                           torch.zeros(2, 1, dtype=torch.int64))
+    layer = native.attention_layer(ones, 1e-6, torch.zeros(16, 8), None, 2, "none", None, None, 0.0, cache, cache,
+                                   0.5, torch.zeros(8, 8), None, 1.0)
+    with pytest.raises(ValueError, match="attention_block"):  # a step without slots and tables (an MoE block's)
+        native.attention_block(layer, native.decode_step(x), torch.ones(2, 4, dtype=torch.bool))
