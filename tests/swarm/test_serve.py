@@ -115,7 +115,7 @@ async def test_concurrent_requests_share_batched_steps(served):
     assert server.engine.stats()["mean_batch_seqs"] > 4  # not one request after another
 
 
-async def test_the_bus_keeps_flowing_while_the_engine_steps(served):
+async def test_the_bus_keeps_flowing_while_the_engine_steps(served, frozen_heap):
     bus, server = served
     engine, step = server.engine, server.engine.step
 

@@ -192,7 +192,7 @@ async def test_q_quits_and_the_report_counts_the_ticks_run():
     assert isinstance(report, Report) and report.ticks == 2 and report.metrics["agents"] == 3
 
 
-async def test_a_thousand_agents_tick_without_freezing_the_ui():
+async def test_a_thousand_agents_tick_without_freezing_the_ui(frozen_heap):
     sim = Simulation.from_scenario("support_desk", model="scripted", agents=1000)
     app = SwarmApp(LiveSource(sim, 3), refresh_s=0.25)
     beats = []
@@ -212,7 +212,7 @@ async def test_a_thousand_agents_tick_without_freezing_the_ui():
     await close(app)
 
 
-async def test_the_ui_answers_while_a_slow_model_decides():
+async def test_the_ui_answers_while_a_slow_model_decides(frozen_heap):
     inside, release = threading.Event(), threading.Event()
 
     class Slow(ScriptedModel):

@@ -11,7 +11,7 @@ from tests.tui.fakes import engine_tavern
 from tests.tui.test_app import close, idle, make_app, until
 
 
-async def test_the_detail_shows_the_action_as_it_is_written_then_the_final_one():
+async def test_the_detail_shows_the_action_as_it_is_written_then_the_final_one(frozen_heap):
     sim, engine = engine_tavern(chars_per_step=8, gated=True)
     app = make_app(sim, paused=True)
     beats = []
