@@ -26,29 +26,23 @@ from swarm.runtime.block_pool import KVPool
 from swarm.runtime.kv import PagedBatch
 from swarm.runtime.model import Attention, DecoderLayer, Linear, Model, MoE, RMSNorm
 
-ROUTERS = ("softmax_topk", "topk_softmax")  # the routing modes the native router computes
-
 
 def _plain(*modules) -> bool:
     """Every module is exactly the class the C code reproduces (a LoRA or int8 wrapper is not)."""
     return all(type(m) in (Linear, RMSNorm) for m in modules)
 
 
-def _native_weights(*tensors: torch.Tensor | None) -> bool:
-    return all(t is None or (t.dtype is torch.float32 and t.is_cpu and t.is_contiguous()) for t in tensors)
-
-
 def _attention_fusable(attn: Attention, norm: RMSNorm) -> bool:
     norms = (attn.q_norm, attn.k_norm) if attn.qk_norm != "none" else ()
-    return (attn.clip is None and attn.qk_norm in native.QK_NORMS and attn.H <= native.MAX_HEADS
-            and _plain(norm, attn.qkv, attn.o_proj, *norms)
-            and _native_weights(norm.weight, attn.qkv.weight, attn.qkv.bias, attn.o_proj.weight, attn.o_proj.bias,
-                                *(n.weight for n in norms)))
+    return (attn.clip is None and attn.H <= native.MAX_HEADS and _plain(norm, attn.qkv, attn.o_proj, *norms)
+            and all(map(native.fits, (norm.weight, attn.qkv.weight, attn.qkv.bias, attn.o_proj.weight,
+                                      attn.o_proj.bias, *(n.weight for n in norms)))))
 
 
 def _moe_fusable(mlp: torch.nn.Module, norm: RMSNorm) -> bool:
-    return (type(mlp) is MoE and mlp.shared is None and mlp.mode in ROUTERS and _plain(norm, mlp.router)
-            and _native_weights(norm.weight, mlp.router.weight, mlp.gate_up, mlp.down) and mlp.router.bias is None)
+    return (type(mlp) is MoE and mlp.shared is None and _plain(norm, mlp.router)
+            and mlp.router.bias is None and all(map(native.fits, (norm.weight, mlp.router.weight, mlp.gate_up,
+                                                                   mlp.down))))
 
 
 class FusedLayer:

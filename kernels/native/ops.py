@@ -23,6 +23,7 @@ from swarm.runtime.rope import apply_rotary
 _ERRORS = {-1: "invalid arguments", -2: "out of memory"}
 LINEAR_MAX_ROWS = 32  # more rows than this go to torch's matmul (MKL's packed GEMM wins from about here)
 MAX_HEADS = 64  # MAX_H in cpu.c: the query heads one sequence's attention keeps state for
+ROUTERS = ("softmax_topk", "topk_softmax")  # the routing modes swarm_route computes
 
 
 def _check(op: str, code: int) -> None:
@@ -100,7 +101,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 def route(logits: torch.Tensor, top_k: int, mode: str, renormalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Same contract as `swarm.kernels.moe.route`: logits [T, E] -> weights [T, K] float32, ids [T, K] int64."""
     if not _native(logits) or logits.dim() != 2 or not 0 < top_k <= min(logits.shape[1], 64) \
-            or mode not in ("softmax_topk", "topk_softmax"):
+            or mode not in ROUTERS:
         return moe.route(logits, top_k, mode, renormalize)
     T = logits.shape[0]
     logits = logits.contiguous()
@@ -235,12 +236,19 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def _held(struct: ctypes.Structure, *tensors: torch.Tensor | None) -> ctypes.Structure:
-    for t in tensors:
-        if t is not None and not (t.dtype is torch.float32 and t.is_cpu and t.is_contiguous()):
+def fits(t: torch.Tensor | None) -> bool:
+    """A float tensor the fused blocks can point into (None: an absent bias or norm): contiguous float32 on the CPU."""
+    return t is None or (t.dtype is torch.float32 and t.is_cpu and t.is_contiguous())
+
+
+def _held(struct: ctypes.Structure, *floats: torch.Tensor | None, keep: tuple = ()) -> ctypes.Structure:
+    """`struct`, holding the tensors it points into (`floats`, checked with `fits`, and `keep`) so they live
+    as long as it does."""
+    for t in floats:
+        if not fits(t):
             raise ValueError(f"{type(struct).__name__}: tensors must be contiguous float32 on the CPU, got "
                              f"{t.dtype} {t.device} contiguous={t.is_contiguous()}")
-    struct.tensors = tensors
+    struct.tensors = floats + keep
     return struct
 
 
@@ -268,7 +276,7 @@ def moe_layer(norm_w: torch.Tensor, eps: float, router_w: torch.Tensor, top_k: i
     D = norm_w.shape[0]
     E, I2, _ = gate_up.shape
     if (router_w.shape != (E, D) or gate_up.shape[2] != D or down.shape != (E, D, I2 // 2)
-            or mode not in ("softmax_topk", "topk_softmax") or not 0 < top_k <= min(E, 64)):
+            or mode not in ROUTERS or not 0 < top_k <= min(E, 64)):
         raise ValueError(f"moe_layer: router {tuple(router_w.shape)}, gate_up {tuple(gate_up.shape)}, down "
                          f"{tuple(down.shape)} for hidden {D}, top-{top_k}, mode {mode!r}")
     return _held(MoELayer(D, norm_w.data_ptr(), eps, router_w.data_ptr(), E, top_k, mode == "topk_softmax",
@@ -288,10 +296,8 @@ def decode_step(x: torch.Tensor, cos: torch.Tensor | None = None, sin: torch.Ten
         raise ValueError(f"decode_step: x {tuple(x.shape)}, cos {cos if cos is None else tuple(cos.shape)}, slots "
                          f"{slots if slots is None else (tuple(slots.shape), slots.dtype)}, table "
                          f"{table if table is None else (tuple(table.shape), table.dtype)}")
-    step = _held(DecodeStep(x.data_ptr(), B, _ptr(cos), _ptr(sin), _ptr(slots), _ptr(table),
-                            0 if table is None else table.shape[1]), x, cos, sin)
-    step.tensors += (slots, table)
-    return step
+    return _held(DecodeStep(x.data_ptr(), B, _ptr(cos), _ptr(sin), _ptr(slots), _ptr(table),
+                            0 if table is None else table.shape[1]), x, cos, sin, keep=(slots, table))
 
 
 def attention_block(layer: AttentionLayer, step: DecodeStep, mask: torch.Tensor) -> None:
