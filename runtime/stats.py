@@ -66,6 +66,7 @@ class EngineStats:
             "mean_batch_tokens": self.tokens_computed / self.steps if self.steps else 0.0,
             "last_batch_seqs": self.recent[-1][4] if self.recent else 0,
             "recent_batch_seqs": [r[4] for r in self.recent],  # sequences per step, oldest first
+            "recent_step_tokens_per_s": [r[3] / r[1] if r[1] else 0.0 for r in self.recent],  # per step, oldest first
             "prefix_cache_hit_rate": cached_tokens / prompt_tokens if prompt_tokens else 0.0,
             "prompt_tokens": prompt_tokens,
             "cached_tokens": cached_tokens,

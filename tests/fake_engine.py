@@ -94,6 +94,7 @@ class FakeEngine:
         self.gated = gated
         self._gate = threading.Semaphore(0)
         self._batches: deque[int] = deque(maxlen=64)
+        self._generated: deque[int] = deque(maxlen=64)  # tokens written per step
         self._load = [[0] * experts for _ in range(layers)]
 
     def clock(self) -> float:
@@ -122,7 +123,7 @@ class FakeEngine:
         if self.gated and not self._gate.acquire(timeout=30):
             raise TimeoutError("nobody released the fake engine's next step")
         batch, self._running = self._running, []
-        finished = []
+        finished, generated = [], self.generated
         for h in batch:
             before = len(h.out.token_ids)
             (finished if h._write(self.chars_per_step) else self._running).append(h)
@@ -133,6 +134,7 @@ class FakeEngine:
         self.steps += 1
         self.now += self.step_s
         self._batches.append(len(batch))
+        self._generated.append(self.generated - generated)
         return finished
 
     def embed(self, texts: list[str]) -> torch.Tensor:
@@ -153,6 +155,7 @@ class FakeEngine:
             "tokens_generated": self.generated,
             "last_batch_seqs": self._batches[-1] if self._batches else 0,
             "recent_batch_seqs": list(self._batches),
+            "recent_step_tokens_per_s": [n / self.step_s for n in self._generated],
             "mean_batch_seqs": sum(self._batches) / len(self._batches) if self._batches else 0.0,
             "prefix_cache_hit_rate": 0.75,
             "kv_pool_use": 0.125,
