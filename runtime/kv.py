@@ -88,10 +88,8 @@ class PagedBatch:
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
                window: int | None) -> torch.Tensor:
         """q [T, H, d], k/v [T, G, d] of the new tokens -> [T, H, d]."""
+        self.pool.write(layer, self.slots, k, v)
         kc, vc = self.pool.k[layer], self.pool.v[layer]
-        G, d = kc.shape[2:]
-        kc.view(-1, G, d).index_copy_(0, self.slots, k)
-        vc.view(-1, G, d).index_copy_(0, self.slots, v)
         if not self.prefill:  # the common decode-only step: no scatter needed
             return self._decode_attention(q, kc, vc, self.decode_table, self.decode_mask(window), scale)
         out = torch.empty_like(q)
