@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from swarm.kernels import registry
-from swarm.runtime.block_pool import KVPool, OutOfBlocks
+from swarm.runtime.block_pool import KV_DTYPES, KVPool, OutOfBlocks
 from swarm.runtime.bundled import model_path
 from swarm.runtime.cuda_graphs import DecodeGraphs
 from swarm.runtime.errors import PromptTooLongError, SchemaError
@@ -74,8 +74,12 @@ class EngineConfig:
     max_lora_rank: int = 64
     cuda_graphs: bool = True  # on a GPU, replay decode-only steps as captured CUDA graphs (runtime/cuda_graphs.py)
     fused_decode: bool = True  # on the CPU, decode steps run each layer block as one native call (runtime/fused.py)
+    kv_dtype: str | None = None  # how K/V are stored: None = the model's dtype; "int8" = int8 + a scale per token/head
 
     def __post_init__(self):
+        if self.kv_dtype is not None and self.kv_dtype not in KV_DTYPES:
+            raise ValueError(f"kv_dtype {self.kv_dtype!r} is not supported; choose None (the model's dtype) or one "
+                             f"of {', '.join(KV_DTYPES)}")
         if self.block_size < 1 or self.max_batched_tokens < 1 or self.max_seqs < 1:
             raise ValueError("block_size, max_batched_tokens and max_seqs must be positive")
         if self.kv_cache_tokens is not None and self.kv_cache_tokens < self.block_size:
@@ -104,9 +108,12 @@ class Engine:
         if tokenizer.eos_token_id is not None:
             self.eos_token_ids.add(tokenizer.eos_token_id)
         dtype = next(model.parameters()).dtype
-        per_token = KVPool.bytes_per_token(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, dtype)
+        if ec.kv_dtype not in (None, "int8", str(dtype).removeprefix("torch.")):  # the kernels take q's dtype
+            raise ValueError(f"kv_dtype {ec.kv_dtype!r}: a float KV cache is stored in the model's dtype ({dtype}); "
+                             "use None or 'int8'")
+        per_token = KVPool.bytes_per_token(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, ec.kv_dtype or dtype)
         self.pool = KVPool(ec.num_blocks(per_token), ec.block_size, cfg.num_layers, cfg.num_kv_heads,
-                           cfg.head_dim, dtype, self.device)
+                           cfg.head_dim, dtype, self.device, kv_dtype=ec.kv_dtype)
         self.cache = PrefixCache(self.pool)
         self.lora = LoRAManager(model, cfg, ec.max_adapters, ec.max_lora_rank)
         self.scheduler = Scheduler(self.pool, self.cache, ec.max_batched_tokens, ec.max_seqs,
@@ -579,5 +586,6 @@ class Engine:
             prompt_tokens=s.prompt_tokens, cached_tokens=s.cached_tokens, recomputed_tokens=s.recomputed_tokens,
             preemptions=s.num_preemptions, waiting=len(s.waiting), running=len(s.running),
             kv_blocks_total=self.pool.num_blocks, kv_blocks_used=self.pool.num_used,
-            kv_blocks_cached=self.cache.num_nodes, block_size=self.pool.block_size, **graphs,
+            kv_blocks_cached=self.cache.num_nodes, block_size=self.pool.block_size, kv_dtype=self.pool.kv_dtype,
+            **graphs,
         )
