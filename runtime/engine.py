@@ -27,6 +27,7 @@ from swarm.runtime.grammar import GrammarCompiler, GrammarState
 from swarm.runtime.kv import DenseBatch, PagedBatch, index_tensor
 from swarm.runtime.loader import Progress, load_model
 from swarm.runtime.lora import LoRAManager
+from swarm.runtime.memory import format_size, free_memory, parse_size
 from swarm.runtime.model import Model, MoE
 from swarm.runtime.prefix_cache import PrefixCache
 from swarm.runtime.request import Completion, Request, RequestHandle
@@ -61,11 +62,19 @@ class _Pass:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Engine sizing. The KV pool is set in tokens (`kv_cache_tokens`) or bytes (`kv_cache_bytes`)."""
+    """Engine sizing.
+
+    The KV pool takes `kv_memory` (bytes, or a size such as "4GiB"), or `kv_cache_tokens` tokens; by default
+    it takes `kv_memory_share` of the memory free when the engine starts: 40% of available RAM on the CPU,
+    80% of free device memory on a GPU (after the weights are loaded). CPU pools are mapped lazily, so
+    memory is used only as blocks are first written.
+    """
 
     block_size: int = 16
     kv_cache_tokens: int | None = None
-    kv_cache_bytes: int = 512 * 2**20
+    kv_memory: int | str | None = None
+    kv_memory_share: float | None = None  # None: 0.4 on the CPU, 0.8 on a GPU
+    kv_cache_bytes: int | None = None  # the older name of kv_memory, still accepted
     max_batched_tokens: int = 512  # token budget of one step (decode tokens + prefill chunks)
     max_seqs: int = 256  # requests in one step
     enable_prefix_cache: bool = True
@@ -84,10 +93,28 @@ class EngineConfig:
             raise ValueError("block_size, max_batched_tokens and max_seqs must be positive")
         if self.kv_cache_tokens is not None and self.kv_cache_tokens < self.block_size:
             raise ValueError(f"kv_cache_tokens ({self.kv_cache_tokens}) must hold at least one block")
+        if self.kv_cache_bytes is not None:
+            if self.kv_memory is not None:
+                raise ValueError("give kv_memory or its older name kv_cache_bytes, not both")
+            object.__setattr__(self, "kv_memory", self.kv_cache_bytes)
+        if self.kv_memory is not None:
+            object.__setattr__(self, "kv_memory", parse_size(self.kv_memory, "kv_memory"))
+        if self.kv_memory_share is not None and not 0 < self.kv_memory_share <= 0.95:
+            raise ValueError(f"kv_memory_share must be in (0, 0.95], got {self.kv_memory_share}")
 
-    def num_blocks(self, bytes_per_token: int) -> int:
-        tokens = self.kv_cache_tokens or self.kv_cache_bytes // bytes_per_token
-        return max(1, tokens // self.block_size)
+    def kv_pool_bytes(self, device: torch.device) -> tuple[int, str]:
+        """(bytes for the KV pool, where that figure comes from) when sized in bytes rather than tokens."""
+        if self.kv_memory is not None:
+            return self.kv_memory, "kv_memory"
+        share = self.kv_memory_share or (0.8 if device.type == "cuda" else 0.4)
+        free = free_memory(device)
+        where = "free device memory" if device.type == "cuda" else "available RAM"
+        return int(free * share), f"{share:.0%} of {format_size(free)} {where}"
+
+    def num_blocks(self, bytes_per_token: int, device: torch.device | str = "cpu") -> int:
+        if self.kv_cache_tokens is not None:
+            return max(1, self.kv_cache_tokens // self.block_size)
+        return max(1, self.kv_pool_bytes(torch.device(device))[0] // bytes_per_token // self.block_size)
 
 
 class Engine:
@@ -112,7 +139,7 @@ class Engine:
             raise ValueError(f"kv_dtype {ec.kv_dtype!r}: a float KV cache is stored in the model's dtype ({dtype}); "
                              "use None or 'int8'")
         per_token = KVPool.bytes_per_token(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, ec.kv_dtype or dtype)
-        self.pool = KVPool(ec.num_blocks(per_token), ec.block_size, cfg.num_layers, cfg.num_kv_heads,
+        self.pool = KVPool(self._pool_blocks(per_token), ec.block_size, cfg.num_layers, cfg.num_kv_heads,
                            cfg.head_dim, dtype, self.device, kv_dtype=ec.kv_dtype)
         self.cache = PrefixCache(self.pool)
         self.lora = LoRAManager(model, cfg, ec.max_adapters, ec.max_lora_rank)
@@ -132,6 +159,28 @@ class Engine:
         self._argmax = registry.get("argmax", torch.device("cpu"))  # greedy rows; logits come back to the CPU
         self._pass: _Pass | None = None
         self._uneven = 2.0  # a pass's longest slice over its mean slice, averaged over recent passes
+
+    def _pool_blocks(self, per_token: int) -> int:
+        """Blocks for the KV pool, noting where its size came from in `memory_summary`."""
+        ec = self.engine_config
+        if ec.kv_cache_tokens is not None:
+            self._kv_source = "kv_cache_tokens"
+            return ec.num_blocks(per_token)
+        nbytes, self._kv_source = ec.kv_pool_bytes(self.device)
+        blocks = nbytes // per_token // ec.block_size
+        if blocks < 1:
+            raise ValueError(f"a KV pool of {format_size(nbytes)} ({self._kv_source}) holds no block: one block of "
+                             f"{ec.block_size} tokens takes {format_size(per_token * ec.block_size)}")
+        return blocks
+
+    def memory_summary(self, context_tokens: int | None = None) -> str:
+        """One line on the KV pool: its size, where the size came from, the tokens it holds and how many
+        contexts of `context_tokens` (default: the model's whole context) fit."""
+        pool, n = self.pool, context_tokens or self.max_context
+        per_token = KVPool.bytes_per_token(self.config.num_layers, self.config.num_kv_heads, self.config.head_dim,
+                                           pool.kv_dtype)
+        return (f"KV pool {format_size(pool.num_tokens * per_token)} ({self._kv_source}, {pool.kv_dtype}): "
+                f"{pool.num_tokens:,} tokens, about {pool.num_tokens // n:,} contexts of {n:,} tokens")
 
     @classmethod
     def from_pretrained(cls, path: str | Path, config: EngineConfig | None = None, device: str = "cpu",
@@ -179,7 +228,7 @@ class Engine:
         if n_prompt + n_new > self.pool.num_blocks * self.pool.block_size:
             raise PromptTooLongError(
                 f"the KV pool holds {self.pool.num_blocks * self.pool.block_size} tokens, but one request "
-                f"needs {n_prompt + n_new}; raise EngineConfig.kv_cache_tokens"
+                f"needs {n_prompt + n_new}; give the pool more memory (EngineConfig.kv_memory, --kv-memory)"
             )
 
     def submit(self, prompt: Prompt, params: SamplingParams | None = None, persona: Hashable = None,

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from swarm.bus.base import BusError
+from swarm.engine_options import add_engine_options, engine_config
 from swarm.runtime.errors import SwarmError
 
 
@@ -61,7 +62,11 @@ def _run(args: argparse.Namespace) -> int:
     from swarm.simulation import Simulation
 
     sim = Simulation.from_scenario(args.scenario, model=args.model, seed=args.seed, bus=args.bus,
-                                   record=args.record, agents=args.agents, **({"name": args.name} if args.name else {}))
+                                   record=args.record, agents=args.agents, engine_config=engine_config(args),
+                                   **({"name": args.name} if args.name else {}))
+    engine = getattr(sim.model, "engine", None)
+    if engine is not None and hasattr(engine, "memory_summary"):
+        print(f"swarm: {engine.memory_summary()}; {len(sim.agents):,} agents", file=sys.stderr)
     # the live UI when asked, or by default on a terminal; headless (progress on stderr) otherwise
     tui = args.tui or (not args.headless and sys.stdin.isatty() and sys.stdout.isatty())
     interrupted = False
@@ -171,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--headless", action="store_true", help="no TUI: progress on stderr, report on stdout")
     run.add_argument("--tui", action="store_true", help="watch it live (the default on a terminal)")
     run.add_argument("--json", action="store_true", help="print the report as one JSON line, last")
+    add_engine_options(run)
     run.set_defaults(func=_run)
 
     t = sub.add_parser("train", help="train a small MoE and persona adapters on scenario demonstrations")

@@ -213,8 +213,12 @@ def hashed_bag_of_words(texts: list[str], dim: int = 256) -> np.ndarray:
     return out / np.maximum(norms, 1e-12)
 
 
-def open_model(model: Any) -> TurnModel:
-    """`model=` as users pass it: a TurnModel, an Engine, or a checkpoint folder path."""
+def open_model(model: Any, engine_config: Any = None) -> TurnModel:
+    """`model=` as users pass it: a TurnModel, an Engine, or a checkpoint folder path (loaded with
+    `engine_config`, an EngineConfig, when given)."""
+    if engine_config is not None and not isinstance(model, (str, Path)):
+        raise ValueError("engine_config applies to a model the simulation loads (a folder or a bundled name), "
+                         f"not to a {type(model).__name__}: configure that engine where it is made")
     if isinstance(model, TurnModel):
         return model
     if model is None:
@@ -228,7 +232,7 @@ def open_model(model: Any) -> TurnModel:
             raise ValueError(f"{e} (pass a local Hugging Face model folder)") from None
         # a bundled model is referred to by name, so a checkpoint names it wherever swarm is installed
         ref = str(model) if Path(str(model)).name == str(model) and not Path(str(model)).is_dir() else str(path)
-        return EngineModel(Engine.from_pretrained(path), ref=ref)
+        return EngineModel(Engine.from_pretrained(path, config=engine_config), ref=ref)
     if hasattr(model, "submit") and hasattr(model, "step"):
         return EngineModel(model, ref=getattr(model, "source", None))
     raise TypeError(f"cannot use {type(model).__name__} as a model")

@@ -16,6 +16,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ class Simulation:
     """A world, its agents, a model that decides their turns, a bus that carries what happens.
 
     `model` is the bundled "swarm-tiny" by default, a model folder, an Engine, a TurnModel (e.g. a
-    ScriptedModel), or None for a simulation that is only built and inspected, never run.
+    ScriptedModel), or None for a simulation that is only built and inspected, never run. A model it loads
+    itself (a name or a folder) gets `engine_config` (an EngineConfig: KV memory, KV dtype, batch sizes).
 
     >>> sim = Simulation(model="swarm-tiny", seed=7)
     >>> sim.world.add_place("tavern")
@@ -53,11 +55,11 @@ class Simulation:
 
     def __init__(self, model: Any = DEFAULT_MODEL, *, seed: int = 0, bus: str | None = "local", name: str = "sim",
                  record: str | Path | None = None, minutes_per_tick: float = 1.0, max_action_tokens: int = 96,
-                 retrieve: int = 3, history_turns: int = 2):
+                 retrieve: int = 3, history_turns: int = 2, engine_config: Any = None):
         if not isinstance(name, str) or not name:
             raise ValueError(f"a simulation needs a non-empty name, got {name!r}")
         self.name, self.seed = name, seed
-        self.model: TurnModel | None = open_model(model) if model is not None else None
+        self.model: TurnModel | None = open_model(model, engine_config) if model is not None else None
         self.rng = random.Random(seed)
         self.world = World(minutes_per_tick)
         self.agents: dict[str, Agent] = {}
@@ -75,6 +77,7 @@ class Simulation:
         self._schema = None
         self._actions_for: Callable[[Simulation, Agent], list[type]] | None = None
         self._focus: Callable[[Simulation, Agent], str | None] | None = None
+        self._next_act: Callable[[Simulation, Agent], float | None] | None = None
         self._unions: dict[tuple[type, ...], Any] = {}
         self._loop = asyncio.new_event_loop()
         self.bus_url = bus
@@ -90,7 +93,8 @@ class Simulation:
     def from_scenario(cls, spec: str, model: Any = DEFAULT_MODEL, **kwargs: Any) -> Simulation:
         """A simulation built by a bundled scenario (by name) or a scenario file; keyword arguments the
         constructor does not take are the scenario's options (e.g. `agents=12`)."""
-        own = {"seed", "bus", "name", "record", "minutes_per_tick", "max_action_tokens", "retrieve", "history_turns"}
+        own = {"seed", "bus", "name", "record", "minutes_per_tick", "max_action_tokens", "retrieve", "history_turns",
+               "engine_config"}
         options = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
         if "name" not in kwargs:
             kwargs["name"] = Path(spec).stem if spec.endswith(".py") else spec
@@ -167,6 +171,16 @@ class Simulation:
         its act prompt ends with it, right before the question: e.g. the ticket in a support agent's hands.
         Small models read best what stands nearest their answer; memories and older news come before it."""
         self._focus = fn
+        return fn
+
+    def next_act(self, fn: Callable[[Simulation, Agent], float | None]) -> Callable:
+        """Decorator: `fn(sim, agent)` gives how many ticks `agent` will stay idle before its next turn (0:
+        it acts in the coming tick; inf: not until something wakes it), or None for no idea. Scenarios
+        that know their routines (a timetable, a queue, a phase that ends) say so, and the engine's KV
+        cache keeps and fetches personas by it. Asked between ticks, only for agents with nothing to act
+        on now (and only then); a plan step due sooner, or a journey that ends later, still wins. Without
+        it (or on None) the guess is the agent's usual interval between turns."""
+        self._next_act = fn
         return fn
 
     @property
@@ -341,9 +355,10 @@ class Simulation:
         across agents whenever they were sent, so only changes need sending."""
         if self.model is None:
             return
-        nxt = self.world.tick + 1
+        nxt, positions, hook = self.world.tick + 1, self.world.positions, self._next_act
         for agent in self.agents.values():
-            when = nxt + agent.ticks_until_next_act(nxt)
+            expect = None if hook is None else partial(hook, self, agent)  # asked only if the agent is idle
+            when = nxt + agent.ticks_until_next_act(nxt, arrives=positions[agent.id].arrive_tick, expect=expect)
             if self._hinted.get(agent.id) != when:
                 self._hinted[agent.id] = when
                 self.model.hint(agent.id, when)

@@ -10,6 +10,8 @@ import signal
 import sys
 import time
 
+from swarm.engine_options import add_engine_options, engine_config
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve the runtime over an MQTT broker to programs in any language",
@@ -23,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grace", type=float, default=5.0,
                    help="seconds requests in flight get to finish when the server is stopped")
     p.add_argument("-v", "--verbose", action="store_true", help="log one line per request")
+    add_engine_options(p)
     p.set_defaults(func=run)
 
 
@@ -37,10 +40,11 @@ def run(args: argparse.Namespace) -> int:
     if args.verbose:
         logging.getLogger("swarm.serve").setLevel(logging.DEBUG)
     t0 = time.perf_counter()
-    engine = Engine.from_pretrained(args.model, device=args.device)
+    engine = Engine.from_pretrained(args.model, config=engine_config(args), device=args.device)
     for name, path in adapters:
         engine.add_adapter(name, path)
-    print(f"swarm serve: loaded {args.model} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    print(f"swarm serve: loaded {args.model} in {time.perf_counter() - t0:.1f}s; {engine.memory_summary()}",
+          file=sys.stderr)
     asyncio.run(serve(engine, args.bus, args.name, args.model, args.grace))
     return 0
 

@@ -1,0 +1,33 @@
+"""The command line's KV-memory options, shared by `swarm run` and `swarm serve`."""
+
+from __future__ import annotations
+
+import argparse
+
+from swarm.runtime.block_pool import KV_DTYPES
+from swarm.runtime.memory import parse_size
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text, "--kv-memory")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kv-memory", type=_size, metavar="SIZE",
+                        help="memory for the KV cache, e.g. 4GiB (default: 40%% of the RAM available at start, 80%% "
+                        "of free GPU memory)")
+    parser.add_argument("--kv-dtype", choices=[d for d in KV_DTYPES if d == "int8"],
+                        help="store keys and values as int8 with a scale per token and head (about 3.8x the tokens "
+                        "of float32 in the same memory)")
+
+
+def engine_config(args: argparse.Namespace):
+    """An EngineConfig from the options, or None when none was given (the engine's defaults)."""
+    if args.kv_memory is None and args.kv_dtype is None:
+        return None
+    from swarm.runtime import EngineConfig
+
+    return EngineConfig(kv_memory=args.kv_memory, kv_dtype=args.kv_dtype)
