@@ -514,19 +514,89 @@ int swarm_expert_ffn(const float *x, int64_t T, int64_t D, const float *gate_up,
     return failed ? -2 : 0;
 }
 
+/* ---- int8 KV storage ---------------------------------------------------------------------------------- */
+
+/* R rows of d floats -> int8 values [R, d] and scales [R], as runtime/block_pool.quantize_int8 computes
+ * them (same operations, so the same bits): scale = max |x| / 127 (0 for an all-zero row), values x / scale
+ * rounded to nearest even and clamped to [-127, 127]. */
+static void store_int8(const float *x, int64_t R, int64_t d, int8_t *values, float *scales)
+{
+    for (int64_t r = 0; r < R; r++) {
+        const float *xr = x + r * d;
+        float mx = 0.0f;
+        for (int64_t c = 0; c < d; c++)
+            mx = fabsf(xr[c]) > mx ? fabsf(xr[c]) : mx;
+        const float sc = mx / 127.0f, safe = sc > 0.0f ? sc : 1.0f;
+        for (int64_t c = 0; c < d; c++) {
+            float v = nearbyintf(xr[c] / safe);
+            values[r * d + c] = (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
+        }
+        scales[r] = sc;
+    }
+}
+
+/* Quantise T tokens' rows x [T, G, d] (token t at x + t * st, its G rows contiguous) into their slots of an
+ * int8 cache [N bs, G, d] and its scales [N bs, G]. Returns 0. */
+int swarm_store_int8(const float *x, int64_t T, int64_t G, int64_t d, int64_t st, const int64_t *slots,
+                     int8_t *cache, float *scales)
+{
+#pragma omp parallel for if (T * G * d >= 65536)
+    for (int64_t t = 0; t < T; t++)
+        store_int8(x + t * st, G, d, cache + slots[t] * G * d, scales + slots[t] * G);
+    return 0;
+}
+
 /* ---- paged decode attention ------------------------------------------------------------------------ */
 
 #define CHUNK 64 /* key positions scored per softmax update */
 #define MAX_H 64 /* query heads per sequence */
 #define AHEAD 64 /* positions prefetched ahead of the one being read */
 
+/* A paged cache as the attention kernels read it: keys and values [N, bs, G, d] of float32, or of int8 with a
+ * float32 scale per slot and head (ks/vs [N, bs, G]; NULL for float32). An int8 value is converted to float
+ * exactly; its scale is folded in after the arithmetic it would otherwise repeat d times: a key's after its
+ * dot product with the query, a value's into its softmax weight. */
+struct paged {
+    const void *k, *v;
+    const float *ks, *vs;
+    int64_t bs, G;
+};
+
+/* 8 consecutive cache elements at p (a byte address) as floats */
+static inline __m256 load8(const char *p, int q8)
+{
+    return q8 ? _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)))
+              : _mm256_loadu_ps((const float *)p);
+}
+
+static inline float load1(const char *p, int q8)
+{
+    return q8 ? (float)*(const int8_t *)p : *(const float *)p;
+}
+
+/* a . w over d elements of a cache row w (float32: exactly `dot`) */
+static inline float dot_kv(const float *a, const char *w, int64_t d, int q8)
+{
+    if (!q8)
+        return dot(a, (const float *)w, d);
+    __m256 s = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= d; k += 8)
+        s = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), load8(w + k, 1), s);
+    float out = hsum1(s);
+    for (; k < d; k++)
+        out += a[k] * (float)((const int8_t *)w)[k];
+    return out;
+}
+
 /* A cursor over the cache lines of one sequence's blocks, keys and values together: the kernel moves it a
  * few lines at a time as it computes, so that memory stays busy while the arithmetic runs (a whole block
- * at once stalls the core until the loads drain, and the prefetchers alone leave it waiting). */
+ * at once stalls the core until the loads drain, and the prefetchers alone leave it waiting). An int8
+ * cache's scale lines (sbytes a block) go with the first lines of their block. */
 struct lines {
-    const char *k, *v;
+    const char *k, *v, *ks, *vs;
     const int64_t *table;
-    int64_t nb, bytes, blk, off; /* blocks, bytes per block; the next line: offset off of block blk */
+    int64_t nb, bytes, sbytes, blk, off; /* blocks, bytes per block (and of scales); the next line: offset off of block blk */
 };
 
 static inline void prefetch_lines(struct lines *c, int64_t n)
@@ -535,6 +605,11 @@ static inline void prefetch_lines(struct lines *c, int64_t n)
         const int64_t at = c->table[c->blk] * c->bytes + c->off;
         _mm_prefetch(c->k + at, _MM_HINT_T0);
         _mm_prefetch(c->v + at, _MM_HINT_T0);
+        if (c->off < c->sbytes) {
+            const int64_t sat = c->table[c->blk] * c->sbytes + c->off;
+            _mm_prefetch(c->ks + sat, _MM_HINT_T0);
+            _mm_prefetch(c->vs + sat, _MM_HINT_T0);
+        }
         if ((c->off += 64) >= c->bytes) {
             c->off = 0;
             c->blk++;
@@ -543,37 +618,47 @@ static inline void prefetch_lines(struct lines *c, int64_t n)
 }
 
 /* Online softmax over one sequence's visible keys for all H query heads (head r reads key/value head
- * r / R). q [H, d]; acc [H, d] is the output. Keys and values are read in place from the paged cache. */
-static void attend_seq(const float *q, int64_t H, int64_t R, int64_t d, const float *kc, const float *vc,
-                       int64_t bs, int64_t G, const int64_t *table, const uint8_t *mask, int64_t S, float scale,
-                       float *acc)
+ * r / R). q [H, d]; acc [H, d] is the output. Keys and values are read in place from the paged cache.
+ * Inlined into attend_seq once per q8, so each cache type gets its own loops (float32's are the same
+ * instructions as before int8 existed). */
+static inline __attribute__((always_inline)) void attend_body(const float *q, int64_t H, int64_t R, int64_t d,
+                                                              const struct paged *kv, const int64_t *table,
+                                                              const uint8_t *mask, int64_t S, float scale,
+                                                              float *acc, const int q8)
 {
-    float m[MAX_H], l[MAX_H], s[MAX_H][CHUNK];
-    const float *kp[CHUNK], *vp[CHUNK];
+    float m[MAX_H], l[MAX_H], s[MAX_H][CHUNK], pw[CHUNK];
+    const char *kp[CHUNK], *vp[CHUNK];
+    const float *ksp[CHUNK], *vsp[CHUNK]; /* int8: the G scales of each gathered slot */
     for (int64_t r = 0; r < H; r++) {
         m[r] = -INFINITY;
         l[r] = 0.0f;
     }
     memset(acc, 0, H * d * sizeof *acc);
     int vec = d % 8 == 0;
+    const int64_t bs = kv->bs, G = kv->G, esz = q8 ? 1 : (int64_t)sizeof(float);
     int64_t blk = 0, o = 0; /* the next position to look at: slot o of block blk of the table */
     const int64_t nb = S / bs, stride = G * d;
     /* The cache is cold (the layer's expert weights went through since it was last read) and a
      * sequence's blocks lie anywhere: lines are prefetched AHEAD positions ahead, and then at the rate
      * the loops below consume them. Every 8 positions scored for one head, and every 8 summed for one
      * head, move the cursor half of 8 positions' lines / H, so it keeps its distance. */
-    const int64_t per_pos = (stride * (int64_t)sizeof(float) + 63) / 64, share = (8 * per_pos + H - 1) / H;
-    struct lines pf = {(const char *)kc, (const char *)vc, table, nb, bs * stride * (int64_t)sizeof(float), 0, 0};
+    const int64_t per_pos = (stride * esz + 63) / 64, share = (8 * per_pos + H - 1) / H;
+    struct lines pf = {(const char *)kv->k, (const char *)kv->v, (const char *)kv->ks, (const char *)kv->vs, table,
+                       nb, bs * stride * esz, q8 ? bs * G * (int64_t)sizeof(float) : 0, 0, 0};
     prefetch_lines(&pf, AHEAD * per_pos);
     while (blk < nb) {
         int n = 0; /* gather the next CHUNK visible positions */
         for (; blk < nb && n < CHUNK; blk++, o = 0) {
-            const float *kb = kc + table[blk] * bs * stride, *vb = vc + table[blk] * bs * stride;
+            const int64_t first = table[blk] * bs; /* the block's first slot */
             const uint8_t *mb = mask + blk * bs;
             for (; o < bs && n < CHUNK; o++)
                 if (mb[o]) {
-                    kp[n] = kb + o * stride;
-                    vp[n] = vb + o * stride;
+                    kp[n] = (const char *)kv->k + (first + o) * stride * esz;
+                    vp[n] = (const char *)kv->v + (first + o) * stride * esz;
+                    if (q8) {
+                        ksp[n] = kv->ks + (first + o) * G;
+                        vsp[n] = kv->vs + (first + o) * G;
+                    }
                     n++;
                 }
             if (o < bs)
@@ -583,7 +668,7 @@ static void attend_seq(const float *q, int64_t H, int64_t R, int64_t d, const fl
             break;
         for (int64_t r = 0; r < H; r++) {
             const float *qr = q + r * d;
-            const int64_t kv = r / R * d; /* this head's key/value head, as an offset into a slot */
+            const int64_t g = r / R, kv_off = g * d * esz; /* this head's key/value head, as a byte offset into a slot */
             int i = 0;
             if (vec)
                 for (; i + 8 <= n; i += 8) { /* 8 keys at a time, summed across lanes in one go */
@@ -593,15 +678,20 @@ static void attend_seq(const float *q, int64_t H, int64_t R, int64_t d, const fl
                     for (int64_t c = 0; c < d; c += 8) {
                         __m256 qv = _mm256_loadu_ps(qr + c);
                         for (int z = 0; z < 8; z++)
-                            a[z] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kp[i + z] + kv + c), a[z]);
+                            a[z] = _mm256_fmadd_ps(qv, load8(kp[i + z] + kv_off + c * esz, q8), a[z]);
                     }
                     prefetch_lines(&pf, share / 2);
                     __m128 lo = hsum4(a[0], a[1], a[2], a[3]), hi = hsum4(a[4], a[5], a[6], a[7]);
-                    __m256 sc = _mm256_mul_ps(_mm256_set_m128(hi, lo), _mm256_set1_ps(scale));
-                    _mm256_storeu_ps(s[r] + i, sc);
+                    __m256 dots = _mm256_set_m128(hi, lo);
+                    if (q8)
+                        dots = _mm256_mul_ps(dots, _mm256_set_ps(ksp[i + 7][g], ksp[i + 6][g], ksp[i + 5][g],
+                                                                 ksp[i + 4][g], ksp[i + 3][g], ksp[i + 2][g],
+                                                                 ksp[i + 1][g], ksp[i][g]));
+                    _mm256_storeu_ps(s[r] + i, _mm256_mul_ps(dots, _mm256_set1_ps(scale)));
                 }
             for (; i < n; i++)
-                s[r][i] = scale * dot(qr, kp[i] + kv, d);
+                s[r][i] = q8 ? scale * (ksp[i][g] * dot_kv(qr, kp[i] + kv_off, d, 1))
+                             : scale * dot(qr, (const float *)(kp[i] + kv_off), d);
             float mx = m[r];
             __m256 vm = _mm256_set1_ps(mx);
             i = 0;
@@ -637,7 +727,12 @@ static void attend_seq(const float *q, int64_t H, int64_t R, int64_t d, const fl
         for (int64_t r = 0; r < H; r++) {
             float *ar = acc + r * d;
             const float *pr = s[r];
-            const int64_t kv = r / R * d;
+            const int64_t g = r / R, kv_off = g * d * esz;
+            if (q8) { /* the value scales ride on the weights: p_i s_i (int8 v_i) */
+                for (int i = 0; i < n; i++)
+                    pw[i] = pr[i] * vsp[i][g];
+                pr = pw;
+            }
             int64_t c = 0;
             if (vec)
                 for (; c + 64 <= d; c += 64) {
@@ -647,7 +742,7 @@ static void attend_seq(const float *q, int64_t H, int64_t R, int64_t d, const fl
                     for (int i = 0; i < n; i++) {
                         __m256 p = _mm256_broadcast_ss(pr + i);
                         for (int z = 0; z < 8; z++)
-                            a[z] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vp[i] + kv + c + 8 * z), a[z]);
+                            a[z] = _mm256_fmadd_ps(p, load8(vp[i] + kv_off + (c + 8 * z) * esz, q8), a[z]);
                         if (c == 0 && i % 8 == 7)
                             prefetch_lines(&pf, share - share / 2);
                     }
@@ -658,7 +753,7 @@ static void attend_seq(const float *q, int64_t H, int64_t R, int64_t d, const fl
                 for (; c + 8 <= d; c += 8) {
                     __m256 a = _mm256_loadu_ps(ar + c);
                     for (int i = 0; i < n; i++) {
-                        a = _mm256_fmadd_ps(_mm256_broadcast_ss(pr + i), _mm256_loadu_ps(vp[i] + kv + c), a);
+                        a = _mm256_fmadd_ps(_mm256_broadcast_ss(pr + i), load8(vp[i] + kv_off + c * esz, q8), a);
                         if (c == 0 && i % 8 == 7)
                             prefetch_lines(&pf, share - share / 2);
                     }
@@ -666,7 +761,7 @@ static void attend_seq(const float *q, int64_t H, int64_t R, int64_t d, const fl
                 }
             for (; c < d; c++)
                 for (int i = 0; i < n; i++)
-                    ar[c] += pr[i] * vp[i][kv + c];
+                    ar[c] += pr[i] * load1(vp[i] + kv_off + c * esz, q8);
         }
     }
     for (int64_t r = 0; r < H; r++) {
@@ -676,19 +771,30 @@ static void attend_seq(const float *q, int64_t H, int64_t R, int64_t d, const fl
     }
 }
 
-/* out[b, h] = softmax(scale q[b, h] K_b^T) V_b over the visible slots of sequence b.
- * q [B, H, d]; kc/vc [N, bs, G, d]; table [B, nb]; mask [B, nb * bs] (1 = visible); out [B, H, d].
- * Returns 0, or -1 when H is not a multiple of G or exceeds MAX_H. */
-int swarm_decode_attention(const float *q, int64_t B, int64_t H, int64_t d, const float *kc, const float *vc,
-                           int64_t bs, int64_t G, const int64_t *table, int64_t nb, const uint8_t *mask,
-                           float scale, float *out)
+static void attend_seq(const float *q, int64_t H, int64_t R, int64_t d, const struct paged *kv,
+                       const int64_t *table, const uint8_t *mask, int64_t S, float scale, float *acc)
 {
-    if (G <= 0 || H % G != 0 || H > MAX_H)
+    if (kv->ks)
+        attend_body(q, H, R, d, kv, table, mask, S, scale, acc, 1);
+    else
+        attend_body(q, H, R, d, kv, table, mask, S, scale, acc, 0);
+}
+
+/* out[b, h] = softmax(scale q[b, h] K_b^T) V_b over the visible slots of sequence b.
+ * q [B, H, d]; kc/vc [N, bs, G, d] float32, or int8 with scales ks/vs [N, bs, G] (NULL for float32);
+ * table [B, nb]; mask [B, nb * bs] (1 = visible); out [B, H, d].
+ * Returns 0, or -1 when H is not a multiple of G or exceeds MAX_H, or only one of ks/vs is given. */
+int swarm_decode_attention(const float *q, int64_t B, int64_t H, int64_t d, const void *kc, const void *vc,
+                           const float *ks, const float *vs, int64_t bs, int64_t G, const int64_t *table, int64_t nb,
+                           const uint8_t *mask, float scale, float *out)
+{
+    if (G <= 0 || H % G != 0 || H > MAX_H || !ks != !vs)
         return -1;
+    const struct paged kv = {kc, vc, ks, vs, bs, G};
     int64_t S = nb * bs;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t b = 0; b < B; b++)
-        attend_seq(q + b * H * d, H, H / G, d, kc, vc, bs, G, table + b * nb, mask + b * S, S, scale, out + b * H * d);
+        attend_seq(q + b * H * d, H, H / G, d, &kv, table + b * nb, mask + b * S, S, scale, out + b * H * d);
     return 0;
 }
 
@@ -760,25 +866,44 @@ static void pv_rows(const float *p0, const float *p1, const float *v, int64_t ld
         }
 }
 
+/* A block's int8 keys or values of head g (nk slots spaced ld apart) as floats [nk, d], converted exactly */
+static void widen_block(const int8_t *x, int64_t ld, int64_t nk, int64_t d, float *out)
+{
+    for (int64_t j = 0; j < nk; j++) {
+        const int8_t *xr = x + j * ld;
+        float *o = out + j * d;
+        int64_t c = 0;
+        for (; c + 8 <= d; c += 8)
+            _mm256_storeu_ps(o + c, load8((const char *)(xr + c), 1));
+        for (; c < d; c++)
+            o[c] = (float)xr[c];
+    }
+}
+
 /* out[i, h] = softmax(scale q[i, h] K^T) V over the keys query i sees: the Q queries sit at the last Q of
  * the sequence's S positions, query i at p = S - Q + i sees keys j <= p (and j > p - window when window > 0).
- * q [Q, H, d]; kc/vc [N, bs, G, d] read in place through table [nb]; out [Q, H, d].
+ * q [Q, H, d]; kc/vc [N, bs, G, d] read in place through table [nb], float32, or int8 with scales ks/vs
+ * [N, bs, G] (NULL for float32); out [Q, H, d].
  * A work item is up to QT queries times the R query heads of one key/value head: their rows share every
- * key and value loaded, block by block, with an online softmax per row.
- * Returns 0, -1 when H is not a multiple of G or S < Q, -2 when memory runs out. */
-int swarm_prefill_attention(const float *q, int64_t Q, int64_t H, int64_t d, const float *kc, const float *vc,
-                            int64_t bs, int64_t G, const int64_t *table, int64_t S, float scale, int64_t window,
-                            float *out)
+ * key and value loaded, block by block, with an online softmax per row. An int8 block is widened to floats
+ * once per work item (exactly: its scales are folded in as the decode kernel does, a key's into its scores
+ * and a value's into its softmax weights), so the float code below scores and sums it.
+ * Returns 0, -1 when H is not a multiple of G, S < Q or only one of ks/vs is given, -2 when memory runs out. */
+int swarm_prefill_attention(const float *q, int64_t Q, int64_t H, int64_t d, const void *kc, const void *vc,
+                            const float *ks, const float *vs, int64_t bs, int64_t G, const int64_t *table, int64_t S,
+                            float scale, int64_t window, float *out)
 {
-    if (G <= 0 || H % G != 0 || S < Q)
+    if (G <= 0 || H % G != 0 || S < Q || !ks != !vs)
         return -1;
     const int64_t R = H / G, tiles = (Q + QT - 1) / QT, rows_max = QT * R, ld = G * d;
+    const int q8 = ks != NULL;
     int failed = 0;
 #pragma omp parallel
     {
         float *m = malloc(rows_max * sizeof *m), *l = malloc(rows_max * sizeof *l);
         float *acc = malloc(rows_max * d * sizeof *acc), *sc = malloc(rows_max * bs * sizeof *sc);
-        if (!m || !l || !acc || !sc) {
+        float *wide = q8 ? malloc(2 * bs * d * sizeof *wide) : NULL; /* a block's keys, then its values */
+        if (!m || !l || !acc || !sc || (q8 && !wide)) {
 #pragma omp atomic write
             failed = 1;
         }
@@ -798,9 +923,19 @@ int swarm_prefill_attention(const float *q, int64_t Q, int64_t H, int64_t d, con
 #define QROW(r) (q + ((t0 + (r) / R) * H + g * R + (r) % R) * d)
             for (int64_t b = lo / bs; b * bs <= last; b++) {
                 const int64_t j0 = b * bs, nk = last + 1 - j0 < bs ? last + 1 - j0 : bs;
-                const float *kb = kc + table[b] * bs * ld + g * d, *vb = vc + table[b] * bs * ld + g * d;
+                const float *kb, *vb, *ksb = NULL, *vsb = NULL; /* int8: the block's scales of head g */
+                int64_t ldb = ld;
+                if (q8) {
+                    widen_block((const int8_t *)kc + table[b] * bs * ld + g * d, ld, nk, d, wide);
+                    widen_block((const int8_t *)vc + table[b] * bs * ld + g * d, ld, nk, d, wide + bs * d);
+                    kb = wide, vb = wide + bs * d, ldb = d;
+                    ksb = ks + table[b] * bs * G + g, vsb = vs + table[b] * bs * G + g;
+                } else {
+                    kb = (const float *)kc + table[b] * bs * ld + g * d;
+                    vb = (const float *)vc + table[b] * bs * ld + g * d;
+                }
                 for (int64_t r = 0; r < rows; r += 2)
-                    score_rows(QROW(r), r + 1 < rows ? QROW(r + 1) : NULL, kb, ld, nk, d, sc + r * bs,
+                    score_rows(QROW(r), r + 1 < rows ? QROW(r + 1) : NULL, kb, ldb, nk, d, sc + r * bs,
                                sc + (r + 1) * bs);
                 for (int64_t r = 0; r < rows; r++) {
                     const int64_t p = first + r / R; /* keys [a, z) of this block are visible to row r */
@@ -811,6 +946,9 @@ int swarm_prefill_attention(const float *q, int64_t Q, int64_t H, int64_t d, con
                         memset(sr, 0, nk * sizeof *sr);
                         continue;
                     }
+                    if (q8)
+                        for (int64_t j = 0; j < nk; j++)
+                            sr[j] *= ksb[j * G];
                     float mx = m[r];
                     for (int64_t j = a; j < z; j++)
                         mx = sr[j] * scale > mx ? sr[j] * scale : mx;
@@ -834,9 +972,12 @@ int swarm_prefill_attention(const float *q, int64_t Q, int64_t H, int64_t d, con
                     l[r] = l[r] * corr + sum;
                     for (int64_t c = 0; c < d; c++)
                         acc[r * d + c] *= corr;
+                    if (q8) /* summed into l unscaled: the value scales ride on the weights from here */
+                        for (j = 0; j < nk; j++)
+                            sr[j] *= vsb[j * G];
                 }
                 for (int64_t r = 0; r < rows; r += 2)
-                    pv_rows(sc + r * bs, r + 1 < rows ? sc + (r + 1) * bs : NULL, vb, ld, nk, d, acc + r * d,
+                    pv_rows(sc + r * bs, r + 1 < rows ? sc + (r + 1) * bs : NULL, vb, ldb, nk, d, acc + r * d,
                             acc + (r + 1) * d);
             }
             for (int64_t r = 0; r < rows; r++) {
@@ -846,7 +987,7 @@ int swarm_prefill_attention(const float *q, int64_t Q, int64_t H, int64_t d, con
             }
 #undef QROW
         }
-        free(m); free(l); free(acc); free(sc);
+        free(m); free(l); free(acc); free(sc); free(wide);
     }
     return failed ? -2 : 0;
 }
@@ -872,7 +1013,8 @@ struct attention_layer {
     int64_t H, G, d, qk_norm;
     const float *q_norm_w, *k_norm_w;
     float qk_eps;
-    float *kc, *vc; /* [N, bs, G, d] */
+    void *kc, *vc; /* [N, bs, G, d] float32, or int8 with scales ks/vs */
+    float *ks, *vs; /* [N, bs, G], NULL for a float32 cache */
     int64_t bs;
     float scale;
     const float *wo, *bo; /* [D, H d], bias or NULL */
@@ -906,8 +1048,9 @@ static void norm_linear(const float *x, int64_t B, int64_t D, const float *norm_
 int swarm_attention_block(const struct attention_layer *a, const struct decode_step *st, const uint8_t *mask)
 {
     const int64_t B = st->B, D = a->D, H = a->H, G = a->G, d = a->d, Nq = (H + 2 * G) * d, S = st->nb * a->bs;
-    if (G <= 0 || H % G != 0 || H > MAX_H)
+    if (G <= 0 || H % G != 0 || H > MAX_H || !a->ks != !a->vs)
         return -1;
+    const struct paged kv = {a->kc, a->vc, a->ks, a->vs, a->bs, G};
     float *h = malloc((B * D + 1) * sizeof *h), *qkv = malloc((B * Nq + 1) * sizeof *qkv);
     float *att = malloc((B * H * d + 1) * sizeof *att), *o = malloc((B * D + 1) * sizeof *o);
     if (!h || !qkv || !att || !o) {
@@ -932,13 +1075,18 @@ int swarm_attention_block(const struct attention_layer *a, const struct decode_s
             }
             for (int64_t r = 0; r < H + G; r++) /* the query heads, then the key heads that follow them */
                 rotary_row(q + r * d, d, st->cos + b * d, st->sin + b * d);
-            memcpy(a->kc + st->slots[b] * G * d, k, G * d * sizeof(float));
-            memcpy(a->vc + st->slots[b] * G * d, v, G * d * sizeof(float));
+            if (a->ks) {
+                store_int8(k, G, d, (int8_t *)a->kc + st->slots[b] * G * d, a->ks + st->slots[b] * G);
+                store_int8(v, G, d, (int8_t *)a->vc + st->slots[b] * G * d, a->vs + st->slots[b] * G);
+            } else {
+                memcpy((float *)a->kc + st->slots[b] * G * d, k, G * d * sizeof(float));
+                memcpy((float *)a->vc + st->slots[b] * G * d, v, G * d * sizeof(float));
+            }
         }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t b = 0; b < B; b++)
-            attend_seq(qkv + b * Nq, H, H / G, d, a->kc, a->vc, a->bs, G, st->table + b * st->nb, mask + b * S, S,
-                       a->scale, att + b * H * d);
+            attend_seq(qkv + b * Nq, H, H / G, d, &kv, st->table + b * st->nb, mask + b * S, S, a->scale,
+                       att + b * H * d);
         linear_part(att, B, H * d, a->wo, D, a->bo, o, tid, nt);
 #pragma omp barrier
         add_rows(st->x, o, B, D, a->mult);

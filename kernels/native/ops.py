@@ -1,9 +1,10 @@
 """The native kernels behind the registry's op signatures: argument checks, then one C call.
 
-They cover float32 CPU tensors, the CPU's compute dtype, up to MAX_HEADS query heads and, for `linear`, up to
-LINEAR_MAX_ROWS rows (decode batches; prefill chunks go to MKL's GEMM, faster at that size); anything else runs
-the torch kernels (the C code is float32 only and keeps per-head state on the stack). So does anything autograd
-records (training: the C code has no backward) or a trace records (ONNX export).
+They cover float32 CPU tensors, the CPU's compute dtype (and the KV pool's int8 layout with its float32 scales),
+up to MAX_HEADS query heads and, for `linear`, up to LINEAR_MAX_ROWS rows (decode batches; prefill chunks go to
+MKL's GEMM, faster at that size); anything else runs the torch kernels (the C code computes in float32 and keeps
+per-head state on the stack). So does anything autograd records (training: the C code has no backward) or a trace
+records (ONNX export).
 
 Legend: T tokens, D hidden, E experts, K top-k, I expert width, B sequences, H query heads,
 G key/value heads, d head dim, N cache blocks, bs block size, nb blocks per table.
@@ -144,29 +145,49 @@ def expert_ffn(
     return out
 
 
+def _native_cache(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k_scale: torch.Tensor | None,
+                  v_scale: torch.Tensor | None) -> bool:
+    """Whether the C attention can read this cache: float32, or int8 with float32 scales (and q float32)."""
+    if k_cache.dtype is torch.int8 and v_cache.dtype is torch.int8:
+        return k_scale is not None and v_scale is not None and _native(q, k_scale, v_scale)
+    return _native(q, k_cache, v_cache)
+
+
 def _paged_cache(op: str, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, others: str,
-                 others_ok: bool) -> tuple[int, int]:
-    """(block size, key/value heads) of a paged cache [N, bs, G, d] that the attention kernels can read in place
-    with queries q [., H, d]; raises naming the shapes (`others`: the op's own arguments, `others_ok` their check)."""
+                 others_ok: bool, k_scale: torch.Tensor | None = None,
+                 v_scale: torch.Tensor | None = None) -> tuple[int, int, int | None, int | None]:
+    """(block size, key/value heads, scale pointers) of a paged cache [N, bs, G, d] (int8: with its scales
+    [N, bs, G]) that the attention kernels can read in place with queries q [., H, d]; raises naming the shapes
+    (`others`: the op's own arguments, `others_ok` their check)."""
     H, d = q.shape[1:]
     bs, G = k_cache.shape[1:3]
-    if v_cache.shape != k_cache.shape or k_cache.shape[3] != d or H % G or not others_ok:
-        raise ValueError(f"{op}: shapes q {tuple(q.shape)}, k/v cache {tuple(k_cache.shape)}, {others}")
-    if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
-        raise ValueError(f"{op}: the KV cache must be contiguous (it is read in place)")
-    return bs, G
+    quantized = k_cache.dtype is torch.int8
+    if (v_cache.shape != k_cache.shape or k_cache.shape[3] != d or H % G or not others_ok
+            or quantized != (v_cache.dtype is torch.int8)
+            or quantized != (k_scale is not None) or (v_scale is None) != (k_scale is None)
+            or (quantized and not (k_scale.shape == v_scale.shape == k_cache.shape[:3]))):
+        scales = "" if k_scale is None else f", scales {tuple(k_scale.shape)} / " \
+            f"{None if v_scale is None else tuple(v_scale.shape)}"
+        raise ValueError(f"{op}: shapes q {tuple(q.shape)}, k/v cache {tuple(k_cache.shape)} {k_cache.dtype}"
+                         f"{scales}, {others} (an int8 cache needs both scales, a float one neither)")
+    if not (k_cache.is_contiguous() and v_cache.is_contiguous()
+            and (not quantized or (k_scale.is_contiguous() and v_scale.is_contiguous()))):
+        raise ValueError(f"{op}: the KV cache and its scales must be contiguous (they are read in place)")
+    return bs, G, _ptr(k_scale), _ptr(v_scale)
 
 
 def prefill_attention(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, blocks: torch.Tensor, context_len: int,
-    scale: float, window: int | None = None,
+    scale: float, window: int | None = None, k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Same contract as `swarm.kernels.attention.prefill_attention`; keys and values are read in place."""
-    if not _native(q, k_cache, v_cache):
-        return attention.prefill_attention(q, k_cache, v_cache, blocks, context_len, scale, window)
+    """Same contract as `swarm.kernels.attention.prefill_attention`; keys and values (float32, or int8 with
+    their scales) are read in place."""
+    if not _native_cache(q, k_cache, v_cache, k_scale, v_scale):
+        return attention.prefill_attention(q, k_cache, v_cache, blocks, context_len, scale, window, k_scale, v_scale)
     Q, H, d = q.shape
-    bs, G = _paged_cache("prefill_attention", q, k_cache, v_cache, f"blocks {tuple(blocks.shape)}",
-                         blocks.dim() == 1)
+    bs, G, ks, vs = _paged_cache("prefill_attention", q, k_cache, v_cache, f"blocks {tuple(blocks.shape)}",
+                                 blocks.dim() == 1, k_scale, v_scale)
     context_len = int(context_len)
     if not Q <= context_len <= blocks.shape[0] * bs or (window is not None and window < 1):
         raise ValueError(f"prefill_attention: context_len {context_len} must cover the {Q} queries and fit in "
@@ -174,35 +195,53 @@ def prefill_attention(
     q = q.contiguous()
     table = blocks.to(torch.int64).contiguous()
     out = torch.empty_like(q)
-    code = library().swarm_prefill_attention(q.data_ptr(), Q, H, d, k_cache.data_ptr(), v_cache.data_ptr(), bs, G,
-                                             table.data_ptr(), context_len, scale, window or 0, out.data_ptr())
+    code = library().swarm_prefill_attention(q.data_ptr(), Q, H, d, k_cache.data_ptr(), v_cache.data_ptr(), ks, vs,
+                                             bs, G, table.data_ptr(), context_len, scale, window or 0, out.data_ptr())
     _check("prefill_attention", code)
     return out
 
 
 def decode_attention(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor,
-    mask: torch.Tensor, scale: float,
+    mask: torch.Tensor, scale: float, k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One new query per sequence over paged keys/values, read in place (no gathered copy).
 
-    q [B, H, d]; k_cache/v_cache [N, bs, G, d]; block_table [B, nb]; mask [B, nb * bs] -> [B, H, d].
+    q [B, H, d]; k_cache/v_cache [N, bs, G, d] (int8: with k_scale/v_scale [N, bs, G]); block_table [B, nb];
+    mask [B, nb * bs] -> [B, H, d].
     """
-    if not _native(q, k_cache, v_cache) or q.shape[1] > MAX_HEADS:
-        return attention.decode_attention(q, k_cache, v_cache, block_table, mask, scale)
+    if not _native_cache(q, k_cache, v_cache, k_scale, v_scale) or q.shape[1] > MAX_HEADS:
+        return attention.decode_attention(q, k_cache, v_cache, block_table, mask, scale, k_scale, v_scale)
     B, H, d = q.shape
     nb = block_table.shape[1]
-    bs, G = _paged_cache("decode_attention", q, k_cache, v_cache,
-                         f"table {tuple(block_table.shape)}, mask {tuple(mask.shape)}",
-                         mask.shape == (B, nb * k_cache.shape[1]))
+    bs, G, ks, vs = _paged_cache("decode_attention", q, k_cache, v_cache,
+                                 f"table {tuple(block_table.shape)}, mask {tuple(mask.shape)}",
+                                 mask.shape == (B, nb * k_cache.shape[1]), k_scale, v_scale)
     q = q.contiguous()
     table = block_table.to(torch.int64).contiguous()
     m = mask.to(torch.bool).contiguous()
     out = torch.empty_like(q)
-    code = library().swarm_decode_attention(q.data_ptr(), B, H, d, k_cache.data_ptr(), v_cache.data_ptr(), bs, G,
-                                            table.data_ptr(), nb, m.data_ptr(), scale, out.data_ptr())
+    code = library().swarm_decode_attention(q.data_ptr(), B, H, d, k_cache.data_ptr(), v_cache.data_ptr(), ks, vs,
+                                            bs, G, table.data_ptr(), nb, m.data_ptr(), scale, out.data_ptr())
     _check("decode_attention", code)
     return out
+
+
+def store_int8(x: torch.Tensor, slots: torch.Tensor, cache: torch.Tensor, scales: torch.Tensor) -> bool:
+    """Quantise x [T, G, d] (float32; rows may sit inside a wider tensor) into `slots` [T] of an int8 cache
+    [N, bs, G, d] and its scales [N, bs, G], bit for bit as `swarm.runtime.block_pool.quantize_int8` does.
+    Returns False, storing nothing, for tensors the C code cannot take (the caller quantises with torch)."""
+    rows = _rows(x) if x.dim() == 3 else None
+    if rows is None or not _native(x, scales) or cache.dtype is not torch.int8 or not cache.is_cpu:
+        return False
+    T, G, d, st = rows
+    if cache.shape[2:] != (G, d) or scales.shape != cache.shape[:3] or slots.shape != (T,) \
+            or not (cache.is_contiguous() and scales.is_contiguous()):
+        raise ValueError(f"store_int8: x {tuple(x.shape)} into cache {tuple(cache.shape)}, scales "
+                         f"{tuple(scales.shape)}, slots {tuple(slots.shape)}")
+    idx = slots.to(torch.int64).contiguous()
+    library().swarm_store_int8(x.data_ptr(), T, G, d, st, idx.data_ptr(), cache.data_ptr(), scales.data_ptr())
+    return True
 
 
 # -- fused decode blocks (runtime/fused.py builds a layer's structs once, a step's once per step) ---------------
@@ -222,7 +261,7 @@ class AttentionLayer(ctypes.Structure):
 
     _fields_ = [("D", _I), ("norm_w", _P), ("eps", _F), ("wqkv", _P), ("bqkv", _P), ("H", _I), ("G", _I), ("d", _I),
                 ("qk_norm", _I), ("q_norm_w", _P), ("k_norm_w", _P), ("qk_eps", _F), ("kc", _P), ("vc", _P),
-                ("bs", _I), ("scale", _F), ("wo", _P), ("bo", _P), ("mult", _F)]
+                ("ks", _P), ("vs", _P), ("bs", _I), ("scale", _F), ("wo", _P), ("bo", _P), ("mult", _F)]
 
 
 class MoELayer(ctypes.Structure):
@@ -255,19 +294,33 @@ def _held(struct: ctypes.Structure, *floats: torch.Tensor | None, keep: tuple = 
 def attention_layer(norm_w: torch.Tensor, eps: float, wqkv: torch.Tensor, bqkv: torch.Tensor | None, heads: int,
                     qk_norm: str, q_norm_w: torch.Tensor | None, k_norm_w: torch.Tensor | None, qk_eps: float,
                     k_cache: torch.Tensor, v_cache: torch.Tensor, scale: float, wo: torch.Tensor,
-                    bo: torch.Tensor | None, mult: float) -> AttentionLayer:
+                    bo: torch.Tensor | None, mult: float, k_scale: torch.Tensor | None = None,
+                    v_scale: torch.Tensor | None = None) -> AttentionLayer:
     """A layer's attention block for `attention_block`: its modules' tensors (float32, contiguous, CPU) and its
-    paged caches [N, bs, G, d], checked once. The struct points into these tensors for as long as it lives."""
+    paged caches [N, bs, G, d] (float32, or int8 with their scales [N, bs, G]: the block quantises the new keys
+    and values into their slots as `KVPool.write` does), checked once. The struct points into these tensors for
+    as long as it lives."""
     D = norm_w.shape[0]
     N, bs, G, d = k_cache.shape
+    quantized = k_scale is not None
     if (wqkv.shape != ((heads + 2 * G) * d, D) or wo.shape != (D, heads * d) or v_cache.shape != k_cache.shape
-            or qk_norm not in QK_NORMS or heads % G or heads > MAX_HEADS):
+            or qk_norm not in QK_NORMS or heads % G or heads > MAX_HEADS or quantized != (v_scale is not None)
+            or (quantized and not k_scale.shape == v_scale.shape == (N, bs, G))):
         raise ValueError(f"attention_layer: qkv {tuple(wqkv.shape)}, o {tuple(wo.shape)}, caches {tuple(k_cache.shape)}"
-                         f" / {tuple(v_cache.shape)} for {heads} heads of hidden {D}, qk_norm {qk_norm!r}")
+                         f" / {tuple(v_cache.shape)} for {heads} heads of hidden {D}, qk_norm {qk_norm!r}, scales "
+                         f"{None if k_scale is None else tuple(k_scale.shape)} / "
+                         f"{None if v_scale is None else tuple(v_scale.shape)}")
+    caches: tuple = (k_cache, v_cache)  # float32 ones are checked with the weights
+    if quantized:
+        if not all(t.dtype is torch.int8 and t.is_cpu and t.is_contiguous() for t in caches):
+            raise ValueError(f"attention_layer: int8 caches must be contiguous int8 on the CPU, got {k_cache.dtype} "
+                             f"{k_cache.device} / {v_cache.dtype} {v_cache.device}")
+        caches = (k_scale, v_scale)
     return _held(AttentionLayer(D, norm_w.data_ptr(), eps, wqkv.data_ptr(), _ptr(bqkv), heads, G, d,
                                 QK_NORMS[qk_norm], _ptr(q_norm_w), _ptr(k_norm_w), qk_eps, k_cache.data_ptr(),
-                                v_cache.data_ptr(), bs, scale, wo.data_ptr(), _ptr(bo), mult),
-                 norm_w, wqkv, bqkv, q_norm_w, k_norm_w, k_cache, v_cache, wo, bo)
+                                v_cache.data_ptr(), _ptr(k_scale), _ptr(v_scale), bs, scale, wo.data_ptr(), _ptr(bo),
+                                mult),
+                 norm_w, wqkv, bqkv, q_norm_w, k_norm_w, *caches, wo, bo, keep=(k_cache, v_cache))
 
 
 def moe_layer(norm_w: torch.Tensor, eps: float, router_w: torch.Tensor, top_k: int, mode: str, renormalize: bool,
