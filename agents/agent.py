@@ -10,6 +10,7 @@ only grows between trims, so consecutive turns share a long prefix.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -109,18 +110,25 @@ class Agent:
     def needs_plan(self) -> bool:
         return self.plan.needs_replan or (bool(self.persona.goals) and not self.plan.has_open_steps())
 
-    def ticks_until_next_act(self, tick: int) -> float:
-        """0 if it wants to act now; else the sooner of the next due plan step and the usual interval
-        between its turns; inf if it has neither. A cache hint for the engine."""
+    def ticks_until_next_act(self, tick: int, *, arrives: int | None = None,
+                             expect: Callable[[], float | None] | None = None) -> float:
+        """Ticks from `tick` until the agent is expected to act (a cache hint for the engine): 0 if it
+        wants to act now; else the sooner of its next due plan step and a guess, inf if it has neither.
+
+        The guess is `expect()` (what the scenario knows, e.g. its timetable; asked only when the agent
+        has nothing to act on now) unless that is missing or None, then the usual interval between its
+        turns. An agent travelling until tick `arrives` acts no sooner than that.
+        """
+        wait = 0.0 if arrives is None else max(0.0, float(arrives - tick))
         if self.wants_to_act(tick):
-            return 0.0
-        guesses = []
+            return wait  # what it wants to act on waits for it
+        guess = expect() if expect is not None else None
+        if guess is None and self.last_acted is not None and self.act_interval is not None:
+            guess = max(1.0, self.last_acted + self.act_interval - tick)
         due = self.plan.next_due_tick()
-        if due is not None:
-            guesses.append(float(due - tick))
-        if self.last_acted is not None and self.act_interval is not None:
-            guesses.append(max(1.0, self.last_acted + self.act_interval - tick))
-        return min(guesses, default=math.inf)
+        if due is not None and (guess is None or due - tick < guess):
+            guess = float(due - tick)
+        return math.inf if guess is None else max(wait, float(guess))
 
     def query_text(self) -> str:
         """What to retrieve memories for: the new observations, else the current plan step ('' if neither)."""
