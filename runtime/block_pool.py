@@ -22,6 +22,9 @@ import mmap
 
 import torch
 
+from swarm.kernels import registry
+from swarm.kernels.native import ops as native
+
 KV_DTYPES = ("float32", "float16", "bfloat16", "int8")
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.int8}
 LAZY_BYTES = 64 * 2**20  # CPU storage at least this large is mapped, not zero-filled: pages cost only once touched
@@ -105,6 +108,10 @@ class KVPool(BlockAllocator):
         if self.quantized:
             self.k_scale = [zeros(shape[:3], torch.float32, device) for _ in range(num_layers)]
             self.v_scale = [zeros(shape[:3], torch.float32, device) for _ in range(num_layers)]
+        # int8 writes quantise in one native call where the CPU runs the native kernels (the torch ops are ten
+        # small calls per tensor and layer); the same arithmetic, so the same bits either way
+        self._native_store = self.quantized and torch.device(device).type == "cpu" \
+            and registry.backend_for(device) == "native"
 
     @staticmethod
     def bytes_per_token(num_layers: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype | str) -> int:
@@ -136,6 +143,8 @@ class KVPool(BlockAllocator):
             vc.view(-1, G, d).index_copy_(0, slots, v)
             return
         for x, cache, scales in ((k, kc, self.k_scale[layer]), (v, vc, self.v_scale[layer])):
+            if self._native_store and native.store_int8(x, slots, cache, scales):
+                continue
             values, scale = quantize_int8(x)
             cache.view(-1, G, d).index_copy_(0, slots, values)
             scales.view(-1, G).index_copy_(0, slots, scale)

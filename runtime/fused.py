@@ -6,7 +6,8 @@ and torch glue between its 75 kernel calls even with every kernel replaced by a 
 step, where the kernels' streaming has pushed the interpreter out of the caches. A fused block is one C call
 over one OpenMP region: the same kernels in the same order (RMSNorm, the fused qkv projection, q/k norms,
 rotary, the KV write, paged attention, o_proj and the residual; RMSNorm, router, routing, experts and the
-residual), so its output equals the modules' bit for bit.
+residual), so its output equals the modules' bit for bit. On an int8 pool the block quantises the new keys and
+values into their slots with the kernel `KVPool.write` uses, and its attention reads int8 as the op does.
 
 Applied as a pass over the plain model, like the CUDA graphs: `FusedDecode(model).layers` stands in for
 `model.layers` in `Model.in_slices`. A block runs fused only where it is what the C code computes: float32
@@ -58,7 +59,8 @@ class FusedLayer:
             self.attention = native.attention_layer(
                 norm.weight, norm.eps, a.qkv.weight, a.qkv.bias, a.H, a.qk_norm, a.q_norm.weight if normed else None,
                 a.k_norm.weight if normed else None, a.q_norm.eps if normed else 0.0, pool.k[a.layer],
-                pool.v[a.layer], a.scale, a.o_proj.weight, a.o_proj.bias, layer.residual_multiplier)
+                pool.v[a.layer], a.scale, a.o_proj.weight, a.o_proj.bias, layer.residual_multiplier,
+                *((pool.k_scale[a.layer], pool.v_scale[a.layer]) if pool.quantized else ()))
         if _moe_fusable(m, layer.mlp_norm):
             self.moe = native.moe_layer(layer.mlp_norm.weight, layer.mlp_norm.eps, m.router.weight, m.top_k, m.mode,
                                         m.renormalize, m.gate_up, m.down, layer.residual_multiplier)

@@ -88,17 +88,20 @@ class PagedBatch:
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
                window: int | None) -> torch.Tensor:
         """q [T, H, d], k/v [T, G, d] of the new tokens -> [T, H, d]."""
-        self.pool.write(layer, self.slots, k, v)
-        kc, vc = self.pool.k[layer], self.pool.v[layer]
+        pool = self.pool
+        pool.write(layer, self.slots, k, v)
+        kc, vc = pool.k[layer], pool.v[layer]
+        scales = (pool.k_scale[layer], pool.v_scale[layer]) if pool.quantized else (None, None)  # [N, bs, G] each
         if not self.prefill:  # the common decode-only step: no scatter needed
-            return self._decode_attention(q, kc, vc, self.decode_table, self.decode_mask(window), scale)
+            return self._decode_attention(q, kc, vc, self.decode_table, self.decode_mask(window), scale, *scales)
         out = torch.empty_like(q)
         if self.decode:
             rows = self.decode_rows
-            out[rows] = self._decode_attention(q[rows], kc, vc, self.decode_table, self.decode_mask(window), scale)
+            out[rows] = self._decode_attention(q[rows], kc, vc, self.decode_table, self.decode_mask(window), scale,
+                                               *scales)
         for i in self.prefill:
             s, n, c = self.starts[i], self.query_lens[i], self.context_lens[i]
-            out[s : s + n] = self._prefill_attention(q[s : s + n], kc, vc, self.tables[i], c, scale, window)
+            out[s : s + n] = self._prefill_attention(q[s : s + n], kc, vc, self.tables[i], c, scale, window, *scales)
         return out
 
 
