@@ -70,6 +70,40 @@ def test_ticks_until_next_act():
     assert Agent("x", MIRA, plan=a.plan).ticks_until_next_act(9) == 1.0
 
 
+def test_a_traveller_acts_no_sooner_than_it_arrives():
+    a = Agent("mira", MIRA)
+    a.observe(Observation(3, "Tomas shouts after her"))
+    assert a.ticks_until_next_act(4, arrives=9) == 5  # it wants to act: on arrival
+    assert a.ticks_until_next_act(4, arrives=4) == 0  # arriving now
+    act(a, 4)
+    assert a.ticks_until_next_act(5, arrives=9) == math.inf  # nothing to act on when it gets there
+    a.plan.add_goal("unload the cart", due=6)
+    assert a.ticks_until_next_act(5, arrives=9) == 4  # due before it arrives: on arrival
+    assert a.ticks_until_next_act(5, arrives=9, expect=lambda: 7.0) == 4  # the due step still wins
+
+
+def test_the_scenarios_guess_replaces_the_moving_average_and_none_falls_back():
+    a = Agent("mira", MIRA)
+    for tick in (0, 4, 8):
+        a.observe(Observation(tick, "noise"))
+        act(a, tick)
+    asked = []
+
+    def guess(value):
+        return lambda: asked.append(value) or value
+
+    assert a.ticks_until_next_act(9, expect=guess(6.0)) == 6.0  # not the moving average's 3
+    assert a.ticks_until_next_act(9, expect=guess(math.inf)) == math.inf  # nothing will wake it
+    assert a.ticks_until_next_act(9, expect=guess(None)) == pytest.approx(3.0)  # no idea: the average
+    assert a.ticks_until_next_act(9, expect=guess(6.0), arrives=12) == 6.0  # the later of guess and arrival
+    a.plan.add_goal("ring the bell", due=11)
+    assert a.ticks_until_next_act(9, expect=guess(6.0)) == 2.0  # a step due sooner wins
+    assert asked == [6.0, math.inf, None, 6.0, 6.0]
+    a.observe(Observation(9, "Tomas enters"))
+    assert a.ticks_until_next_act(9, expect=guess(6.0)) == 0  # something to act on now: not asked
+    assert len(asked) == 5
+
+
 def test_act_request_layout():
     a = Agent("mira", MIRA)
     a.plan.add_goal("sweep the floor")

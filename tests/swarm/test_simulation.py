@@ -1,6 +1,7 @@
 """The planner loop with scripted models: who acts, one batched call per tick, hints, determinism,
 recording, checkpoints that continue a run exactly, and clear errors for bad input."""
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from swarm.agents.actions import Insight, Move, PlanUpdate, Say, Wait
 from swarm.bus import topics
 from swarm.events import InboxMessage
 from swarm.recorder import read_log
+from swarm.scenario import scripted_model
 from tests.checkpoints import assert_resumes_exactly
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,6 +91,70 @@ def test_hints_tell_the_model_when_each_agent_acts_again():
     sim.tick()
     assert model.hints["Ann"] == 5  # her step is due at tick 5
     assert model.hints["Mira"] > 5  # nothing planned, never acted twice: no idea (inf)
+
+
+def test_a_travellers_hint_is_its_arrival():
+    model = Recording(lambda t: Move(to="square") if t.agent.id == "Ann" and t.world.tick == 0 else Wait())
+    sim = tavern(model)
+    sim.world.add_place("mill")
+    sim.world.connect("tavern", "mill", minutes=5)
+    sim.world.place_agent("Ann", "mill")
+    sim.agents["Ann"].plan.add_goal("buy flour", due=2)  # due while she is on the road
+    sim.tick()
+    assert sim.world.positions["Ann"].arrive_tick == 6  # mill -> tavern -> square, 6 minutes
+    assert model.hints["Ann"] == 6
+    for _ in range(6):
+        sim.tick()
+    assert ("Ann", "act") in model.batches[-1] and len(model.batches) == 2  # she acted on arrival, at tick 6
+
+
+def test_the_next_act_hook_is_asked_for_idle_agents_and_none_falls_back():
+    model = Recording(lambda t: Wait())
+    sim = tavern(model)
+    asked = []
+
+    @sim.next_act
+    def guess(sim, agent):
+        asked.append((sim.world.tick, agent.id))
+        return {"Mira": 3, "Ann": math.inf}.get(agent.id)  # Bob: no idea
+
+    sim.tick()  # all act on joining, and are idle after
+    assert model.hints == {"Mira": 1 + 3, "Ann": math.inf, "Bob": math.inf}  # Bob acted once: no interval yet
+    assert sorted(asked) == [(0, "Ann"), (0, "Bob"), (0, "Mira")]
+    sim.inject("Bob", "the ale is off")
+    sim.tick()  # Bob hears it in tick 1 and acts in tick 2: not asked
+    assert asked[3:] == [(1, "Mira"), (1, "Ann")] and model.hints["Bob"] == 2
+    sim.tick()
+    assert model.hints["Bob"] == 3 + 1  # None: the moving average of his turns (ticks 0 and 2)
+    assert model.hints["Mira"] == 3 + 3
+
+
+def test_hints_are_sent_only_when_they_change():
+    sent = []
+    model = Recording(lambda t: Wait())
+    model.hint = lambda persona, next_use: sent.append((persona, next_use))
+    sim = tavern(model)
+    sim.next_act(lambda sim, agent: 9 - sim.world.tick)  # all wake at tick 10, whenever asked
+    for _ in range(4):
+        sim.tick()
+    assert sorted(sent) == [("Ann", 10), ("Bob", 10), ("Mira", 10)]
+
+
+def test_hints_survive_a_checkpoint(tmp_path):
+    policy = scripted_model("village").policy
+    whole = Simulation.from_scenario("village", model=Recording(policy), seed=2)
+    whole.run(15)
+    whole.close()
+    sim = Simulation.from_scenario("village", model="scripted", seed=2)
+    sim.run(10)
+    sim.save(tmp_path / "ckpt")
+    saved = msgspec.msgpack.decode((tmp_path / "ckpt").read_bytes())["hinted"]
+    assert saved == sim._hinted and len(saved) == len(sim.agents)
+    sim.close()
+    resumed = Simulation.load(tmp_path / "ckpt", model=Recording(policy))
+    resumed.run(5)  # a fresh model: every hint is sent again on the first tick
+    resumed.close()
+    assert resumed.model.hints == whole.model.hints
 
 
 def test_same_seed_same_run_and_different_seed_differs():
