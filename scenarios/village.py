@@ -194,6 +194,13 @@ def build(sim, agents: int = 12, gathering: str = "18:30"):
             _keep_timetable(sim, agent, tick + 1)
         return out
 
+    @sim.next_act
+    def timetable(sim, agent):
+        """A villager with nothing to answer next acts when its timetable step changes (talk may wake it
+        sooner): in ticks from the coming one."""
+        coming = sim.world.tick + 1
+        return _next_change(sim, agent.id, coming) - coming
+
     @sim.metric("informed")
     def informed(sim):
         return len(sim.state["informed"])
@@ -285,6 +292,27 @@ def _step_text(sim, who: str, tick: int) -> str:
     if go is not None and tick < g["tick"]:
         text += f" Spread the word: {g['topic']}, {g['place']}, {g['time']}."
     return text
+
+
+def _next_change(sim, who: str, tick: int) -> float:
+    """The first tick after `tick` at which `who`'s timetable step differs from the one it holds: where the
+    clock passes 08:00, 17:00 or 21:00, or (for those who know) the gathering's hours."""
+    now, s = sim.state["step"].get(who), sim.state
+    w = sim.world
+    minute = w.start_minute + tick * w.minutes_per_tick
+    turns = []
+    for at in (MORNING, EVENING, NIGHT):
+        at += minute - minute % (24 * 60)
+        if at <= minute:
+            at += 24 * 60
+        turns.append(math.ceil((at - w.start_minute) / w.minutes_per_tick - 1e-9))
+    go, g = s["informed"].get(who), s["gathering"]
+    if go is None:
+        return min(turns)  # without the gathering every turn of the clock changes the step
+    for t in sorted({*turns, go, g["tick"], g["end"]}):
+        if t > tick and _step_text(sim, who, t) != now:
+            return t
+    return math.inf
 
 
 def _keep_timetable(sim, agent, tick: int) -> None:

@@ -33,6 +33,7 @@ Metrics: `finished`, `winner` ("villagers", "werewolves" or None), `rounds` (nig
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import typing
@@ -216,6 +217,15 @@ def build(sim, agents: int = 7, wolves: int | None = None, seer: bool = True, da
         if s["phase"] == "day":
             return _call_vote(sim)
         return _hang(sim)
+
+    @sim.next_act
+    def next_phase(sim, agent):
+        """The living act when the next phase is announced on the green (talk may wake them sooner); the
+        dead, and everyone once the game is over, only if something wakes them."""
+        s = sim.state
+        if s["phase"] == "over" or agent.id not in s["alive"]:
+            return math.inf
+        return s["phase_end"] - sim.world.tick  # it changes at the end of tick phase_end
 
     @sim.metric("finished")
     def finished(sim):

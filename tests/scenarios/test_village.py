@@ -13,6 +13,7 @@ from swarm import ScenarioError, ScriptedModel, Simulation
 from swarm.agents.actions import Move, Say, Wait
 from swarm.scenarios import village
 from tests.checkpoints import assert_resumes_exactly
+from tests.scenarios.hints import hit_rates
 
 
 def run(model="scripted", seed=1, ticks=40, **options):
@@ -145,3 +146,20 @@ def test_bad_options_are_clear_errors():
         Simulation.from_scenario("village", model="scripted", gathering="dusk")
     with pytest.raises(ScenarioError, match="later on day 1"):
         Simulation.from_scenario("village", model="scripted", gathering="09:00")
+
+
+def test_hints_foresee_the_timetable():
+    sim = Simulation.from_scenario("village", model="scripted", seed=1)
+    sim.tick()
+    s = sim.state
+    idle = next(a for a in sim.agents if a not in s["informed"])
+    assert village._next_change(sim, idle, 1) == 18  # 17:00, ten minutes a tick from 14:00
+    told = s["gathering"]["first"]
+    assert village._next_change(sim, told, 1) == 18  # to the evening place first, telling people on the way
+    sim.run(17)
+    assert village._next_change(sim, told, 18) == s["informed"][told] < s["gathering"]["tick"]  # then set off
+    sim.close()
+    # measured: hints name the next act 0.94-0.98 of the time, the moving average 0.09-0.22 (seeds 1-5)
+    for seed in (1, 2, 3):
+        new, old = hit_rates("village", ticks=60, seed=seed)
+        assert new >= 0.85 and new >= old + 0.5, (seed, new, old)

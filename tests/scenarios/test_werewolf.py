@@ -12,6 +12,7 @@ import pytest
 from swarm import ScenarioError, ScriptedModel, Simulation
 from swarm.scenarios import werewolf
 from tests.checkpoints import assert_resumes_exactly
+from tests.scenarios.hints import hit_rates
 
 
 def game(model="scripted", seed=0, ticks=60, **options):
@@ -192,3 +193,10 @@ def test_bad_options_are_clear_errors():
         Simulation.from_scenario("werewolf", model="scripted", agents=4)
     with pytest.raises(ScenarioError, match="cannot make a game"):
         Simulation.from_scenario("werewolf", model="scripted", agents=6, wolves=3)
+
+
+def test_hints_foresee_the_next_phase():
+    # measured: hints name the next act 0.81-0.96 of the time, the moving average 0.01-0.04 (seeds 1-5)
+    for seed in (1, 2, 3):
+        new, old = hit_rates("werewolf", ticks=30, seed=seed)
+        assert new >= 0.7 and new >= old + 0.5, (seed, new, old)
