@@ -30,6 +30,7 @@ Options: `agents` (5 to 20: a PM, an architect, one QA engineer per six people o
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import typing
@@ -438,8 +439,52 @@ def build(sim, agents: int = 5):
         """What the agent has to do now, as the tracker would remind them: it closes the agent's prompt."""
         return _reminder(sim.state, agent.id) if agent.id in sim.state["roles"] else None
 
+    @sim.next_act
+    def handoff(sim, agent):
+        """Work with nothing to do now waits for a handoff: see `_handoff`."""
+        return _handoff(sim.state, agent.id)
+
     for name, fn in METRICS.items():
         sim.metric(name)(fn)
+
+
+def _handoff(st: dict, me: str) -> float | None:
+    """Idle ticks of a member with nothing to do now, until the handoff it waits for, if every step on the
+    way is taken on the first tick it can be (the tracker reminds whoever holds the next step, so they act
+    the tick after): the spec, the design and the task list one tick each; a task claimed, implemented and
+    reviewed (QA reviews one change a tick); the last approval wakes everyone. Nobody acts after the
+    release. A lower bound where a review sends work back."""
+    if st["released"]:
+        return math.inf
+    role, arts, tasks = st["roles"].get(me), st["artifacts"], st["tasks"]
+    if not tasks:  # the breakdown comes after the spec and the design, and every engineer hears of it
+        listed = 2 - ("spec" in arts) - ("design" in arts)  # ticks from the coming one to the task list
+        return {"architect": 1, "engineer": listed + 1, "qa": listed + 3}.get(role)  # the PM specs it first
+    if role == "qa" and any(st["active"].values()):
+        return 1  # an engineer holding work submits it in the coming tick
+    if role == "qa" and any(t["status"] == "open" for t in tasks.values()):
+        return 3  # claimed, implemented, then here
+    if role == "engineer":
+        queued = [k for waiting in st["reviews"].values() for k, tid in enumerate(waiting)
+                  if tasks[tid]["owner"] == me]
+        if queued:
+            return 1 + min(queued)  # the review of its change tells it the verdict
+    return _last_approval(st) + 1
+
+
+def _last_approval(st: dict) -> int:
+    """Ticks from the coming tick to the tick of the last approval, if every review passes."""
+    ready = sorted([0] * sum(map(len, st["reviews"].values())) +  # waiting for review now
+                   [{"open": 2, "claimed": 1, "changes": 1}[t["status"]] for t in st["tasks"].values()
+                    if t["status"] in ("open", "claimed", "changes")])
+    per_tick, tick, used = max(1, len(st["reviews"])), 0, 0
+    for at in ready:  # reviews in the order changes arrive, `per_tick` a tick
+        if at > tick:
+            tick, used = at, 0
+        elif used == per_tick:
+            tick, used = tick + 1, 0
+        used += 1
+    return tick
 
 
 def _of_role(st: dict, *roles: str) -> list[str]:

@@ -13,6 +13,7 @@ import pytest
 from swarm import ScenarioError, ScriptedModel, Simulation
 from swarm.scenario import load_module
 from tests.checkpoints import assert_resumes_exactly
+from tests.scenarios.hints import hit_rates
 
 team = load_module("software_team")
 
@@ -180,3 +181,10 @@ def test_each_prompt_closes_with_the_next_step_and_the_breakdown_quotes_the_requ
         assert text.split("\n\n")[-2] == f"Now: {due}"
         if due.startswith("Break your design into tasks"):
             assert due.endswith(sim.state["feature"]["request"])
+
+
+def test_hints_foresee_the_handoffs():
+    # measured: hints name the next act 0.70-0.84 of the time, the moving average 0.10-0.14 (seeds 1-5)
+    for seed in (1, 2, 3):
+        new, old = hit_rates("software_team", ticks=30, seed=seed)
+        assert new >= 0.6 and new >= old + 0.4, (seed, new, old)
