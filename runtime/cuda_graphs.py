@@ -23,7 +23,9 @@ What a captured graph relies on, and how it stays true:
 - The Triton kernels: the torch ones (SWARM_KERNELS=torch) read the routing back to the
   host, so an engine on them runs eagerly.
 - Nothing in the forward pass reads back from the GPU (the MoE alignment bounds its
-  sizes on the host).
+  sizes on the host). That holds for an int8 KV pool too: its write quantises with
+  torch ops (block_pool.quantize_int8) and the Triton kernels take its scales, so
+  it is captured like a float pool (tests/runtime/test_cuda.py, on a GPU).
 - Every tensor a graph reads that was made outside its capture (the static inputs,
   the key positions) is held by the graph: freed, its memory would be reused.
 

@@ -47,9 +47,22 @@ def check_floats(op: str, **tensors: torch.Tensor) -> None:
 
 
 def check_paged_kv(op: str, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                   max_head_dim: int) -> tuple[int, int, int, int]:
-    """q [T, H, d] against a paged pool k_cache/v_cache [N, bs, G, d] -> (H, d, bs, G)."""
-    check_floats(op, q=q, k_cache=k_cache, v_cache=v_cache)
+                   max_head_dim: int, k_scale: torch.Tensor | None = None,
+                   v_scale: torch.Tensor | None = None) -> tuple[int, int, int, int]:
+    """q [T, H, d] against a paged pool k_cache/v_cache [N, bs, G, d] -> (H, d, bs, G). The pool is q's float
+    dtype, or int8 with float32 scales k_scale/v_scale [N, bs, G] (contiguous, one layout)."""
+    if k_cache.dtype == torch.int8 or v_cache.dtype == torch.int8:
+        check_floats(op, q=q)
+        check_dtype(op, "v_cache", v_cache, (torch.int8,))
+        check_dtype(op, "k_cache", k_cache, (torch.int8,))
+        check_shape(op, k_scale is not None and v_scale is not None, "an int8 KV cache needs k_scale and v_scale")
+        check_dtype(op, "k_scale", k_scale, (torch.float32,))
+        check_dtype(op, "v_scale", v_scale, (torch.float32,))
+        check_shape(op, k_scale.shape == v_scale.shape == k_cache.shape[:3] and k_scale.is_contiguous()
+                    and v_scale.is_contiguous(), "k_scale/v_scale must be contiguous [N, bs, G] like the cache")
+    else:
+        check_floats(op, q=q, k_cache=k_cache, v_cache=v_cache)
+        check_shape(op, k_scale is None and v_scale is None, "scales go with an int8 cache only")
     check_shape(op, q.dim() == 3 and k_cache.dim() == 4 and k_cache.shape == v_cache.shape,
                 "expected q [T, H, d] and k_cache/v_cache [N, bs, G, d] of one shape")
     H, d = q.shape[1:]

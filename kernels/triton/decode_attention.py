@@ -5,7 +5,9 @@ sequence's blocks: the H/G query heads that share the key/value head ride
 along as rows, so each key block is read once for all of them. Slices keep a
 GPU busy when there are few sequences (flash-decoding); each writes its
 partial output and log-sum-exp, and a second kernel merges the slices.
-Blocks with no visible key are skipped.
+Blocks with no visible key are skipped. An int8 pool (QUANT) is read as it is
+stored: a key's scale multiplies its score after the dot product, a value's its
+softmax weight.
 
 Legend: B sequences, H query heads, G key/value heads, d head dim (DP padded),
 N pool blocks, bs block size (BSP padded), nb blocks per table, S = nb * bs,
@@ -25,10 +27,10 @@ MIN_BLOCKS_PER_SLICE = 4
 
 
 @triton.jit
-def _partial_kernel(q_ptr, k_ptr, v_ptr, table_ptr, mask_ptr, o_ptr, lse_ptr, scale, nb, bs, d, per_slice,
-                    stride_qb, stride_qh, stride_kn, stride_ks, stride_kg, stride_vn, stride_vs, stride_vg,
-                    stride_tb, stride_mb, stride_ob, stride_oh, stride_os, stride_lb, stride_lh,
-                    QG: tl.constexpr, QGP: tl.constexpr, BSP: tl.constexpr, DP: tl.constexpr):
+def _partial_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, table_ptr, mask_ptr, o_ptr, lse_ptr, scale, nb, bs, d,
+                    per_slice, stride_qb, stride_qh, stride_kn, stride_ks, stride_kg, stride_vn, stride_vs, stride_vg,
+                    stride_sn, stride_ss, stride_tb, stride_mb, stride_ob, stride_oh, stride_os, stride_lb, stride_lh,
+                    QG: tl.constexpr, QGP: tl.constexpr, BSP: tl.constexpr, DP: tl.constexpr, QUANT: tl.constexpr):
     b, g, sl = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     heads = g * QG + tl.arange(0, QGP)  # [QGP]
     hmask = tl.arange(0, QGP) < QG
@@ -49,13 +51,18 @@ def _partial_kernel(q_ptr, k_ptr, v_ptr, table_ptr, mask_ptr, o_ptr, lse_ptr, sc
             k = tl.load(k_ptr + blk * stride_kn + pos[:, None] * stride_ks + g * stride_kg + dd[None, :],
                         mask=kv_mask, other=0.0).to(tl.float32)  # [BSP, DP]
             s = tl.sum(q[:, None, :] * k[None, :, :], axis=2)  # [QGP, BSP]
+            if QUANT:
+                s = s * tl.load(ks_ptr + blk * stride_sn + pos * stride_ss + g, mask=pmask, other=0.0)[None, :]
             s = tl.where(visible[None, :], s, float("-inf"))
             m_new = tl.maximum(m, tl.max(s, axis=1))
             p = tl.exp(s - m_new[:, None])
             alpha = tl.exp(m - m_new)
             v = tl.load(v_ptr + blk * stride_vn + pos[:, None] * stride_vs + g * stride_vg + dd[None, :],
                         mask=kv_mask, other=0.0).to(tl.float32)  # [BSP, DP]
-            acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v[None, :, :], axis=1)
+            pv = p
+            if QUANT:
+                pv = p * tl.load(vs_ptr + blk * stride_sn + pos * stride_ss + g, mask=pmask, other=0.0)[None, :]
+            acc = acc * alpha[:, None] + tl.sum(pv[:, :, None] * v[None, :, :], axis=1)
             l = l * alpha + tl.sum(p, axis=1)
             m = m_new
     out = acc / tl.maximum(l, 1e-30)[:, None]  # a slice with no visible key writes zeros and lse ~ -1e30
@@ -82,14 +89,19 @@ def _merge_kernel(o_ptr, lse_ptr, out_ptr, H, d, slices, stride_ob, stride_oh, s
 
 
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor,
-                     mask: torch.Tensor, scale: float) -> torch.Tensor:
-    """Same contract as `swarm.kernels.attention.decode_attention`: q [B, H, d], k_cache/v_cache [N, bs, G, d],
-    block_table [B, nb], mask [B, nb * bs] (True where a key is visible) -> [B, H, d]."""
+                     mask: torch.Tensor, scale: float, k_scale: torch.Tensor | None = None,
+                     v_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Same contract as `swarm.kernels.attention.decode_attention`: q [B, H, d], k_cache/v_cache [N, bs, G, d]
+    (int8: with k_scale/v_scale [N, bs, G]), block_table [B, nb], mask [B, nb * bs] (True where a key is
+    visible) -> [B, H, d]."""
     op = "triton decode_attention"
-    check_device(op, _partial_kernel, q, k_cache, v_cache, block_table, mask)
+    scales = () if k_scale is None else (k_scale,) if v_scale is None else (k_scale, v_scale)
+    check_device(op, _partial_kernel, q, k_cache, v_cache, block_table, mask, *scales)
     check_dtype(op, "block_table", block_table, (torch.int32, torch.int64))
     check_dtype(op, "mask", mask, (torch.bool,))
-    H, d, bs, G = check_paged_kv(op, q, k_cache, v_cache, MAX_HEAD_DIM)
+    H, d, bs, G = check_paged_kv(op, q, k_cache, v_cache, MAX_HEAD_DIM, k_scale, v_scale)
+    quant = k_scale is not None
+    ks, vs = (k_scale, v_scale) if quant else (k_cache, v_cache)  # unread without QUANT
     B = q.shape[0]
     check_shape(op, block_table.dim() == 2 and block_table.shape[0] == B, f"block_table must be [B={B}, nb]")
     nb = block_table.shape[1]
@@ -108,11 +120,11 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     lse = torch.empty(B, H, slices, dtype=torch.float32, device=q.device)
     DP = triton.next_power_of_2(d)
     _partial_kernel[(B, G, slices)](
-        q, k_cache, v_cache, block_table, mask, o, lse, float(scale), nb, bs, d, per_slice,
+        q, k_cache, v_cache, ks, vs, block_table, mask, o, lse, float(scale), nb, bs, d, per_slice,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), block_table.stride(0), mask.stride(0),
-        o.stride(0), o.stride(1), o.stride(2), lse.stride(0), lse.stride(1),
-        QG=H // G, QGP=triton.next_power_of_2(H // G), BSP=triton.next_power_of_2(bs), DP=DP,
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), bs * G if quant else 0, G if quant else 0,
+        block_table.stride(0), mask.stride(0), o.stride(0), o.stride(1), o.stride(2), lse.stride(0), lse.stride(1),
+        QG=H // G, QGP=triton.next_power_of_2(H // G), BSP=triton.next_power_of_2(bs), DP=DP, QUANT=quant,
     )
     _merge_kernel[(B, H)](
         o, lse, out, H, d, slices, o.stride(0), o.stride(1), o.stride(2), lse.stride(0), lse.stride(1),

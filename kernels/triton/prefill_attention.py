@@ -7,7 +7,9 @@ query head; it walks the key positions its queries can see in tiles of BLOCK_N
 line up with blocks) with an online softmax. Query i sits at absolute position
 context_len - Q + i and sees keys j <= its position, and with a sliding window
 only keys j > its position - window. Tiles no query of the program can see are
-never visited.
+never visited. An int8 pool (QUANT) is read as it is stored: its values are
+exact in q's dtype, a key's scale multiplies its score after the dot, a value's
+its softmax weight.
 
 Legend: Q queries, H query heads, G key/value heads, d head dim (DP padded),
 N pool blocks, bs block size, nb blocks in the table, C context length
@@ -33,11 +35,11 @@ MAX_HEAD_DIM = 256
 
 
 @triton.jit
-def _prefill_kernel(q_ptr, k_ptr, v_ptr, table_ptr, o_ptr, scale, Q, C, bs, d, window,
+def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, table_ptr, o_ptr, scale, Q, C, bs, d, window,
                     stride_qq, stride_qh, stride_kn, stride_ks, stride_kg, stride_vn, stride_vs, stride_vg,
-                    stride_oq, stride_oh,
+                    stride_sn, stride_ss, stride_oq, stride_oh,
                     QG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DP: tl.constexpr,
-                    PRECISION: tl.constexpr, DOT_F32: tl.constexpr):
+                    PRECISION: tl.constexpr, DOT_F32: tl.constexpr, QUANT: tl.constexpr):
     mt, h = tl.program_id(0), tl.program_id(1)
     g = h // QG
     rows = mt * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M] query indices in the chunk
@@ -67,7 +69,11 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, table_ptr, o_ptr, scale, Q, C, bs, d, w
                     mask=kv_mask, other=0.0)  # [BLOCK_N, DP]
         if DOT_F32:
             k = k.to(tl.float32)
+        if QUANT:
+            k = k.to(q.dtype)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale  # [BLOCK_M, BLOCK_N] fp32
+        if QUANT:
+            s = s * tl.load(ks_ptr + blk * stride_sn + slot * stride_ss + g, mask=kmask, other=0.0)[None, :]
         visible = (kpos[None, :] <= qpos[:, None]) & (kpos[None, :] > qpos[:, None] - window) & kmask[None, :]
         s = tl.where(visible, s, float("-inf"))
         m_new = tl.maximum(m, tl.max(s, axis=1))
@@ -77,7 +83,11 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, table_ptr, o_ptr, scale, Q, C, bs, d, w
                     mask=kv_mask, other=0.0)  # [BLOCK_N, DP]
         if DOT_F32:
             v = v.to(tl.float32)
-        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
+        pv = p
+        if QUANT:
+            v = v.to(q.dtype)
+            pv = p * tl.load(vs_ptr + blk * stride_sn + slot * stride_ss + g, mask=kmask, other=0.0)[None, :]
+        acc = tl.dot(pv.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
         l = l * alpha + tl.sum(p, axis=1)
         m = m_new
     out = acc / tl.maximum(l, 1e-30)[:, None]
@@ -86,13 +96,18 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, table_ptr, o_ptr, scale, Q, C, bs, d, w
 
 
 def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, blocks: torch.Tensor,
-                      context_len: int, scale: float, window: int | None = None) -> torch.Tensor:
+                      context_len: int, scale: float, window: int | None = None, k_scale: torch.Tensor | None = None,
+                      v_scale: torch.Tensor | None = None) -> torch.Tensor:
     """Same contract as `swarm.kernels.attention.prefill_attention`: q [Q, H, d] (the last Q of the sequence's
-    context_len positions), k_cache/v_cache [N, bs, G, d], blocks [nb] (the sequence's block table) -> [Q, H, d]."""
+    context_len positions), k_cache/v_cache [N, bs, G, d] (int8: with k_scale/v_scale [N, bs, G]), blocks [nb]
+    (the sequence's block table) -> [Q, H, d]."""
     op = "triton prefill_attention"
-    check_device(op, _prefill_kernel, q, k_cache, v_cache, blocks)
+    scales = () if k_scale is None else (k_scale,) if v_scale is None else (k_scale, v_scale)
+    check_device(op, _prefill_kernel, q, k_cache, v_cache, blocks, *scales)
     check_dtype(op, "blocks", blocks, (torch.int32, torch.int64))
-    H, d, bs, G = check_paged_kv(op, q, k_cache, v_cache, MAX_HEAD_DIM)
+    H, d, bs, G = check_paged_kv(op, q, k_cache, v_cache, MAX_HEAD_DIM, k_scale, v_scale)
+    quant = k_scale is not None
+    ks, vs = (k_scale, v_scale) if quant else (k_cache, v_cache)  # unread without QUANT
     Q = q.shape[0]
     check_shape(op, blocks.dim() == 1, f"blocks must be one sequence's block table [nb], got {tuple(blocks.shape)}")
     context_len = int(context_len)
@@ -110,11 +125,12 @@ def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     # the interpreter's tl.dot gets bfloat16 operands wrong (triton 3.9): it multiplies in float32 there instead
     dot_f32 = q.dtype == torch.bfloat16 and interpreted(_prefill_kernel)
     _prefill_kernel[(triton.cdiv(Q, BLOCK_M), H)](
-        q, k_cache, v_cache, blocks, out, float(scale), Q, context_len, bs, d,
+        q, k_cache, v_cache, ks, vs, blocks, out, float(scale), Q, context_len, bs, d,
         context_len + 1 if window is None else int(window),
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), out.stride(0), out.stride(1),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), bs * G if quant else 0, G if quant else 0,
+        out.stride(0), out.stride(1),
         QG=H // G, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, DP=DP, PRECISION="ieee" if dot_f32 else dot_precision(q.dtype),
-        DOT_F32=dot_f32,
+        DOT_F32=dot_f32, QUANT=quant,
     )
     return out

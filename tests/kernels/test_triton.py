@@ -206,6 +206,41 @@ def test_prefill_attention_bfloat16(tr):
     close(got, ref, 2e-2)
 
 
+def _int8(*caches: torch.Tensor) -> list[torch.Tensor]:
+    """Float caches [N, bs, G, d] -> int8 values then float32 scales [N, bs, G], for each cache in turn."""
+    from swarm.runtime.block_pool import quantize_int8
+
+    return [t for c in caches for t in quantize_int8(c)]
+
+
+@pytest.mark.parametrize("B,H,G,d,bs,nb,lens,window", [
+    (3, 6, 2, 64, 16, 2, [1, 17, 32], None),
+    (2, 4, 4, 20, 4, 5, [3, 20], None),
+    (2, 8, 1, 32, 4, 12, [5, 47], None),
+    (2, 6, 3, 16, 8, 6, [40, 13], 10),
+])
+def test_decode_attention_int8_matches_torch(tr, B, H, G, d, bs, nb, lens, window):
+    q, k_cache, v_cache, table, mask = _attention_inputs(B, H, G, d, bs, nb, lens, window)
+    k, ks, v, vs = _int8(k_cache, v_cache)
+    got = tr.m["decode_attention"].decode_attention(*tr.to(q, k, v, table, mask), 0.125, *tr.to(ks, vs))
+    close(got, attention.decode_attention(q, k, v, table, mask, 0.125, ks, vs), 1e-5)
+    with pytest.raises(UnsupportedInput, match="needs k_scale"):
+        tr.m["decode_attention"].decode_attention(*tr.to(q, k, v, table, mask), 0.125)
+
+
+@pytest.mark.parametrize("Q,H,G,d,bs,C,window", [
+    (20, 6, 2, 64, 16, 20, None),
+    (37, 4, 4, 20, 4, 70, None),
+    (30, 6, 3, 16, 8, 95, 12),
+    (1, 4, 2, 16, 4, 9, 3),
+])
+def test_prefill_attention_int8_matches_torch(tr, Q, H, G, d, bs, C, window):
+    q, k_cache, v_cache, blocks = _prefill_inputs(Q, H, G, d, bs, C)
+    k, ks, v, vs = _int8(k_cache, v_cache)
+    got = tr.m["prefill_attention"].prefill_attention(*tr.to(q, k, v, blocks), C, 0.125, window, *tr.to(ks, vs))
+    close(got, attention.prefill_attention(q, k, v, blocks, C, 0.125, window, ks, vs), 1e-5)
+
+
 # -- LoRA ---------------------------------------------------------------------------------
 
 

@@ -120,6 +120,19 @@ def test_decode_steps_replayed_as_cuda_graphs_change_no_token(folder, params):
     assert ([o.token_ids for o in graphs.generate(ps, short)] == [o.token_ids for o in eager.generate(ps, short)])
 
 
+def test_int8_kv_on_cuda_graphs_and_eager_agree(folder):
+    """An int8 pool is captured like a float one (its write is torch ops, its scales go to the Triton kernels)."""
+    ps = prompts(11, seed=6)
+    config = EngineConfig(kv_dtype="int8")
+    eager = Engine.from_pretrained(folder, config=EngineConfig(kv_dtype="int8", cuda_graphs=False), device="cuda")
+    graphs = Engine.from_pretrained(folder, config=config, device="cuda")
+    cpu = Engine.from_pretrained(folder, config=config)
+    want = [o.token_ids for o in eager.generate(ps, GREEDY)]
+    assert [o.token_ids for o in graphs.generate(ps, GREEDY)] == want
+    assert graphs.stats()["cuda_graph_replays"] > 0 and graphs.pool.quantized
+    assert [o.token_ids for o in cpu.generate(ps, GREEDY)] == want
+
+
 def test_an_adapter_added_after_capture_is_applied():
     """Graphs captured before an adapter wrapped its projections are dropped, not replayed without it."""
     from swarm.runtime.bundled import model_path
