@@ -48,7 +48,7 @@ import roofline  # noqa: E402
 
 FIRST_ID = 5  # ids below are the tokenizer's special tokens (pad, bos, eos, im_start, im_end)
 PAD_ID = 0
-SECTIONS = ("hardware", "multi_agent", "persona_cache", "eviction", "roofline", "overhead")
+SECTIONS = ("hardware", "multi_agent", "persona_cache", "eviction", "roofline", "kv_int8", "overhead")
 
 
 # -- sizes ---------------------------------------------------------------------------------
@@ -644,6 +644,57 @@ def section_roofline(b: Bench, quick: bool) -> dict:
     }
 
 
+# -- int8 KV cache -----------------------------------------------------------------------------
+
+
+def decode_ready(b: Bench, batch: int, context: int, steps: int, **config) -> tuple[Engine, list, list]:
+    """An engine with `batch` sequences of `context` tokens prefilled and decoding, room left for `steps` more
+    decode steps: (engine, prompts, handles). `config`: EngineConfig fields."""
+    max_tokens = -(-batch * context // b.s.max_batched_tokens) + steps + 8
+    engine = b.engine(kv_cache_tokens=batch * (context + max_tokens + 2 * 16), enable_prefix_cache=False, **config)
+    gen = torch.Generator().manual_seed(b.seed + 3)
+    prompts = [random_ids(gen, context, b.s.vocab) for _ in range(batch)]
+    handles = [engine.submit(p, greedy(max_tokens)) for p in prompts]
+    while not all(h.token_ids for h in handles):
+        engine.step()
+    for _ in range(2):
+        engine.step()
+    return engine, prompts, handles
+
+
+def section_kv_int8(b: Bench, repeats: int = 5) -> dict:
+    """int8 KV against float32: tokens a GiB holds (from the pools' own tensors), and decode step times at each
+    roofline batch, the two engines' timed blocks interleaved (the median block of each reported)."""
+    s = b.s
+    out = {}
+    for batch in s.roof_batches:
+        log(f"kv_int8: decode at batch {batch}, context {s.roof_context}, float32 and int8 interleaved")
+        runs = {dtype: decode_ready(b, batch, s.roof_context, repeats * s.roof_steps, kv_dtype=dtype)
+                for dtype in ("float32", "int8")}
+        blocks = {dtype: [] for dtype in runs}
+        for _ in range(repeats):
+            for dtype, (engine, prompts, handles) in runs.items():
+                _, times, _, _ = _decode_block(b, engine, prompts, handles, s.roof_steps)
+                blocks[dtype].append(1e3 * sum(times) / s.roof_steps)
+        f32, i8 = (statistics.median(blocks[d]) for d in ("float32", "int8"))
+        out[f"batch_{batch}"] = {"float32_step_ms": f32, "int8_step_ms": i8, "float32_blocks_ms": blocks["float32"],
+                                 "int8_blocks_ms": blocks["int8"], "int8_speedup": ratio(f32, i8),
+                                 "fused": runs["int8"][0].fused is not None}
+        per_gib = {d: runs[d][0].pool.num_tokens * 2**30 / sum(t.nbytes for t in runs[d][0].pool.tensors())
+                   for d in runs}
+        out["tokens_per_gib"] = per_gib
+        del runs
+    ratio_tokens = out["tokens_per_gib"]["int8"] / out["tokens_per_gib"]["float32"]
+    big = out[f"batch_{max(s.roof_batches)}"]
+    return {
+        **out,
+        "resident_tokens_ratio": ratio_tokens,
+        "target": f">= 3.5x the tokens per GiB; decode at batch {max(s.roof_batches)} no slower than float32",
+        # timing noise on a shared machine: "no slower" allows 3%
+        "meets_target": ratio_tokens >= 3.5 and big["int8_step_ms"] <= 1.03 * big["float32_step_ms"],
+    }
+
+
 # -- overhead ---------------------------------------------------------------------------------
 
 
@@ -866,6 +917,7 @@ def main(argv: list[str] | None = None) -> dict:
             "persona_cache": lambda: section_persona_cache(b),
             "eviction": lambda: section_eviction(b),
             "roofline": lambda: section_roofline(b, args.quick),
+            "kv_int8": lambda: section_kv_int8(b, 3 if args.quick else 5),
             "overhead": lambda: section_overhead(b),
         }
         for name in SECTIONS:  # fixed order: persona_cache reuses multi_agent's run, roofline the hardware
