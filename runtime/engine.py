@@ -8,6 +8,7 @@ requests in and take results out of that one loop.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from swarm.runtime.errors import PromptTooLongError, SchemaError
 from swarm.runtime.fused import FusedDecode
 from swarm.runtime.grammar import GrammarCompiler, GrammarState
 from swarm.runtime.kv import DenseBatch, PagedBatch, index_tensor
+from swarm.runtime.kv_tier import KVTier
 from swarm.runtime.loader import Progress, load_model
 from swarm.runtime.lora import LoRAManager
 from swarm.runtime.memory import format_size, free_memory, parse_size
@@ -42,6 +44,7 @@ Prompt = str | Sequence[int]
 __all__ = ["Completion", "Engine", "EngineConfig", "RequestHandle"]
 
 
+TIER_SHARE = 0.2  # of available RAM, the second KV tier's default size
 FIRST_PUMP_TOKENS = 32  # the token budget of `pump`'s first step, before any step time was measured
 
 
@@ -75,6 +78,10 @@ class EngineConfig:
     kv_memory: int | str | None = None
     kv_memory_share: float | None = None  # None: 0.4 on the CPU, 0.8 on a GPU
     kv_cache_bytes: int | None = None  # the older name of kv_memory, still accepted
+    # the second KV tier (runtime/kv_tier.py): evicted persona KV waits there to be copied back, not recomputed.
+    # None: 20% of the RAM available at start; 0: no tier. `kv_tier_path` keeps it in a memory-mapped file.
+    kv_tier_memory: int | str | None = None
+    kv_tier_path: str | None = None
     max_batched_tokens: int = 512  # token budget of one step (decode tokens + prefill chunks)
     max_seqs: int = 256  # requests in one step
     enable_prefix_cache: bool = True
@@ -99,6 +106,8 @@ class EngineConfig:
             object.__setattr__(self, "kv_memory", self.kv_cache_bytes)
         if self.kv_memory is not None:
             object.__setattr__(self, "kv_memory", parse_size(self.kv_memory, "kv_memory"))
+        if self.kv_tier_memory is not None and self.kv_tier_memory not in (0, "0"):
+            object.__setattr__(self, "kv_tier_memory", parse_size(self.kv_tier_memory, "kv_tier_memory"))
         if self.kv_memory_share is not None and not 0 < self.kv_memory_share <= 0.95:
             raise ValueError(f"kv_memory_share must be in (0, 0.95], got {self.kv_memory_share}")
 
@@ -110,6 +119,15 @@ class EngineConfig:
         free = free_memory(device)
         where = "free device memory" if device.type == "cuda" else "available RAM"
         return int(free * share), f"{share:.0%} of {format_size(free)} {where}"
+
+    def kv_tier_bytes(self) -> tuple[int, str]:
+        """(bytes for the second KV tier, where that figure comes from); 0 for none."""
+        if self.kv_tier_memory in (0, "0"):
+            return 0, "kv_tier_memory=0"
+        if self.kv_tier_memory is not None:
+            return self.kv_tier_memory, "kv_tier_memory"
+        free = free_memory("cpu")
+        return int(free * TIER_SHARE), f"{TIER_SHARE:.0%} of {format_size(free)} available RAM"
 
     def num_blocks(self, bytes_per_token: int, device: torch.device | str = "cpu") -> int:
         if self.kv_cache_tokens is not None:
@@ -141,7 +159,11 @@ class Engine:
         per_token = KVPool.bytes_per_token(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, ec.kv_dtype or dtype)
         self.pool = KVPool(self._pool_blocks(per_token), ec.block_size, cfg.num_layers, cfg.num_kv_heads,
                            cfg.head_dim, dtype, self.device, kv_dtype=ec.kv_dtype)
-        self.cache = PrefixCache(self.pool)
+        tier_bytes, self._tier_source = ec.kv_tier_bytes()
+        slots = tier_bytes // (per_token * ec.block_size)
+        self.tier = KVTier(self.pool, slots, ec.kv_tier_path) if slots else None
+        self.cache = PrefixCache(self.pool, self.tier)
+        self._prefetching: threading.Thread | None = None
         self.lora = LoRAManager(model, cfg, ec.max_adapters, ec.max_lora_rank)
         self.scheduler = Scheduler(self.pool, self.cache, ec.max_batched_tokens, ec.max_seqs,
                                    ec.enable_prefix_cache, ec.max_wait_steps, self._acquire_adapter,
@@ -179,8 +201,12 @@ class Engine:
         pool, n = self.pool, context_tokens or self.max_context
         per_token = KVPool.bytes_per_token(self.config.num_layers, self.config.num_kv_heads, self.config.head_dim,
                                            pool.kv_dtype)
+        tier = "no second tier" if self.tier is None else (
+            f"a second tier of {format_size(self.tier.num_slots * pool.block_size * per_token)} "
+            f"({self._tier_source}{', in ' + str(self.tier.path) if self.tier.path else ''}): "
+            f"{self.tier.num_slots * pool.block_size:,} tokens more")
         return (f"KV pool {format_size(pool.num_tokens * per_token)} ({self._kv_source}, {pool.kv_dtype}): "
-                f"{pool.num_tokens:,} tokens, about {pool.num_tokens // n:,} contexts of {n:,} tokens")
+                f"{pool.num_tokens:,} tokens, about {pool.num_tokens // n:,} contexts of {n:,} tokens; {tier}")
 
     @classmethod
     def from_pretrained(cls, path: str | Path, config: EngineConfig | None = None, device: str = "cpu",
@@ -269,6 +295,7 @@ class Engine:
 
     def remove_adapter(self, name: str) -> None:
         """Forget an adapter and the KV cached under it (no running request may use it)."""
+        self._join_prefetch()
         self.lora.remove(name)
         self.cache.drop(name)
 
@@ -294,11 +321,34 @@ class Engine:
     def hint(self, persona: Hashable, next_use: float | None = None, pin: bool | None = None) -> None:
         """Tell the cache how soon `persona` is needed again (e.g. ticks until the agent acts; smaller
         is sooner) and whether to pin its KV. Eviction frees what is needed furthest in the future."""
+        self._join_prefetch()
         self.cache.hint(persona, next_use, pin)
+
+    def prefetch(self, wait: bool = False) -> None:
+        """Copy back from the second KV tier, soonest-hinted persona first, the KV that hints say is needed
+        before what the pool holds; in a background thread, so it overlaps what the caller does next (the
+        simulation's bookkeeping between ticks). Anything that touches the cache waits for it first."""
+        self._join_prefetch()
+        if self.tier is None or not self.cache.num_offloaded:
+            return
+        self._prefetching = threading.Thread(target=self._prefetch, name="swarm-kv-prefetch", daemon=True)
+        self._prefetching.start()
+        if wait:
+            self._join_prefetch()
+
+    @torch.inference_mode()
+    def _prefetch(self) -> None:
+        self.cache.prefetch()
+
+    def _join_prefetch(self) -> None:
+        if self._prefetching is not None:
+            self._prefetching.join()
+            self._prefetching = None
 
     def cancel(self, req: Request) -> None:
         if req.finished:
             return
+        self._join_prefetch()
         req.out.finish_reason = "cancelled"
         req.out.text = self.tokenizer.decode(req.out.token_ids)
         p = self._pass
@@ -318,6 +368,7 @@ class Engine:
         """One batched forward pass over the scheduled requests (at most `max_tokens` tokens, within the
         configured `max_batched_tokens`); returns the requests it finished. When `pump` left a pass in
         flight, this completes that pass instead."""
+        self._join_prefetch()
         if self._pass is None and not self._start(max_tokens):
             return []
         return self._advance(None)
@@ -457,6 +508,7 @@ class Engine:
         `_pump_budget`). The first slice of a call always runs, so every call makes progress.
         """
         deadline = time.perf_counter() + max_ms / 1000
+        self._join_prefetch()
         steps, first = 0, True
         while self.scheduler.has_work:
             if self._pass is None:
@@ -562,6 +614,7 @@ class Engine:
     def logits(self, token_ids: Sequence[int], adapter: Hashable = None) -> torch.Tensor:
         """Logits for every position of one sequence: [len, vocab] float32 (nothing is cached)."""
         self._finish_pass()
+        self._join_prefetch()
         ids = self._prompt_ids(token_ids)
         self._check_fits(len(ids), 0)
         self._check_adapter(adapter)
@@ -625,6 +678,13 @@ class Engine:
         sums = hidden.new_zeros(len(seqs), hidden.shape[1]).index_add_(0, seq, hidden)  # [B, D]
         return (sums / torch.tensor(lens, device=self.device)[:, None]).cpu()
 
+    def _tier_stats(self) -> dict:
+        c = self.cache
+        tier = {} if self.tier is None else {"kv_tier_blocks_total": self.tier.num_slots,
+                                             "kv_tier_blocks_used": self.tier.num_used}
+        return {**tier, "kv_blocks_restored": c.restored, "kv_blocks_prefetched": c.prefetched,
+                "kv_blocks_dropped": c.dropped}
+
     def stats(self) -> dict:
         """Throughput, batch sizes, prefix-cache hit rate, KV pool use, preemptions and expert load (and on a
         GPU, the decode graphs captured and the steps replayed from them)."""
@@ -635,6 +695,7 @@ class Engine:
             prompt_tokens=s.prompt_tokens, cached_tokens=s.cached_tokens, recomputed_tokens=s.recomputed_tokens,
             preemptions=s.num_preemptions, waiting=len(s.waiting), running=len(s.running),
             kv_blocks_total=self.pool.num_blocks, kv_blocks_used=self.pool.num_used,
-            kv_blocks_cached=self.cache.num_nodes, block_size=self.pool.block_size, kv_dtype=self.pool.kv_dtype,
+            kv_blocks_cached=self.cache.num_nodes - self.cache.num_offloaded, **self._tier_stats(),
+            block_size=self.pool.block_size, kv_dtype=self.pool.kv_dtype,
             **graphs,
         )

@@ -10,10 +10,17 @@ partly, a block to copy from (copy-on-write: the reader takes a private copy
 of the matching tokens and appends after them). Finished requests hand their
 blocks to the tree, so an agent's next turn prefills only its new tokens.
 
-Eviction frees leaves nobody is using, the one needed furthest in the future
+Eviction frees nodes nobody is using, the one needed furthest in the future
 first: a node's next use is the soonest `hint` of the personas that touched
 it; nodes without hints count as never needed again; ties (and the no-hint
 case) go least recently used first. Nodes touched by a pinned persona stay.
+
+With a second tier (runtime/kv_tier.py) an evicted node keeps its place in the
+tree and its KV moves to the tier ("offloaded"); a lookup that reaches it gets
+it back by copy (`acquire`), and `prefetch` brings back what hints say is
+needed soon, before it is asked for. Only when the tier is full too is KV
+dropped, again the furthest-needed first. Invariant: a node in the pool has its
+parent in the pool, so offloaded nodes hang below resident ones.
 """
 
 from __future__ import annotations
@@ -21,29 +28,38 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
 from swarm.runtime.block_pool import BlockAllocator
+from swarm.runtime.kv_tier import KVTier
 
 
 class Node:
-    __slots__ = ("tokens", "block", "parent", "children", "personas", "last_use")
+    __slots__ = ("tokens", "block", "slot", "parent", "children", "personas", "last_use")
 
     def __init__(self, tokens: tuple[int, ...], block: int, parent: Node | None):
         self.tokens, self.block, self.parent = tokens, block, parent
+        self.slot = -1  # its tier slot while offloaded (then block is -1)
         self.children: dict[tuple[int, ...], Node] = {}
         self.personas: set[Hashable] = set()
         self.last_use = 0
 
+    @property
+    def resident(self) -> bool:
+        return self.block >= 0
+
 
 @dataclass
 class Match:
-    """A cached prefix: `blocks` hold `len(blocks) * block_size` tokens; `partial` is (block, tokens) to copy."""
+    """A cached prefix: `nodes` hold `len(nodes) * block_size` tokens and `blocks` their pool blocks (-1 for one
+    in the tier: `PrefixCache.acquire` brings those back); `partial` is (block, tokens) to copy from, of
+    `partial_node`."""
 
     blocks: list[int] = field(default_factory=list)
     partial: tuple[int, int] | None = None
     nodes: list[Node] = field(default_factory=list)
+    partial_node: Node | None = None
 
     def num_tokens(self, block_size: int) -> int:
         return len(self.blocks) * block_size + (self.partial[1] if self.partial else 0)
@@ -59,12 +75,15 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 class PrefixCache:
-    def __init__(self, allocator: BlockAllocator):
-        self.alloc, self.bs = allocator, allocator.block_size
+    def __init__(self, allocator: BlockAllocator, tier: KVTier | None = None):
+        self.alloc, self.bs, self.tier = allocator, allocator.block_size, tier
         self.roots: dict[Hashable, Node] = {}
         self.hints: dict[Hashable, float] = {}
         self.pinned: set[Hashable] = set()
-        self.num_nodes = 0
+        self.num_nodes = 0  # every node, in the pool or in the tier
+        self.num_offloaded = 0
+        self.restored = self.prefetched = self.dropped = 0  # blocks, over the cache's life
+        self._busy: set[int] = set()  # ids of nodes an `acquire` is bringing back: not to be evicted meanwhile
         self._clock = itertools.count(1)
 
     # -- hints ----------------------------------------------------------------------
@@ -78,10 +97,14 @@ class PrefixCache:
         if pin is not None:
             (self.pinned.add if pin else self.pinned.discard)(persona)
 
+    def _next_use(self, node: Node) -> float:
+        return min((self.hints[p] for p in node.personas if p in self.hints), default=math.inf)
+
     # -- lookup and insert -------------------------------------------------------------
 
     def match(self, adapter: Hashable, tokens: Sequence[int], limit: int | None = None) -> Match:
-        """Longest cached prefix of `tokens` (at most `limit` tokens). Takes no references."""
+        """Longest cached prefix of `tokens` (at most `limit` tokens), in the pool or the tier. Takes no
+        references."""
         limit = len(tokens) if limit is None else min(limit, len(tokens))
         node, pos, out = self.roots.get(adapter), 0, Match()
         now = next(self._clock)
@@ -102,16 +125,40 @@ class PrefixCache:
                     best, best_n = child, n
             if best is not None:
                 best.last_use = now
-                out.partial = (best.block, best_n)
+                out.partial, out.partial_node = (best.block, best_n), best
             break
         return out
+
+    def acquire(self, match: Match, allocate: Callable[[], int]) -> None:
+        """Take a reference to every block of `match` for a reader, first copying back from the tier any that
+        were offloaded (`allocate` gives a free pool block, evicting if it must). `match.blocks` and
+        `match.partial` then name pool blocks the reader holds."""
+        path = match.nodes + ([match.partial_node] if match.partial_node is not None else [])
+        self._busy, taken = {id(n) for n in path}, []
+        try:
+            for node in path:
+                if not node.resident:
+                    self._restore([node], [allocate()])
+                    self.restored += 1
+                self.alloc.incref(node.block)
+                taken.append(node.block)
+        except BaseException:
+            for b in taken:
+                self.alloc.decref(b)
+            raise
+        finally:
+            self._busy = set()
+        match.blocks = taken[: len(match.nodes)]
+        if match.partial_node is not None:
+            match.partial = (taken[-1], match.partial[1])
 
     def insert(self, adapter: Hashable, tokens: Sequence[int], blocks: Sequence[int], persona: Hashable = None) -> None:
         """Record that `blocks[i]` holds tokens[i*bs:(i+1)*bs] (the last block may be partial).
 
         The tree takes a reference of its own to every block that becomes a node;
         the caller keeps its references and releases them when it is done. Chunks
-        the tree already holds (in another block) are skipped.
+        the tree already holds (in another block) are skipped; a chunk it holds in
+        the tier takes the caller's block instead (no copy back needed).
         """
         assert len(blocks) == math.ceil(len(tokens) / self.bs), "one block per block_size tokens"
         node = self.roots.get(adapter)
@@ -128,6 +175,11 @@ class PrefixCache:
                 self.alloc.incref(block)
                 child = node.children[chunk] = Node(chunk, block, node)
                 self.num_nodes += 1
+            elif not child.resident:  # the caller computed what the tier holds: keep the caller's copy
+                self.alloc.incref(block)
+                self.tier.free(child.slot)
+                child.block, child.slot = block, -1
+                self.num_offloaded -= 1
             child.last_use = now
             if persona is not None:
                 child.personas.add(persona)
@@ -143,50 +195,160 @@ class PrefixCache:
                 self._release(c)
 
     def _release(self, node: Node) -> None:
-        self.alloc.decref(node.block)
+        if node.resident:
+            self.alloc.decref(node.block)
+        else:
+            self.tier.free(node.slot)
+            self.num_offloaded -= 1
         self.num_nodes -= 1
+
+    def _drop(self, node: Node) -> None:
+        """Take `node` and everything under it out of the tree."""
+        del node.parent.children[node.tokens]
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            stack.extend(n.children.values())
+            self._release(n)
+            n.parent = None  # marks it gone, for heaps that still hold it
+            self.dropped += 1
+
+    # -- moving between the pool and the tier ------------------------------------------
+
+    def _offload(self, nodes: list[Node]) -> None:
+        """Copy resident leaves-of-the-pool to tier slots (there must be room) and give their blocks back."""
+        slots = self.tier.store([n.block for n in nodes])
+        for n, slot in zip(nodes, slots, strict=True):
+            self.alloc.decref(n.block)
+            n.block, n.slot = -1, slot
+        self.num_offloaded += len(nodes)
+
+    def _restore(self, nodes: list[Node], blocks: list[int]) -> None:
+        """Copy offloaded nodes back into pool `blocks` (allocated for them: the tree takes those references)."""
+        self.tier.load([n.slot for n in nodes], blocks)
+        for n, block in zip(nodes, blocks, strict=True):
+            self.tier.free(n.slot)
+            n.block, n.slot = block, -1
+        self.num_offloaded -= len(nodes)
 
     # -- eviction ------------------------------------------------------------------
 
     def _evictable(self, node: Node) -> bool:
-        return (node.parent is not None and not node.children and self.alloc.refs[node.block] == 1
-                and not (node.personas & self.pinned))
+        """In the pool, used by nobody but the tree, unpinned, and with no child in the pool."""
+        return (node.parent is not None and node.resident and self.alloc.refs[node.block] == 1
+                and id(node) not in self._busy and not (node.personas & self.pinned)
+                and not any(c.resident for c in node.children.values()))
 
     def _priority(self, node: Node) -> tuple[float, int]:
-        nxt = min((self.hints[p] for p in node.personas if p in self.hints), default=math.inf)
-        return (-nxt, node.last_use)  # heap pops the furthest next use, then the least recently used
+        return (-self._next_use(node), node.last_use)  # heap pops the furthest next use, then the least recent
 
-    def evict(self, num_blocks: int) -> int:
-        """Free up to `num_blocks` blocks; returns how many were freed."""
-        heap, tie = [], itertools.count()
+    def _walk(self) -> tuple[list, list]:
+        """(evictable pool nodes, droppable tier leaves) as heaps by priority."""
+        pool, tier, tie = [], [], itertools.count()
         for root in self.roots.values():
-            stack = [root]
+            stack = list(root.children.values())
             while stack:
                 n = stack.pop()
                 stack.extend(n.children.values())
                 if self._evictable(n):
-                    heap.append((*self._priority(n), next(tie), n))
-        heapq.heapify(heap)
-        freed = 0
+                    pool.append((*self._priority(n), next(tie), n))
+                elif not n.resident and not n.children and id(n) not in self._busy:
+                    tier.append((*self._priority(n), next(tie), n))
+        heapq.heapify(pool)
+        heapq.heapify(tier)
+        return pool, tier
+
+    def evict(self, num_blocks: int, offload: bool = True) -> int:
+        """Free up to `num_blocks` pool blocks; returns how many were freed. With a tier (and `offload`) their KV
+        moves there, making room by dropping tier leaves needed later than what comes in; what finds no room
+        is dropped."""
+        heap, tier_heap = self._walk()
+        tie = itertools.count(len(heap))
+        use_tier = offload and self.tier is not None
+        room = self.tier.num_free if use_tier else 0
+        freed, moving, leaving = 0, [], set()
         while heap and freed < num_blocks:
-            *_, node = heapq.heappop(heap)
+            prio, node = heap[0][:2], heap[0][-1]
+            heapq.heappop(heap)
+            while use_tier and not room and tier_heap and tier_heap[0][:2] <= prio:
+                leaf = heapq.heappop(tier_heap)[-1]  # needed later than `node` (or as late, and used less lately)
+                up = leaf.parent
+                if up is not None:  # not dropped with an ancestor meanwhile
+                    self._drop(leaf)
+                    room += 1
+                    if up.parent is not None and not up.resident and not up.children:  # a tier leaf now
+                        heapq.heappush(tier_heap, (*self._priority(up), next(tie), up))
             parent = node.parent
-            del parent.children[node.tokens]
-            self._release(node)
+            if room:
+                moving.append(node)
+                leaving.add(id(node))
+                room -= 1
+            else:  # no room: it goes, with whatever of its subtree was about to move (their slots come free)
+                going = [c for c in node.children.values() if id(c) in leaving]
+                moving = [m for m in moving if m not in going]
+                room += len(going)
+                self._drop(node)
             freed += 1
-            if self._evictable(parent):
+            if (parent.parent is not None and parent.resident and self.alloc.refs[parent.block] == 1
+                    and id(parent) not in self._busy and not (parent.personas & self.pinned)
+                    and all(not c.resident or id(c) in leaving for c in parent.children.values())):
                 heapq.heappush(heap, (*self._priority(parent), next(tie), parent))
+        if moving:
+            self._offload(moving)
         return freed
+
+    def prefetch(self, max_blocks: int | None = None) -> int:
+        """Bring back from the tier, soonest next use first, the offloaded KV of hinted personas: into free pool
+        blocks, or in place of pool blocks needed later than it. Returns the blocks brought back."""
+        if self.tier is None or not self.num_offloaded:
+            return 0
+        budget = self.alloc.num_blocks if max_blocks is None else max_blocks
+        frontier, tie = [], itertools.count()
+        for root in self.roots.values():
+            stack = list(root.children.values())
+            while stack:
+                n = stack.pop()
+                if n.resident:
+                    stack.extend(n.children.values())
+                elif math.isfinite(self._next_use(n)):
+                    frontier.append((self._next_use(n), -n.last_use, next(tie), n))
+        heapq.heapify(frontier)
+        victims = None  # pool nodes by how late they are needed, walked the first time the pool is full
+        done = 0
+        while frontier and done < budget:
+            soon, _, _, node = heapq.heappop(frontier)
+            if node.parent is None or node.resident:  # dropped, or brought back, meanwhile
+                continue
+            if not self.alloc.num_free:
+                victims = self._walk()[0] if victims is None else victims
+                if not victims or -victims[0][0] <= soon:
+                    break  # everything in the pool is needed as soon or sooner
+                victim = heapq.heappop(victims)[-1]
+                parent = victim.parent
+                if self.tier.num_free:
+                    self._offload([victim])
+                else:
+                    self._drop(victim)
+                if self._evictable(parent):
+                    heapq.heappush(victims, (*self._priority(parent), next(tie), parent))
+            self._restore([node], [self.alloc.allocate()])
+            self.prefetched += 1
+            done += 1
+            for child in node.children.values():
+                if math.isfinite(self._next_use(child)):
+                    heapq.heappush(frontier, (self._next_use(child), -child.last_use, next(tie), child))
+        return done
 
     def drop(self, adapter: Hashable) -> None:
         """Forget everything cached under `adapter` (its weights changed or it is gone); nothing may use it."""
         root = self.roots.pop(adapter, None)
-        stack = list(root.children.values()) if root else []
-        while stack:
-            node = stack.pop()
-            stack.extend(node.children.values())
-            self._release(node)
+        for child in list(root.children.values()) if root else []:
+            self._drop(child)
 
     def clear(self) -> None:
-        """Drop every cached prefix no running request uses."""
-        self.evict(self.num_nodes)
+        """Drop every cached prefix no running request uses, from the pool and the tier."""
+        self.evict(self.num_nodes, offload=False)
+        for root in self.roots.values():
+            for child in list(root.children.values()):
+                if not child.resident:
+                    self._drop(child)

@@ -154,12 +154,14 @@ class Scheduler:
             return -1
         if self.enable_prefix_cache:
             match = self.cache.match(req.adapter, req.tokens, len(req.tokens) - 1)
-            for b in match.blocks:
-                self.pool.incref(b)
+            try:
+                self.cache.acquire(match, self.allocate)  # references, and copies back what the tier holds
+            except OutOfBlocks:
+                self._release(req, to_cache=False)
+                return 0
             req.blocks, req.num_computed = list(match.blocks), len(match.blocks) * self.bs
             if match.partial:  # share the matching tokens of a partly matching block
                 block, k = match.partial
-                self.pool.incref(block)
                 req.blocks.append(block)
                 req.num_computed += k
         n = min(budget, req.num_pending)

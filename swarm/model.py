@@ -70,6 +70,9 @@ class TurnModel(ABC):
     def hint(self, persona: str, next_use: float) -> None:  # noqa: B027 (optional: models without a cache)
         """The tick at which `persona` is next expected to act (a KV cache keeps the soonest)."""
 
+    def prefetch(self) -> None:  # noqa: B027 (optional: models without a cache tier)
+        """The hints of a tick are all in: bring back what the next turns need (a KV cache's second tier)."""
+
     def stats(self) -> dict:
         return {}
 
@@ -174,6 +177,10 @@ class EngineModel(TurnModel):
 
     def hint(self, persona: str, next_use: float) -> None:  # noqa: B027 (optional: models without a cache)
         self.engine.hint(persona, next_use=next_use)
+
+    def prefetch(self) -> None:
+        if hasattr(self.engine, "prefetch"):
+            self.engine.prefetch()
 
     def stats(self) -> dict:
         return self.engine.stats()

@@ -362,6 +362,7 @@ class Simulation:
             if self._hinted.get(agent.id) != when:
                 self._hinted[agent.id] = when
                 self.model.hint(agent.id, when)
+        self.model.prefetch()  # overlaps the bookkeeping until the next tick's turns
 
     def inject(self, agent: str, text: str, sender: str = "outside", importance: float = 5.0) -> None:
         """Send `agent` a message the way an outside client does (through its inbox topic on the bus);

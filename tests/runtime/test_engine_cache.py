@@ -95,18 +95,24 @@ def test_full_pool_queues_and_preempts_without_corruption(folder):
     assert [o.token_ids for o in outs] == ref
     s = tight.stats()
     assert s["preemptions"] > 0 and s["mean_batch_seqs"] < 4
-    assert tight.pool.num_used == tight.cache.num_nodes  # only the cache holds blocks now
+    assert tight.pool.num_used == tight.cache.num_nodes - tight.cache.num_offloaded  # only the cache holds blocks
 
 
-def test_eviction_under_pressure_keeps_outputs_right(folder):
+@pytest.mark.parametrize("tier", [None, 0], ids=["tier", "no-tier"])
+def test_eviction_under_pressure_keeps_outputs_right(folder, tier):
     ps = prompts(12, shared=24, own=16)
     ref = [o.token_ids for o in make(folder).generate(ps, GREEDY)]
-    engine = make(folder, kv_cache_tokens=256, block_size=8)
+    engine = make(folder, kv_cache_tokens=256, block_size=8, kv_tier_memory=tier)
     for i, p in enumerate(ps):  # one agent after another: the pool fills with their KV
         assert engine.generate([p], GREEDY)[0].token_ids == ref[i]
-    assert engine.cache.num_nodes * 8 <= 256
-    again = engine.generate(ps, GREEDY)  # some prefixes were evicted, some still cached
+    assert (engine.cache.num_nodes - engine.cache.num_offloaded) * 8 <= 256
+    again = engine.generate(ps, GREEDY)  # some prefixes were evicted (to the tier, or dropped), some still cached
     assert [o.token_ids for o in again] == ref
+    s = engine.stats()
+    if tier is None:
+        assert s["kv_blocks_restored"] > 0 and s["kv_blocks_dropped"] == 0  # the tier held all that was evicted
+    else:
+        assert "kv_tier_blocks_total" not in s and s["kv_blocks_restored"] == 0 and s["kv_blocks_dropped"] > 0
 
 
 def test_a_request_larger_than_the_pool_is_refused_up_front(folder):

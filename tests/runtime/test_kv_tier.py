@@ -1,0 +1,160 @@
+"""The second KV tier: exact round trips, the cache moving KV between tiers, prefetch by hints."""
+
+import pytest
+import torch
+
+from swarm.runtime import Engine, SamplingParams
+from swarm.runtime.block_pool import KVPool
+from swarm.runtime.engine import EngineConfig
+from swarm.runtime.kv_tier import KVTier
+from swarm.runtime.prefix_cache import PrefixCache
+from swarm.runtime.random_model import tiny_config, write_random_model
+
+GREEDY = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
+BS = 8
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_random_model(tmp_path_factory.mktemp("m"), tiny_config(vocab_size=384, max_position_embeddings=1024))
+
+
+def _fill(pool: KVPool, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for t in pool.tensors():
+        src = torch.randn(t.shape, generator=g) * 50
+        t.copy_(src.to(t.dtype) if t.dtype != torch.int8 else src.clamp(-127, 127).to(torch.int8))
+
+
+@pytest.mark.parametrize("kv_dtype", [None, "int8"])
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_store_then_load_gives_the_same_bits(kv_dtype, on_disk, tmp_path):
+    pool = KVPool(10, BS, 2, 2, 16, kv_dtype=kv_dtype)
+    _fill(pool, 1)
+    tier = KVTier(pool, 6, tmp_path / "tier.kv" if on_disk else None)
+    before = [t[[3, 7, 1]].clone() for t in pool.tensors()]
+    slots = tier.store([3, 7, 1])
+    assert len(slots) == 3 and tier.num_used == 3
+    _fill(pool, 2)  # the pool's blocks are reused for something else
+    tier.load(slots, [5, 0, 9])
+    after = [t[[5, 0, 9]] for t in pool.tensors()]
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    tier.close()
+
+
+def test_a_full_tier_takes_what_it_can():
+    pool = KVPool(8, BS, 1, 1, 8)
+    tier = KVTier(pool, 2)
+    assert len(tier.store([0, 1, 2])) == 2 and tier.num_free == 0
+    with pytest.raises(ValueError, match="at least one slot"):
+        KVTier(pool, 0)
+
+
+def _kv_of(engine: Engine, tokens: list[int]) -> list[torch.Tensor]:
+    m = engine.cache.match(None, tokens)
+    assert all(n.resident for n in m.nodes), "read the KV while it is in the pool"
+    return [t[m.blocks].clone() for t in engine.pool.tensors()]
+
+
+@pytest.mark.parametrize("kv_dtype", [None, "int8"])
+def test_evicted_persona_kv_comes_back_bit_identical(folder, kv_dtype):
+    engine = Engine.from_pretrained(folder, config=EngineConfig(kv_cache_tokens=12 * BS, block_size=BS,
+                                                               kv_tier_memory="4MiB", kv_dtype=kv_dtype))
+    mira = [7 + i % 50 for i in range(40)]
+    first = engine.generate([mira], GREEDY, personas="mira")[0]
+    cached = mira + first.token_ids[:-1]
+    kv = _kv_of(engine, cached[: len(cached) // BS * BS])
+    engine.hint("mira", 100)  # needed late: the others' KV pushes it out first
+    for i in range(6):
+        engine.hint(f"p{i}", i)
+        engine.generate([[200 + i] + [9 + (i * 7 + j) % 90 for j in range(38)]], GREEDY, personas=f"p{i}")
+    m = engine.cache.match(None, cached)
+    assert m.nodes and not any(n.resident for n in m.nodes), "mira's KV went to the tier"
+    assert engine.stats()["kv_tier_blocks_used"] >= len(m.nodes)
+    engine.cache.acquire(m, engine.scheduler.allocate)  # what admission does: copy back, take references
+    assert all(torch.equal(t[m.blocks], k) for t, k in zip(engine.pool.tensors(), kv, strict=True))
+    for b in m.blocks:
+        engine.pool.decref(b)
+    again = engine.generate([mira], GREEDY, personas="mira")[0]
+    assert again.token_ids == first.token_ids and again.cached_tokens > 0
+    assert engine.stats()["kv_blocks_restored"] >= len(m.nodes)
+
+
+def _persona_tokens(i: int) -> list[int]:
+    return [i + 1] * BS * 3  # three full blocks of its own
+
+
+def test_prefetch_brings_back_who_acts_next_by_the_hints():
+    """A fake clock: 6 personas, room for 2 in the pool and all in the tier; at each tick the hints say who acts
+    next, and prefetch must make exactly those resident before they ask."""
+    pool = KVPool(2 * 3, BS, 1, 1, 8)
+    tier = KVTier(pool, 6 * 3)
+    cache = PrefixCache(pool, tier)
+
+    def allocate():
+        if not pool.num_free:
+            assert cache.evict(1) == 1
+        return pool.allocate()
+
+    for i in range(6):
+        blocks = [allocate() for _ in range(3)]
+        cache.insert(None, _persona_tokens(i), blocks, persona=i)
+        for b in blocks:
+            pool.decref(b)
+    assert cache.num_offloaded == 4 * 3 and pool.num_free == 0
+    for now in range(6):
+        soon = [(now + k) % 6 for k in (1, 2)]  # who acts at the next two ticks
+        for p in range(6):
+            cache.hint(p, next_use=now + 1 + [(now + k) % 6 for k in range(1, 7)].index(p))
+        cache.prefetch()
+        resident = {p for p in range(6) if all(n.resident for n in cache.match(None, _persona_tokens(p)).nodes)}
+        assert resident == set(soon), f"tick {now}: the pool holds {resident}, the next to act are {soon}"
+    assert cache.prefetched > 0 and cache.dropped == 0 and cache.num_nodes == 18
+
+
+def test_a_full_tier_drops_what_is_needed_last():
+    pool = KVPool(3, BS, 1, 1, 8)
+    cache = PrefixCache(pool, KVTier(pool, 3))
+    for i in range(3):
+        cache.hint(i, next_use=30 - 10 * i)  # persona 0 is needed last, persona 2 first
+    for i in range(3):
+        if not pool.num_free:
+            cache.evict(3)
+        blocks = [pool.allocate() for _ in range(3)]
+        cache.insert(None, _persona_tokens(i), blocks, persona=i)
+        for b in blocks:
+            pool.decref(b)
+    # persona 1 went to a full tier holding persona 0, needed later than it: 0 was dropped to make room
+    assert cache.dropped == 3 and cache.num_offloaded == 3
+    assert not cache.match(None, _persona_tokens(0)).nodes
+    assert [n.resident for n in cache.match(None, _persona_tokens(1)).nodes] == [False] * 3
+    assert [n.resident for n in cache.match(None, _persona_tokens(2)).nodes] == [True] * 3
+    # and one needed after everything in the tier is dropped rather than swapped in
+    cache.hint(2, next_use=99)
+    assert cache.evict(3) == 3 and cache.dropped == 6 and cache.num_offloaded == 3
+
+
+def test_engine_prefetch_runs_in_the_background_and_joins_before_a_step(folder):
+    engine = Engine.from_pretrained(folder, config=EngineConfig(kv_cache_tokens=8 * BS, block_size=BS,
+                                                               kv_tier_memory="4MiB"))
+    for i in range(4):
+        engine.hint(f"p{i}", 10 + i)
+        engine.generate([[100 + i] * 30], GREEDY, personas=f"p{i}")
+    assert engine.cache.num_offloaded > 0
+    engine.hint("p0", 1)  # p0 acts next: its KV should come back
+    engine.prefetch()
+    engine.step()  # nothing to run, but it must wait for the copy first
+    assert engine._prefetching is None
+    m = engine.cache.match(None, [100] * 30)
+    assert m.nodes and all(n.resident for n in m.nodes)
+    assert engine.stats()["kv_blocks_prefetched"] > 0
+
+
+def test_tier_size_is_stated_and_can_be_turned_off(folder, tmp_path):
+    on = Engine.from_pretrained(folder, config=EngineConfig(kv_memory="8MiB", kv_tier_memory="16MiB",
+                                                           kv_tier_path=str(tmp_path / "t.kv")))
+    assert "a second tier of 16.0 MiB (kv_tier_memory, in" in on.memory_summary()
+    off = Engine.from_pretrained(folder, config=EngineConfig(kv_memory="8MiB", kv_tier_memory=0))
+    assert off.tier is None and "no second tier" in off.memory_summary()
+    with pytest.raises(ValueError, match="kv_tier_memory"):
+        EngineConfig(kv_tier_memory="-3GiB")
