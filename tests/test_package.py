@@ -40,3 +40,14 @@ def test_every_package_folder_is_listed_in_pyproject():
             rel = init.parent.relative_to(ROOT / folder).parts
             found.add(".".join((name, *rel)))
     assert found == listed, "a regular (non-editable) install would leave these out or fail"
+
+
+def test_no_benchmark_script_shadows_an_installed_package(tmp_path):
+    """A script's folder comes first on sys.path, so benchmarks/kernels.py once hid the `kernels` package that
+    transformers imports, and every benchmark that loads transformers failed. No file there may take the name
+    of a module the environment can import."""
+    names = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py"))
+    code = "import importlib.util, sys; print([n for n in sys.argv[1:] if importlib.util.find_spec(n)])"
+    out = subprocess.run([sys.executable, "-P", "-c", code, *names], cwd=tmp_path, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]", f"benchmarks/ files named like importable modules: {out.stdout.strip()}"

@@ -1,9 +1,9 @@
 """The torch CPU kernels against the naive loops they replace, and int8 against float32 decode.
 
-    .venv/bin/python benchmarks/kernels.py                 # full run (about 40 s on 2 CPU cores)
-    .venv/bin/python benchmarks/kernels.py --quick         # smoke run, tiny sizes
-    .venv/bin/python benchmarks/kernels.py --threads 1     # on a shared machine, one thread suffers least
-    python benchmarks/kernels.py --sections triton         # on a CUDA GPU: Triton against torch
+    .venv/bin/python benchmarks/kernel_ops.py                 # full run (about 40 s on 2 CPU cores)
+    .venv/bin/python benchmarks/kernel_ops.py --quick         # smoke run, tiny sizes
+    .venv/bin/python benchmarks/kernel_ops.py --threads 1     # on a shared machine, one thread suffers least
+    python benchmarks/kernel_ops.py --sections triton         # on a CUDA GPU: Triton against torch
 
 Prints one JSON object on stdout (progress on stderr). Sections:
 
