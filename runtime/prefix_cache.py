@@ -284,8 +284,14 @@ class PrefixCache:
                 leaving.add(id(node))
                 room -= 1
             else:  # no room: it goes, with whatever of its subtree was about to move (their slots come free)
-                going = [c for c in node.children.values() if id(c) in leaving]
-                moving = [m for m in moving if m not in going]
+                going, stack = set(), list(node.children.values())
+                while stack:
+                    c = stack.pop()
+                    stack.extend(c.children.values())
+                    if id(c) in leaving:
+                        going.add(id(c))
+                moving = [m for m in moving if id(m) not in going]
+                leaving -= going
                 room += len(going)
                 self._drop(node)
             freed += 1

@@ -158,3 +158,79 @@ def test_tier_size_is_stated_and_can_be_turned_off(folder, tmp_path):
     assert off.tier is None and "no second tier" in off.memory_summary()
     with pytest.raises(ValueError, match="kv_tier_memory"):
         EngineConfig(kv_tier_memory="-3GiB")
+
+
+# -- the cache with a tier against what was written, on random workloads ------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+TBS = 4
+
+
+def _tiered_request(pool: KVPool, cache: PrefixCache, tokens: list[int], persona) -> int:
+    """What the engine does for one request, on a pool whose 'KV' is the token ids: reuse the cached prefix
+    (copied back from the tier where it was offloaded), write the rest, hand it to the tree."""
+    def allocate():
+        if not pool.num_free and not cache.evict(pool.num_blocks):
+            raise AssertionError("nothing evictable while no request runs")
+        return pool.allocate()
+
+    m = cache.match(None, tokens, len(tokens) - 1)
+    cache.acquire(m, allocate)
+    blocks, done = list(m.blocks), len(m.blocks) * TBS
+    if m.partial:
+        src, k = m.partial
+        new = allocate()
+        pool.k[0][new, :k] = pool.k[0][src, :k]
+        pool.decref(src)
+        blocks.append(new)
+        done += k
+    stored = [int(pool.k[0][blocks[p // TBS], p % TBS, 0, 0]) for p in range(done)]
+    assert stored == tokens[:done], "the cached prefix (from the pool or the tier) holds exactly these tokens"
+    while len(blocks) < -(-len(tokens) // TBS):
+        blocks.append(allocate())
+    for p in range(done, len(tokens)):
+        pool.k[0][blocks[p // TBS], p % TBS, 0, 0] = tokens[p]
+    cache.insert(None, tokens, blocks, persona)
+    for b in blocks:
+        pool.decref(b)
+    return done
+
+
+def _check(pool: KVPool, cache: PrefixCache) -> None:
+    resident = offloaded = 0
+    stack = [n for r in cache.roots.values() for n in r.children.values()]
+    while stack:
+        n = stack.pop()
+        stack.extend(n.children.values())
+        if n.resident:
+            resident += 1
+            assert n.parent.parent is None or n.parent.resident, "a node in the pool has its parent in the pool"
+            assert pool.refs[n.block] == 1
+        else:
+            offloaded += 1
+            assert n.slot >= 0
+    assert resident == pool.num_used and offloaded == cache.num_offloaded == cache.tier.num_used
+    assert resident + offloaded == cache.num_nodes
+
+
+workloads = st.lists(st.tuples(st.integers(0, 5), st.lists(st.integers(1, 3), min_size=1, max_size=10),
+                               st.integers(0, 9)), min_size=1, max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(workloads, st.integers(3, 6), st.integers(1, 8))
+def test_random_workloads_keep_every_prefix_exact(ops, pool_blocks, tier_slots):
+    pool = KVPool(pool_blocks, TBS, 1, 1, 1)
+    cache = PrefixCache(pool, KVTier(pool, tier_slots))
+    history: dict[int, list[int]] = {}
+    for persona, more, hint in ops:
+        tokens = (history.get(persona, [persona + 10]) + more)[: (pool_blocks - 1) * TBS - 1]  # room to copy a block
+        cache.hint(persona, next_use=hint)
+        _tiered_request(pool, cache, tokens, persona)
+        history[persona] = tokens
+        _check(pool, cache)
+        if hint % 3 == 0:
+            cache.prefetch()
+            _check(pool, cache)
