@@ -13,8 +13,9 @@ recomputed, personas with KV resident at the end, peak RSS. The 12-agent run of 
 reference for the ratio the issue asks for (agent-turns/s at 1,000 over 12).
 
 pressure: the village at --pressure-agents agents, first with an unbounded pool (which measures the working
-set: the most KV blocks in use), then with a pool of half that: LRU (no hints, no tier: evicted KV is gone),
-hints without a tier, and hints with the tier and prefetch. Ticks/s of each, side by side.
+set: every persona's latest prompt and answer, what its next turn can reuse), then with a pool of half that:
+LRU (no hints, no tier: evicted KV is gone), hints without a tier, LRU with the tier, and hints with the tier and
+prefetch. Ticks/s of each, side by side.
 
 hardware: memory bandwidth and matmul FLOP/s measured in the same run, the limits the figures sit under.
 Prints one JSON object on stdout; progress on stderr.
@@ -69,6 +70,15 @@ def run_one(spec: dict) -> dict:
     config = EngineConfig(**spec.get("engine", {}))
     engine = Engine.from_pretrained("swarm-tiny", config=config)
     model = (NoHints if spec.get("hints", True) is False else EngineModel)(engine, ref="swarm-tiny")
+    latest = {}  # persona -> its latest request's handle: the KV its next turn can reuse
+    submit = engine.submit
+
+    def remember(prompt, params=None, persona=None, *args, **kwargs):
+        handle = submit(prompt, params, persona, *args, **kwargs)
+        latest[persona] = handle
+        return handle
+
+    engine.submit = remember
     sim = Simulation.from_scenario(spec["scenario"], model=model, seed=spec.get("seed", 0), agents=spec["agents"])
     ticks, peak_blocks, first = [], 0, None
     for t in range(spec["ticks"]):
@@ -101,6 +111,9 @@ def run_one(spec: dict) -> dict:
         "kv_blocks_restored": s["kv_blocks_restored"], "kv_blocks_prefetched": s["kv_blocks_prefetched"],
         "kv_blocks_dropped": s["kv_blocks_dropped"],
         "resident_personas": resident_personas(engine),
+        # the live working set: every persona's latest prompt and answer, what its next turn can start from
+        "working_set_tokens": sum(len(h.result().prompt_token_ids) + len(h.result().token_ids)
+                                  for h in latest.values()),
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "memory": engine.memory_summary(),
     }
@@ -148,10 +161,11 @@ def pressure_section(args) -> dict:
     unbounded = child({**base, "mode": "unbounded"}, args.timeout)
     if "error" in unbounded:
         return {"unbounded": unbounded}
-    half = unbounded["kv_blocks_peak"] * unbounded["block_size"] // 2
+    half = unbounded["working_set_tokens"] // 2
     runs = {"unbounded": unbounded}
     modes = {"lru": {"hints": False, "engine": {"kv_tier_memory": 0}},
              "hints": {"engine": {"kv_tier_memory": 0}},
+             "lru_and_tier": {"hints": False},
              "hints_and_tier": {}}
     for mode, extra in modes.items():
         engine = {"kv_cache_tokens": half, **extra.get("engine", {})}
@@ -159,13 +173,14 @@ def pressure_section(args) -> dict:
     ok = {m: r for m, r in runs.items() if "error" not in r}
     ratio = {}
     if "lru" in ok:
-        for m in ("hints", "hints_and_tier", "unbounded"):
+        for m in ("hints", "lru_and_tier", "hints_and_tier", "unbounded"):
             if m in ok:
                 ratio[f"{m}_over_lru_ticks_per_s"] = round(ok[m]["ticks_per_s"] / ok["lru"]["ticks_per_s"], 2)
     if "hints_and_tier" in ok:
         ratio["hints_and_tier_over_unbounded_ticks_per_s"] = round(
             ok["hints_and_tier"]["ticks_per_s"] / ok["unbounded"]["ticks_per_s"], 2)
-    return {"working_set_tokens": half * 2, "pool_tokens": half, "runs": runs, "ratios": ratio}
+    return {"working_set_tokens": unbounded["working_set_tokens"], "pool_tokens": half, "runs": runs,
+            "ratios": ratio}
 
 
 def main() -> None:

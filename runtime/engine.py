@@ -331,7 +331,7 @@ class Engine:
         self._join_prefetch()
         if self.tier is None or not self.cache.num_offloaded:
             return
-        self._prefetching = threading.Thread(target=self._prefetch, name="swarm-kv-prefetch", daemon=True)
+        self._prefetching = threading.Thread(target=self._prefetch, name="swarm-kv-prefetch")  # exit waits for it
         self._prefetching.start()
         if wait:
             self._join_prefetch()

@@ -79,6 +79,7 @@ class PrefixCache:
         self.alloc, self.bs, self.tier = allocator, allocator.block_size, tier
         self.roots: dict[Hashable, Node] = {}
         self.hints: dict[Hashable, float] = {}
+        self.acted: set[Hashable] = set()  # personas that have run since their hint: needed just after it
         self.pinned: set[Hashable] = set()
         self.num_nodes = 0  # every node, in the pool or in the tier
         self.num_offloaded = 0
@@ -94,11 +95,23 @@ class PrefixCache:
             self.hints.pop(persona, None)
         else:
             self.hints[persona] = float(next_use)
+        self.acted.discard(persona)
         if pin is not None:
             (self.pinned.add if pin else self.pinned.discard)(persona)
 
-    def _next_use(self, node: Node) -> float:
-        return min((self.hints[p] for p in node.personas if p in self.hints), default=math.inf)
+    def used(self, persona: Hashable) -> None:
+        """`persona` runs now: the use its hint foretold has come. Until a new hint says when it acts again, it
+        counts as needed just after that hint, so personas due at the same time that have not run yet (the rest
+        of a tick's agents) keep their KV first; otherwise a pool short of a tick's working set would evict
+        each agent's KV just before its turn, as LRU does with a cycle."""
+        if persona in self.hints:
+            self.acted.add(persona)
+
+    def _next_use(self, node: Node) -> tuple[float, bool]:
+        """When `node` is needed next: the soonest hint of its personas, a persona that already ran counting as
+        just after its hint (inf: no hint)."""
+        return min(((self.hints[p], p in self.acted) for p in node.personas if p in self.hints),
+                   default=(math.inf, False))
 
     # -- lookup and insert -------------------------------------------------------------
 
@@ -239,8 +252,9 @@ class PrefixCache:
                 and id(node) not in self._busy and not (node.personas & self.pinned)
                 and not any(c.resident for c in node.children.values()))
 
-    def _priority(self, node: Node) -> tuple[float, int]:
-        return (-self._next_use(node), node.last_use)  # heap pops the furthest next use, then the least recent
+    def _priority(self, node: Node) -> tuple[float, int, int]:
+        when, acted = self._next_use(node)
+        return (-when, -acted, node.last_use)  # heap pops the furthest next use, then the least recently used
 
     def _walk(self) -> tuple[list, list]:
         """(evictable pool nodes, droppable tier leaves) as heaps by priority."""
@@ -268,9 +282,9 @@ class PrefixCache:
         room = self.tier.num_free if use_tier else 0
         freed, moving, leaving = 0, [], set()
         while heap and freed < num_blocks:
-            prio, node = heap[0][:2], heap[0][-1]
+            prio, node = heap[0][:3], heap[0][-1]
             heapq.heappop(heap)
-            while use_tier and not room and tier_heap and tier_heap[0][:2] <= prio:
+            while use_tier and not room and tier_heap and tier_heap[0][:3] <= prio:
                 leaf = heapq.heappop(tier_heap)[-1]  # needed later than `node` (or as late, and used less lately)
                 up = leaf.parent
                 if up is not None:  # not dropped with an ancestor meanwhile
@@ -316,18 +330,19 @@ class PrefixCache:
                 n = stack.pop()
                 if n.resident:
                     stack.extend(n.children.values())
-                elif math.isfinite(self._next_use(n)):
-                    frontier.append((self._next_use(n), -n.last_use, next(tie), n))
+                elif math.isfinite(self._next_use(n)[0]):
+                    frontier.append((*self._next_use(n), -n.last_use, next(tie), n))
         heapq.heapify(frontier)
         victims = None  # pool nodes by how late they are needed, walked the first time the pool is full
         done = 0
         while frontier and done < budget:
-            soon, _, _, node = heapq.heappop(frontier)
+            *soon, _, _, node = heapq.heappop(frontier)
+            soon = tuple(soon)
             if node.parent is None or node.resident:  # dropped, or brought back, meanwhile
                 continue
             if not self.alloc.num_free:
                 victims = self._walk()[0] if victims is None else victims
-                if not victims or -victims[0][0] <= soon:
+                if not victims or (-victims[0][0], -victims[0][1]) <= soon:
                     break  # everything in the pool is needed as soon or sooner
                 victim = heapq.heappop(victims)[-1]
                 parent = victim.parent
@@ -341,8 +356,8 @@ class PrefixCache:
             self.prefetched += 1
             done += 1
             for child in node.children.values():
-                if math.isfinite(self._next_use(child)):
-                    heapq.heappush(frontier, (self._next_use(child), -child.last_use, next(tie), child))
+                if math.isfinite(self._next_use(child)[0]):
+                    heapq.heappush(frontier, (*self._next_use(child), -child.last_use, next(tie), child))
         return done
 
     def drop(self, adapter: Hashable) -> None:

@@ -152,6 +152,8 @@ class Scheduler:
         slot; nothing is held then)."""
         if self.acquire is not None and not self.acquire(req):
             return -1
+        if req.persona is not None:
+            self.cache.used(req.persona)
         if self.enable_prefix_cache:
             match = self.cache.match(req.adapter, req.tokens, len(req.tokens) - 1)
             try:

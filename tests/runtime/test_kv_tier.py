@@ -168,11 +168,11 @@ from hypothesis import strategies as st  # noqa: E402
 TBS = 4
 
 
-def _tiered_request(pool: KVPool, cache: PrefixCache, tokens: list[int], persona) -> int:
+def _tiered_request(pool: KVPool, cache: PrefixCache, tokens: list[int], persona, evict: int | None = None) -> int:
     """What the engine does for one request, on a pool whose 'KV' is the token ids: reuse the cached prefix
     (copied back from the tier where it was offloaded), write the rest, hand it to the tree."""
     def allocate():
-        if not pool.num_free and not cache.evict(pool.num_blocks):
+        if not pool.num_free and not cache.evict(evict or pool.num_blocks):  # big batches by default: harder
             raise AssertionError("nothing evictable while no request runs")
         return pool.allocate()
 
@@ -234,3 +234,24 @@ def test_random_workloads_keep_every_prefix_exact(ops, pool_blocks, tier_slots):
         if hint % 3 == 0:
             cache.prefetch()
             _check(pool, cache)
+
+
+@pytest.mark.parametrize("told", [True, False], ids=["hinted", "lru"])
+def test_a_tick_larger_than_the_pool_keeps_half_not_none(told):
+    """Every persona acts every tick, in the same order, and the pool holds half of them. LRU evicts each one's
+    KV just before its turn (no hits at all); with hints, a persona that already ran this tick counts as
+    needed after those still to run, so half of them keep their KV."""
+    pool = KVPool(2 * 3 + 1, TBS, 1, 1, 1)
+    cache = PrefixCache(pool)
+    hits = []
+    for tick in range(6):
+        if told:
+            for p in range(4):
+                cache.hint(p, next_use=tick)
+        reused = 0
+        for p in range(4):
+            if told:
+                cache.used(p)  # what the scheduler says when it admits the persona's request
+            reused += _tiered_request(pool, cache, [p + 10] * 12, p, evict=1) > 0
+        hits.append(reused)
+    assert hits[2:] == ([2] * 4 if told else [0] * 4)
