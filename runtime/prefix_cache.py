@@ -147,20 +147,27 @@ class PrefixCache:
         were offloaded (`allocate` gives a free pool block, evicting if it must). `match.blocks` and
         `match.partial` then name pool blocks the reader holds."""
         path = match.nodes + ([match.partial_node] if match.partial_node is not None else [])
-        self._busy, taken = {id(n) for n in path}, []
+        away = [n for n in path if not n.resident]
+        self._busy, blocks, taken = {id(n) for n in path}, [], []
         try:
-            for node in path:
-                if not node.resident:
-                    self._restore([node], [allocate()])
-                    self.restored += 1
-                self.alloc.incref(node.block)
-                taken.append(node.block)
+            for n in path:  # the resident part first: referenced, nothing evicts it while the rest comes back
+                if n.resident:
+                    self.alloc.incref(n.block)
+                    taken.append(n.block)
+            while len(blocks) < len(away):
+                blocks.append(allocate())
         except BaseException:
-            for b in taken:
+            for b in taken + blocks:
                 self.alloc.decref(b)
             raise
         finally:
             self._busy = set()
+        if away:  # one copy for the lot
+            self._restore(away, blocks)
+            self.restored += len(away)
+            for b in blocks:
+                self.alloc.incref(b)  # the reader's reference, beside the tree's
+        taken = [n.block for n in path]
         match.blocks = taken[: len(match.nodes)]
         if match.partial_node is not None:
             match.partial = (taken[-1], match.partial[1])
@@ -256,30 +263,34 @@ class PrefixCache:
         when, acted = self._next_use(node)
         return (-when, -acted, node.last_use)  # heap pops the furthest next use, then the least recently used
 
-    def _walk(self) -> tuple[list, list]:
-        """(evictable pool nodes, droppable tier leaves) as heaps by priority."""
-        pool, tier, tie = [], [], itertools.count()
+    def _walk(self, tier: bool = False) -> tuple[list, list]:
+        """(evictable pool nodes, and with `tier` the droppable tier leaves) as heaps by priority. Without `tier`
+        the walk stays in the pool: offloaded subtrees (all the dead history a big tier keeps) are not entered."""
+        pool, leaves, tie = [], [], itertools.count()
         for root in self.roots.values():
             stack = list(root.children.values())
             while stack:
                 n = stack.pop()
-                stack.extend(n.children.values())
-                if self._evictable(n):
-                    pool.append((*self._priority(n), next(tie), n))
-                elif not n.resident and not n.children and id(n) not in self._busy:
-                    tier.append((*self._priority(n), next(tie), n))
+                if n.resident:
+                    stack.extend(n.children.values())
+                    if self._evictable(n):
+                        pool.append((*self._priority(n), next(tie), n))
+                elif tier:
+                    stack.extend(n.children.values())
+                    if not n.children and id(n) not in self._busy:
+                        leaves.append((*self._priority(n), next(tie), n))
         heapq.heapify(pool)
-        heapq.heapify(tier)
-        return pool, tier
+        heapq.heapify(leaves)
+        return pool, leaves
 
     def evict(self, num_blocks: int, offload: bool = True) -> int:
         """Free up to `num_blocks` pool blocks; returns how many were freed. With a tier (and `offload`) their KV
         moves there, making room by dropping tier leaves needed later than what comes in; what finds no room
         is dropped."""
-        heap, tier_heap = self._walk()
-        tie = itertools.count(len(heap))
         use_tier = offload and self.tier is not None
         room = self.tier.num_free if use_tier else 0
+        heap, tier_heap = self._walk(tier=use_tier and room < num_blocks)  # tier leaves: only if it may fill
+        tie = itertools.count(len(heap))
         freed, moving, leaving = 0, [], set()
         while heap and freed < num_blocks:
             prio, node = heap[0][:3], heap[0][-1]
