@@ -42,6 +42,17 @@ def log(msg: str) -> None:
     print(f"[scale {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def revision() -> str | None:
+    """The commit measured ('+dirty' with uncommitted changes)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "-uno") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def resident_personas(engine) -> int:
     """Personas with at least one KV block in the pool (not only in the tier)."""
     seen, stack = set(), [n for r in engine.cache.roots.values() for n in r.children.values()]
@@ -209,7 +220,7 @@ def main() -> None:
     sections = args.sections.split(",")
     out = {"benchmark": "scale", "machine": {"python": platform.python_version(), "torch": torch.__version__,
                                              "cpus": torch.get_num_threads(), "processor": platform.processor()},
-           "quick": args.quick}
+           "quick": args.quick, "revision": revision()}
     if "hardware" in sections:
         out["hardware"] = {**roofline.memory_bandwidth(), **roofline.matmul_flops()}
     if "scale" in sections:
