@@ -28,7 +28,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from swarm.runtime.block_pool import BlockAllocator
@@ -263,22 +263,25 @@ class PrefixCache:
         when, acted = self._next_use(node)
         return (-when, -acted, node.last_use)  # heap pops the furthest next use, then the least recently used
 
+    def _nodes(self, into_tier: bool = False) -> Iterator[Node]:
+        """Every node in the pool and the offloaded ones right below them (with `into_tier`, every node): the
+        walk leaves out the offloaded subtrees, where all the dead history a large tier keeps piles up."""
+        stack = [n for root in self.roots.values() for n in root.children.values()]
+        while stack:
+            n = stack.pop()
+            yield n
+            if n.resident or into_tier:
+                stack.extend(n.children.values())
+
     def _walk(self, tier: bool = False) -> tuple[list, list]:
-        """(evictable pool nodes, and with `tier` the droppable tier leaves) as heaps by priority. Without `tier`
-        the walk stays in the pool: offloaded subtrees (all the dead history a big tier keeps) are not entered."""
+        """(evictable pool nodes, and with `tier` the droppable tier leaves) as heaps by priority."""
         pool, leaves, tie = [], [], itertools.count()
-        for root in self.roots.values():
-            stack = list(root.children.values())
-            while stack:
-                n = stack.pop()
-                if n.resident:
-                    stack.extend(n.children.values())
-                    if self._evictable(n):
-                        pool.append((*self._priority(n), next(tie), n))
-                elif tier:
-                    stack.extend(n.children.values())
-                    if not n.children and id(n) not in self._busy:
-                        leaves.append((*self._priority(n), next(tie), n))
+        for n in self._nodes(into_tier=tier):
+            if n.resident:
+                if self._evictable(n):
+                    pool.append((*self._priority(n), next(tie), n))
+            elif tier and not n.children and id(n) not in self._busy:
+                leaves.append((*self._priority(n), next(tie), n))
         heapq.heapify(pool)
         heapq.heapify(leaves)
         return pool, leaves
@@ -335,14 +338,9 @@ class PrefixCache:
             return 0
         budget = self.alloc.num_blocks if max_blocks is None else max_blocks
         frontier, tie = [], itertools.count()
-        for root in self.roots.values():
-            stack = list(root.children.values())
-            while stack:
-                n = stack.pop()
-                if n.resident:
-                    stack.extend(n.children.values())
-                elif math.isfinite(self._next_use(n)[0]):
-                    frontier.append((*self._next_use(n), -n.last_use, next(tie), n))
+        for n in self._nodes():  # the offloaded nodes right below the pool: what can come back first
+            if not n.resident and math.isfinite(self._next_use(n)[0]):
+                frontier.append((*self._next_use(n), -n.last_use, next(tie), n))
         heapq.heapify(frontier)
         victims = None  # pool nodes by how late they are needed, walked the first time the pool is full
         done = 0
