@@ -168,30 +168,34 @@ def scale_section(args) -> dict:
 
 
 def pressure_section(args) -> dict:
+    """The modes run in rounds (every mode once a round, interleaved), and each is summed up by its median
+    ticks/s over the rounds: on a shared machine one run apiece moves by 10-20%."""
     base = {"scenario": "village", "agents": args.pressure_agents, "ticks": args.pressure_ticks}
-    unbounded = child({**base, "mode": "unbounded"}, args.timeout)
-    if "error" in unbounded:
-        return {"unbounded": unbounded}
-    half = unbounded["working_set_tokens"] // 2
-    runs = {"unbounded": unbounded}
-    modes = {"lru": {"hints": False, "engine": {"kv_tier_memory": 0}},
-             "hints": {"engine": {"kv_tier_memory": 0}},
-             "lru_and_tier": {"hints": False},
-             "hints_and_tier": {}}
-    for mode, extra in modes.items():
-        engine = {"kv_cache_tokens": half, **extra.get("engine", {})}
-        runs[mode] = child({**base, **extra, "engine": engine, "mode": mode}, args.timeout)
-    ok = {m: r for m, r in runs.items() if "error" not in r}
+    first = child({**base, "mode": "unbounded"}, args.timeout)
+    if "error" in first:
+        return {"unbounded": first}
+    half = first["working_set_tokens"] // 2
+    modes = {"unbounded": {}, "lru": {"hints": False, "engine": {"kv_tier_memory": 0}},
+             "hints": {"engine": {"kv_tier_memory": 0}}, "lru_and_tier": {"hints": False}, "hints_and_tier": {}}
+    runs: dict[str, list[dict]] = {m: [] for m in modes}
+    runs["unbounded"].append(first)
+    for r in range(args.pressure_repeats):
+        for mode, extra in modes.items():
+            if mode == "unbounded" and r == 0:
+                continue
+            engine = {**({} if mode == "unbounded" else {"kv_cache_tokens": half}), **extra.get("engine", {})}
+            runs[mode].append(child({**base, **extra, "engine": engine, "mode": mode}, args.timeout))
+    speed = {m: statistics.median(x["ticks_per_s"] for x in rs if "error" not in x)
+             for m, rs in runs.items() if any("error" not in x for x in rs)}
     ratio = {}
-    if "lru" in ok:
+    if "lru" in speed:
         for m in ("hints", "lru_and_tier", "hints_and_tier", "unbounded"):
-            if m in ok:
-                ratio[f"{m}_over_lru_ticks_per_s"] = round(ok[m]["ticks_per_s"] / ok["lru"]["ticks_per_s"], 2)
-    if "hints_and_tier" in ok:
-        ratio["hints_and_tier_over_unbounded_ticks_per_s"] = round(
-            ok["hints_and_tier"]["ticks_per_s"] / ok["unbounded"]["ticks_per_s"], 2)
-    return {"working_set_tokens": unbounded["working_set_tokens"], "pool_tokens": half, "runs": runs,
-            "ratios": ratio}
+            if m in speed:
+                ratio[f"{m}_over_lru_ticks_per_s"] = round(speed[m] / speed["lru"], 2)
+    if "hints_and_tier" in speed and "unbounded" in speed:
+        ratio["hints_and_tier_over_unbounded_ticks_per_s"] = round(speed["hints_and_tier"] / speed["unbounded"], 2)
+    return {"working_set_tokens": first["working_set_tokens"], "pool_tokens": half, "rounds": args.pressure_repeats,
+            "median_ticks_per_s": {m: round(v, 4) for m, v in speed.items()}, "ratios": ratio, "runs": runs}
 
 
 def main() -> None:
@@ -204,6 +208,7 @@ def main() -> None:
     p.add_argument("--ticks-huge", type=int, default=2, help="ticks of larger runs")
     p.add_argument("--pressure-agents", type=int, default=120)
     p.add_argument("--pressure-ticks", type=int, default=8)
+    p.add_argument("--pressure-repeats", type=int, default=3, help="rounds of the pressure modes (medians)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds one configuration may take")
     p.add_argument("--output", help="also write the JSON here")
     p.add_argument("--one", help=argparse.SUPPRESS)
@@ -213,7 +218,7 @@ def main() -> None:
         return
     if args.quick:
         args.agents, args.ticks_small, args.ticks_large = [6, 24], 2, 2
-        args.pressure_agents, args.pressure_ticks = 12, 3
+        args.pressure_agents, args.pressure_ticks, args.pressure_repeats = 12, 3, 1
     sys.path.insert(0, str(HERE))  # roofline.py beside this file (no file here shadows a package: see tests)
     import roofline
 
