@@ -77,17 +77,25 @@ def kv_torch_dtype(kv_dtype: str) -> torch.dtype:
     return _TORCH_DTYPES[kv_dtype]
 
 
+def nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
+    return torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+
+
+def mapped(buf: mmap.mmap, shape: tuple[int, ...], dtype: torch.dtype, offset: int = 0) -> torch.Tensor:
+    """A tensor over `buf` from byte `offset`; the map lives as long as the tensor that views it."""
+    t = torch.frombuffer(buf, dtype=dtype, count=torch.Size(shape).numel(), offset=offset).view(shape)
+    t._swarm_buffer = buf
+    return t
+
+
 def zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
     """A zero tensor. Large CPU ones live in an anonymous memory map: the kernel hands out zero pages as they
     are first written, so a pool sized to the machine costs memory only for the blocks ever used."""
     device = torch.device(device)
-    nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
-    if device.type != "cpu" or nbytes < LAZY_BYTES:
+    size = nbytes(shape, dtype)
+    if device.type != "cpu" or size < LAZY_BYTES:
         return torch.zeros(shape, dtype=dtype, device=device)
-    buf = mmap.mmap(-1, nbytes)
-    t = torch.frombuffer(buf, dtype=dtype, count=torch.Size(shape).numel()).view(shape)
-    t._swarm_buffer = buf  # the map lives as long as the tensor that views it
-    return t
+    return mapped(mmap.mmap(-1, size), shape, dtype)
 
 
 class KVPool(BlockAllocator):
@@ -125,6 +133,10 @@ class KVPool(BlockAllocator):
     @property
     def num_tokens(self) -> int:
         return self.num_blocks * self.block_size
+
+    def scales(self, layer: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(k_scale, v_scale) [N + 1, bs, G] of `layer` for an int8 pool, (None, None) for a float one."""
+        return (self.k_scale[layer], self.v_scale[layer]) if self.quantized else (None, None)
 
     def tensors(self) -> list[torch.Tensor]:
         """Every per-layer storage tensor, each indexed by block first: what one block's contents are."""

@@ -129,11 +129,6 @@ class EngineConfig:
         free = free_memory("cpu")
         return int(free * TIER_SHARE), f"{TIER_SHARE:.0%} of {format_size(free)} available RAM"
 
-    def num_blocks(self, bytes_per_token: int, device: torch.device | str = "cpu") -> int:
-        if self.kv_cache_tokens is not None:
-            return max(1, self.kv_cache_tokens // self.block_size)
-        return max(1, self.kv_pool_bytes(torch.device(device))[0] // bytes_per_token // self.block_size)
-
 
 class Engine:
     """A model, its tokenizer and the serving loop.
@@ -156,7 +151,8 @@ class Engine:
         if ec.kv_dtype not in (None, "int8", str(dtype).removeprefix("torch.")):  # the kernels take q's dtype
             raise ValueError(f"kv_dtype {ec.kv_dtype!r}: a float KV cache is stored in the model's dtype ({dtype}); "
                              "use None or 'int8'")
-        per_token = KVPool.bytes_per_token(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, ec.kv_dtype or dtype)
+        self.kv_bytes_per_token = per_token = KVPool.bytes_per_token(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim,
+                                                                     ec.kv_dtype or dtype)
         self.pool = KVPool(self._pool_blocks(per_token), ec.block_size, cfg.num_layers, cfg.num_kv_heads,
                            cfg.head_dim, dtype, self.device, kv_dtype=ec.kv_dtype)
         tier_bytes, self._tier_source = ec.kv_tier_bytes()
@@ -187,7 +183,7 @@ class Engine:
         ec = self.engine_config
         if ec.kv_cache_tokens is not None:
             self._kv_source = "kv_cache_tokens"
-            return ec.num_blocks(per_token)
+            return ec.kv_cache_tokens // ec.block_size  # at least one: __post_init__ checks
         nbytes, self._kv_source = ec.kv_pool_bytes(self.device)
         blocks = nbytes // per_token // ec.block_size
         if blocks < 1:
@@ -198,9 +194,7 @@ class Engine:
     def memory_summary(self, context_tokens: int | None = None) -> str:
         """One line on the KV pool: its size, where the size came from, the tokens it holds and how many
         contexts of `context_tokens` (default: the model's whole context) fit."""
-        pool, n = self.pool, context_tokens or self.max_context
-        per_token = KVPool.bytes_per_token(self.config.num_layers, self.config.num_kv_heads, self.config.head_dim,
-                                           pool.kv_dtype)
+        pool, n, per_token = self.pool, context_tokens or self.max_context, self.kv_bytes_per_token
         tier = "no second tier" if self.tier is None else (
             f"a second tier of {format_size(self.tier.num_slots * pool.block_size * per_token)} "
             f"({self._tier_source}{', in ' + str(self.tier.path) if self.tier.path else ''}): "

@@ -60,7 +60,7 @@ class FusedLayer:
                 norm.weight, norm.eps, a.qkv.weight, a.qkv.bias, a.H, a.qk_norm, a.q_norm.weight if normed else None,
                 a.k_norm.weight if normed else None, a.q_norm.eps if normed else 0.0, pool.k[a.layer],
                 pool.v[a.layer], a.scale, a.o_proj.weight, a.o_proj.bias, layer.residual_multiplier,
-                *((pool.k_scale[a.layer], pool.v_scale[a.layer]) if pool.quantized else ()))
+                *pool.scales(a.layer))
         if _moe_fusable(m, layer.mlp_norm):
             self.moe = native.moe_layer(layer.mlp_norm.weight, layer.mlp_norm.eps, m.router.weight, m.top_k, m.mode,
                                         m.renormalize, m.gate_up, m.down, layer.residual_multiplier)

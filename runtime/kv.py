@@ -91,7 +91,7 @@ class PagedBatch:
         pool = self.pool
         pool.write(layer, self.slots, k, v)
         kc, vc = pool.k[layer], pool.v[layer]
-        scales = (pool.k_scale[layer], pool.v_scale[layer]) if pool.quantized else (None, None)  # [N, bs, G] each
+        scales = pool.scales(layer)  # int8: [N, bs, G] each
         if not self.prefill:  # the common decode-only step: no scatter needed
             return self._decode_attention(q, kc, vc, self.decode_table, self.decode_mask(window), scale, *scales)
         out = torch.empty_like(q)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from swarm.runtime.block_pool import KVPool, zeros
+from swarm.runtime.block_pool import KVPool, mapped, nbytes, zeros
 
 
 class KVTier:
@@ -37,19 +37,13 @@ class KVTier:
 
     def _mapped(self, shapes: list[tuple[int, ...]], dtypes: list[torch.dtype]) -> list[torch.Tensor]:
         """The slots in one file: each tensor a slice of the map (the file is sized once, sparse until written)."""
-        sizes = [torch.Size(s).numel() * torch.empty((), dtype=d).element_size() for s, d in zip(shapes, dtypes,
-                                                                                                 strict=True)]
+        sizes = [nbytes(s, d) for s, d in zip(shapes, dtypes, strict=True)]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "w+b")  # noqa: SIM115 (lives as long as the tier)
         self._file.truncate(sum(sizes))
         buf = mmap.mmap(self._file.fileno(), sum(sizes))
-        out, at = [], 0
-        for shape, dtype, size in zip(shapes, dtypes, sizes, strict=True):
-            t = torch.frombuffer(buf, dtype=dtype, count=torch.Size(shape).numel(), offset=at).view(shape)
-            t._swarm_buffer = buf
-            out.append(t)
-            at += size
-        return out
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        return [mapped(buf, s, d, at) for s, d, at in zip(shapes, dtypes, starts, strict=True)]
 
     @property
     def num_free(self) -> int:

@@ -253,11 +253,12 @@ class PrefixCache:
 
     # -- eviction ------------------------------------------------------------------
 
-    def _evictable(self, node: Node) -> bool:
-        """In the pool, used by nobody but the tree, unpinned, and with no child in the pool."""
+    def _evictable(self, node: Node, leaving: set[int] = frozenset()) -> bool:
+        """In the pool, used by nobody but the tree, unpinned, and with no child in the pool (but those in
+        `leaving`, the ids of nodes on their way out)."""
         return (node.parent is not None and node.resident and self.alloc.refs[node.block] == 1
                 and id(node) not in self._busy and not (node.personas & self.pinned)
-                and not any(c.resident for c in node.children.values()))
+                and all(not c.resident or id(c) in leaving for c in node.children.values()))
 
     def _priority(self, node: Node) -> tuple[float, int, int]:
         when, acted = self._next_use(node)
@@ -323,9 +324,7 @@ class PrefixCache:
                 room += len(going)
                 self._drop(node)
             freed += 1
-            if (parent.parent is not None and parent.resident and self.alloc.refs[parent.block] == 1
-                    and id(parent) not in self._busy and not (parent.personas & self.pinned)
-                    and all(not c.resident or id(c) in leaving for c in parent.children.values())):
+            if self._evictable(parent, leaving):
                 heapq.heappush(heap, (*self._priority(parent), next(tie), parent))
         if moving:
             self._offload(moving)
