@@ -1,9 +1,12 @@
 """Generation behaviour: sampling parameters, stops, seeds, batching, tokenizer and chat template."""
 
+import copy
+
 import pytest
 import torch
 
 from swarm.runtime import Engine, SamplingParams
+from swarm.runtime.errors import CheckpointError
 from swarm.runtime.random_model import tiny_config, write_random_model
 
 
@@ -100,6 +103,19 @@ def test_tokenizer_and_chat_template(engine):
     assert tok.eos_token == "<|im_end|>" and tok.eos_token_id in engine.eos_token_ids
     im_start = tok.token_to_id("<|im_start|>")
     assert tok.encode(chat)[0] == im_start  # special tokens stay single tokens
+
+
+def test_chat_template_is_compiled_once_and_follows_a_new_template(engine):
+    tok = copy.copy(engine.tokenizer)
+    messages = [{"role": "user", "content": "Hello"}]
+    first = tok.apply_chat_template(messages)
+    compiled = tok._compiled
+    assert tok.apply_chat_template(messages) == first and tok._compiled is compiled
+    tok.chat_template = "{% for m in messages %}[{{ m.role }}] {{ m.content }}{% endfor %}"
+    assert tok.apply_chat_template(messages) == "[user] Hello"
+    tok.chat_template = "{% for m in messages %}"  # broken: a clear error, at render time as before
+    with pytest.raises(CheckpointError, match="failed to render"):
+        tok.apply_chat_template(messages)
 
 
 @pytest.mark.parametrize("spread", [0.3, 8.0])  # a peaked distribution, and one flat enough to need a full sort
