@@ -130,19 +130,21 @@ class Agent:
             guess = float(due - tick)
         return math.inf if guess is None else max(wait, float(guess))
 
-    def query_text(self) -> str:
-        """What to retrieve memories for: the new observations, else the current plan step ('' if neither)."""
+    def query_texts(self) -> list[str]:
+        """What to retrieve memories for: the new observations, else the current plan step (none if neither).
+        The query vector is the mean of their embeddings (`embed_pending`): the observations are memories
+        embedded anyway, so a query costs no embedding of its own."""
         if self.new_observations:
-            return "\n".join(o.text for o in self.new_observations)
+            return [o.text for o in self.new_observations]
         step = self.plan.next_step(math.inf)
-        return step.text if step else ""
+        return [step.text] if step else []
 
     # -- requests ---------------------------------------------------------------------------
 
     def requests(self, tick: int, world_text: str, situation: str, schema: Any, query_vector: Any = None,
                  max_tokens: int = ACT_TOKENS, k_memories: int = 5, focus: str | None = None) -> list[TurnRequest]:
         """The act request, then a reflect request if enough happened, then a plan request if the plan
-        needs one. `query_vector` (the embedding of `query_text()`) turns on memory retrieval; `focus` (what
+        needs one. `query_vector` (from `query_texts()`) turns on memory retrieval; `focus` (what
         the scenario says the agent must deal with now) closes the act prompt, right before the question."""
         system = {"role": "system", "content": self.persona.system_message(world_text)}
         out = [self._act(system, tick, situation, schema, query_vector, max_tokens, k_memories, focus)]

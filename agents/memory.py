@@ -256,16 +256,20 @@ class MemoryStream:
 
 
 def embed_pending(streams: Iterable[MemoryStream], embed: Callable[[list[str]], Any],
-                  queries: Sequence[str] = ()) -> np.ndarray:
+                  queries: Sequence[str | Sequence[str]] = ()) -> np.ndarray:
     """Embed every stream's pending memories and the `queries` in one call of `embed` (texts -> [n, M]).
 
-    Equal texts are embedded once. Returns the query vectors [len(queries), M] (shape (0, 0) if there was
-    nothing to embed at all).
+    A query is one text or several: then its vector is the normalised mean of theirs (zeros for none). Equal
+    texts are embedded once, so a query made of new observations, which are pending memories too, adds
+    nothing to embed. Returns the query vectors [len(queries), M] (shape (0, 0) if there was nothing to
+    embed at all).
     """
+    queries = [[q] if isinstance(q, str) else list(q) for q in queries]
     work = [(s, s.pending()) for s in streams]
     index: dict[str, int] = {}
-    for text in queries:
-        index.setdefault(text, len(index))
+    for texts in queries:
+        for text in texts:
+            index.setdefault(text, len(index))
     for _, memories in work:
         for m in memories:
             index.setdefault(m.text, len(index))
@@ -277,7 +281,11 @@ def embed_pending(streams: Iterable[MemoryStream], embed: Callable[[list[str]], 
     for stream, memories in work:
         if memories:
             stream.set_embeddings(memories, vectors[[index[m.text] for m in memories]])
-    return vectors[[index[q] for q in queries]]
+    out = np.zeros((len(queries), vectors.shape[1]), np.float32)
+    for i, texts in enumerate(queries):
+        if texts:
+            out[i] = _unit(_unit(vectors[[index[t] for t in texts]]).mean(0))
+    return out
 
 
 def _matrix(x: Any) -> np.ndarray:

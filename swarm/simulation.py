@@ -252,7 +252,7 @@ class Simulation:
         model = self._require_model()
         t0 = time.perf_counter()
         queries = embed_pending([a.memory for a in self.agents.values()], model.embed,
-                                queries=[a.query_text() for a in acting])
+                                queries=[a.query_texts() for a in acting])
         self.counters["model_seconds"] += time.perf_counter() - t0  # embedding is the model's work too
         turns = []
         for agent, query in zip(acting, queries, strict=True):

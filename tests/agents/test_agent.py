@@ -197,7 +197,7 @@ def test_retrieved_memories_leave_out_the_listed_observations():
     a.memory.add(0, "Tomas owes me three coins", 6)
     a.memory.add(0, "the well water is cold", 1)
     a.observe(Observation(5, "Tomas asks for credit"))
-    (q,) = embed_pending([a.memory], bag_of_words, queries=[a.query_text()])
+    (q,) = embed_pending([a.memory], bag_of_words, queries=[a.query_texts()])
     user = a.requests(5, WORLD, "", ACTIONS, query_vector=q, k_memories=1)[0].messages[-1]["content"]
     assert "You remember:\n- (tick 0) Tomas owes me three coins" in user
     assert user.count("Tomas asks for credit") == 1
@@ -208,7 +208,7 @@ def test_retrieved_memories_leave_out_the_listed_observations():
     text = focused.messages[-1]["content"]
     assert text.endswith("You remember:\n- (tick 0) Tomas owes me three coins\n\nNow: Tomas wants credit\n\n"
                          "Answer with one action as JSON.")
-    assert a.query_text() == "Tomas asks for credit"
+    assert a.query_texts() == ["Tomas asks for credit"]
 
 
 def test_state_round_trip_continues_identically():
@@ -217,7 +217,7 @@ def test_state_round_trip_continues_identically():
     for tick in range(5):
         a.observe(Observation(tick, f"guest {tick} arrives", importance=4))
         embed_pending([a.memory], bag_of_words)
-        reqs = a.requests(tick, WORLD, "", ACTIONS, query_vector=bag_of_words([a.query_text()])[0])
+        reqs = a.requests(tick, WORLD, "", ACTIONS, query_vector=bag_of_words(a.query_texts())[0])
         for r in reqs:
             value = {"act": Say(text=f"welcome {tick}"), "reflect": Insight(text="busy day"),
                      "plan": PlanUpdate(steps=["pour ale"])}[r.kind]
@@ -228,7 +228,7 @@ def test_state_round_trip_continues_identically():
     assert b.ticks_until_next_act(6) == a.ticks_until_next_act(6) and b.wants_to_act(7) == a.wants_to_act(7)
     for agent in (a, b):
         embed_pending([agent.memory], bag_of_words)
-    q = bag_of_words([a.query_text()])[0]
+    q = bag_of_words(a.query_texts())[0]
     ra, rb = (x.requests(7, WORLD, "Evening.", ACTIONS, query_vector=q) for x in (a, b))
     assert [(r.kind, r.messages, r.step, r.observed, r.adapter) for r in ra] == \
            [(r.kind, r.messages, r.step, r.observed, r.adapter) for r in rb]

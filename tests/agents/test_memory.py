@@ -149,12 +149,34 @@ def test_embed_pending_embeds_each_text_once_in_one_call():
     q = embed_pending(streams, embed, queries=["the bell rings", "who rang?"])
     assert len(calls) == 1 and sorted(calls[0]) == sorted(
         ["the bell rings", "who rang?", "private 0", "private 1", "private 2"])
-    assert np.allclose(q, bag_of_words(["the bell rings", "who rang?"]))
+    v = bag_of_words(["the bell rings", "who rang?"])
+    assert np.allclose(q, v / np.linalg.norm(v, axis=1, keepdims=True))  # a query vector is a unit vector
     assert all(s.pending() == [] for s in streams)
     assert streams[1].retrieve(q[0], 1, k=1)[0].text == "the bell rings"
     assert embed_pending(streams, embed).shape == (0, 0) and len(calls) == 1
     with pytest.raises(ValueError, match="size"):
         streams[0].retrieve(np.ones(3), 1)
+
+
+def test_a_query_of_several_texts_is_the_mean_of_their_vectors_and_costs_no_embedding_of_its_own():
+    calls = []
+
+    def embed(batch):
+        calls.append(list(batch))
+        return bag_of_words(batch)
+
+    s = MemoryStream()
+    seen = [s.add(1, "the bell rings", 3), s.add(1, "smoke over the mill", 3)]
+    s.add(0, "the mill burned once", 5)
+    s.add(0, "the baker sells bread", 5)
+    q = embed_pending([s], embed, queries=[[m.text for m in seen], [], "bread"])
+    assert len(calls) == 1 and len(calls[0]) == 5  # the query texts are the pending memories' own, plus "bread"
+    v = bag_of_words([m.text for m in seen])
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    mean = v.mean(0) / np.linalg.norm(v.mean(0))
+    assert np.allclose(q[0], mean) and np.isclose(np.linalg.norm(q[0]), 1)
+    assert not q[1].any()  # no texts: no relevance
+    assert s.retrieve(q[0], 1, k=1, exclude=[m.id for m in seen])[0].text == "the mill burned once"
 
 
 def test_state_round_trip_through_msgpack():
