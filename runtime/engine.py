@@ -82,7 +82,10 @@ class EngineConfig:
     # None: 20% of the RAM available at start; 0: no tier. `kv_tier_path` keeps it in a memory-mapped file.
     kv_tier_memory: int | str | None = None
     kv_tier_path: str | None = None
-    max_batched_tokens: int = 512  # token budget of one step (decode tokens + prefill chunks)
+    # token budget of one step (decode tokens + prefill chunks). 2048 as in vLLM's chunked prefill: on 2 CPU
+    # cores a 1,000-agent village tick ran 10-25% faster than at 512 (fewer, larger matmuls), while a step
+    # stays ~0.2 s; lower it where streaming must not stall behind long prompts
+    max_batched_tokens: int = 2048
     max_seqs: int = 256  # requests in one step
     enable_prefix_cache: bool = True
     max_wait_steps: int = 8  # a waiting request is admitted in arrival order after this many steps
