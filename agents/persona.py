@@ -59,12 +59,21 @@ class Persona(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _check_template(template: str) -> None:
+    """Plain {field} placeholders only: a format spec or conversion ({name:>50000000}, {name!r}) could make a
+    short template render to megabytes, and attribute or index access ({name.__class__}) could read more than
+    the fields; both are refused, as is any unknown field."""
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        parts = list(string.Formatter().parse(template))
     except ValueError as e:  # unbalanced braces
         raise ValueError(f"system_prompt is not a valid template ({e}); write literal braces as {{{{ }}}}") from None
-    for f in fields:
-        if f not in PLACEHOLDERS:
-            allowed = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
-            raise ValueError(f"unknown placeholder {{{f}}} in system_prompt; use {allowed}, "
+    allowed = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+    for _, field, spec, conversion in parts:
+        if field is None:
+            continue
+        if field not in PLACEHOLDERS:
+            raise ValueError(f"unknown placeholder {{{field}}} in system_prompt; use {allowed}, "
                              "and write literal braces as {{ }}")
+        if spec or conversion:
+            shown = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise ValueError(f"{shown} in system_prompt: placeholders take no format spec or conversion; "
+                             f"write {{{field}}}")

@@ -234,6 +234,12 @@ class Engine:
     # -- requests in --------------------------------------------------------------------
 
     def _prompt_ids(self, prompt: Prompt) -> list[int]:
+        # a text far longer than the context could hold is refused before tokenizing it (seconds for megabytes);
+        # the factor 2 covers normalizers that fold characters together
+        most = 2 * self.tokenizer.max_token_chars * self.max_context
+        if isinstance(prompt, str) and len(prompt) > most:
+            raise PromptTooLongError(f"the prompt has {len(prompt):,} characters; the model's context of "
+                                     f"{self.max_context} tokens holds at most {most:,}")
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
         if not ids:
             raise ValueError("a prompt must have at least one token")

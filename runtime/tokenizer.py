@@ -3,6 +3,7 @@ special tokens and the chat template from `tokenizer_config.json`."""
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime
 from pathlib import Path
@@ -65,6 +66,13 @@ class Tokenizer:
     def to_str(self) -> str:
         """The `tokenizer.json` text, for libraries that build their own view of the vocabulary."""
         return self._tok.to_str()
+
+    @functools.cached_property
+    def max_token_chars(self) -> int:
+        """The longest vocabulary entry, in characters of its stored form (byte-level entries hold one
+        character per byte): a text of n characters is at least n / this many tokens, which bounds a prompt's
+        length without tokenizing it."""
+        return max(map(len, self._tok.get_vocab(with_added_tokens=True)), default=1)
 
     def token_to_id(self, token: str | None) -> int | None:
         return None if token is None else self._tok.token_to_id(token)

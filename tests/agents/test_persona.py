@@ -31,6 +31,13 @@ def test_unknown_placeholders_are_named(template, named):
         Persona(name="Mira", system_prompt=template)
 
 
+@pytest.mark.parametrize("template", ["{name:>50000000}", "{name!r}", "{goals:{role}}", "{world!s:^9}"])
+def test_format_specs_and_conversions_are_refused(template):
+    # a 17-byte template must not render to 50 MB (it stalled the server for 80 s)
+    with pytest.raises(ValueError, match="no format spec or conversion"):
+        Persona(name="Mira", system_prompt=template)
+
+
 def test_malformed_template_and_empty_name():
     with pytest.raises(ValueError, match="not a valid template"):
         Persona(name="Mira", system_prompt="You are {name")

@@ -132,3 +132,15 @@ def test_top_p_samples_only_the_nucleus_found_by_a_full_sort(spread):
     assert drawn <= nucleus
     if size > NUCLEUS_CANDIDATES:  # the fallback path ran: tokens past the first candidates come up too
         assert drawn - set(order[:NUCLEUS_CANDIDATES].tolist())
+
+
+def test_a_prompt_far_longer_than_the_context_is_refused_before_tokenizing(engine, monkeypatch):
+    from swarm.runtime.errors import PromptTooLongError
+
+    most = 2 * engine.tokenizer.max_token_chars * engine.max_context
+    assert engine.tokenizer.max_token_chars >= max(len(t) for t in ("<|im_start|>", "<|im_end|>"))
+    calls = []
+    monkeypatch.setattr(engine.tokenizer, "encode", lambda *a, **k: calls.append(a) or [1])
+    with pytest.raises(PromptTooLongError, match=f"{most + 1:,} characters"):
+        engine.submit("a" * (most + 1))
+    assert calls == []  # megabytes of text are not tokenized only to be refused

@@ -158,6 +158,9 @@ async def test_the_bus_keeps_flowing_while_the_engine_steps(served, frozen_heap)
     ({"id": 7, "prompt": ""}, "bad_request", "at least one token"),
     ({"id": 8, "prompt": "x", "persona": {"name": "Mira", "system_prompt": "{mood}"}}, "bad_request",
      "unknown placeholder {mood}"),
+    ({"id": 16, "messages": [{"role": "user", "content": "x"}],
+      "persona": {"name": "Mira", "system_prompt": "{name:>50000000}"}}, "bad_request", "no format spec"),
+    ({"id": 17, "prompt": "ab" * 200_000}, "too_long", "400,000 characters"),  # refused before tokenizing
     ({"id": 9, "prompt": "x", "persona": {"role": "innkeeper"}}, "bad_request", "missing required field `name`"),
     ({"id": 10, "prompt": "x", "adapter": "innkeeper"}, "unknown_adapter", "unknown adapter 'innkeeper'"),
     ({"id": 11, "prompt": "x", "schema": {"type": "array", "uniqueItems": True}}, "schema", "uniqueItems"),
