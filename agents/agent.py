@@ -10,6 +10,7 @@ only grows between trims, so consecutive turns share a long prefix.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,6 +28,7 @@ ACT_TOKENS, REFLECT_TOKENS, PLAN_TOKENS = 200, 160, 200  # above the longest JSO
 MAX_LISTED_OBSERVATIONS = 12  # per prompt; older unanswered ones stay in memory
 EMA_ALPHA = 0.3  # weight of the newest interval in the acting-interval estimate
 REPLAN_IMPORTANCE = 8.0  # an observation this important (0-10) makes the agent re-plan
+_BREAKS = re.compile(r"\s*[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]\s*")  # what str.splitlines() splits on
 
 
 class Observation(msgspec.Struct, frozen=True):
@@ -171,7 +173,7 @@ class Agent:
                 sections.append("You remember:\n" + _memories(recalled))
         step = self.plan.next_step(tick)
         if step is not None:
-            sections.append(f"Your current step: {step.text}")
+            sections.append(f"Your current step: {one_line(step.text)}")
         if focus:  # right before the question: a small model reads best what stands nearest its answer
             sections.append(f"Now: {focus}")
         sections.append("Answer with one action as JSON.")
@@ -218,8 +220,9 @@ class Agent:
             goal = self.plan.top_goal()
             if goal is None:
                 goal = self.plan.add_goal("; ".join(self.persona.goals) or "live your life in character")
-            self.plan.replace_steps(goal, list(value.steps))
-            self.memory.add(tick, "I plan to: " + "; ".join(value.steps), 3.0, kind="plan")
+            steps = [one_line(step) for step in value.steps]  # the plan prompt lists one step a line
+            self.plan.replace_steps(goal, steps)
+            self.memory.add(tick, "I plan to: " + "; ".join(steps), 3.0, kind="plan")
         else:
             raise ValueError(f"unknown request kind {request.kind!r}")
         return value
@@ -261,9 +264,16 @@ class Agent:
         return agent
 
 
+def one_line(text: str) -> str:
+    """`text` with every line break (and the spaces around it) made one space. What others said, a message from
+    outside or a model's own plan enters prompts as one bullet each: none can start a line that reads as a
+    new observation or instruction."""
+    return _BREAKS.sub(" ", text)
+
+
 def _bullets(lines) -> str:
-    return "\n".join(f"- {line}" for line in lines)
+    return "\n".join(f"- {one_line(line)}" for line in lines)
 
 
 def _memories(memories: list[Memory]) -> str:
-    return "\n".join(f"- (tick {m.tick}) {m.text}" for m in memories)
+    return "\n".join(f"- (tick {m.tick}) {one_line(m.text)}" for m in memories)

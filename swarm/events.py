@@ -6,6 +6,7 @@ over the bus (msgpack, or JSON for other clients) and into checkpoints.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 import msgspec
@@ -31,13 +32,21 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     importance: float = 3.0
 
 
+_SENDER = re.compile(r"\w[\w .'-]{0,39}")
+
+
 class InboxMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """A message an outside client publishes to `swarm/<sim>/agents/<id>/inbox`; the agent observes it
     on the next tick."""
 
     text: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
-    sender: str = "outside"
+    sender: str = "outside"  # a name: 1-40 letters, digits, spaces and . ' - _, starting with a letter or digit
     importance: Annotated[float, msgspec.Meta(ge=0, le=10)] = 5.0
+
+    def __post_init__(self):  # run when decoding too: a forged sender is a bad message, not a prompt line
+        if not _SENDER.fullmatch(self.sender):
+            raise ValueError(f"sender must be a name of 1-40 letters, digits, spaces and . ' - _ (starting with a "
+                             f"letter or digit), got {self.sender[:60]!r}")
 
 
 class Report(msgspec.Struct, kw_only=True):

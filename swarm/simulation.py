@@ -238,6 +238,10 @@ class Simulation:
                 log.warning("inbox message for unknown agent %r on %s dropped", agent, msg.topic)
                 continue
             m: InboxMessage = msg.payload
+            if m.sender in self.agents:
+                log.warning("inbox message to %r claiming to come from agent %r dropped: outside clients cannot "
+                            "speak as an agent", agent, m.sender)
+                continue
             events.append(self.world.event("inbox", f"{m.sender} tells {agent}: {m.text}", actor=m.sender,
                                            target=agent, importance=m.importance,
                                            data={"audience": [agent], "sender": m.sender}))
