@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -57,38 +59,107 @@ def _random_model(args: argparse.Namespace) -> int:
     return 0
 
 
+CHECKPOINT_EVERY = 10  # ticks between checkpoint writes when --checkpoint is given without --checkpoint-every
+
+
 def _run(args: argparse.Namespace) -> int:
-    from swarm.console import Progress, format_report
     from swarm.simulation import Simulation
 
+    if args.checkpoint_every is not None and not args.checkpoint:
+        raise ValueError("--checkpoint-every needs --checkpoint FILE")
+    if args.checkpoint and Path(args.checkpoint).exists():
+        raise ValueError(f"{args.checkpoint} already holds a checkpoint: continue that run with `swarm resume "
+                         f"{args.checkpoint}`, or remove the file to start again")
     sim = Simulation.from_scenario(args.scenario, model=args.model, seed=args.seed, bus=args.bus,
                                    record=args.record, agents=args.agents, engine_config=engine_config(args),
                                    **({"name": args.name} if args.name else {}))
+    return _drive(sim, args.ticks, args)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from swarm.simulation import Simulation
+
+    info = Simulation.checkpoint_info(args.checkpoint)
+    run = info["run"] or {}
+    if "ticks" not in run:
+        raise ValueError(f"{args.checkpoint} was not kept by `swarm run --checkpoint`, so it does not say how long "
+                         "its run is; continue it in Python with Simulation.load")
+    scenario = info["scenario"]["spec"] if info["scenario"] else "none"
+    record = info["record"]["path"] if info["record"] else None
+    print(f"swarm: resuming {info['name']!r} at tick {info['tick']} of {run['ticks']}: scenario {scenario} (its "
+          f"build code runs), model {args.model or info['model']}, bus {args.bus or info['bus']}"
+          + (f", log {record}" if record else ""), file=sys.stderr)
+    sim = Simulation.load(args.checkpoint, model=args.model, bus=args.bus, engine_config=engine_config(args))
+    args.record, args.checkpoint_every = record, args.checkpoint_every or run.get("every")
+    return _drive(sim, run["ticks"], args)
+
+
+def _drive(sim, total: int, args: argparse.Namespace) -> int:
+    """Run `sim` up to tick `total`, keeping `args.checkpoint`, then report; the exit status says how it ended."""
+    from swarm.console import Progress, format_report
+
+    if args.checkpoint:
+        every = args.checkpoint_every or CHECKPOINT_EVERY
+        sim.autosave(args.checkpoint, every, run={"ticks": total, "every": every})
     engine = getattr(sim.model, "engine", None)
     if engine is not None and hasattr(engine, "memory_summary"):
         print(f"swarm: {engine.memory_summary()}; {len(sim.agents):,} agents", file=sys.stderr)
     # the live UI when asked, or by default on a terminal; headless (progress on stderr) otherwise
     tui = args.tui or (not args.headless and sys.stdin.isatty() and sys.stdout.isatty())
-    interrupted = False
+    remaining = max(0, total - sim.counters["ticks"])
+    stop = _StopOnSignal(sim) if not tui else None
+    status, cut_short = 0, False
     try:
-        report = sim.run(args.ticks, tui=True) if tui else sim.run(args.ticks, progress=Progress(args.ticks))
-    except KeyboardInterrupt:  # stop between ticks' worth of work: the log holds every finished tick
+        with stop or contextlib.nullcontext():
+            report = sim.run(remaining, tui=True) if tui else sim.run(
+                remaining, progress=Progress(total, start=sim.counters["ticks"]))
+        if stop is not None and stop.signal is not None:
+            print(f"swarm: stopped by {stop.signal.name} after tick {sim.counters['ticks']}", file=sys.stderr)
+            status = 128 + stop.signal
+    except KeyboardInterrupt:  # a second Ctrl-C: the tick in progress was cut short
         print(f"\nswarm: interrupted after {sim.counters['ticks']} ticks", file=sys.stderr)
-        report = sim.report()
-        args.checkpoint = None  # the tick in progress was cut short: its state is not one to resume from
-        interrupted = True
+        report, status, cut_short = sim.report(), 130, True
+    except BaseException:
+        if args.checkpoint and Path(args.checkpoint).exists():
+            print(f"swarm: the run failed; continue it from tick {sim.checkpoint_info(args.checkpoint)['tick']} "
+                  f"with `swarm resume {args.checkpoint}`", file=sys.stderr)
+        raise
     finally:
         if args.record:
             print(f"swarm: events recorded in {args.record}", file=sys.stderr)
-    if args.checkpoint:  # only after a run that ended cleanly (a failed tick leaves half-applied state)
-        sim.save(args.checkpoint)
-        print(f"swarm: checkpoint saved to {args.checkpoint}", file=sys.stderr)
+    if args.checkpoint:
+        if not cut_short:  # a tick cut short left the checkpoint at the state before it
+            sim.save(args.checkpoint)
+        done = sim.counters["ticks"] >= total
+        print(f"swarm: checkpoint {args.checkpoint} at tick {sim.checkpoint_info(args.checkpoint)['tick']}"
+              + ("" if done else f"; continue with `swarm resume {args.checkpoint}`"), file=sys.stderr)
     sim.close()
-    if args.json:
-        print(report.to_json())
-    else:
-        print(format_report(report))
-    return 130 if interrupted else 0
+    print(report.to_json() if args.json else format_report(report))
+    return status
+
+
+class _StopOnSignal:
+    """SIGINT or SIGTERM ends the run after the tick in progress (its state is then whole and saved); a second
+    SIGINT stops at once."""
+
+    def __init__(self, sim):
+        self.sim, self.signal, self._old = sim, None, {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._first)
+        return self
+
+    def _first(self, signum, frame):
+        if self.signal is not None:  # asked twice
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum)
+        self.sim.stop()
+        print(f"\nswarm: {self.signal.name}: stopping after this tick (Ctrl-C again stops now)", file=sys.stderr)
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def _watch(args: argparse.Namespace) -> int:
@@ -148,6 +219,13 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swarm", description="Multi-agent simulation on small language models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -172,12 +250,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bus", default="local", help="local (default) or mqtt://host:port[?format=json]")
     run.add_argument("--name", help="the simulation's name in bus topics (default: the scenario's)")
     run.add_argument("--record", help="write the event log (JSON lines) to this file")
-    run.add_argument("--checkpoint", help="save a checkpoint here when the run ends (or fails)")
+    run.add_argument("--checkpoint", help="keep a checkpoint here: every --checkpoint-every ticks, at the end, and "
+                     "when the run fails or is stopped (SIGINT, SIGTERM); `swarm resume FILE` continues the run")
+    run.add_argument("--checkpoint-every", type=_positive, metavar="N",
+                     help=f"ticks between checkpoint writes (default {CHECKPOINT_EVERY})")
     run.add_argument("--headless", action="store_true", help="no TUI: progress on stderr, report on stdout")
     run.add_argument("--tui", action="store_true", help="watch it live (the default on a terminal)")
     run.add_argument("--json", action="store_true", help="print the report as one JSON line, last")
     add_engine_options(run)
     run.set_defaults(func=_run)
+
+    rs = sub.add_parser("resume", help="continue a run from its checkpoint (swarm run --checkpoint) to its --ticks")
+    rs.add_argument("checkpoint")
+    rs.add_argument("--model", help="override the checkpoint's model (same weights, another place)")
+    rs.add_argument("--bus", help="override the checkpoint's bus URL")
+    rs.add_argument("--checkpoint-every", type=_positive, metavar="N",
+                    help="ticks between checkpoint writes (default: as the run was started)")
+    rs.add_argument("--headless", action="store_true", help="no TUI: progress on stderr, report on stdout")
+    rs.add_argument("--tui", action="store_true", help="watch it live (the default on a terminal)")
+    rs.add_argument("--json", action="store_true", help="print the report as one JSON line, last")
+    add_engine_options(rs)
+    rs.set_defaults(func=_resume)
 
     t = sub.add_parser("train", help="train a small MoE and persona adapters on scenario demonstrations")
     t.add_argument("--out", required=True, help="folder for the data (out/data) and the model (out/model)")

@@ -13,8 +13,8 @@ class Progress:
     """One status line rewritten in place on a terminal; without one (CI, a pipe) a line every tenth
     of the run, so logs stay short."""
 
-    def __init__(self, total: int, stream: IO[str] = sys.stderr):
-        self.total, self.stream = total, stream
+    def __init__(self, total: int, stream: IO[str] = sys.stderr, start: int = 0):
+        self.total, self.stream, self.start = total, stream, start  # start: ticks done before (a resumed run)
         self.tty = stream.isatty()
         self.t0 = time.perf_counter()
         self.events = 0
@@ -25,7 +25,7 @@ class Progress:
         done = sim.counters["ticks"]
         elapsed = time.perf_counter() - self.t0
         line = (f"tick {done}/{self.total}  {sim.world.clock()}  {len(events)} events "
-                f"({self.events} total)  {elapsed / max(done, 1):.2f} s/tick")
+                f"({self.events} total)  {elapsed / max(done - self.start, 1):.2f} s/tick")
         if self.tty:
             self.stream.write("\r\033[K" + line)
             if done >= self.total:

@@ -367,3 +367,23 @@ def test_actions_for_narrows_each_agents_choices_with_types_rebuilt_per_tick():
 
     sim.tick()
     assert sorted(votes) == [("Ann", "Bob"), ("Bob", "Ann"), ("Mira", "Ann")]
+
+
+def test_autosave_checks_its_arguments_and_writes_atomically(tmp_path, monkeypatch):
+    sim = tavern(Recording(lambda t: Wait()))
+    with pytest.raises(ValueError, match="every N >= 1 ticks"):
+        sim.autosave(tmp_path / "a.ckpt", every=0)
+    with pytest.raises(ValueError, match="does not exist"):
+        sim.autosave(tmp_path / "nowhere" / "a.ckpt")
+    path = sim.save(tmp_path / "a.ckpt")
+    before = path.read_bytes()
+    sim.tick()
+
+    def crash(src, dst):  # the process dies between writing the new file and renaming it over the old one
+        raise OSError("power cut")
+
+    monkeypatch.setattr("swarm.simulation.os.replace", crash)
+    with pytest.raises(OSError, match="power cut"):
+        sim.save(path)
+    assert path.read_bytes() == before  # the old checkpoint is whole
+    assert Simulation.checkpoint_info(path)["tick"] == 0
