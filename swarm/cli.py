@@ -89,6 +89,9 @@ def _resume(args: argparse.Namespace) -> int:
     print(f"swarm: resuming {info['name']!r} at tick {info['tick']} of {run['ticks']}: scenario {scenario} (its "
           f"build code runs), model {args.model or info['model']}, bus {args.bus or info['bus']}"
           + (f", log {record}" if record else ""), file=sys.stderr)
+    for option in ("kv_memory", "kv_dtype"):  # as the run was started, unless given again
+        if getattr(args, option) is None:
+            setattr(args, option, run.get(option))
     sim = Simulation.load(args.checkpoint, model=args.model, bus=args.bus, engine_config=engine_config(args))
     args.record, args.checkpoint_every = record, args.checkpoint_every or run.get("every")
     return _drive(sim, run["ticks"], args)
@@ -100,7 +103,8 @@ def _drive(sim, total: int, args: argparse.Namespace) -> int:
 
     if args.checkpoint:
         every = args.checkpoint_every or CHECKPOINT_EVERY
-        sim.autosave(args.checkpoint, every, run={"ticks": total, "every": every})
+        sim.autosave(args.checkpoint, every, run={"ticks": total, "every": every, "kv_memory": args.kv_memory,
+                                                  "kv_dtype": args.kv_dtype})
     engine = getattr(sim.model, "engine", None)
     if engine is not None and hasattr(engine, "memory_summary"):
         print(f"swarm: {engine.memory_summary()}; {len(sim.agents):,} agents", file=sys.stderr)

@@ -174,3 +174,21 @@ def test_run_refuses_to_start_over_a_kept_checkpoint_and_resume_needs_one(tmp_pa
     sim.save(checkpoint)  # saved from Python: no run length to resume to
     code, _, err = finish(swarm("resume", str(checkpoint)))
     assert code == 2 and "Simulation.load" in err
+
+
+def test_a_model_run_killed_midway_resumes_to_the_same_log(tmp_path):
+    """The same on swarm-tiny: the resumed engine starts with a cold cache and other batches, and its seeded,
+    batch-invariant turns still write the same events."""
+    args = ["village", "--ticks", "6", "--headless", "--kv-memory", "256MiB", "--kv-dtype", "int8"]
+    reference = tmp_path / "reference.jsonl"
+    code, _, err = finish(swarm("run", *args, "--record", str(reference)))
+    assert code == 0, err
+    log, checkpoint = tmp_path / "run.jsonl", tmp_path / "run.ckpt"
+    p = swarm("run", *args, "--record", str(log), "--checkpoint", str(checkpoint), "--checkpoint-every", "2")
+    wait_for_lines(log, reference.read_bytes().count(b"\n") // 2, p)
+    p.kill()
+    p.wait()
+    assert 0 < Simulation.checkpoint_info(checkpoint)["tick"] < 6
+    err = resume(checkpoint)
+    assert "model swarm-tiny" in err and "KV pool 256.0 MiB" in err and "int8" in err  # as the run began
+    assert log.read_bytes() == reference.read_bytes()
