@@ -251,7 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="swarm-tiny (the bundled model, default), a local Hugging Face model folder, "
                      "`scripted` (the scenario's policy) or `random` (random valid actions)")
     run.add_argument("--agents", type=int, default=None, help="how many agents (scenarios that take it)")
-    run.add_argument("--bus", default="local", help="local (default) or mqtt://host:port[?format=json]")
+    run.add_argument("--bus", default="local", help="local (default), mqtt://[user[:password]@]host:port or "
+                     "mqtts://...?ca=CA.pem (TLS); add ?format=json for JSON payloads. With a user and no password "
+                     "the password comes from SWARM_MQTT_PASSWORD")
     run.add_argument("--name", help="the simulation's name in bus topics (default: the scenario's)")
     run.add_argument("--record", help="write the event log (JSON lines) to this file")
     run.add_argument("--checkpoint", help="keep a checkpoint here: every --checkpoint-every ticks, at the end, and "
@@ -294,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=_replay)
 
     w = sub.add_parser("watch", help="follow a simulation running elsewhere, over an MQTT broker, in the terminal UI")
-    w.add_argument("url", help="the broker, mqtt://host:port")
+    w.add_argument("url", help="the broker, mqtt://[user@]host:port or mqtts://[user@]host:port?ca=CA.pem "
+                   "(the password from SWARM_MQTT_PASSWORD)")
     w.add_argument("--sim", required=True, help="the simulation's name")
     w.set_defaults(func=_watch)
 

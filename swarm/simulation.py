@@ -28,6 +28,7 @@ from swarm.agents import Agent, Observation, Persona
 from swarm.agents.actions import BASE_ACTIONS, Action, Wait, action_union
 from swarm.agents.memory import embed_pending
 from swarm.bus import topics
+from swarm.bus.url import strip_password
 from swarm.events import Event, InboxMessage, Report
 from swarm.model import Answer, NoAction, Turn, TurnModel, open_model
 from swarm.recorder import Recorder
@@ -81,7 +82,7 @@ class Simulation:
         self._next_act: Callable[[Simulation, Agent], float | None] | None = None
         self._unions: dict[tuple[type, ...], Any] = {}
         self._loop = asyncio.new_event_loop()
-        self.bus_url = bus
+        self.bus_url = strip_password(bus)  # what a checkpoint keeps: a resumed run reads SWARM_MQTT_PASSWORD
         self.bus = busmod.open_bus(bus, client_id=f"{name}-sim", presence=topics.presence(name, f"{name}-sim"))
         self._inbox = None
         self._bus_loop: asyncio.AbstractEventLoop | None = None  # the loop the bus was connected on

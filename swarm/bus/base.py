@@ -12,12 +12,12 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
 from swarm.bus.codec import Codec
 from swarm.bus.topics import escape, validate_pattern, validate_topic
+from swarm.bus.url import parse_bus_url
 
 log = logging.getLogger("swarm.bus")
 
@@ -447,40 +447,37 @@ class Bus(ABC):
 BACKENDS: dict[str, type[Bus]] = {}
 
 
-def register(scheme: str) -> Callable[[type[Bus]], type[Bus]]:
-    """Class decorator: make a Bus backend available to `open_bus` under a URL scheme."""
+def register(scheme: str, *more: str) -> Callable[[type[Bus]], type[Bus]]:
+    """Class decorator: make a Bus backend available to `open_bus` under one URL scheme or more."""
 
     def add(cls: type[Bus]) -> type[Bus]:
         cls.scheme = scheme
-        BACKENDS[scheme] = cls
+        for name in (scheme, *more):
+            BACKENDS[name] = cls
         return cls
 
     return add
 
 
 def open_bus(url: str | None = None, **options: Any) -> Bus:
-    """The bus for a URL: None or "local" -> LocalBus; "mqtt://host:port" -> MqttBus.
+    """The bus for a URL: None or "local" -> LocalBus; "mqtt://host:port" or "mqtts://host:port" -> MqttBus.
 
-    `?format=json` selects JSON payloads; keyword options (client_id, presence, max_payload, ...) go to
-    the backend's constructor. Call `await bus.connect()` (or use `async with`) before use.
+    `?format=json` selects JSON payloads; `mqtt://user:password@host` authenticates (`swarm.bus.url` has
+    the whole syntax: TLS parameters, the password from SWARM_MQTT_PASSWORD). Keyword options (client_id,
+    presence, max_payload, ...) go to the backend's constructor. Call `await bus.connect()` (or use
+    `async with`) before use.
     """
-    url = url or "local"
-    scheme = urlsplit(url).scheme if "://" in url else url.partition("?")[0]
-    backend = BACKENDS.get(scheme)
+    parsed = parse_bus_url(url)
+    backend = BACKENDS.get(parsed.scheme)
     if backend is None:
         known = ", ".join(f"{name}://..." if name != "local" else name for name in BACKENDS)
-        raise ValueError(f"unknown bus {url!r}: expected one of {known}")
-    return backend.from_url(url, **options)
+        raise ValueError(f"unknown bus {parsed.shown!r}: expected one of {known}")
+    return backend.from_url(url or "local", **options)
 
 
 def url_options(url: str) -> dict[str, Any]:
-    """The bus options a URL's query carries (only `format` today); unknown parameters are an error."""
-    options: dict[str, Any] = {}
-    for key, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
-        if key != "format":
-            raise ValueError(f"unknown bus URL parameter {key!r} in {url!r}: only 'format' is understood")
-        options[key] = value
-    return options
+    """The bus options a URL's query carries (`format`; `ca`, `cert`, `key` for TLS); others are an error."""
+    return parse_bus_url(url).options
 
 
 class _RateLimitedLog:

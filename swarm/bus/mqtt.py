@@ -17,17 +17,20 @@ import itertools
 import logging
 import math
 import random
+import ssl
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from swarm.bus.base import MAX_PAYLOAD, MAX_QUEUE, Bus, BusError, Subscription, _ReplyInbox, register, url_options
+from swarm.bus.base import MAX_PAYLOAD, MAX_QUEUE, Bus, BusError, Subscription, _ReplyInbox, register
 from swarm.bus.topics import matches
+from swarm.bus.url import parse_bus_url
 
 log = logging.getLogger("swarm.bus")
 
@@ -50,7 +53,7 @@ class _Route:
         self.subs: list[Subscriber] = []
 
 
-@register("mqtt")
+@register("mqtt", "mqtts")
 class MqttBus(Bus):
     """The bus over an MQTT v5 broker. Publishes are QoS 1 unless asked otherwise.
 
@@ -60,18 +63,31 @@ class MqttBus(Bus):
     how many QoS 1/2 publishes may await their acknowledgement at once; keep it within the broker's
     receive maximum (Mosquitto: 20). `client_id` must be unique on the broker: a second client with the
     same id takes the session over, and the two keep disconnecting each other.
+
+    `username` and `password` authenticate; `tls=True` connects over TLS, verifying the broker against
+    `ca` (a PEM file; the system's CA store without one), with `cert` and `key` as a client certificate.
+    A broker that refuses the credentials or fails the TLS handshake at the first `connect()` raises
+    BusError at once (no retrying what cannot work); a connection lost later is retried as always.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 1883, *, format: str = "msgpack",
                  client_id: str | None = None, presence: str | None = None, max_payload: int = MAX_PAYLOAD,
                  max_queue: int = MAX_QUEUE, max_buffer: int = 10_000, connect_timeout: float = 5.0,
-                 keepalive: int = 30, inflight: int = 20) -> None:
+                 keepalive: int = 30, inflight: int = 20, username: str | None = None, password: str | None = None,
+                 tls: bool = False, ca: str | None = None, cert: str | None = None, key: str | None = None) -> None:
         super().__init__(format=format, client_id=client_id, presence=presence, max_payload=max_payload,
                          max_queue=max_queue)
         if max_buffer <= 0 or inflight <= 0 or connect_timeout <= 0:
             raise ValueError("max_buffer, inflight and connect_timeout must be positive")
+        if password is not None and username is None:
+            raise ValueError("an MQTT password needs a username")
         self.host = host
         self.port = port
+        self.username = username
+        self._password = password  # kept out of every repr, log line and error message
+        self._tls = _tls_context(ca, cert, key) if tls else None
+        if self._tls is None and (ca or cert or key):
+            raise ValueError("ca, cert and key are TLS settings: pass tls=True (mqtts://) with them")
         self.max_buffer = max_buffer
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
@@ -92,14 +108,15 @@ class MqttBus(Bus):
         self._task: asyncio.Task[None] | None = None
         self._sessions = 0
         self._last_error: str | None = None
+        self._refused: str | None = None  # why the broker will not take this client (first connect only)
+        self._refusing = asyncio.Event()  # set with _refused
         self._overflowing = False
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MqttBus:
-        parts = urlsplit(url)
-        if parts.path not in ("", "/") or parts.username or parts.password:
-            raise ValueError(f"expected mqtt://host:port[?format=json], got {url!r}")
-        return cls(parts.hostname or "127.0.0.1", parts.port or 1883, **{**url_options(url), **options})
+        parts = parse_bus_url(url)
+        return cls(parts.host, parts.port, **{"username": parts.user, "password": parts.password, "tls": parts.tls,
+                                              **parts.options, **options})
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "disconnected"
@@ -125,9 +142,11 @@ class MqttBus(Bus):
         """Connect, retrying until `connect_timeout`; raises BusError naming the broker and the last error."""
         self._check_open()
         if self._task is None:
+            self._refused = None
+            self._refusing.clear()
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"mqtt-bus-{self.client_id}")
         try:
-            await asyncio.wait_for(self._up.wait(), self.connect_timeout)
+            await asyncio.wait_for(self._first_session(), self.connect_timeout)
         except asyncio.TimeoutError:
             if self._sessions == 0:  # never got through: stop trying, the caller decides what next
                 task, self._task = self._task, None
@@ -135,6 +154,23 @@ class MqttBus(Bus):
                 await asyncio.gather(task, return_exceptions=True)
             reason = self._last_error or f"no answer within {self.connect_timeout:g} s"
             raise BusError(f"cannot reach the MQTT broker at {self.address}: {reason}") from None
+
+    async def _first_session(self) -> None:
+        """Return once a session is up; raise BusError when the broker refused this client (or the
+        connection task ended) before one was."""
+        task = self._task
+        waits = [asyncio.ensure_future(event.wait()) for event in (self._up, self._refusing)]
+        try:
+            await asyncio.wait({*waits, task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        if self._up.is_set():
+            return
+        self._task = None
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise BusError(self._refused or f"stopped connecting to the MQTT broker at {self.address}")
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until the broker has acknowledged everything published so far (while connected)."""
@@ -181,6 +217,8 @@ class MqttBus(Bus):
                 self.host, self.port, identifier=self.client_id, protocol=aiomqtt.ProtocolVersion.V5,
                 will=self._will(), keepalive=self.keepalive, timeout=self.connect_timeout,
                 max_inflight_messages=self.inflight,
+                username=self.username, password=self._password, tls_context=self._tls,
+                logger=_PahoLog(self._tls_failed, asyncio.get_running_loop()),
             )
             client.pending_calls_threshold = 10 * self.inflight + 100  # our pumps keep many calls pending
             sessions, started = self._sessions, time.monotonic()
@@ -192,7 +230,7 @@ class MqttBus(Bus):
             except Exception as exc:  # a bug must not end the bus: log it and reconnect
                 log.exception("the MQTT connection to %s failed", self.address)
                 self._connection_failed(exc, lost=self._sessions > sessions)
-            if self._stop.is_set():
+            if self._stop.is_set() or self._refused:
                 break
             if time.monotonic() - started > _STABLE:
                 delay = _BACKOFF[0]  # that connection had been fine: retry quickly
@@ -278,10 +316,51 @@ class MqttBus(Bus):
         # Warn once per outage (when an established session is lost), not on every attempt to reconnect.
         cause = exc.__cause__ or exc  # aiomqtt's "Disconnected during message iteration" wraps the reason
         self._last_error = str(cause) or cause.__class__.__name__
+        refusal = self._refusal(exc) if self._sessions == 0 else None
+        if refusal:  # at the first connect, a refusal is final: retrying cannot change it
+            self._refuse(refusal)
+            return
         if lost and not self._stop.is_set():
             log.warning("lost the MQTT broker at %s (%s); reconnecting", self.address, self._last_error)
         else:
             log.debug("cannot reach the MQTT broker at %s: %s", self.address, self._last_error)
+
+    def _refusal(self, exc: BaseException) -> str | None:
+        """Why the broker will not take this client as configured (credentials refused, TLS handshake
+        failed), or None for trouble that retrying may cure (broker down, busy, a network hiccup)."""
+        code = getattr(exc, "rc", None)
+        code = getattr(code, "value", code)
+        if isinstance(exc, MqttConnectError) and code in _REFUSED:
+            if self.username is None:
+                return (f"the MQTT broker at {self.address} refused a connection without credentials ({exc}): "
+                        "give mqtt://user@host and the password in SWARM_MQTT_PASSWORD")
+            return f"the MQTT broker at {self.address} refused the credentials for user {self.username!r} ({exc})"
+        tls = _ssl_error(exc)
+        return None if tls is None else self._tls_refusal(tls)
+
+    def _tls_refusal(self, error: ssl.SSLError) -> str:
+        reason = getattr(error, "verify_message", None) or error.reason or str(error)
+        if getattr(error, "verify_code", None) == _HOSTNAME_MISMATCH:
+            hint = f"the broker's certificate must name {self.host}"
+        elif isinstance(error, ssl.SSLCertVerificationError):
+            hint = "is ca= the broker's CA?"
+        elif "CERTIFICATE_REQUIRED" in reason:
+            hint = "the broker asks for a client certificate: give cert= and key="
+        else:
+            hint = "is this the broker's TLS port, and does its CA sign cert=?"
+        return f"TLS handshake with {self.address} failed: {reason} ({hint})"
+
+    def _tls_failed(self, error: ssl.SSLError) -> bool:
+        """paho met a TLS error it only logs (TLS 1.3 brokers refuse a client certificate after the
+        handshake, on the first read): final before the first session, as any refusal. Whether it was."""
+        if self._sessions or self._stop.is_set():
+            return False
+        self._refuse(self._tls_refusal(error))
+        return True
+
+    def _refuse(self, why: str) -> None:
+        self._refused = self._last_error = why
+        self._refusing.set()
 
     # Publishing and receiving.
 
@@ -410,6 +489,68 @@ class MqttBus(Bus):
         if not self.presence:
             return None
         return aiomqtt.Will(self.presence, self._status("offline"), qos=1, retain=True)
+
+
+# MQTT v5 CONNACK reason codes that say "not you": bad user name or password (134), not authorized
+# (135; Mosquitto's answer to a wrong password too), banned (138), bad authentication method (140).
+_REFUSED = {134, 135, 138, 140}
+_HOSTNAME_MISMATCH = 62  # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH
+
+
+def _tls_context(ca: str | None, cert: str | None, key: str | None) -> ssl.SSLContext:
+    """A client TLS context that verifies the broker (against `ca`, or the system's CA store) and its host
+    name, with `cert`/`key` as the client certificate. Files that are missing or not PEM are a ValueError."""
+    try:
+        context = ssl.create_default_context(cafile=ca)
+    except (OSError, ssl.SSLError) as e:
+        raise ValueError(f"ca={ca}: cannot read it as PEM CA certificates ({_why(e)})") from None
+    if key and not cert:
+        raise ValueError(f"key={key} needs cert= (the client certificate it belongs to)")
+    if cert:
+        try:
+            context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as e:
+            raise ValueError(f"cert={cert}{f', key={key}' if key else ''}: cannot read a PEM certificate and its "
+                             f"private key ({_why(e)})") from None
+    return context
+
+
+class _PahoLog(logging.LoggerAdapter):
+    """paho's log, to the "mqtt" logger as before; a TLS error in it goes to `tls_failed` (called on `loop`),
+    and when that takes it as a refusal the line drops to DEBUG: the BusError says it once."""
+
+    def __init__(self, tls_failed: Callable[[ssl.SSLError], bool], loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(logging.getLogger("mqtt"), {})
+        self._tls_failed, self._loop = tls_failed, loop
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        error = args[-1] if args else None
+        if isinstance(error, ssl.SSLError) and level >= logging.ERROR and self._on_loop(error):
+            level = logging.DEBUG
+        super().log(level, msg, *args, **kwargs)
+
+    def _on_loop(self, error: ssl.SSLError) -> bool:
+        try:
+            if asyncio.get_running_loop() is self._loop:
+                return self._tls_failed(error)
+        except RuntimeError:  # paho's own thread
+            pass
+        self._loop.call_soon_threadsafe(self._tls_failed, error)
+        return False
+
+
+def _why(error: BaseException) -> str:
+    return getattr(error, "strerror", None) or getattr(error, "reason", None) or str(error)
+
+
+def _ssl_error(exc: BaseException | None) -> ssl.SSLError | None:
+    # aiomqtt re-raises a failed TLS handshake as MqttError(str(error)) from None: the SSLError is its context.
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, ssl.SSLError):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 def _publish_properties(reply_to: str | None, correlation: bytes | None) -> Properties | None:

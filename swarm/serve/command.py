@@ -17,7 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve the runtime over an MQTT broker to programs in any language",
                        description="Serve generation requests on swarm/NAME/runtime/generate (docs/protocol.md).")
     p.add_argument("--model", default="swarm-tiny", help="swarm-tiny (default) or a local Hugging Face model folder")
-    p.add_argument("--bus", default="mqtt://127.0.0.1:1883", help="the broker, mqtt://host:port")
+    p.add_argument("--bus", default="mqtt://127.0.0.1:1883", help="the broker: mqtt://[user[:password]@]host:port "
+                   "or mqtts://...?ca=CA.pem (TLS); the password from SWARM_MQTT_PASSWORD when the URL has none")
     p.add_argument("--name", default="default", help="the name in the topics swarm/NAME/runtime/... (one server each)")
     p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:1, ...")
     p.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
@@ -30,10 +31,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from swarm.bus.url import broker_url
     from swarm.runtime import Engine
 
-    if not args.bus.startswith("mqtt://"):
-        raise ValueError(f"swarm serve needs an MQTT broker (--bus mqtt://host:port), got {args.bus!r}")
+    broker_url(args.bus, "swarm serve --bus")
     adapters = [_adapter(spec) for spec in args.adapter]
     _check_device(args.device)
     logging.basicConfig(level=logging.INFO, format="swarm serve: %(message)s", stream=sys.stderr)
@@ -53,6 +54,7 @@ async def serve(engine, url: str, name: str, model: str | None = None, grace: fl
     """Serve `engine` on the broker at `url` until SIGINT or SIGTERM, then shut down cleanly."""
     from swarm.bus import open_bus
     from swarm.bus.base import url_options
+    from swarm.bus.url import redact
     from swarm.serve.protocol import status_topic
     from swarm.serve.server import Server
 
@@ -66,7 +68,7 @@ async def serve(engine, url: str, name: str, model: str | None = None, grace: fl
     async with bus, Server(engine, bus, name, model) as server:
         cfg = engine.config
         print(f"swarm serve: serving {server.model} ({cfg.model_type}, {len(engine.adapters())} adapters) "
-              f"on {url} as {name!r}: requests on {server.topic}", file=sys.stderr, flush=True)
+              f"on {redact(url)} as {name!r}: requests on {server.topic}", file=sys.stderr, flush=True)
         await stop.wait()
         print(f"swarm serve: stopping ({server.pending} requests in flight)", file=sys.stderr, flush=True)
         await server.close(grace)

@@ -43,13 +43,13 @@ def replay_tui(path, *, delay: float = 0.25) -> None:
 
 
 def watch_tui(url: str, sim_name: str) -> None:
-    """Follow the simulation `sim_name` on the MQTT broker at `url` in the TUI until the user quits. A URL
-    that is not mqtt://host:port raises ValueError here, before the app starts; an unreachable broker
-    is shown in the header and retried."""
+    """Follow the simulation `sim_name` on the MQTT broker at `url` (mqtt:// or mqtts://, see
+    `swarm.bus.url`) in the TUI until the user quits. A URL that is not an MQTT broker's raises ValueError
+    here, before the app starts; an unreachable broker is shown in the header and retried."""
     from swarm.bus import open_bus
+    from swarm.bus.url import broker_url
 
-    if not url.startswith("mqtt://"):
-        raise ValueError(f"expected mqtt://host:port, got {url!r}")
+    broker_url(url, "swarm watch")
     open_bus(url)  # checks the URL only: nothing connects until the watcher runs
     from swarm.tui.watch import WatchApp, WatchSource
 

@@ -1,4 +1,4 @@
-"""Ticks from a simulation running elsewhere: `swarm watch mqtt://host:port --sim NAME`.
+"""Ticks from a simulation running elsewhere: `swarm watch mqtt://host:port --sim NAME` (or mqtts://).
 
 The worker thread runs its own asyncio loop with an MqttBus subscribed to the simulation's events
 and its retained world snapshot. Events are grouped by their `tick`; a group is shown once an event
@@ -23,6 +23,7 @@ from typing import Any
 from textual.message import Message
 
 from swarm.bus import BusError, open_bus, topics
+from swarm.bus.url import parse_bus_url
 from swarm.events import Event
 from swarm.tui import from_events
 from swarm.tui.app import SwarmApp
@@ -43,6 +44,8 @@ class WatchSource:
     def __init__(self, url: str, sim: str, control: Control | None = None, *, quiet_s: float = 0.3,
                  retry_s: float = 3.0, missing_s: float = 3.0, connect_timeout: float = 2.0) -> None:
         self.url, self.sim = url, sim
+        parts = parse_bus_url(url)
+        self.shown_url, self.address = parts.shown, f"{parts.host}:{parts.port}"  # never the password
         self.control = control or Control()
         self.quiet_s, self.retry_s, self.missing_s, self.connect_timeout = quiet_s, retry_s, missing_s, connect_timeout
         self.ticks_run = 0  # ticks shown
@@ -67,8 +70,8 @@ class WatchSource:
     def model(self) -> str:
         model = self.report.get("model")
         if model is None:
-            return f"watching {self.url}"
-        return f"{model_label(str(model), self.report.get('device'))}, watched at {self.url}"
+            return f"watching {self.shown_url}"
+        return f"{model_label(str(model), self.report.get('device'))}, watched at {self.shown_url}"
 
     def run(self, post: Callable[[Any], None], finished: Callable[[str], None],
             status: Callable[[str | None], None] | None = None) -> None:
@@ -96,7 +99,7 @@ class WatchSource:
             bus = open_bus(self.url, client_id=f"swarm-watch-{uuid.uuid4().hex[:8]}",
                            connect_timeout=self.connect_timeout)
             try:
-                status(f"connecting to {self.url}")
+                status(f"connecting to {self.shown_url}")
                 connecting = asyncio.ensure_future(bus.connect())
                 while not connecting.done() and not c.stopped:
                     await asyncio.sleep(POLL_S)
@@ -157,7 +160,7 @@ class WatchSource:
     def _status(self, connected: bool, waited: float) -> str | None:
         """What the header says about the connection and the simulation (None: all is well)."""
         if not connected:
-            return f"lost the MQTT broker at {self.url.removeprefix('mqtt://')}; reconnecting"
+            return f"lost the MQTT broker at {self.address}; reconnecting"
         if self.world is None and waited < self.missing_s:
             return f"waiting for {self.sim}"
         if self.world is None:
