@@ -45,10 +45,16 @@ def read_json(path: Path, error: type[Exception] = CheckpointError) -> dict:
 
 
 def read_config(folder: Path) -> ModelConfig:
+    """The folder's config.json as a ModelConfig; a ConfigError names the file, the field and the value."""
     path = folder / "config.json"
     if not path.is_file():
         raise CheckpointError(f"no config.json in {folder}")
-    return ModelConfig.from_hf(read_json(path, ConfigError))
+    try:
+        return ModelConfig.from_hf(read_json(path, ConfigError))
+    except ConfigError as e:
+        if str(path) in str(e):
+            raise
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def checkpoint_files(folder: Path) -> list[Path]:
