@@ -7,10 +7,13 @@ import re
 import shutil
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 from swarm.cli import main
 from swarm.runtime import CheckpointError, Engine
 from swarm.runtime import config as config_mod
+from swarm.runtime import loader as loader_mod
 from swarm.runtime.config import ModelConfig
 from swarm.runtime.random_model import tiny_config, write_random_model
 
@@ -29,6 +32,16 @@ def _set_config(folder, **fields):
     cfg = json.loads((folder / "config.json").read_text())
     cfg.update(fields)
     (folder / "config.json").write_text(json.dumps(cfg))
+
+
+def _edit_tensors(file, edit):
+    tensors = load_file(file)
+    edit(tensors)
+    save_file(tensors, file)
+
+
+def _edit_weights(folder, edit):
+    _edit_tensors(folder / "model.safetensors", edit)
 
 
 # -- config.json ---------------------------------------------------------------------------
@@ -120,3 +133,85 @@ def test_cli_reports_a_bad_config_in_one_line(folder, capsys):
     assert main(["generate", "--model", str(folder), "hi"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("swarm: error:") and 'hidden_size is "256"' in err
+
+
+# -- weights ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_are_refused_by_name(folder, bad):
+    def poison(t):
+        t["model.layers.1.mlp.experts.2.up_proj.weight"][3, 5] = bad
+
+    _edit_weights(folder, poison)
+    with pytest.raises(CheckpointError, match=r"'model\.layers\.1\.mlp\.experts\.2\.up_proj\.weight' .*NaN or inf"):
+        Engine.from_pretrained(folder)
+
+
+def test_non_finite_weights_in_a_half_precision_file_are_refused(folder):
+    def poison(t):
+        for k in t:
+            t[k] = t[k].half()
+        t["lm_head.weight"][0, 0] = float("nan")
+
+    _edit_weights(folder, poison)
+    with pytest.raises(CheckpointError, match=r"'lm_head\.weight' .*NaN or inf"):
+        Engine.from_pretrained(folder)
+
+
+def test_weights_too_large_for_a_narrower_compute_dtype_are_refused(folder):
+    def huge(t):
+        t["model.norm.weight"][0] = 1e6  # finite in float32, inf in float16
+
+    _edit_weights(folder, huge)
+    loader_mod.load_model(folder, dtype=torch.float32)
+    with pytest.raises(CheckpointError, match=r"'model\.norm\.weight' .*holds values too large for torch\.float16"):
+        loader_mod.load_model(folder, dtype=torch.float16)
+
+
+def test_cli_refuses_a_nan_model_instead_of_printing_nothing(folder, capsys):
+    def poison(t):
+        t["model.embed_tokens.weight"][:] = float("nan")
+
+    _edit_weights(folder, poison)
+    assert main(["generate", "--model", str(folder), "--max-tokens", "4", "hi"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'model.embed_tokens.weight'" in err
+
+
+def test_every_missing_tensor_is_counted_and_a_few_named(folder):
+    gone = [f"model.layers.{i}.self_attn.{p}_proj.weight" for i in (0, 1) for p in "qkvo"][:7]
+    _edit_weights(folder, lambda t: [t.pop(k) for k in gone])
+    with pytest.raises(CheckpointError) as e:
+        Engine.from_pretrained(folder)
+    message = str(e.value)
+    assert "7 tensors" in message and "and 2 more are missing" in message
+    assert sum(f"'{k}'" in message for k in gone) == 5
+
+
+def test_shapes_are_checked_before_the_model_is_allocated(folder, monkeypatch):
+    _set_config(folder, vocab_size=2**40)  # a typo that would ask for 256 TiB
+
+    def allocate(cfg):
+        raise AssertionError("the model was allocated before its tensors' shapes were checked")
+
+    monkeypatch.setattr(loader_mod, "Model", allocate)
+    with pytest.raises(CheckpointError, match=r"'model\.embed_tokens\.weight' has shape \(512, 64\), expected"):
+        loader_mod.load_model(folder)
+
+
+@pytest.mark.parametrize("extra, why", [
+    ("model.layers.2.self_attn.q_proj.weight", "a layer config.json does not have"),
+    ("model.layers.0.mlp.experts.4.up_proj.weight", "an expert config.json does not have"),
+    ("model.layers.0.self_attn.o_proj.bias", "a bias config.json does not ask for"),
+])
+def test_extra_layer_tensors_mean_config_and_weights_disagree(folder, extra, why):
+    _edit_weights(folder, lambda t: t.update({extra: torch.zeros(4)}))
+    with pytest.raises(CheckpointError, match=f"holds tensor '{re.escape(extra)}', which the qwen3_moe model"):
+        Engine.from_pretrained(folder)
+
+
+def test_harmless_extra_tensors_only_warn(folder):
+    extras = {"model.layers.0.self_attn.rotary_emb.inv_freq": torch.ones(8), "value_head.weight": torch.ones(3)}
+    _edit_weights(folder, lambda t: t.update(extras))
+    with pytest.warns(UserWarning, match="2 checkpoint tensors were not used"):
+        Engine.from_pretrained(folder)
