@@ -11,11 +11,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from swarm.cli import main
-from swarm.runtime import CheckpointError, Engine
+from swarm.runtime import CheckpointError, Engine, EngineConfig
 from swarm.runtime import config as config_mod
 from swarm.runtime import loader as loader_mod
+from swarm.runtime import lora as lora_mod
 from swarm.runtime.config import ModelConfig
 from swarm.runtime.random_model import tiny_config, write_random_model
+from tests.runtime.adapters import random_adapter
 
 
 @pytest.fixture(scope="module")
@@ -215,3 +217,87 @@ def test_harmless_extra_tensors_only_warn(folder):
     _edit_weights(folder, lambda t: t.update(extras))
     with pytest.warns(UserWarning, match="2 checkpoint tensors were not used"):
         Engine.from_pretrained(folder)
+
+
+# -- LoRA adapters ---------------------------------------------------------------------------------
+
+TARGETS = ("q_proj", "v_proj", "o_proj")  # what random_adapter targets
+
+
+@pytest.fixture(scope="module")
+def engine(good):
+    return Engine.from_pretrained(good, config=EngineConfig(max_lora_rank=16))
+
+
+A0 = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+B1 = "base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight"
+
+
+def _set(key, index, value):
+    def edit(t):
+        t[key][index] = value
+    return edit
+
+
+BAD_ADAPTERS = {  # name -> (adapter_config.json fields, tensor edit or None, the message)
+    "nan": ({}, _set(A0, (1, 2), float("nan")), f"tensor '{A0}' holds NaN or infinite values"),
+    "inf": ({}, _set(B1, (0, 0), float("inf")), f"tensor '{B1}' holds NaN or infinite values"),
+    "absurd_r": ({"r": 100000}, None, r"gives self_attn\.\w+ rank 100000 .* has rank 4: config and weights disagree"),
+    "rank_pattern": ({"rank_pattern": {"v_proj": 2}}, None, "gives self_attn.v_proj rank 2 .* has rank 4"),
+    "r_string": ({"r": "4"}, None, 'field r is "4"; expected a positive integer'),
+    "alpha_string": ({"lora_alpha": "8"}, None, 'field lora_alpha is "8"; expected a finite number'),
+    "alpha_overflow": ({"lora_alpha": 1e300}, None, "lora_alpha 1e\\+300 overflows"),
+    "banana": ({"target_modules": ["banana_proj"]}, None,
+               "target_modules lists 'banana_proj', which is no LoRA target of this qwen3_moe model"),
+    "dense_mlp_on_moe": ({"target_modules": [*TARGETS, "down_proj"]}, None,
+                         "lists 'down_proj', which is no LoRA target of this qwen3_moe model"),
+    "no_k_tensors": ({"target_modules": [*TARGETS, "k_proj"]}, None,
+                     "lists 'k_proj', but the adapter holds no lora_A/lora_B tensors for it"),
+    "untargeted": ({"target_modules": ["q_proj", "o_proj"]}, None,
+                   "holds weights for 'model.layers.0.self_attn.v_proj' and 1 more, which its target_modules"),
+    "regex_untargeted": ({"target_modules": r".*\.(q|o)_proj"}, None, "which its target_modules"),
+    "bad_regex": ({"target_modules": "(q_proj"}, None, "is not a regular expression"),
+    "bad_rank_pattern": ({"rank_pattern": {"(": 2}}, None, 'field rank_pattern is {"\\(": 2}'),
+    "targets_not_names": ({"target_modules": [1, 2]}, None, "field target_modules is \\[1, 2\\]"),
+    "missing_b": ({}, lambda t: t.pop(B1), "self_attn.v_proj in layer 1 has lora_A only, no lora_B"),
+    "one_d": ({}, lambda t: t.update({A0: torch.zeros(64)}), "rank/shape mismatch"),
+    "ranks_differ": ({}, lambda t: t.update({B1: torch.zeros(32, 3)}), "rank/shape mismatch"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ADAPTERS)
+def test_misfitting_adapters_are_refused(engine, tmp_path, case):
+    config, edit, message = BAD_ADAPTERS[case]
+    folder = random_adapter(tmp_path / case, engine.config, std=0.1, config=config)
+    if edit:
+        _edit_tensors(folder / "adapter_model.safetensors", edit)
+    with pytest.raises(CheckpointError, match=message):
+        engine.add_adapter(case, folder)
+    assert case not in engine.adapters()
+
+
+def test_an_adapter_above_max_lora_rank_is_refused_before_its_tensors_are_read(engine, tmp_path, monkeypatch):
+    folder = random_adapter(tmp_path / "wide", engine.config, r=32)
+    real = lora_mod.safe_open
+
+    class HeadersOnly:
+        def __init__(self, *args, **kwargs):
+            self.file = real(*args, **kwargs)
+            self.keys, self.get_slice = self.file.keys, self.file.get_slice
+
+        def get_tensor(self, key):
+            raise AssertionError(f"{key} was read before the adapter's rank was checked")
+
+    monkeypatch.setattr(lora_mod, "safe_open", HeadersOnly)
+    with pytest.raises(CheckpointError, match=r"rank 32, above EngineConfig\.max_lora_rank \(16\)"):
+        engine.add_adapter("wide", folder)
+
+
+def test_a_fitting_adapter_with_rank_pattern_and_regex_targets_is_accepted(engine, tmp_path):
+    # the checks above must not refuse what PEFT writes: per-module ranks (here every module's: r alone would
+    # not fit), keys and targets as regular expressions
+    folder = random_adapter(tmp_path / "fits", engine.config, config={
+        "r": 8, "rank_pattern": {"q_proj": 4, r"layers\.\d+\.self_attn\.(v|o)_proj": 4},
+        "target_modules": r"model\.layers\.\d+\.self_attn\.(q|v|o)_proj"})
+    engine.add_adapter("fits", folder)
+    assert "fits" in engine.adapters()
