@@ -8,13 +8,19 @@ the model code never branches on `model_type`.
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from swarm.runtime.errors import ConfigError
 
 ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
+# Far past any released model (at most 126 layers, 512 experts), and low enough that a typo is refused
+# before the per-layer and per-expert tables it sizes are built.
+MAX_LAYERS = 4096
+MAX_EXPERTS = 16384
 
 
 @dataclass(frozen=True)
@@ -86,9 +92,12 @@ class ModelConfig:
     eos_token_ids: tuple[int, ...] = ()
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim"):
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+                     "max_position_embeddings"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.rms_norm_eps <= 0:
+            raise ConfigError(f"rms_norm_eps must be positive, got {self.rms_norm_eps}")
         if self.num_heads % self.num_kv_heads:
             raise ConfigError(
                 f"num_attention_heads ({self.num_heads}) must be a multiple of "
@@ -106,7 +115,10 @@ class ModelConfig:
             if self.num_experts <= 0 or not 0 < self.top_k <= self.num_experts:
                 raise ConfigError(f"top_k ({self.top_k}) must be in 1..num_experts ({self.num_experts})")
             if self.moe_intermediate_size <= 0:
-                raise ConfigError("moe_intermediate_size must be positive for MoE layers")
+                raise ConfigError(f"moe_intermediate_size must be positive for MoE layers, "
+                                  f"got {self.moe_intermediate_size}")
+        if not all(self.moe_layers) and self.intermediate_size <= 0:
+            raise ConfigError(f"intermediate_size must be positive for dense layers, got {self.intermediate_size}")
 
     @property
     def is_moe(self) -> bool:
@@ -136,7 +148,10 @@ class ModelConfig:
 
     @classmethod
     def from_hf(cls, cfg: dict[str, Any]) -> ModelConfig:
-        """Build from a Hugging Face `config.json` dict; raises ConfigError for unsupported families."""
+        """Build from a Hugging Face `config.json` dict; raises ConfigError for unsupported families and for
+        any field whose value has the wrong type or range (the message names the field, the value and what
+        it must be)."""
+        check_fields(cfg)
         model_type = cfg.get("model_type")
         parse = FAMILIES.get(model_type)
         if parse is None:
@@ -147,6 +162,133 @@ class ModelConfig:
             return cls(**_common(cfg), **parse(cfg))
         except KeyError as e:
             raise ConfigError(f"config.json for {model_type!r} is missing the field {e.args[0]!r}") from None
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What a config field must hold: `what` reads as the end of "expected ..."."""
+
+    what: str
+    ok: Callable[[Any], bool]
+    null: bool = False  # null stands for "not given" (the reader falls back to a default)
+
+
+def _integer(lo: int, hi: int | None = None, null: bool = False) -> Expect:
+    what = "a positive integer" if lo == 1 else f"an integer >= {lo}"
+    if hi is not None:
+        what = f"an integer from {lo} to {hi}"
+    # bool is an int subclass in Python; JSON true is not a size
+    return Expect(what, lambda v: type(v) is int and v >= lo and (hi is None or v <= hi), null)
+
+
+def _number(positive: bool = False, null: bool = False) -> Expect:
+    def ok(v):
+        finite = type(v) is int or (type(v) is float and math.isfinite(v))
+        return finite and (v > 0 or not positive)
+    return Expect("a positive number" if positive else "a finite number", ok, null)
+
+
+def _list_of(item: Expect, what: str) -> Expect:
+    return Expect(what, lambda v: isinstance(v, list) and all(item.ok(x) for x in v), null=True)
+
+
+_TEXT = Expect("a string", lambda v: isinstance(v, str))
+_FLAG = Expect("true or false", lambda v: type(v) is bool)
+_OBJECT = Expect("an object", lambda v: isinstance(v, dict), null=True)
+_TOKEN = _integer(0, null=True)
+_TOKENS = Expect("a token id (an integer >= 0) or a list of them",
+                 lambda v: _TOKEN.ok(v) or _list_of(_TOKEN, "").ok(v), null=True)
+_LAYER_TYPE = Expect("", lambda v: v in ("full_attention", "sliding_attention"))
+
+# Every field of config.json the reader takes, whichever family reads it.
+FIELDS: dict[str, Expect] = {
+    "model_type": _TEXT,
+    "vocab_size": _integer(1),
+    "hidden_size": _integer(1),
+    "num_hidden_layers": _integer(1, MAX_LAYERS),
+    "num_attention_heads": _integer(1),
+    "num_key_value_heads": _integer(1, null=True),
+    "head_dim": _integer(1, null=True),
+    "intermediate_size": _integer(0, null=True),
+    "max_position_embeddings": _integer(1),
+    "rms_norm_eps": _number(positive=True),
+    "rope_theta": _number(positive=True),
+    "rope_parameters": _OBJECT,
+    "rope_scaling": _OBJECT,
+    "partial_rotary_factor": _number(),
+    "original_max_position_embeddings": _integer(1, null=True),
+    "tie_word_embeddings": _FLAG,
+    "hidden_act": _TEXT,
+    "bos_token_id": _TOKEN,
+    "eos_token_id": _TOKENS,
+    "attention_bias": _FLAG,
+    "mlp_bias": _FLAG,
+    "qkv_bias": _FLAG,
+    "sliding_window": _integer(0, null=True),  # transformers writes 0 for "no window"
+    "use_sliding_window": _FLAG,
+    "max_window_layers": _integer(0),
+    "layer_types": _list_of(_LAYER_TYPE, 'a list of "full_attention" or "sliding_attention", one per layer'),
+    "decoder_sparse_step": _integer(1),
+    "mlp_only_layers": _list_of(_integer(0), "a list of layer indices (integers >= 0)"),
+    "num_experts": _integer(0, MAX_EXPERTS, null=True),
+    "num_local_experts": _integer(0, MAX_EXPERTS, null=True),
+    "num_experts_per_tok": _integer(1),
+    "moe_intermediate_size": _integer(0),
+    "norm_topk_prob": _FLAG,
+    "shared_expert_intermediate_size": _integer(0),
+    "clip_qkv": _number(positive=True, null=True),
+    "attention_multiplier": _number(positive=True, null=True),
+    "embedding_multiplier": _number(),
+    "residual_multiplier": _number(),
+    "logits_scaling": _number(positive=True),
+}
+
+# The same inside `rope_scaling` / `rope_parameters` (where null means "not given" throughout).
+ROPE_FIELDS: dict[str, Expect] = {
+    "rope_type": _TEXT,
+    "type": _TEXT,
+    "rope_theta": _number(positive=True),
+    "factor": _number(positive=True, null=True),
+    "partial_rotary_factor": _number(null=True),
+    "original_max_position_embeddings": _integer(1, null=True),
+    **{k: _number(null=True) for k in ("low_freq_factor", "high_freq_factor", "beta_fast", "beta_slow",
+                                       "attention_factor", "mscale", "mscale_all_dim")},
+    "truncate": Expect(_FLAG.what, _FLAG.ok, null=True),
+}
+
+_JSON_TYPES = {str: "a string", bool: "a boolean", int: "an integer", float: "a number", list: "a list",
+               dict: "an object", type(None): "null"}
+
+
+def check_fields(cfg: Any) -> None:
+    """Raise ConfigError for the first field of a config.json dict that holds the wrong type or range."""
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"a model config must be a JSON object of fields, not {_JSON_TYPES.get(type(cfg), 'that')}")
+    _check(cfg, FIELDS, "")
+    for key in ("rope_parameters", "rope_scaling"):
+        if isinstance(cfg.get(key), dict):
+            _check(cfg[key], ROPE_FIELDS, key + ".")
+    if cfg.get("head_dim") is None and _is_size(cfg.get("hidden_size")) and _is_size(cfg.get("num_attention_heads")):
+        hidden, heads = cfg["hidden_size"], cfg["num_attention_heads"]
+        if hidden % heads:
+            raise ConfigError(f"hidden_size ({hidden}) is not a multiple of num_attention_heads ({heads}), and no "
+                              "head_dim is given: fix one of them or set head_dim")
+
+
+def _is_size(v: Any) -> bool:
+    return type(v) is int and v > 0
+
+
+def _check(cfg: dict[str, Any], fields: dict[str, Expect], prefix: str) -> None:
+    for key, expect in fields.items():
+        if key not in cfg or (cfg[key] is None and expect.null) or expect.ok(cfg[key]):
+            continue
+        value = cfg[key]
+        shown = json.dumps(value)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        if value is not None:
+            shown += f" ({_JSON_TYPES.get(type(value), type(value).__name__)})"
+        raise ConfigError(f"field {prefix}{key} is {shown}; expected {expect.what}")
 
 
 def _rope(cfg: dict[str, Any]) -> RopeConfig:
@@ -213,12 +355,15 @@ def _full(cfg) -> tuple[None, ...]:
 def _qwen_windows(cfg) -> tuple[int | None, ...]:
     # Qwen families slide only when asked to, and then only from `max_window_layers` on.
     n = cfg["num_hidden_layers"]
-    window = cfg.get("sliding_window")
+    window = cfg.get("sliding_window") or None
     types = cfg.get("layer_types")
     if types is None:
         use = cfg.get("use_sliding_window", False) and window
         start = cfg.get("max_window_layers", n)
         types = ["sliding_attention" if use and i >= start else "full_attention" for i in range(n)]
+    elif len(types) != n:
+        raise ConfigError(f"field layer_types has {len(types)} entries; expected one per layer "
+                          f"(num_hidden_layers is {n})")
     return tuple(window if t == "sliding_attention" else None for t in types)
 
 
@@ -253,7 +398,7 @@ def _mixtral(cfg):
     n = cfg["num_hidden_layers"]
     return dict(num_experts=cfg["num_local_experts"], top_k=cfg["num_experts_per_tok"],
                 moe_intermediate_size=cfg["intermediate_size"], norm_topk_prob=True,
-                moe_layers=(True,) * n, sliding_windows=(cfg.get("sliding_window"),) * n)
+                moe_layers=(True,) * n, sliding_windows=(cfg.get("sliding_window") or None,) * n)
 
 
 def _qwen2_moe(cfg):

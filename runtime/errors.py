@@ -5,12 +5,13 @@ class SwarmError(Exception):
     """Base class of every error swarm raises on purpose."""
 
 
-class ConfigError(SwarmError, ValueError):
-    """A model config is missing a field, names an unsupported family, or holds an invalid value."""
-
-
 class CheckpointError(SwarmError):
     """A checkpoint folder or file is missing, corrupt, or does not match the config."""
+
+
+class ConfigError(CheckpointError, ValueError):
+    """A model config is missing a field, names an unsupported family, or holds an invalid value (a bad
+    config.json is a bad checkpoint, so this is a CheckpointError too)."""
 
 
 class PromptTooLongError(SwarmError, ValueError):

@@ -3,13 +3,17 @@
 Reads `config.json`, then `model.safetensors` or the shards named by
 `model.safetensors.index.json`. Every model parameter is assembled from the
 checkpoint tensors it is made of (q/k/v fused into one projection, per-expert
-weights stacked), each checked for presence and shape, and converted to the
-compute dtype only here, at load.
+weights stacked). Every tensor is checked for presence and shape (from the
+file headers, before the model's memory is allocated) and for NaN or inf
+values, and converted to the compute dtype only here, at load. Tensors inside
+a decoder layer that the config has no place for are refused too: the model
+they belong to is not the one config.json describes.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 import warnings
@@ -45,10 +49,16 @@ def read_json(path: Path, error: type[Exception] = CheckpointError) -> dict:
 
 
 def read_config(folder: Path) -> ModelConfig:
+    """The folder's config.json as a ModelConfig; a ConfigError names the file, the field and the value."""
     path = folder / "config.json"
     if not path.is_file():
         raise CheckpointError(f"no config.json in {folder}")
-    return ModelConfig.from_hf(read_json(path, ConfigError))
+    try:
+        return ModelConfig.from_hf(read_json(path, ConfigError))
+    except ConfigError as e:
+        if str(path) in str(e):
+            raise
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def checkpoint_files(folder: Path) -> list[Path]:
@@ -170,25 +180,75 @@ class _Reader:
                 self.where[name] = f
         self.total = sum(f.stat().st_size for f in files)
         self.done, self.progress = 0, progress
-        self.used: set[str] = set()
 
-    def get(self, part: Part) -> torch.Tensor:
-        f = self.where.get(part.name)
-        if f is None:
-            raise CheckpointError(f"tensor {part.name!r} is missing from the checkpoint")
+    def check(self, parts: list[Part], folder: Path) -> list[str]:
+        """Every part present with its shape, from the file headers alone (before any memory is allocated
+        for the model); returns the checkpoint's tensors no part uses."""
+        missing = [p.name for p in parts if p.name not in self.where]
+        if missing:
+            raise CheckpointError(
+                f"{_few(missing)} {'is' if len(missing) == 1 else 'are'} missing from the checkpoint in {folder}: "
+                "config.json describes a model these weights are not (or the download is incomplete)"
+            )
+        for part in parts:
+            shape = tuple(self.handles[self.where[part.name]].get_slice(part.name).get_shape())
+            if shape != part.shape:
+                raise CheckpointError(
+                    f"tensor {part.name!r} has shape {shape}, expected {part.shape} from config.json"
+                )
+        used = {p.name for p in parts}
+        return sorted(name for name in self.where if name not in used)
+
+    def get(self, part: Part, dtype: torch.dtype) -> torch.Tensor:
+        """The tensor of `part` in `dtype`, refused if it holds (or the conversion makes) NaN or inf."""
+        f = self.where[part.name]
         try:
             t = self.handles[f].get_tensor(part.name)
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"cannot read tensor {part.name!r} from {f.name} (corrupt file?): {e}") from None
-        if tuple(t.shape) != part.shape:
-            raise CheckpointError(
-                f"tensor {part.name!r} has shape {tuple(t.shape)}, expected {part.shape} from config.json"
-            )
-        self.used.add(part.name)
+        out = t.to(dtype)
+        # NaN or inf weights make every output NaN, which decodes as silence: refuse them by name instead.
+        if out.is_floating_point() and not all_finite(out):
+            why = ("holds NaN or infinite values (a diverged training run or a corrupt file?)" if not all_finite(t)
+                   else f"holds values too large for {dtype} (load it in float32)")
+            raise CheckpointError(f"tensor {part.name!r} in {f.name} {why}")
         self.done += t.numel() * t.element_size()
         if self.progress:
             self.progress(min(self.done, self.total), self.total)
-        return t
+        return out
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    # NaN and inf propagate through a sum, so a finite sum proves every value finite at a tenth of the cost
+    # of isfinite().all() (measured on swarm-tiny); only a sum that overflowed needs the exact test.
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
+def _few(names: list[str], shown: int = 5) -> str:
+    """"tensor 'a'", or "12 tensors 'a', 'b', 'c', 'd', 'e' and 7 more"."""
+    head = ", ".join(repr(n) for n in names[:shown])
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"tensor {head}" if len(names) == 1 else f"{len(names)} tensors {head}{more}"
+
+
+# Tensors of a decoder layer that no parameter takes change what the layer computes (a bias, a norm, an
+# expert or a whole layer that config.json does not describe): loading without them is a different model.
+_LAYER_TENSOR = re.compile(r"^model\.layers\.\d+\.")
+_HARMLESS = ("rotary_emb.inv_freq",)  # a buffer older checkpoints saved; recomputed from the rope settings
+
+
+def _check_unused(unused: list[str], cfg: ModelConfig, folder: Path) -> None:
+    matter = [n for n in unused if _LAYER_TENSOR.match(n) and not n.endswith(_HARMLESS)]
+    if matter:
+        raise CheckpointError(
+            f"the checkpoint in {folder} holds {_few(matter)}, which the {cfg.model_type} model that config.json "
+            "describes has no place for: config.json and the weights disagree (layer or expert count, biases?)"
+        )
+    if unused:
+        warnings.warn(
+            f"{len(unused)} checkpoint tensors were not used by the {cfg.model_type} model, e.g. {unused[:5]}",
+            stacklevel=3,
+        )
 
 
 def _stderr_progress(start: float) -> Progress:
@@ -210,6 +270,8 @@ def load_model(folder: str | Path, dtype: torch.dtype = torch.float32, progress:
     if progress is None and sum(f.stat().st_size for f in files) >= PROGRESS_MIN_BYTES:
         progress = _stderr_progress(time.monotonic())
     reader = _Reader(files, progress)
+    parts = parameter_parts(cfg)
+    _check_unused(reader.check([p for ps in parts.values() for p in ps], folder), cfg, folder)
     with torch.device("meta"):
         model = Model(cfg)
     model = model.to_empty(device="cpu").to(dtype)
@@ -217,9 +279,9 @@ def load_model(folder: str | Path, dtype: torch.dtype = torch.float32, progress:
         model.lm_head.weight = model.embed.weight
     params = dict(model.named_parameters(remove_duplicate=False))
     with torch.no_grad():
-        for name, parts in parameter_parts(cfg).items():
+        for name, plist in parts.items():
             target = params[name]
-            tensors = [reader.get(p).to(dtype) for p in parts]
+            tensors = [reader.get(p, dtype) for p in plist]
             if name.endswith(("mlp.gate_up", "mlp.down")) and len(tensors) > 1:  # per-expert tensors
                 E = target.shape[0]
                 per = len(tensors) // E
@@ -227,10 +289,4 @@ def load_model(folder: str | Path, dtype: torch.dtype = torch.float32, progress:
             else:
                 value = torch.cat(tensors) if len(tensors) > 1 else tensors[0]
             target.copy_(value)
-    unused = sorted(set(reader.where) - reader.used)
-    if unused:
-        warnings.warn(
-            f"{len(unused)} checkpoint tensors were not used by the {cfg.model_type} model, e.g. {unused[:5]}",
-            stacklevel=2,
-        )
     return model.eval()

@@ -2,7 +2,8 @@
 
 `read_peft_adapter` loads a PEFT folder (`adapter_config.json`,
 `adapter_model.safetensors`) and checks it against the model: every tensor
-maps to a projection the model has, with the shapes it needs.
+maps to a projection the model has, with the shapes it needs, of the rank the
+config gives, as `target_modules` says, and holds no NaN or inf.
 `LoRAManager` keeps up to `max_adapters` adapters resident in slots, wraps
 the targeted projections with `LoRALinear` (base output plus the batched
 low-rank update of each token's slot), and loads adapters into slots on
@@ -16,6 +17,7 @@ Legend: T tokens, Din/Dout features, S slots, R padded rank per slice.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import OrderedDict
@@ -25,14 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from swarm.kernels import registry
 from swarm.runtime.config import ModelConfig
 from swarm.runtime.errors import CheckpointError
-from swarm.runtime.loader import read_json
+from swarm.runtime.loader import all_finite, read_json
 
 # HF projection name -> (our module under layers.{i}, slice index within it)
 _ATTN = {"q_proj": ("attn.qkv", 0), "k_proj": ("attn.qkv", 1), "v_proj": ("attn.qkv", 2), "o_proj": ("attn.o_proj", 0)}
@@ -86,7 +87,12 @@ class Adapter:
     weights: dict[tuple[int, str], dict[int, tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
 
 
-def read_peft_adapter(name: str, folder: str | Path, cfg: ModelConfig) -> Adapter:
+def read_peft_adapter(name: str, folder: str | Path, cfg: ModelConfig, max_rank: int | None = None) -> Adapter:
+    """Parse a PEFT LoRA folder and check that it fits the model of `cfg`, from the file headers before any
+    tensor is read: every tensor a lora_A/lora_B pair of a projection the model has, with the model's
+    shapes, of the rank adapter_config.json gives (`r`, `rank_pattern`) and at most `max_rank`;
+    `target_modules` and the tensors naming the same projections; then no NaN or inf in the weights.
+    Anything else raises CheckpointError naming the adapter and the problem."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"adapter folder {folder} does not exist")
@@ -95,7 +101,43 @@ def read_peft_adapter(name: str, folder: str | Path, cfg: ModelConfig) -> Adapte
         raise CheckpointError(f"no adapter_config.json in {folder}")
     if not weights_path.is_file():
         raise CheckpointError(f"no adapter_model.safetensors in {folder} (only safetensors adapters are supported)")
-    acfg = read_json(cfg_path)
+    acfg = _adapter_config(name, cfg_path)
+    try:
+        handle = safe_open(str(weights_path), framework="pt", device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {weights_path} (corrupt?): {e}") from None
+    pairs = _pairs(name, handle, cfg)
+    ranks = {where: _check_pair(name, handle, cfg, acfg, where, keys, max_rank) for where, keys in pairs.items()}
+    _check_targets(name, acfg.get("target_modules"), [f"model.layers.{layer}.{path}" for layer, path in pairs], cfg)
+
+    alpha, rslora = float(acfg.get("lora_alpha", acfg.get("r", 8))), bool(acfg.get("use_rslora", False))
+    adapter = Adapter(name, rank=max(ranks.values(), default=0))
+    for (layer, path), keys in sorted(pairs.items()):
+        module, idx = _target(cfg, layer, path)
+        r = ranks[(layer, path)]
+        a_alpha = float(_pattern(acfg.get("alpha_pattern"), layer, path, alpha))
+        scale = a_alpha / math.sqrt(r) if rslora else a_alpha / r
+        try:
+            a, b = handle.get_tensor(keys["A"]).float(), handle.get_tensor(keys["B"]).float()
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"cannot read {weights_path} (corrupt?): {e}") from None
+        for key, t in ((keys["A"], a), (keys["B"], b)):
+            if not all_finite(t):  # NaN weights turn every output of the adapter into NaN, i.e. silence
+                raise CheckpointError(f"adapter {name!r}: tensor {key!r} holds NaN or infinite values")
+        b = b * scale
+        if not all_finite(b):
+            raise CheckpointError(f"adapter {name!r}: lora_alpha {a_alpha:g} overflows {path}'s lora_B in layer "
+                                  f"{layer}: the scale lora_alpha / r is too large")
+        adapter.weights.setdefault((layer, module), {})[idx] = (a, b)
+    if not adapter.weights:
+        raise CheckpointError(f"adapter {name!r} holds no LoRA weights")
+    return adapter
+
+
+def _adapter_config(name: str, path: Path) -> dict:
+    acfg = read_json(path)
+    if not isinstance(acfg, dict):
+        raise CheckpointError(f"{path} must hold a JSON object")
     if acfg.get("peft_type", "LORA") != "LORA":
         raise CheckpointError(f"adapter {name!r} is a {acfg.get('peft_type')} adapter; only LORA is supported")
     for key, bad in (("use_dora", True), ("fan_in_fan_out", True)):
@@ -103,15 +145,49 @@ def read_peft_adapter(name: str, folder: str | Path, cfg: ModelConfig) -> Adapte
             raise CheckpointError(f"adapter {name!r} sets {key}; not supported")
     if acfg.get("bias", "none") != "none" or acfg.get("modules_to_save"):
         raise CheckpointError(f"adapter {name!r} trains biases or whole modules; only LoRA matrices are supported")
-    try:
-        tensors = load_file(str(weights_path))
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"cannot read {weights_path} (corrupt?): {e}") from None
-    alpha, rslora = float(acfg.get("lora_alpha", acfg.get("r", 8))), bool(acfg.get("use_rslora", False))
-    alpha_pattern = acfg.get("alpha_pattern") or {}
+    for key, (ok, what) in _ADAPTER_FIELDS.items():
+        if acfg.get(key) is not None and not ok(acfg[key]):
+            raise CheckpointError(f"adapter {name!r}: {path.name} field {key} is {json.dumps(acfg[key])[:60]}; "
+                                  f"expected {what}")
+    return acfg
 
-    pairs: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
-    for key, t in tensors.items():
+
+def _compiles(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
+
+
+def _is_rank(v) -> bool:
+    return type(v) is int and v > 0
+
+
+def _is_number(v) -> bool:
+    return type(v) is int or (type(v) is float and math.isfinite(v))
+
+
+def _is_pattern(value_ok):
+    return lambda v: isinstance(v, dict) and all(_compiles(k) and value_ok(x) for k, x in v.items())
+
+
+# The adapter_config.json fields the reader takes, when given: (check, what the field must be)
+_ADAPTER_FIELDS = {
+    "r": (_is_rank, "a positive integer"),
+    "lora_alpha": (_is_number, "a finite number"),
+    "use_rslora": (lambda v: type(v) is bool, "true or false"),
+    "target_modules": (lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(t, str) for t in v)),
+                       "a list of module names or one regular expression"),
+    "rank_pattern": (_is_pattern(_is_rank), "an object of module names (or regular expressions) to positive integers"),
+    "alpha_pattern": (_is_pattern(_is_number), "an object of module names (or regular expressions) to numbers"),
+}
+
+
+def _pairs(name: str, handle, cfg: ModelConfig) -> dict[tuple[int, str], dict[str, str]]:
+    """(layer, PEFT module path) -> {"A": tensor name, "B": tensor name}, every pair complete."""
+    pairs: dict[tuple[int, str], dict[str, str]] = {}
+    for key in handle.keys():
         m = _KEY.match(key)
         if m is None:
             raise CheckpointError(f"adapter {name!r}: unexpected tensor {key!r} (not a LoRA A/B matrix of a layer)")
@@ -121,29 +197,78 @@ def read_peft_adapter(name: str, folder: str | Path, cfg: ModelConfig) -> Adapte
                 f"adapter {name!r} targets layer {layer}, but the model has {cfg.num_layers} layers "
                 "(an adapter for another base model?)"
             )
-        pairs.setdefault((layer, path), {})[ab] = t
-    adapter = Adapter(name, rank=0)
+        pairs.setdefault((layer, path), {})[ab] = key
     for (layer, path), ab in sorted(pairs.items()):
         if set(ab) != {"A", "B"}:
-            raise CheckpointError(f"adapter {name!r}: {path} in layer {layer} has lora_{list(ab)[0]} only")
-        module, idx = _target(cfg, layer, path)
-        lo, hi = _slices(cfg, module, layer)[idx]
-        a, b = ab["A"].float(), ab["B"].float()
-        r = a.shape[0]
-        want_a, want_b = (r, _in_features(cfg, module)), (hi - lo, r)
-        if tuple(a.shape) != want_a or tuple(b.shape) != want_b:
-            raise CheckpointError(
-                f"adapter {name!r}: layer {layer} {path} has lora_A {tuple(a.shape)} and lora_B {tuple(b.shape)}, "
-                f"the model needs {want_a} and {want_b} (rank/shape mismatch or another base model)"
-            )
-        short = path.rpartition(".")[2]
-        a_alpha = float(next((v for k, v in alpha_pattern.items() if k == short or path.endswith(k)), alpha))
-        scale = a_alpha / math.sqrt(r) if rslora else a_alpha / r
-        adapter.weights.setdefault((layer, module), {})[idx] = (a, b * scale)
-        adapter.rank = max(adapter.rank, r)
-    if not adapter.weights:
-        raise CheckpointError(f"adapter {name!r} holds no LoRA weights")
-    return adapter
+            have, lack = next(iter(ab)), ({"A", "B"} - set(ab)).pop()
+            raise CheckpointError(f"adapter {name!r}: {path} in layer {layer} has lora_{have} only, "
+                                  f"no lora_{lack} (an incomplete adapter)")
+    return pairs
+
+
+def _check_pair(name: str, handle, cfg: ModelConfig, acfg: dict, where: tuple[int, str], keys: dict[str, str],
+                max_rank: int | None) -> int:
+    """The rank of one A/B pair, from the file header, once its shapes fit the model and the config."""
+    layer, path = where
+    module, idx = _target(cfg, layer, path)
+    lo, hi = _slices(cfg, module, layer)[idx]
+    a, b = (tuple(handle.get_slice(keys[k]).get_shape()) for k in ("A", "B"))
+    r = a[0] if len(a) == 2 else 0
+    want_a, want_b = (r, _in_features(cfg, module)), (hi - lo, r)
+    if a != want_a or b != want_b or r == 0:
+        raise CheckpointError(
+            f"adapter {name!r}: layer {layer} {path} has lora_A {a} and lora_B {b}, "
+            f"the model needs {want_a} and {want_b} (rank/shape mismatch or another base model)"
+        )
+    said = _pattern(acfg.get("rank_pattern"), layer, path, acfg.get("r"))
+    if said is not None and r != said:
+        raise CheckpointError(f"adapter {name!r}: adapter_config.json gives {path} rank {said} (r or rank_pattern), "
+                              f"but its lora_A in layer {layer} has rank {r}: config and weights disagree")
+    if max_rank is not None and r > max_rank:
+        raise CheckpointError(f"adapter {name!r} has rank {r}, above EngineConfig.max_lora_rank ({max_rank})")
+    return r
+
+
+def _pattern(pattern: dict | None, layer: int, path: str, default):
+    """PEFT's per-module override (`rank_pattern`, `alpha_pattern`) for a module, else `default`: a key is a
+    module name or a regular expression, matched at the end of the full name after a dot, as PEFT does."""
+    module = f"model.layers.{layer}.{path}"
+    return next((v for k, v in (pattern or {}).items() if re.match(rf"(.*\.)?({k})$", module)), default)
+
+
+def _check_targets(name: str, targets: str | list[str] | None, modules: list[str], cfg: ModelConfig) -> None:
+    """adapter_config.json's `target_modules` and the tensors name the same projections (PEFT's matching: a
+    list entry is a module name or a dotted suffix of one, a string a regular expression over whole names)."""
+    if targets is None or targets == "all-linear":
+        return
+    if isinstance(targets, str):
+        try:
+            pattern = re.compile(targets)
+        except re.error as e:
+            raise CheckpointError(f"adapter {name!r}: target_modules {targets!r} is not a regular expression "
+                                  f"({e})") from None
+        covered = [m for m in modules if pattern.fullmatch(m)]
+    else:
+        covered = [m for m in modules if any(m == t or m.endswith("." + t) for t in targets)]
+        for t in targets:
+            if any(m == t or m.endswith("." + t) for m in modules):
+                continue
+            supported = _supported_targets(cfg)
+            if t.rpartition(".")[2] in supported:
+                raise CheckpointError(f"adapter {name!r}: target_modules lists {t!r}, but the adapter holds no "
+                                      "lora_A/lora_B tensors for it (an incomplete adapter)")
+            raise CheckpointError(f"adapter {name!r}: target_modules lists {t!r}, which is no LoRA target of this "
+                                  f"{cfg.model_type} model (its targets: {', '.join(supported)})")
+    stray = [m for m in modules if m not in covered]
+    if stray:
+        more = f" and {len(stray) - 1} more" if len(stray) > 1 else ""
+        raise CheckpointError(f"adapter {name!r} holds weights for {stray[0]!r}{more}, which its target_modules "
+                              f"({targets!r}) does not name: adapter_config.json and the weights disagree")
+
+
+def _supported_targets(cfg: ModelConfig) -> list[str]:
+    dense = not all(cfg.moe_layers) or cfg.shared_expert_intermediate_size
+    return list(_ATTN) + (list(_MLP) if dense else [])
 
 
 @torch.no_grad()
@@ -279,11 +404,7 @@ class LoRAManager:
     def add(self, name: str, folder: str | Path) -> None:
         if name in self.known:
             raise ValueError(f"adapter {name!r} is already loaded; remove_adapter it first")
-        adapter = read_peft_adapter(name, folder, self.cfg)
-        if adapter.rank > self.max_rank:
-            raise CheckpointError(
-                f"adapter {name!r} has rank {adapter.rank}, above EngineConfig.max_lora_rank ({self.max_rank})"
-            )
+        adapter = read_peft_adapter(name, folder, self.cfg, self.max_rank)
         for key in adapter.weights:
             self._wrap(*key)
         self.known[name] = adapter

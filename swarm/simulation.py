@@ -546,8 +546,15 @@ class Simulation:
     def load(cls, path: str | Path, model: Any = None, bus: str | None = None,
              engine_config: Any = None) -> Simulation:
         """A simulation from a checkpoint: the scenario is rebuilt (its handlers, hooks, metrics), then
-        every piece of state is restored; recording continues in the same log."""
+        every piece of state is restored; recording continues in the same log.
+
+        Rebuilding the scenario runs its code: a bundled scenario by name, or the Python file whose path the
+        checkpoint holds, whoever wrote that file. Load a checkpoint from someone else only if it names a
+        bundled scenario or a file you trust. Which one it runs is logged (INFO, logger swarm.simulation)
+        before it runs. A damaged or truncated checkpoint raises ValueError naming the problem."""
         state = _read_checkpoint(path)
+        if state["scenario"] is not None:
+            log.info("checkpoint %s: rebuilding its scenario runs %s", path, _scenario_code(state["scenario"]["spec"]))
         model = model if model is not None else state["model"]
         if model is None:
             raise ValueError(f"checkpoint {path} does not name a model folder; pass model=")
@@ -663,7 +670,49 @@ def _read_checkpoint(path: str | Path) -> dict:
     try:
         state = msgspec.msgpack.decode(path.read_bytes())
     except msgspec.DecodeError as e:
-        raise ValueError(f"{path} is not a swarm checkpoint ({e})") from None
+        raise ValueError(f"{path} is not a swarm checkpoint ({e}; truncated, or not written by sim.save?)") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a swarm checkpoint (format {CHECKPOINT_FORMAT})")
+    try:
+        msgspec.convert(state, _CheckpointFields)
+    except msgspec.ValidationError as e:  # e.g. "Object missing required field `world`", "... - at `$.seed`"
+        raise ValueError(f"{path} is a damaged swarm checkpoint: {e}") from None
     return state
+
+
+class _ScenarioFields(msgspec.Struct):
+    spec: str
+    options: dict[str, Any]
+
+
+class _RecordFields(msgspec.Struct):
+    path: str
+    offset: int
+
+
+class _CheckpointFields(msgspec.Struct):
+    """The top level of a checkpoint as `load` and `restore` read it, checked before either touches it (so a
+    damaged file is a ValueError naming the field, not a KeyError halfway through). Fields it does not list
+    pass: a newer writer may add some."""
+
+    name: str
+    seed: int
+    model: str | None
+    bus: str | None
+    scenario: _ScenarioFields | None
+    action_types: list[str]
+    world: dict[str, Any]
+    agents: list[dict[str, Any]]
+    state: dict[str, Any]
+    rng: tuple[int, list[int], float | None]
+    counters: dict[str, int | float]
+    pending: list[dict[str, Any]]
+    record: _RecordFields | None
+
+
+def _scenario_code(spec: str) -> str:
+    """What rebuilding scenario `spec` runs, for the log: a file's path, or the bundled module."""
+    # the test swarm.scenario.load_module makes to tell a file from a bundled name
+    if spec.endswith(".py") or Path(spec).suffix or "/" in spec:
+        return f"the scenario file {Path(spec).resolve()}"
+    return f"the bundled scenario swarm.scenarios.{spec}"

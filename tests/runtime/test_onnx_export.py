@@ -6,7 +6,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from swarm.cli import main
 from swarm.kernels.moe import expert_ffn
@@ -17,6 +16,7 @@ from swarm.runtime.onnx_decoder import DenseMoE, dense_experts
 from swarm.runtime.onnx_export import check_exportable, export_model, export_onnx, gather_external_data, input_names
 from swarm.runtime.quant import quantize_int8
 from swarm.runtime.random_model import tiny_config, write_random_model
+from tests.runtime.adapters import random_adapter
 
 TOL = 1e-4
 VOCAB = 320
@@ -151,28 +151,10 @@ def test_dense_experts_equal_the_grouped_ffn_and_are_put_back(tiny):
     assert (dense - expert_ffn(x, moe.gate_up, moe.down, weights, ids)).abs().max() <= 1e-5
 
 
-def _random_adapter(folder, cfg, seed=0, r=4):
-    """A PEFT LoRA folder on the attention projections, with random A and B."""
-    g = torch.Generator().manual_seed(seed)
-    shapes = {"q_proj": (cfg.q_size, cfg.hidden_size), "v_proj": (cfg.kv_size, cfg.hidden_size),
-              "o_proj": (cfg.hidden_size, cfg.q_size)}
-    tensors = {}
-    for i in range(cfg.num_layers):
-        for name, (n_out, n_in) in shapes.items():
-            key = f"base_model.model.model.layers.{i}.self_attn.{name}"
-            tensors[f"{key}.lora_A.weight"] = torch.randn(r, n_in, generator=g) * 0.2
-            tensors[f"{key}.lora_B.weight"] = torch.randn(n_out, r, generator=g) * 0.2
-    folder.mkdir()
-    save_file(tensors, str(folder / "adapter_model.safetensors"))
-    (folder / "adapter_config.json").write_text(json.dumps(
-        {"peft_type": "LORA", "r": r, "lora_alpha": 2 * r, "target_modules": list(shapes), "bias": "none"}))
-    return folder
-
-
 def test_a_merged_adapter_matches_the_engine_serving_it(tiny, tmp_path):
     engine, _ = tiny
     base = engine.source
-    adapter = _random_adapter(tmp_path / "crier", engine.config)
+    adapter = random_adapter(tmp_path / "crier", engine.config)
     with_adapter = Engine.from_pretrained(base)
     with_adapter.add_adapter("crier", adapter)
     export_onnx(base, tmp_path / "out", adapter=adapter)
@@ -193,7 +175,7 @@ def test_unsupported_models_fail_loudly(tmp_path):
     with pytest.raises(ValueError, match="Int8Linear, Int8MoE"):
         check_exportable(quantize_int8(load_model(plain)))
     engine = Engine.from_pretrained(plain)
-    engine.add_adapter("a", _random_adapter(tmp_path / "a", engine.config))
+    engine.add_adapter("a", random_adapter(tmp_path / "a", engine.config))
     with pytest.raises(ValueError, match="LoRALinear"):
         check_exportable(engine.model)
     with pytest.raises(ValueError, match="float32"):
