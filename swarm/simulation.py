@@ -564,7 +564,10 @@ class Simulation:
         if state["scenario"] is not None:
             sim.scenario = ScenarioRef(state["scenario"]["spec"], state["scenario"]["options"])
             run_build(sim, sim.scenario)
-        sim.restore(state)
+        try:
+            sim.restore(state)
+        except (KeyError, TypeError, IndexError, msgspec.ValidationError) as e:  # deeper than the top level
+            raise ValueError(f"{path} is a damaged swarm checkpoint: {type(e).__name__}: {e}") from None
         return sim
 
     def restore(self, state: dict | str | Path) -> None:

@@ -79,3 +79,14 @@ def test_loading_logs_the_scenario_file_it_runs_before_running_it(saved, tmp_pat
     with caplog.at_level(logging.INFO, logger="swarm.simulation"), pytest.raises(ScenarioError, match="stranger"):
         Simulation.load(path, model="scripted")
     assert f"runs the scenario file {stranger}" in caplog.text
+
+
+@pytest.mark.parametrize("change", [
+    lambda s: {**s, "agents": [{k: v for k, v in s["agents"][0].items() if k != "persona"}]},
+    lambda s: {**s, "world": {k: v for k, v in s["world"].items() if k != "tick"}},
+    lambda s: {**s, "rng": [3]},
+])
+def test_damage_deeper_than_the_top_level_is_a_value_error_too(tmp_path, saved, change):
+    _, state = saved
+    with pytest.raises(ValueError, match="damaged swarm checkpoint"):
+        Simulation.load(_write(tmp_path, change(state)), model="scripted")
