@@ -28,6 +28,7 @@ from swarm.agents import Agent, Observation, Persona
 from swarm.agents.actions import BASE_ACTIONS, Action, Wait, action_union
 from swarm.agents.memory import embed_pending
 from swarm.bus import topics
+from swarm.bus.ratelog import RateLimitedLog
 from swarm.bus.url import strip_password
 from swarm.events import Event, InboxMessage, Report
 from swarm.model import Answer, NoAction, Turn, TurnModel, open_model
@@ -85,6 +86,7 @@ class Simulation:
         self.bus_url = strip_password(bus)  # what a checkpoint keeps: a resumed run reads SWARM_MQTT_PASSWORD
         self.bus = busmod.open_bus(bus, client_id=f"{name}-sim", presence=topics.presence(name, f"{name}-sim"))
         self._inbox = None
+        self._inbox_log = RateLimitedLog(log, "dropped inbox messages")
         self._bus_loop: asyncio.AbstractEventLoop | None = None  # the loop the bus was connected on
         self._record_path = Path(record) if record is not None else None
         self.recorder: Recorder | None = None
@@ -266,12 +268,12 @@ class Simulation:
         for msg in self._inbox.drain() if self._inbox is not None else []:
             agent = topics.levels(msg.topic)[3]  # swarm/<sim>/agents/<agent>/inbox
             if agent not in self.agents:
-                log.warning("inbox message for unknown agent %r on %s dropped", agent, msg.topic)
+                self._inbox_log.warn("inbox message for unknown agent %r on %s dropped", agent[:100], msg.topic[:200])
                 continue
             m: InboxMessage = msg.payload
             if m.sender in self.agents:
-                log.warning("inbox message to %r claiming to come from agent %r dropped: outside clients cannot "
-                            "speak as an agent", agent, m.sender)
+                self._inbox_log.warn("inbox message to %r claiming to come from agent %r dropped: outside clients "
+                                     "cannot speak as an agent", agent, m.sender)
                 continue
             events.append(self.world.event("inbox", f"{m.sender} tells {agent}: {m.text}", actor=m.sender,
                                            target=agent, importance=m.importance,

@@ -7,7 +7,6 @@ import inspect
 import itertools
 import logging
 import secrets
-import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -15,7 +14,8 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from swarm.bus.codec import Codec
+from swarm.bus.codec import Codec, DecodeError
+from swarm.bus.ratelog import RateLimitedLog
 from swarm.bus.topics import escape, validate_pattern, validate_topic
 from swarm.bus.url import parse_bus_url
 
@@ -129,7 +129,7 @@ class Subscription:
             return  # an empty payload clears a retained message: nothing to decode, nothing to report
         try:
             payload = self._decode(data)
-        except msgspec.DecodeError as exc:  # ValidationError included
+        except DecodeError as exc:  # whatever the bytes: ValidationError, too deep, bad UTF-8, ...
             self.bus._drop(topic, f"payload does not decode as {_name(self.type)}: {exc}")
             return
         queue = self._queue
@@ -255,7 +255,7 @@ class Bus(ABC):
         self.max_queue = max_queue
         self.closed = False
         self._stats = {"published": 0, "received": 0, "dropped": 0}
-        self._drop_log = _RateLimitedLog()
+        self._drop_log = RateLimitedLog(log, "dropped messages")
         self._subscriptions: set[Subscription] = set()
         self._services: set[Service] = set()
         self._pending: dict[bytes, asyncio.Future[bytes]] = {}
@@ -303,6 +303,7 @@ class Bus(ABC):
                 future.set_exception(BusError("the bus was closed before the reply came"))
         if self._reply_inbox is not None:
             self._reply_inbox.cancel()
+        self._drop_log.flush()
 
     async def __aenter__(self) -> Bus:
         await self.connect()
@@ -368,7 +369,7 @@ class Bus(ABC):
             del self._pending[correlation]
         try:
             return self.codec.decode(reply, type)
-        except msgspec.DecodeError as exc:
+        except DecodeError as exc:
             raise BusError(f"the reply to the request on {topic} does not decode as {_name(type)}: {exc}") from exc
 
     async def serve(self, pattern: str, handler: Handler, *, type: Any = None, concurrency: int = 64) -> Service:
@@ -478,29 +479,6 @@ def open_bus(url: str | None = None, **options: Any) -> Bus:
 def url_options(url: str) -> dict[str, Any]:
     """The bus options a URL's query carries (`format`; `ca`, `cert`, `key` for TLS); others are an error."""
     return parse_bus_url(url).options
-
-
-class _RateLimitedLog:
-    """Warnings about dropped messages, at most `limit` a minute: a peer spamming bad payloads must not flood
-    the log (the rest go to DEBUG; `stats["dropped"]` counts them all)."""
-
-    def __init__(self, limit: int = 20, window: float = 60.0) -> None:
-        self.limit, self.window = limit, window
-        self._start = -window
-        self._count = self._quiet = 0
-
-    def warn(self, fmt: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self._start >= self.window:
-            if self._quiet:
-                log.warning("%d more dropped messages were logged at DEBUG level only", self._quiet)
-            self._start, self._count, self._quiet = now, 0, 0
-        self._count += 1
-        if self._count <= self.limit:
-            log.warning(fmt, *args)
-        else:
-            self._quiet += 1
-            log.debug(fmt, *args)
 
 
 def _name(type: Any) -> str:
