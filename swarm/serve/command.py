@@ -25,6 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also serve this PEFT LoRA adapter folder under NAME (repeatable)")
     p.add_argument("--grace", type=float, default=5.0,
                    help="seconds requests in flight get to finish when the server is stopped")
+    p.add_argument("--reply-prefix", metavar="PREFIX",
+                   help="publish replies only to reply topics under PREFIX, e.g. game/replies (default: any "
+                   "topic outside swarm/ and the $ topics, so a request cannot reach an agent's inbox)")
     p.add_argument("-v", "--verbose", action="store_true", help="log one line per request")
     add_engine_options(p)
     p.set_defaults(func=run)
@@ -33,8 +36,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from swarm.bus.url import broker_url
     from swarm.runtime import Engine
+    from swarm.serve.protocol import check_reply_prefix
 
     broker_url(args.bus, "swarm serve --bus")
+    check_reply_prefix(args.reply_prefix)
     adapters = [_adapter(spec) for spec in args.adapter]
     _check_device(args.device)
     logging.basicConfig(level=logging.INFO, format="swarm serve: %(message)s", stream=sys.stderr)
@@ -46,11 +51,12 @@ def run(args: argparse.Namespace) -> int:
         engine.add_adapter(name, path)
     print(f"swarm serve: loaded {args.model} in {time.perf_counter() - t0:.1f}s; {engine.memory_summary()}",
           file=sys.stderr)
-    asyncio.run(serve(engine, args.bus, args.name, args.model, args.grace))
+    asyncio.run(serve(engine, args.bus, args.name, args.model, args.grace, reply_prefix=args.reply_prefix))
     return 0
 
 
-async def serve(engine, url: str, name: str, model: str | None = None, grace: float = 5.0) -> None:
+async def serve(engine, url: str, name: str, model: str | None = None, grace: float = 5.0, *,
+                reply_prefix: str | None = None) -> None:
     """Serve `engine` on the broker at `url` until SIGINT or SIGTERM, then shut down cleanly."""
     from swarm.bus import open_bus
     from swarm.bus.base import url_options
@@ -65,7 +71,7 @@ async def serve(engine, url: str, name: str, model: str | None = None, grace: fl
     # The bus's own payloads (presence) go out as JSON unless the URL asks otherwise: any client reads them.
     bus = open_bus(url, format=url_options(url).get("format", "json"), presence=status_topic(name),
                    client_id=f"swarm-serve-{name}-{secrets.token_hex(3)}")
-    async with bus, Server(engine, bus, name, model) as server:
+    async with bus, Server(engine, bus, name, model, reply_prefix=reply_prefix) as server:
         cfg = engine.config
         print(f"swarm serve: serving {server.model} ({cfg.model_type}, {len(engine.adapters())} adapters) "
               f"on {redact(url)} as {name!r}: requests on {server.topic}", file=sys.stderr, flush=True)

@@ -81,6 +81,15 @@ When both are present, the Response Topic wins. A request that names neither is 
 a warning: it has nowhere to send an error), and so is a payload over 1 MiB. Subscribe to the reply topic
 before publishing the request. Publish requests at QoS 1; replies are QoS 1, and arrive in order.
 
+**Reply topics are confined.** A request must not make the server write where it has no business: into an
+agent's inbox (`swarm/<sim>/agents/<agent>/inbox`, where text becomes what the agent observes) or any other
+topic of a simulation. By default a reply topic may be anything except `swarm` and the topics under
+`swarm/` (every topic a simulation or a server uses is there) and the `$` topics the broker reserves.
+`swarm serve --reply-prefix game/replies` narrows it to `game/replies` and the topics under it (whole
+levels: not `game/repliesX`); a prefix under `swarm/` is refused. A request whose reply topic is outside
+gets no reply at all, not even an `Error` (the server logs a warning, rate limited). Pair it with the
+broker's ACL: let clients read only their own reply topics.
+
 ## Replies
 
 Every request the server can answer gets zero or more `Token` replies, then exactly one final reply,
@@ -110,7 +119,9 @@ decoding is constrained, so the text is always valid compact JSON of that schema
 unless the schema says `"additionalProperties": false`, as JSON Schema defines. `stop` strings cannot be
 combined with a schema.
 
-Unknown fields are an error (a misspelt `max_token` must not be silently ignored).
+Unknown fields are an error (a misspelt `max_token` must not be silently ignored). Lists and objects may
+nest {max_depth} levels deep at most (a `schema` needs far fewer); a payload nested deeper, like any payload
+that does not decode, gets a `bad_request` error, and the server goes on.
 
 ## Errors
 
@@ -160,7 +171,7 @@ def render() -> str:
     codes = "\n".join(f"| `{code}` | {why} |" for code, why in p.ERROR_CODES.items())
     messages = "\n\n".join(_table(t.__name__, components[t.__name__]) for t in TYPES)
     return PROSE.format(
-        name=NAME, generate=p.generate_topic("<name>"), status=p.status_topic("<name>"),
+        name=NAME, max_depth=p.MAX_DEPTH, generate=p.generate_topic("<name>"), status=p.status_topic("<name>"),
         info=p.info_topic("<name>"), codes=codes, request=_json(EXAMPLE_REQUEST),
         replies="\n".join(msgspec.json.encode(r).decode() for r in EXAMPLE_REPLIES),
         error=msgspec.json.encode(EXAMPLE_ERROR).decode(), messages=messages,

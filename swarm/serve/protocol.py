@@ -16,15 +16,18 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from swarm.bus import topics
+from swarm.bus.codec import DecodeError, guarded
 
 __all__ = ["ERROR_CODES", "ChatMessage", "Done", "Error", "GenerateRequest", "Info", "PersonaSpec", "Status", "Token",
-           "detect_format", "encode", "generate_topic", "info_topic", "read_request", "status_topic"]
+           "check_reply_prefix", "check_reply_topic", "detect_format", "encode", "generate_topic", "info_topic",
+           "read_request", "status_topic"]
 
 Id = str | int | None
 ErrorCode = Literal["bad_request", "unknown_adapter", "schema", "too_long", "shutting_down", "internal"]
 ERROR_CODES: dict[str, str] = {  # each code, and when it is sent (docs/protocol.md lists them)
-    "bad_request": "the payload is not JSON or msgpack, not an object, or a field is missing, unknown, of the "
-                   "wrong type or out of range; or the prompt is empty, or a persona's template is invalid",
+    "bad_request": "the payload is not JSON or msgpack, not an object, or nested too deeply, or a field is "
+                   "missing, unknown, of the wrong type or out of range; or the prompt is empty, or a persona's "
+                   "template is invalid",
     "unknown_adapter": "`adapter` names no adapter this server has (the message lists them; so does the info topic)",
     "schema": "the JSON schema cannot be used (llguidance rejects it, or `stop` was given with it), or the model "
               "reached a point where no token can continue a valid value",
@@ -139,6 +142,45 @@ class Info(msgspec.Struct, kw_only=True):
 Reply = Token | Done | Error
 
 
+def check_reply_prefix(prefix: str | None) -> str | None:
+    """`prefix` (None: the default rule) if replies may go under it, else raise ValueError saying why."""
+    if prefix is None:
+        return None
+    prefix = prefix.rstrip("/")
+    try:
+        topics.validate_topic(prefix)
+    except ValueError as e:
+        raise ValueError(f"--reply-prefix {prefix!r} is not a topic prefix: {e}") from None
+    if _reserved(prefix):
+        raise ValueError(f"--reply-prefix {prefix!r} is under {topics.ROOT}/ or a $ topic: replies there could reach "
+                         "agents' inboxes and the simulations' topics; pick a prefix of your own, e.g. game/replies")
+    return prefix
+
+
+def check_reply_topic(topic: str | None, prefix: str | None = None) -> str:
+    """`topic` if a server with reply prefix `prefix` may publish replies there, else raise ValueError.
+
+    With a prefix, a reply topic must be the prefix or under it (whole levels: `game/replies` allows
+    `game/replies/7`, not `game/replies7`). Without one, any topic outside `swarm/` and the `$` topics:
+    a request must not make the server write into an agent's inbox or any other topic of a simulation.
+    """
+    try:
+        topics.validate_topic(topic)
+    except ValueError as e:
+        raise ValueError(f"it names no valid reply topic (an MQTT v5 Response Topic, or reply_to in the body): {e}") \
+            from None
+    if prefix is not None and topic != prefix and not topic.startswith(prefix + "/"):
+        raise ValueError(f"its reply topic {topic[:200]!r} is not under this server's reply prefix {prefix!r}")
+    if _reserved(topic):
+        raise ValueError(f"its reply topic {topic[:200]!r} is under {topics.ROOT}/ or a $ topic, where no reply "
+                         "may go (agents' inboxes are there)")
+    return topic
+
+
+def _reserved(topic: str) -> bool:
+    return topic.startswith("$") or topic.split("/", 1)[0] == topics.ROOT
+
+
 def generate_topic(name: str) -> str:
     return topics.runtime(name, "generate")
 
@@ -150,6 +192,8 @@ def status_topic(name: str) -> str:
 def info_topic(name: str) -> str:
     return topics.runtime(name, "info")
 
+
+MAX_DEPTH = 64  # levels of lists and objects a request may nest (a JSON schema needs far fewer)
 
 _JSON = msgspec.json.Encoder()
 _MSGPACK = msgspec.msgpack.Encoder()
@@ -174,12 +218,11 @@ class BadRequest(msgspec.Struct, kw_only=True):
 
 
 def read_request(data: bytes) -> tuple[str, GenerateRequest | BadRequest]:
-    """-> (the payload's format, the request or what is wrong with it). Never raises."""
+    """-> (the payload's format, the request or what is wrong with it). Never raises, whatever the bytes."""
     format = detect_format(data)
-    module = msgspec.msgpack if format == "msgpack" else msgspec.json
     try:
-        raw = module.decode(data)
-    except msgspec.DecodeError as e:
+        raw = (_read_msgpack if format == "msgpack" else _read_json)(data)
+    except DecodeError as e:
         return format, BadRequest(error=f"the request is not valid {'JSON' if format == 'json' else 'msgpack'}: {e}")
     if not isinstance(raw, dict):
         return format, BadRequest(error=f"a request is an object, got {type(raw).__name__}")
@@ -187,7 +230,23 @@ def read_request(data: bytes) -> tuple[str, GenerateRequest | BadRequest]:
     rid, reply_to = raw.get("id"), raw.get("reply_to")
     rid = rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None
     reply_to = reply_to if isinstance(reply_to, str) else None
+    if _deeper_than(raw, MAX_DEPTH):  # the schema is used as plain data: bound it before anything recurses
+        return format, BadRequest(id=rid, reply_to=reply_to, error=f"the request nests deeper than {MAX_DEPTH} levels")
     try:
         return format, msgspec.convert(raw, GenerateRequest)
     except msgspec.ValidationError as e:
         return format, BadRequest(id=rid, reply_to=reply_to, error=f"invalid request: {e}")
+
+
+_read_json = guarded(msgspec.json.Decoder().decode)
+_read_msgpack = guarded(msgspec.msgpack.Decoder().decode)
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether anything in `value` lies inside more than `limit` lists and dicts (found without recursing)."""
+    level = [value]
+    for _ in range(limit + 1):
+        level = [v for c in level if isinstance(c, (list, dict)) for v in (c.values() if isinstance(c, dict) else c)]
+        if not level:
+            return False
+    return True

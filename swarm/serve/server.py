@@ -17,9 +17,20 @@ import logging
 from typing import TYPE_CHECKING
 
 from swarm.bus import Bus, BusError, Message, Subscription
-from swarm.bus.topics import validate_topic
+from swarm.bus.ratelog import RateLimitedLog
 from swarm.serve.job import Job
-from swarm.serve.protocol import BadRequest, Error, Info, Reply, encode, generate_topic, info_topic, read_request
+from swarm.serve.protocol import (
+    BadRequest,
+    Error,
+    Info,
+    Reply,
+    check_reply_prefix,
+    check_reply_topic,
+    encode,
+    generate_topic,
+    info_topic,
+    read_request,
+)
 from swarm.serve.worker import EngineWorker
 
 if TYPE_CHECKING:
@@ -32,12 +43,19 @@ SHUT_DOWN = "the server shut down before this request finished"
 
 
 class Server:
-    """Serves `engine` to the clients of `bus` under `name`; `model` labels it in the info message."""
+    """Serves `engine` to the clients of `bus` under `name`; `model` labels it in the info message.
 
-    def __init__(self, engine: Engine, bus: Bus, name: str, model: str | None = None):
+    Replies go only to reply topics under `reply_prefix` (None: any topic outside `swarm/` and the `$`
+    topics; see `check_reply_topic`); a request naming another one is dropped with a (rate limited) warning.
+    """
+
+    def __init__(self, engine: Engine, bus: Bus, name: str, model: str | None = None, *,
+                 reply_prefix: str | None = None):
         self.engine, self.bus, self.name = engine, bus, name
         self.model = model or engine.source or "engine"
         self.topic = generate_topic(name)
+        self.reply_prefix = check_reply_prefix(reply_prefix)
+        self.dropped = RateLimitedLog(log, "requests dropped")  # .count: requests no reply could go to
         self.accepting = False
         self.requests = 0  # received, well-formed or not
         self._worker = EngineWorker(engine, self._publish)
@@ -69,6 +87,7 @@ class Server:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
         self._sub = self._reader = None
+        self.dropped.flush()
 
     async def __aenter__(self) -> Server:
         return await self.start()
@@ -96,10 +115,9 @@ class Server:
         if topic is None:
             topic = request.reply_to
         try:
-            validate_topic(topic)
-        except ValueError as e:
-            log.warning("dropped a request on %s: it names no valid reply topic (an MQTT v5 Response Topic, or "
-                        "reply_to in the body): %s", msg.topic, e)
+            check_reply_topic(topic, self.reply_prefix)
+        except ValueError as e:  # nowhere to send an error either
+            self.dropped.warn("dropped a request on %s: %s", msg.topic, e)
             return
         if isinstance(request, BadRequest):
             error = Error(id=request.id, error=request.error, code="bad_request")
