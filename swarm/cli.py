@@ -137,8 +137,15 @@ def _drive(sim, total: int, args: argparse.Namespace) -> int:
         done = sim.counters["ticks"] >= total
         print(f"swarm: checkpoint {args.checkpoint} at tick {sim.checkpoint_info(args.checkpoint)['tick']}"
               + ("" if done else f"; continue with `swarm resume {args.checkpoint}`"), file=sys.stderr)
-    sim.close()
+    try:
+        sim.close()  # over MQTT: waits for the broker to take every buffered event
+        undelivered = None
+    except BusError as e:
+        undelivered = e
     print(report.to_json() if args.json else format_report(report))
+    if undelivered is not None:  # the run itself went through; its events did not all reach the bus
+        print(f"swarm: error: {undelivered}", file=sys.stderr)
+        return status or 2
     return status
 
 

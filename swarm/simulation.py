@@ -11,10 +11,14 @@ live while it computes.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import random
+import sys
+import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -27,7 +31,7 @@ from swarm import bus as busmod
 from swarm.agents import Agent, Observation, Persona
 from swarm.agents.actions import BASE_ACTIONS, Action, Wait, action_union
 from swarm.agents.memory import embed_pending
-from swarm.bus import topics
+from swarm.bus import BusError, topics
 from swarm.bus.ratelog import RateLimitedLog
 from swarm.bus.url import strip_password
 from swarm.events import Event, InboxMessage, Report
@@ -88,6 +92,7 @@ class Simulation:
         self._inbox = None
         self._inbox_log = RateLimitedLog(log, "dropped inbox messages")
         self._bus_loop: asyncio.AbstractEventLoop | None = None  # the loop the bus was connected on
+        self._left_open: weakref.finalize | None = None  # closes the bus if close() is never called
         self._record_path = Path(record) if record is not None else None
         self.recorder: Recorder | None = None
         self._autosave: _Autosave | None = None
@@ -424,6 +429,8 @@ class Simulation:
         if self._inbox is None:
             self._bus_loop = asyncio.get_running_loop()
             await self.bus.connect()
+            if self._bus_loop is self._loop:
+                self._close_if_left_open()
             self._inbox = await self.bus.subscribe(topics.inbox(self.name, topics.ANY), type=InboxMessage)
         if self.recorder is None and self._record_path is not None:
             self.recorder = Recorder(self._record_path, self._header())
@@ -601,17 +608,36 @@ class Simulation:
             self.recorder = Recorder(self._record_path, self._header(), offset=rec["offset"])
 
     def close(self) -> None:
-        """Flush and close the log, disconnect the bus (after `arun`/`atick` on your own loop: `aclose`)."""
+        """Flush and close the log, disconnect the bus (after `arun`/`atick` on your own loop: `aclose`).
+
+        Raises BusError when messages published on the bus never reached the broker (see `MqttBus.close`).
+        A simulation run by `run` or `tick` and never closed is closed when it is garbage collected or
+        the interpreter exits, so a script that ends without calling this still delivers its events.
+        """
         if self._bus_loop is not None and self._bus_loop is not self._loop:
             raise RuntimeError("this simulation ran on another event loop: await sim.aclose() there")
+        if self._left_open is not None:
+            self._left_open.detach()
+        _OPEN.discard(self)
         if not self._loop.is_closed():
-            self._loop.run_until_complete(self.aclose())
-            self._loop.close()
+            try:
+                self._loop.run_until_complete(self.aclose())
+            finally:
+                self._loop.close()
 
     async def aclose(self) -> None:
         if self.recorder is not None:
             self.recorder.close()
         await self.bus.close()
+
+    def _close_if_left_open(self) -> None:
+        # The bus's tasks live on this simulation's own loop: left pending at exit they are destroyed
+        # mid-flight (tracebacks, and buffered events never sent). The finalizer holds the loop and the
+        # bus, not the simulation, so it runs when the simulation is collected, or at exit.
+        self._left_open = weakref.finalize(self, _close_left_open, self._loop, self.bus)
+        self._left_open.atexit = False  # at exit, _close_open_simulations runs it, earlier than atexit would
+        _OPEN.add(self)
+        _register_exit_hook()
 
     def __enter__(self) -> Simulation:
         return self
@@ -645,6 +671,48 @@ def _write_atomically(path: Path, data: bytes) -> Path:
     finally:
         os.close(folder)
     return path
+
+
+_OPEN: weakref.WeakSet[Simulation] = weakref.WeakSet()  # connected on their own loop, not closed yet
+_exit_hook_registered = False
+
+
+def _register_exit_hook() -> None:
+    """Close the open simulations' buses when the interpreter exits, while threads still run: a bus that
+    must reconnect to flush uses the loop's thread pool, which the interpreter shuts down before plain
+    atexit functions run. Registered after that pool's own hook (the bus has connected, so the pool
+    exists), it runs before it."""
+    global _exit_hook_registered
+    if not _exit_hook_registered:
+        _exit_hook_registered = True
+        getattr(threading, "_register_atexit", atexit.register)(_close_open_simulations)
+
+
+def _close_open_simulations() -> None:
+    for sim in list(_OPEN):
+        if sim._left_open is not None:
+            sim._left_open()
+
+
+def _close_left_open(loop: asyncio.AbstractEventLoop, bus: busmod.Bus) -> None:
+    """Close `bus` on `loop`, its own (not running), then the loop; report undelivered messages on stderr."""
+    if loop.is_closed() or loop.is_running():
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # the usual case: no loop runs in this thread
+        pass
+    else:  # collected while another loop runs in this thread: a loop runs on one thread at a time
+        thread = threading.Thread(target=_close_left_open, args=(loop, bus), name="swarm-close")
+        thread.start()
+        thread.join()
+        return
+    try:
+        loop.run_until_complete(bus.close())
+    except BusError as e:
+        print(f"swarm: {e}", file=sys.stderr)
+    finally:
+        loop.close()
 
 
 def _named_model(model: Any, spec: str) -> Any:

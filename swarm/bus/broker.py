@@ -43,7 +43,8 @@ class Mosquitto:
     """A mosquitto process listening on 127.0.0.1:`port`, restartable on the same port.
 
     `max_queued_messages=0` lifts mosquitto's default cap of 1,000 messages queued for a slow
-    QoS 1 subscriber (beyond it, the broker drops messages without telling anyone).
+    QoS 1 subscriber (beyond it, the broker drops messages without telling anyone). `persistence=True`
+    keeps sessions (and the messages queued for them) across a restart, in `workdir`.
 
     By default anyone may connect, without TLS. `config` is a mosquitto.conf to run instead (passwords,
     ACL, a TLS listener): its one `listener` moves to 127.0.0.1:`port`, and each key of `paths` found in
@@ -53,7 +54,7 @@ class Mosquitto:
 
     def __init__(self, workdir: str | Path | None = None, port: int | None = None, binary: str | None = None,
                  max_queued_messages: int | None = 0, *, config: str | Path | None = None,
-                 paths: dict[str, str] | None = None):
+                 paths: dict[str, str] | None = None, persistence: bool = False):
         self.binary = binary or find_mosquitto()
         if self.binary is None:
             raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
@@ -70,9 +71,11 @@ class Mosquitto:
         self.url = f"{'mqtts' if tls else 'mqtt'}://127.0.0.1:{self.port}"
         queued = "" if max_queued_messages is None else f"max_queued_messages {max_queued_messages}\n"
         # Started as root, mosquitto drops to the user "mosquitto", who cannot read the password file, ACL
-        # and keys in the caller's private temporary folder: this throwaway broker stays the caller.
+        # and keys in the caller's private temporary folder, nor write its persistence there: this throwaway
+        # broker stays the caller.
         stay = "user root\n" if os.geteuid() == 0 else ""
-        self.config.write_text(f"{access}persistence false\n{queued}{stay}"
+        persist = f"persistence true\npersistence_location {workdir}/\n" if persistence else "persistence false\n"
+        self.config.write_text(f"{access}{persist}{queued}{stay}"
                                "log_dest stderr\nlog_type error\nlog_type warning\n")
         self.process: subprocess.Popen[bytes] | None = None
 

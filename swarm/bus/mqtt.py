@@ -36,6 +36,8 @@ log = logging.getLogger("swarm.bus")
 
 _BACKOFF = (0.05, 2.0)  # first and longest wait between connection attempts, seconds
 _STABLE = 10.0  # a session that lasted this long resets the backoff; shorter ones (a flapping link) do not
+CLOSE_TIMEOUT = 30.0  # seconds close() waits for the broker to take what is buffered
+_PATIENCE = 1.0  # seconds close() waits before it says that it is waiting
 
 Subscriber = Subscription | _ReplyInbox
 # An outgoing message: (sequence number, topic, payload, qos, retain, reply_to, correlation).
@@ -68,17 +70,21 @@ class MqttBus(Bus):
     `ca` (a PEM file; the system's CA store without one), with `cert` and `key` as a client certificate.
     A broker that refuses the credentials or fails the TLS handshake at the first `connect()` raises
     BusError at once (no retrying what cannot work); a connection lost later is retried as always.
+
+    `close()` waits up to `close_timeout` seconds for the broker to take what is still buffered,
+    reconnecting if need be.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 1883, *, format: str = "msgpack",
                  client_id: str | None = None, presence: str | None = None, max_payload: int = MAX_PAYLOAD,
                  max_queue: int = MAX_QUEUE, max_buffer: int = 10_000, connect_timeout: float = 5.0,
                  keepalive: int = 30, inflight: int = 20, username: str | None = None, password: str | None = None,
-                 tls: bool = False, ca: str | None = None, cert: str | None = None, key: str | None = None) -> None:
+                 tls: bool = False, ca: str | None = None, cert: str | None = None, key: str | None = None,
+                 close_timeout: float = CLOSE_TIMEOUT) -> None:
         super().__init__(format=format, client_id=client_id, presence=presence, max_payload=max_payload,
                          max_queue=max_queue)
-        if max_buffer <= 0 or inflight <= 0 or connect_timeout <= 0:
-            raise ValueError("max_buffer, inflight and connect_timeout must be positive")
+        if max_buffer <= 0 or inflight <= 0 or connect_timeout <= 0 or close_timeout <= 0:
+            raise ValueError("max_buffer, inflight, connect_timeout and close_timeout must be positive")
         if password is not None and username is None:
             raise ValueError("an MQTT password needs a username")
         self.host = host
@@ -92,6 +98,7 @@ class MqttBus(Bus):
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
         self.inflight = inflight
+        self.close_timeout = close_timeout
         self._outbox: deque[Outgoing] = deque()
         self._unacked: dict[int, Outgoing] = {}
         self._seq = itertools.count()
@@ -111,6 +118,7 @@ class MqttBus(Bus):
         self._refused: str | None = None  # why the broker will not take this client (first connect only)
         self._refusing = asyncio.Event()  # set with _refused
         self._overflowing = False
+        self._overflowed = 0  # messages dropped from a full outbox: never sent
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MqttBus:
@@ -135,7 +143,7 @@ class MqttBus(Bus):
     @property
     def stats(self) -> dict[str, int]:
         """Counters as for every bus, plus `buffered` (not yet acknowledged) and `reconnects`."""
-        return {**self._stats, "buffered": len(self._outbox) + len(self._unacked),
+        return {**self._stats, "buffered": self._buffered(),
                 "reconnects": max(self._sessions - 1, 0)}
 
     async def connect(self) -> None:
@@ -188,13 +196,25 @@ class MqttBus(Bus):
         return True
 
     async def close(self) -> None:
-        """Send what is buffered (up to `connect_timeout`), mark presence offline, and disconnect cleanly."""
+        """Send what is buffered and disconnect cleanly, presence marked offline.
+
+        Messages not yet acknowledged are sent first, waiting up to `close_timeout` seconds for the broker
+        if the connection is down (the bus keeps reconnecting meanwhile). Raises BusError, after closing,
+        when some were never delivered: the broker stayed away, or a full outbox dropped some earlier.
+        """
         if self.closed:
             return
-        if self.connected:
-            if self.presence:
+        if self._task is not None:  # connected once: there is a session to end, and maybe messages to send
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.close_timeout
+            if not await self.flush(min(_PATIENCE, self.close_timeout)) and loop.time() < deadline:
+                log.warning("waiting up to %.0f s more for the MQTT broker at %s to take the %d messages not "
+                            "delivered yet (%s)", deadline - loop.time(), self.address, self._buffered(),
+                            "connected" if self.connected else "it is away: reconnecting")
+                await self.flush(deadline - loop.time())
+            if self.presence and self.connected:  # (while disconnected, the last will says it)
                 self._send(self.presence, self._status("offline"), True, 1, None, None)
-            await self.flush(self.connect_timeout)
+                await self.flush(self.connect_timeout)
         await super().close()
         self._stop.set()
         if self._task is not None:
@@ -204,9 +224,18 @@ class MqttBus(Bus):
                 self._task.cancel()
                 await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        unsent = len(self._outbox) + len(self._unacked)
-        if unsent:
-            log.warning("closed the bus to %s with %d messages never acknowledged by the broker", self.address, unsent)
+        unsent = self._buffered()
+        if unsent or self._overflowed:
+            why = [f"{unsent} were still buffered when the broker did not take them within "
+                   f"close_timeout={self.close_timeout:g} s"] if unsent else []
+            if self._overflowed:
+                why.append(f"{self._overflowed} were dropped earlier from the full outbox (max_buffer="
+                           f"{self.max_buffer}) while the broker was away")
+            raise BusError(f"{unsent + self._overflowed} messages published on the bus to {self.address} were "
+                           f"never delivered: {'; '.join(why)}")
+
+    def _buffered(self) -> int:
+        return len(self._outbox) + len(self._unacked)
 
     # The connection.
 
@@ -369,6 +398,7 @@ class MqttBus(Bus):
         if len(self._outbox) >= self.max_buffer:
             self._outbox.popleft()
             self._stats["dropped"] += 1
+            self._overflowed += 1
             if not self._overflowing:
                 self._overflowing = True
                 log.warning("the outbox to %s is full (max_buffer=%d): dropping the oldest messages",
