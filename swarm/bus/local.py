@@ -10,7 +10,7 @@ from swarm.bus.topics import matches
 _MAX_ROUTES = 100_000  # cached topic -> subscribers entries before the cache starts over
 # Options that only mean something for a network transport: accepted so that one `open_bus(url, **options)`
 # call works for every URL, and ignored here.
-_TRANSPORT_OPTIONS = ("connect_timeout", "keepalive", "max_buffer", "inflight", "close_timeout")
+_TRANSPORT_OPTIONS = ("connect_timeout", "keepalive", "max_buffer", "inflight", "session_expiry", "close_timeout")
 
 Subscriber = Subscription | _ReplyInbox
 

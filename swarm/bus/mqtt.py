@@ -71,8 +71,10 @@ class MqttBus(Bus):
     A broker that refuses the credentials or fails the TLS handshake at the first `connect()` raises
     BusError at once (no retrying what cannot work); a connection lost later is retried as always.
 
-    `close()` waits up to `close_timeout` seconds for the broker to take what is still buffered,
-    reconnecting if need be.
+    `session_expiry` > 0 keeps the session on the broker for that many seconds after a connection drops:
+    after reconnecting, the messages published meanwhile to this bus's subscriptions (QoS 1) are
+    delivered. Give it a stable `client_id`, the session's name. `close()` waits up to `close_timeout`
+    seconds for the broker to take what is still buffered, reconnecting if need be.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 1883, *, format: str = "msgpack",
@@ -80,6 +82,7 @@ class MqttBus(Bus):
                  max_queue: int = MAX_QUEUE, max_buffer: int = 10_000, connect_timeout: float = 5.0,
                  keepalive: int = 30, inflight: int = 20, username: str | None = None, password: str | None = None,
                  tls: bool = False, ca: str | None = None, cert: str | None = None, key: str | None = None,
+                 session_expiry: int = 0,
                  close_timeout: float = CLOSE_TIMEOUT) -> None:
         super().__init__(format=format, client_id=client_id, presence=presence, max_payload=max_payload,
                          max_queue=max_queue)
@@ -87,6 +90,8 @@ class MqttBus(Bus):
             raise ValueError("max_buffer, inflight, connect_timeout and close_timeout must be positive")
         if password is not None and username is None:
             raise ValueError("an MQTT password needs a username")
+        if session_expiry < 0:
+            raise ValueError(f"session_expiry is seconds >= 0, got {session_expiry}")
         self.host = host
         self.port = port
         self.username = username
@@ -98,6 +103,7 @@ class MqttBus(Bus):
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
         self.inflight = inflight
+        self.session_expiry = session_expiry
         self.close_timeout = close_timeout
         self._outbox: deque[Outgoing] = deque()
         self._unacked: dict[int, Outgoing] = {}
@@ -245,7 +251,7 @@ class MqttBus(Bus):
             client = aiomqtt.Client(
                 self.host, self.port, identifier=self.client_id, protocol=aiomqtt.ProtocolVersion.V5,
                 will=self._will(), keepalive=self.keepalive, timeout=self.connect_timeout,
-                max_inflight_messages=self.inflight,
+                max_inflight_messages=self.inflight, **self._session_options(),
                 username=self.username, password=self._password, tls_context=self._tls,
                 logger=_PahoLog(self._tls_failed, asyncio.get_running_loop()),
             )
@@ -298,7 +304,7 @@ class MqttBus(Bus):
         if self.presence:
             await client.publish(self.presence, self._status("online"), qos=1, retain=True)
         async with self._sub_lock:
-            self._by_sid.clear()
+            # The old identifiers stay known: a resumed session's queued messages carry them.
             for route in list(self._routes.values()):
                 refused = await self._subscribe(client, route, route.subs)
                 if refused:
@@ -512,6 +518,17 @@ class MqttBus(Bus):
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         return None
+
+    def _session_options(self) -> dict[str, Any]:
+        """How a connection starts: a clean session, or (session_expiry > 0, after this bus's first session)
+        resuming the one the broker kept, with what was queued for it."""
+        if not self.session_expiry:
+            return {"clean_start": True}
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.session_expiry
+        # The first connection starts clean: a session left by an earlier process holds subscription
+        # identifiers this one does not know.
+        return {"clean_start": self._sessions == 0, "properties": props}
 
     # Presence.
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import secrets
 import signal
 import sys
 import time
 
 from swarm.engine_options import add_engine_options, engine_config
+
+SESSION_EXPIRY = 60  # seconds: a reconnect takes a few; a request older than a minute has no one waiting
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +29,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reply-prefix", metavar="PREFIX",
                    help="publish replies only to reply topics under PREFIX, e.g. game/replies (default: any "
                    "topic outside swarm/ and the $ topics, so a request cannot reach an agent's inbox)")
+    p.add_argument("--session-expiry", type=int, default=SESSION_EXPIRY, metavar="SECONDS",
+                   help="how long the broker keeps queueing requests for this server while its connection is "
+                   f"down; they are served once it is back (default {SESSION_EXPIRY}; 0: requests sent "
+                   "meanwhile are lost)")
     p.add_argument("-v", "--verbose", action="store_true", help="log one line per request")
     add_engine_options(p)
     p.set_defaults(func=run)
@@ -40,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
     broker_url(args.bus, "swarm serve --bus")
     check_reply_prefix(args.reply_prefix)
+    if args.session_expiry < 0:
+        raise ValueError(f"--session-expiry is seconds >= 0, got {args.session_expiry}")
     adapters = [_adapter(spec) for spec in args.adapter]
     _check_device(args.device)
     logging.basicConfig(level=logging.INFO, format="swarm serve: %(message)s", stream=sys.stderr)
@@ -51,26 +58,22 @@ def run(args: argparse.Namespace) -> int:
         engine.add_adapter(name, path)
     print(f"swarm serve: loaded {args.model} in {time.perf_counter() - t0:.1f}s; {engine.memory_summary()}",
           file=sys.stderr)
-    asyncio.run(serve(engine, args.bus, args.name, args.model, args.grace, reply_prefix=args.reply_prefix))
+    asyncio.run(serve(engine, args.bus, args.name, args.model, args.grace, reply_prefix=args.reply_prefix,
+                      session_expiry=args.session_expiry))
     return 0
 
 
 async def serve(engine, url: str, name: str, model: str | None = None, grace: float = 5.0, *,
-                reply_prefix: str | None = None) -> None:
+                reply_prefix: str | None = None, session_expiry: int = SESSION_EXPIRY) -> None:
     """Serve `engine` on the broker at `url` until SIGINT or SIGTERM, then shut down cleanly."""
-    from swarm.bus import open_bus
-    from swarm.bus.base import url_options
     from swarm.bus.url import redact
-    from swarm.serve.protocol import status_topic
     from swarm.serve.server import Server
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    # The bus's own payloads (presence) go out as JSON unless the URL asks otherwise: any client reads them.
-    bus = open_bus(url, format=url_options(url).get("format", "json"), presence=status_topic(name),
-                   client_id=f"swarm-serve-{name}-{secrets.token_hex(3)}")
+    bus = server_bus(url, name, session_expiry)
     async with bus, Server(engine, bus, name, model, reply_prefix=reply_prefix) as server:
         cfg = engine.config
         print(f"swarm serve: serving {server.model} ({cfg.model_type}, {len(engine.adapters())} adapters) "
@@ -79,6 +82,19 @@ async def serve(engine, url: str, name: str, model: str | None = None, grace: fl
         print(f"swarm serve: stopping ({server.pending} requests in flight)", file=sys.stderr, flush=True)
         await server.close(grace)
     print(f"swarm serve: stopped after {server.requests} requests", file=sys.stderr, flush=True)
+
+
+def server_bus(url: str, name: str, session_expiry: int = SESSION_EXPIRY):
+    """The bus `swarm serve --name NAME` serves on: presence on its status topic, and a session the broker
+    keeps for `session_expiry` seconds under the stable client id `swarm-serve-NAME`, so requests sent
+    while the connection is down are served after it reconnects."""
+    from swarm.bus import open_bus
+    from swarm.bus.base import url_options
+    from swarm.serve.protocol import status_topic
+
+    # The bus's own payloads (presence) go out as JSON unless the URL asks otherwise: any client reads them.
+    return open_bus(url, format=url_options(url).get("format", "json"), presence=status_topic(name),
+                    client_id=f"swarm-serve-{name}", session_expiry=session_expiry)
 
 
 def _check_device(name: str) -> None:

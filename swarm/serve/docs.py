@@ -59,8 +59,9 @@ A working client in Node.js is in [examples/clients/](../examples/clients/).
 | `{status}` | server → all | `Status`, retained: `online` while serving, `offline` after it (its last will too) |
 | `{info}` | server → all | `Info`, retained: the model, its adapters, its context length |
 
-`<name>` is the server's `--name`. One server per name: two servers under one name would both answer
-every request. Names containing `/`, `+`, `#` or `%` are percent-encoded into one topic level.
+`<name>` is the server's `--name`. One server per name: its MQTT client id is `swarm-serve-<name>`, and a
+second server under the same name takes that session over, the two disconnecting each other in turn.
+Names containing `/`, `+`, `#` or `%` are percent-encoded into one topic level.
 
 ## Encodings
 
@@ -89,6 +90,11 @@ topic of a simulation. By default a reply topic may be anything except `swarm` a
 levels: not `game/repliesX`); a prefix under `swarm/` is refused. A request whose reply topic is outside
 gets no reply at all, not even an `Error` (the server logs a warning, rate limited). Pair it with the
 broker's ACL: let clients read only their own reply topics.
+
+**Requests sent while the server reconnects are served.** `swarm serve` keeps a persistent MQTT session
+under the client id `swarm-serve-<name>`, which the broker keeps for `--session-expiry` seconds (default
+60) after the connection drops; requests published meanwhile (at QoS 1) are delivered when it is back, and
+answered. So a reply can come late: a client decides how long it waits.
 
 ## Replies
 

@@ -114,6 +114,7 @@ def test_reply_topics_and_prefixes_are_checked():
 
 @pytest.mark.parametrize("argv, message", [
     (["--reply-prefix", "swarm/village"], "--reply-prefix 'swarm/village' is under swarm/"),
+    (["--session-expiry", "-1"], "--session-expiry is seconds >= 0"),
 ])
 def test_swarm_serve_refuses_a_bad_reply_prefix_before_loading_anything(argv, message, capsys):
     from swarm.cli import main
