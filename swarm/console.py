@@ -13,9 +13,10 @@ class Progress:
     """One status line rewritten in place on a terminal; without one (CI, a pipe) a line every tenth
     of the run, so logs stay short."""
 
-    def __init__(self, total: int, stream: IO[str] = sys.stderr, start: int = 0):
-        self.total, self.stream, self.start = total, stream, start  # start: ticks done before (a resumed run)
-        self.tty = stream.isatty()
+    def __init__(self, total: int, stream: IO[str] | None = None, start: int = 0):
+        # stderr as it is now, not as it was at import (a test's capture, since closed)
+        self.total, self.stream, self.start = total, stream or sys.stderr, start  # start: ticks done before
+        self.tty = self.stream.isatty()
         self.t0 = time.perf_counter()
         self.events = 0
         self._every = max(1, total // 10)
