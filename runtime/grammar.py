@@ -22,7 +22,7 @@ import msgspec
 from swarm.runtime.errors import SchemaError
 from swarm.runtime.tokenizer import Tokenizer
 
-__all__ = ["Choice", "GrammarCompiler", "GrammarState", "JsonSchema", "Regex"]
+__all__ = ["Choice", "GrammarCompiler", "GrammarState", "JsonSchema", "Regex", "closed_json_schema"]
 
 # Compact JSON (no whitespace between tokens): the bytes `msgspec.json.encode` writes, so
 # examples in a prompt look like the output, and no tokens go to layout.
@@ -71,7 +71,9 @@ class JsonSchema:
 
     __slots__ = ("schema", "text")
 
-    def __init__(self, schema: dict | str):
+    def __init__(self, schema: dict | str, *, keep_order: bool = False):
+        """`keep_order`: properties are written in the schema's order (as a msgspec type writes its fields)
+        rather than sorted, so `JsonSchema(closed_json_schema(T), keep_order=True)` generates what `T` does."""
         if isinstance(schema, (str, bytes)):
             try:
                 schema = json.loads(schema)
@@ -80,7 +82,8 @@ class JsonSchema:
         if not isinstance(schema, dict):
             raise SchemaError(f"a JSON schema is an object, got {type(schema).__name__}")
         try:
-            self.text = json.dumps(schema, sort_keys=True, ensure_ascii=False)  # a key: equal schemas, one grammar
+            # a cache key: equal schemas, one grammar
+            self.text = json.dumps(schema, sort_keys=not keep_order, ensure_ascii=False)
         except (TypeError, ValueError) as e:
             raise SchemaError(f"a JSON schema must be plain JSON data: {e}") from None
         self.schema = json.loads(self.text)  # our own copy: the caller may change theirs
@@ -223,6 +226,19 @@ def _translate(constraint: Any) -> tuple[str, list[str], Callable[[str], Any]]:
         raise SchemaError(f"msgspec cannot describe {constraint!r} as a JSON schema: {e}") from None
     # msgspec ignores unknown fields, so extra ones would only waste tokens (and never end): close objects.
     return (*_from_json_schema(schema, constraint, closed=True), decoder.decode)
+
+
+def closed_json_schema(constraint: Any) -> dict:
+    """The JSON schema a msgspec type is decoded under, objects closed as `compile` closes them: as a
+    `JsonSchema(..., keep_order=True)` (say, on another machine's engine) it gives the grammar the type gives."""
+    try:
+        schema = msgspec.json.schema(constraint)
+    except (TypeError, ValueError) as e:
+        raise SchemaError(f"msgspec cannot describe {constraint!r} as a JSON schema: {e}") from None
+    for node in _subschemas(schema):
+        if isinstance(node.get("properties"), dict):
+            node.setdefault("additionalProperties", False)
+    return schema
 
 
 def _from_json_schema(schema: dict, constraint: Any, closed: bool) -> tuple[str, list[str]]:

@@ -256,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--model", default="swarm-tiny",
                      help="swarm-tiny (the bundled model, default), a local Hugging Face model folder, "
+                     "mqtt://host:port/POOL (the workers of a pool: swarm worker), "
                      "`scripted` (the scenario's policy) or `random` (random valid actions)")
     run.add_argument("--agents", type=int, default=None, help="how many agents (scenarios that take it)")
     run.add_argument("--bus", default="local", help="local (default), mqtt://[user[:password]@]host:port or "
@@ -316,9 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--opset", type=int, default=15, help="ONNX opset (default 15, the newest Unity Sentis lists)")
     x.set_defaults(func=_export_onnx)
 
+    from swarm.pool.command import add_parser as add_worker
     from swarm.serve.command import add_parser as add_serve
 
     add_serve(sub)
+    add_worker(sub)
 
     r = sub.add_parser("random-model", help="write a small random-weight model folder (for trying the runtime)")
     r.add_argument("out")

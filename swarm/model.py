@@ -221,8 +221,8 @@ def hashed_bag_of_words(texts: list[str], dim: int = 256) -> np.ndarray:
 
 
 def open_model(model: Any, engine_config: Any = None) -> TurnModel:
-    """`model=` as users pass it: a TurnModel, an Engine, or a checkpoint folder path (loaded with
-    `engine_config`, an EngineConfig, when given)."""
+    """`model=` as users pass it: a TurnModel, an Engine, a checkpoint folder path (loaded with
+    `engine_config`, an EngineConfig, when given), or `mqtt://host:port/POOL` (a pool's workers)."""
     if engine_config is not None and not isinstance(model, (str, Path)):
         raise ValueError("engine_config applies to a model the simulation loads (a folder or a bundled name), "
                          f"not to a {type(model).__name__}: configure that engine where it is made")
@@ -230,6 +230,13 @@ def open_model(model: Any, engine_config: Any = None) -> TurnModel:
         return model
     if model is None:
         raise ValueError("no model: pass model= a checkpoint folder, an Engine, or a ScriptedModel")
+    if isinstance(model, str) and model.startswith(("mqtt://", "mqtts://")):
+        if engine_config is not None:
+            raise ValueError("engine_config applies to a model the simulation loads; a pool's workers configure "
+                             "their own engines (swarm worker --kv-memory ...)")
+        from swarm.pool import PoolModel
+
+        return PoolModel(model)
     if isinstance(model, (str, Path)):
         from swarm.runtime import Engine, model_path
 

@@ -28,7 +28,8 @@ from .test_simulation import Recording, tavern
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "mosquitto"
 DEPLOYED = "/etc/mosquitto/swarm/"  # where secure.conf says its files are
-PASSWORDS = {"sim": "s3cret sim", "watcher": "w@tch:er/%pass"}  # the second needs percent-encoding in a URL
+# watcher's password needs percent-encoding in a URL
+PASSWORDS = {"sim": "s3cret sim", "watcher": "w@tch:er/%pass", "worker": "w0rker"}
 
 
 class Note(msgspec.Struct):
