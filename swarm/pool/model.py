@@ -18,6 +18,7 @@ import asyncio
 import atexit
 import itertools
 import logging
+import random
 import threading
 import time
 import uuid
@@ -56,19 +57,24 @@ class PoolModel(TurnModel):
     """Turns decided by pool `POOL`'s workers on the broker of `url` (`mqtt[s]://[user@]host:port/POOL`)."""
 
     def __init__(self, url: str, *, temperature: float = 0.7, top_p: float = 0.95, client: str | None = None,
-                 connect_timeout: float = 10.0):
+                 connect_timeout: float = 10.0, affinity: bool = True):
+        """`affinity=False` sends each turn to a live worker drawn by its seed instead of its persona's owner:
+        the baseline persona affinity is measured against (benchmarks/pool.py), not a mode to run in."""
         bus_url, self.pool = split_pool_url(url)
+        self.affinity = affinity
         self.ref, self.shown = strip_password(url), redact(url)
         self.temperature, self.top_p = temperature, top_p
         self.client = client or uuid.uuid4().hex[:12]
         self.reply_topic = client_topic(self.pool, self.client)
         self.workers: dict[str, WorkerInfo] = {}  # live workers by id
-        self.counters = {"turns": 0, "turns_resent": 0, "workers_lost": 0}
+        self.failovers: list[dict] = []  # per worker lost: when it was noticed (time.monotonic), turns resent
+        self.counters = {"turns": 0, "turns_resent": 0, "workers_lost": 0, "prompt_tokens": 0, "cached_tokens": 0}
         self._status: dict[str, str] = {}
         self._infos: dict[str, WorkerInfo] = {}
         self._changed: asyncio.Event | None = None
         self._results: dict[int, Reply] = {}
         self._expected: set[int] = set()  # ids of the turns and embeddings being waited for
+        self._resent: set[int] = set()  # turns re-sent after their worker was lost, not answered yet
         self._ids = itertools.count()
         self._hints: dict[str, float] = {}
         self._hints_lock = threading.Lock()
@@ -110,6 +116,7 @@ class PoolModel(TurnModel):
             live = {w: i for w, i in self._infos.items() if self._status.get(w) == ONLINE}
             for gone in set(self.workers) - set(live):
                 self.counters["workers_lost"] += 1
+                self.failovers.append({"worker": gone, "noticed": time.monotonic(), "resent": 0})
                 log.warning("worker %s of pool %s is %s; its turns go to the others", gone, self.pool,
                             self._status.get(gone, OFFLINE))
             for new in set(live) - set(self.workers):
@@ -169,6 +176,11 @@ class PoolModel(TurnModel):
                 reply = self._results.pop(i, None)
                 if isinstance(reply, TurnDone):
                     out[i] = reply
+                    if i in self._resent and self.failovers:  # the last of a lost worker's turns answered
+                        self._resent.discard(i)
+                        self.failovers[-1]["answered_at"] = time.monotonic()
+                    self.counters["prompt_tokens"] += reply.prompt_tokens
+                    self.counters["cached_tokens"] += reply.cached_tokens
                     del waiting[i]
                     at.pop(i, None)
                     self._expected.discard(i)
@@ -187,11 +199,15 @@ class PoolModel(TurnModel):
         for i, job in waiting.items():
             if at.get(i) in load:
                 continue  # in flight on a live worker
-            w = owner(job.persona, live)
+            w = owner(job.persona, live) if self.affinity else random.Random(job.seed).choice(live)
             if load[w] >= self.workers[w].capacity:
                 continue  # back-pressure: it goes when an answer frees a place
             if i in at:
                 self.counters["turns_resent"] += 1
+                if self.failovers:
+                    self.failovers[-1]["resent"] += 1
+                    self.failovers[-1].setdefault("resent_at", time.monotonic())
+                self._resent.add(i)
             at[i] = w
             load[w] += 1
             batches.setdefault(w, []).append(job)
@@ -255,7 +271,9 @@ class PoolModel(TurnModel):
         return set.intersection(*(set(i.adapters) for i in infos)) if infos else set()
 
     def stats(self) -> dict:
-        return {"pool": self.pool, "workers": len(self.workers), **self.counters}
+        c = self.counters
+        return {"pool": self.pool, "workers": len(self.workers), **c,
+                "prefix_cache_hit_rate": c["cached_tokens"] / c["prompt_tokens"] if c["prompt_tokens"] else 0.0}
 
     def close(self) -> None:
         if self._loop.is_closed() or not self._thread.is_alive():

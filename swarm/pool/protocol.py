@@ -64,6 +64,7 @@ class TurnDone(msgspec.Struct, kw_only=True, tag="turn"):
     finish_reason: str = "stop"
     seconds: float = 0.0
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt's, served from the worker's prefix cache
     completion_tokens: int = 0
     done: bool = True  # every reply a worker sends is final
 

@@ -79,7 +79,7 @@ class _Turn:
             f"the model's answer was cut off ({out.finish_reason}) before it was complete")
         return [TurnDone(id=self.id, worker=self.worker, text=text, error=error, finish_reason=out.finish_reason,
                          seconds=time.perf_counter() - self.received, prompt_tokens=len(out.prompt_token_ids),
-                         completion_tokens=len(out.token_ids))]
+                         cached_tokens=out.cached_tokens, completion_tokens=len(out.token_ids))]
 
     def error(self, code: str, message: str) -> TurnDone:
         return TurnDone(id=self.id, worker=self.worker, error=f"{code}: {message}", finish_reason="error")
