@@ -7,7 +7,8 @@ messages published meanwhile, and those the broker had not acknowledged, are sen
 
 Each broker subscription carries an MQTT v5 subscription identifier. Brokers send one copy of a message
 per matching subscription, so overlapping patterns (`a/#` and `a/+/b`) would otherwise deliver twice;
-the identifier says exactly which local subscriptions a copy is for.
+the identifier says exactly which local subscriptions a copy is for. A shared subscription
+(`$share/<group>/<pattern>`) delivers on the plain topic; its identifier says it is the group's copy.
 """
 
 from __future__ import annotations
@@ -28,8 +29,17 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from swarm.bus.base import MAX_PAYLOAD, MAX_QUEUE, Bus, BusError, Subscription, _ReplyInbox, register
-from swarm.bus.topics import matches
+from swarm.bus.base import (
+    MAX_PAYLOAD,
+    MAX_QUEUE,
+    Bus,
+    BusError,
+    ShareGroup,
+    Subscription,
+    _ReplyInbox,
+    register,
+)
+from swarm.bus.topics import matches, shared
 from swarm.bus.url import parse_bus_url
 
 log = logging.getLogger("swarm.bus")
@@ -45,14 +55,27 @@ Outgoing = tuple[int, str, bytes, int, bool, "str | None", "bytes | None"]
 
 
 class _Route:
-    """One broker subscription: a pattern, its current subscription identifier, its local subscribers."""
+    """One broker subscription: its topic filter, its current subscription identifier, its local subscribers
+    (for a shared subscription, `group` hands each message to one of them)."""
 
-    __slots__ = ("pattern", "sid", "subs")
+    __slots__ = ("filter", "group", "pattern", "sid", "subs")
 
-    def __init__(self, pattern: str) -> None:
+    def __init__(self, pattern: str, share: str | None = None) -> None:
         self.pattern = pattern
+        self.filter = pattern if share is None else shared(share, pattern)
         self.sid = 0
         self.subs: list[Subscriber] = []
+        self.group = None if share is None else ShareGroup(pattern, share, self.subs)
+
+    def deliver(self, topic: str, data: bytes, retain: bool, reply_to: str | None, correlation: bytes | None,
+                sid: int | None = None) -> None:
+        if self.group is not None:
+            self.group._deliver(topic, data, retain, reply_to, correlation)
+            return
+        for sub in self.subs:
+            # A retained copy answers one SUBSCRIBE: it is for the subscribers that joined with it.
+            if not retain or sid is None or sub._sid == sid:
+                sub._deliver(topic, data, retain, reply_to, correlation)
 
 
 @register("mqtt", "mqtts")
@@ -436,25 +459,21 @@ class MqttBus(Bus):
         if sids:
             for sid in sids:
                 route = self._by_sid.get(sid)
-                if route is None:
-                    continue
-                for sub in route.subs:
-                    # A retained copy answers one SUBSCRIBE: it is for the subscribers that joined with it.
-                    if not retain or sub._sid == sid:
-                        sub._deliver(topic, data, retain, reply_to, correlation)
+                if route is not None:
+                    route.deliver(topic, data, retain, reply_to, correlation, sid)
         else:  # a broker without subscription identifiers: match the patterns here
             for route in list(self._routes.values()):
                 if matches(route.pattern, topic):
-                    for sub in route.subs:
-                        sub._deliver(topic, data, retain, reply_to, correlation)
+                    route.deliver(topic, data, retain, reply_to, correlation)
 
     # Subscriptions.
 
     async def _attach(self, sub: Subscriber) -> None:
         async with self._sub_lock:
-            route = self._routes.get(sub.pattern)
+            key = sub.pattern if sub.share is None else shared(sub.share, sub.pattern)
+            route = self._routes.get(key)
             if route is None:
-                route = self._routes[sub.pattern] = _Route(sub.pattern)
+                route = self._routes[key] = _Route(sub.pattern, sub.share)
             route.subs.append(sub)
             if self._client is None:
                 return  # the next session subscribes it
@@ -462,25 +481,26 @@ class MqttBus(Bus):
             if refused:
                 route.subs.remove(sub)
                 if not route.subs:
-                    del self._routes[sub.pattern]
+                    del self._routes[key]
                 raise BusError(refused)
 
     async def _detach(self, sub: Subscription) -> None:
         async with self._sub_lock:
-            route = self._routes.get(sub.pattern)
+            key = sub.pattern if sub.share is None else shared(sub.share, sub.pattern)
+            route = self._routes.get(key)
             if route is None or sub not in route.subs:
                 return
             route.subs.remove(sub)
             if route.subs:
                 return
-            del self._routes[sub.pattern]
+            del self._routes[key]
             for sid in [sid for sid, r in self._by_sid.items() if r is route]:
                 del self._by_sid[sid]
             if self._client is not None:
                 try:
-                    await self._until_lost(self._client.unsubscribe(sub.pattern))
+                    await self._until_lost(self._client.unsubscribe(key))
                 except aiomqtt.MqttError as exc:
-                    log.debug("unsubscribing from %r failed: %s", sub.pattern, exc)
+                    log.debug("unsubscribing from %r failed: %s", key, exc)
 
     async def _subscribe(self, client: aiomqtt.Client, route: _Route, joining: list[Subscriber]) -> str | None:
         """(Re)subscribe `route` under a fresh identifier; the broker replays retained messages to `joining`.
@@ -497,13 +517,13 @@ class MqttBus(Bus):
         props = Properties(PacketTypes.SUBSCRIBE)
         props.SubscriptionIdentifier = sid
         try:
-            codes = await self._until_lost(client.subscribe(route.pattern, qos=1, properties=props))
+            codes = await self._until_lost(client.subscribe(route.filter, qos=1, properties=props))
         except aiomqtt.MqttError as exc:
-            log.debug("subscribing to %r failed: %s", route.pattern, exc)
+            log.debug("subscribing to %r failed: %s", route.filter, exc)
             return None
         refused = [code for code in codes or () if getattr(code, "is_failure", False)]
         if refused:
-            return f"the MQTT broker at {self.address} refused the subscription to {route.pattern!r}: {refused[0]}"
+            return f"the MQTT broker at {self.address} refused the subscription to {route.filter!r}: {refused[0]}"
         return None
 
     async def _until_lost(self, call: Any) -> Any:
