@@ -34,12 +34,13 @@ from swarm.bus.base import (
     MAX_QUEUE,
     Bus,
     BusError,
+    Message,
     ShareGroup,
     Subscription,
     _ReplyInbox,
     register,
 )
-from swarm.bus.topics import matches, shared
+from swarm.bus.topics import matches, shared, validate_pattern, validate_share, validate_topic
 from swarm.bus.url import parse_bus_url
 
 log = logging.getLogger("swarm.bus")
@@ -271,13 +272,7 @@ class MqttBus(Bus):
     async def _run(self) -> None:
         delay = _BACKOFF[0]
         while not self._stop.is_set():
-            client = aiomqtt.Client(
-                self.host, self.port, identifier=self.client_id, protocol=aiomqtt.ProtocolVersion.V5,
-                will=self._will(), keepalive=self.keepalive, timeout=self.connect_timeout,
-                max_inflight_messages=self.inflight, **self._session_options(),
-                username=self.username, password=self._password, tls_context=self._tls,
-                logger=_PahoLog(self._tls_failed, asyncio.get_running_loop()),
-            )
+            client = self._new_client(self.client_id, will=self._will(), **self._session_options())
             client.pending_calls_threshold = 10 * self.inflight + 100  # our pumps keep many calls pending
             sessions, started = self._sessions, time.monotonic()
             try:
@@ -297,6 +292,15 @@ class MqttBus(Bus):
             except asyncio.TimeoutError:
                 pass
             delay = min(delay * 2, _BACKOFF[1])
+
+    def _new_client(self, identifier: str, **options: Any) -> aiomqtt.Client:
+        """A client of this bus's broker, with its credentials and TLS, connecting as `identifier`."""
+        return aiomqtt.Client(
+            self.host, self.port, identifier=identifier, protocol=aiomqtt.ProtocolVersion.V5,
+            keepalive=self.keepalive, timeout=self.connect_timeout, max_inflight_messages=self.inflight,
+            username=self.username, password=self._password, tls_context=self._tls,
+            logger=_PahoLog(self._tls_failed, asyncio.get_running_loop()), **options,
+        )
 
     async def _session(self, client: aiomqtt.Client) -> None:
         """Serve one connection until it drops (raises MqttError) or the bus is closed (returns)."""
@@ -442,19 +446,11 @@ class MqttBus(Bus):
             await self._progress.wait()
 
     def _dispatch(self, message: aiomqtt.Message) -> None:
-        topic = message.topic.value
-        data = message.payload
-        if not isinstance(data, bytes):
-            data = b"" if data is None else str(data).encode()
-        if len(data) > self.max_payload:
-            self._drop(topic, f"the payload is {len(data)} bytes, over max_payload={self.max_payload}")
+        received = self._received(message)
+        if received is None:
             return
-        sids = reply_to = correlation = None
-        props = message.properties
-        if props is not None:
-            sids = getattr(props, "SubscriptionIdentifier", None)
-            reply_to = getattr(props, "ResponseTopic", None)
-            correlation = getattr(props, "CorrelationData", None)
+        topic, data, reply_to, correlation = received
+        sids = getattr(message.properties, "SubscriptionIdentifier", None)
         retain = message.retain
         if sids:
             for sid in sids:
@@ -466,7 +462,64 @@ class MqttBus(Bus):
                 if matches(route.pattern, topic):
                     route.deliver(topic, data, retain, reply_to, correlation)
 
+    def _received(self, message: aiomqtt.Message) -> tuple[str, bytes, str | None, bytes | None] | None:
+        """(topic, payload, reply_to, correlation) of a message from the broker; None (dropped) when too large."""
+        topic = message.topic.value
+        data = message.payload
+        if not isinstance(data, bytes):
+            data = b"" if data is None else str(data).encode()
+        if len(data) > self.max_payload:
+            self._drop(topic, f"the payload is {len(data)} bytes, over max_payload={self.max_payload}")
+            return None
+        props = message.properties
+        return topic, data, getattr(props, "ResponseTopic", None), getattr(props, "CorrelationData", None)
+
     # Subscriptions.
+
+    async def take_over(self, client_id: str, pattern: str, share: str, until: str, *,
+                        timeout: float = 10.0) -> list[Message]:
+        """End the session the broker keeps for `client_id`, a member of share group `share` on `pattern`
+        that is gone, and return the messages queued for it (payloads as bytes), to be handled here instead.
+
+        Mosquitto 2.0 keeps handing a shared subscription's messages to a member whose connection is gone
+        while its session lasts, and never passes them on to the other members: they would be lost when
+        the session expires. This connects as `client_id`, resuming that session, takes it out of the group
+        (from then on the other members get everything), reads what was queued for it up to the retained
+        message on `until` (the member's status topic, say), which the broker queues behind them, and
+        disconnects: the session ends with the connection. Waits at most `timeout` seconds for that retained
+        message. Trouble (the broker unreachable, the member back and taking its session over again) is
+        logged, and what was taken until then returned. Never use it on a client that is still connected:
+        connecting under its id takes its connection away.
+        """
+        self._check_open()
+        validate_pattern(pattern)
+        validate_share(share)
+        validate_topic(until)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 0  # the session ends when this connection does
+        taken: list[Message] = []
+        try:
+            async with self._new_client(client_id, clean_start=False, properties=props) as client:
+                await client.unsubscribe(shared(share, pattern))
+                await client.subscribe(until, qos=1)
+                try:
+                    async with asyncio.timeout(timeout):
+                        async for message in client.messages:
+                            if message.retain:  # the marker, or a stray retained copy: nothing to take
+                                if message.topic.value == until:
+                                    break
+                                continue
+                            received = self._received(message)
+                            if received is not None and matches(pattern, received[0]):
+                                topic, data, reply_to, correlation = received
+                                taken.append(Message(topic, data, False, reply_to, correlation))
+                except TimeoutError:
+                    log.warning("taking over the session of %s: no retained message on %s within %g s; "
+                                "%d queued messages taken, more may be lost", client_id, until, timeout, len(taken))
+        except aiomqtt.MqttError as exc:
+            log.warning("taking over the session of %s at %s failed (%s); %d queued messages taken", client_id,
+                        self.address, exc, len(taken))
+        return taken
 
     async def _attach(self, sub: Subscriber) -> None:
         async with self._sub_lock:

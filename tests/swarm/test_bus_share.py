@@ -1,12 +1,15 @@
 """Share groups (MQTT v5 shared subscriptions): each message goes to one subscription of the group, on
-LocalBus and over a real Mosquitto."""
+LocalBus and over a real Mosquitto; and `MqttBus.take_over`, which recovers what the broker queued for a
+member that is gone."""
 
 import asyncio
 import collections
 
 import pytest
 
-from swarm.bus import LocalBus, open_bus
+from swarm.bus import LocalBus, MqttBus, open_bus
+
+from .link import Link
 
 TOPIC = "jobs/run"
 
@@ -74,3 +77,34 @@ async def test_a_member_that_leaves_stops_getting_messages(mosquitto):
         for i in range(10):
             await publisher.publish(TOPIC, i)
         assert await drained([sub_b]) == [list(range(10))]
+
+
+async def test_take_over_recovers_what_the_broker_queued_for_a_member_that_is_gone(mosquitto):
+    presence = "jobs/members/gone"
+    async with Link(mosquitto.port) as link, open_bus(mosquitto.url) as publisher:
+        gone = MqttBus.from_url(link.url, client_id="gone", presence=presence, session_expiry=60)
+        async with gone, open_bus(mosquitto.url) as live:
+            await gone.subscribe(TOPIC, int, share="workers")
+            alive = await live.subscribe(TOPIC, int, share="workers")
+            link.cut()  # its session stays on the broker, in the group
+            while not gone.stats["reconnects"] and gone.connected:
+                await asyncio.sleep(0.01)
+            for i in range(10):
+                await publisher.publish(TOPIC, i)
+            [first] = await drained([alive])
+            assert len(first) < 10  # Mosquitto queued the rest for the member that is away
+            taken = await live.take_over("gone", TOPIC, "workers", until=presence)
+            assert all(isinstance(m.payload, bytes) and not m.retain for m in taken)
+            exactly_once([first, [live.codec.decode(m.payload, int) for m in taken]], 10)
+            for i in range(10, 20):  # the group is the live member alone now
+                await publisher.publish(TOPIC, i)
+            assert await drained([alive]) == [list(range(10, 20))]
+
+
+async def test_take_over_of_a_session_that_is_not_there_takes_nothing(mosquitto, caplog):
+    async with open_bus(mosquitto.url) as bus:
+        await bus.publish("jobs/members/none", "offline", retain=True)
+        assert await bus.take_over("none", TOPIC, "workers", until="jobs/members/none") == []
+        # no retained message to mark the end: it waits `timeout`, then says so
+        assert await bus.take_over("none", TOPIC, "workers", until="jobs/members/unknown", timeout=0.3) == []
+        assert "no retained message on jobs/members/unknown" in caplog.text
