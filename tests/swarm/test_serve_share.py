@@ -149,7 +149,9 @@ async def test_three_servers_under_one_name_answer_each_request_once(mosquitto, 
         assert (await retained(client_bus, status_topic(NAME)))["status"] == "online"
         await client.send(["last"])
         await client.answered(["last"])
+        await until(lambda: servers[2]._peers.online() == {"c"})  # it has seen the others stop
         await servers[2].close()
+        assert await buses[2].flush(5)  # its last words have reached the broker
         assert (await retained(client_bus, status_topic(NAME)))["status"] == "offline"  # the last one stopped
 
 
