@@ -47,6 +47,15 @@ async def test_local_group_members_take_turns_and_get_no_retained_message():
         assert sorted(m.payload for sub in group[1:] for m in sub.drain()) == [0, 1, 2, 3]
 
 
+async def test_services_in_one_group_answer_each_request_once():
+    handled = collections.Counter()
+    async with LocalBus() as bus:
+        for name in "ab":
+            await bus.serve(TOPIC, lambda msg, name=name: handled.update(name) or name, share="workers")
+        replies = [await bus.request(TOPIC, i) for i in range(10)]
+        assert handled == {"a": 5, "b": 5} and sorted(replies) == ["a"] * 5 + ["b"] * 5
+
+
 @pytest.mark.parametrize("share", ["a/b", "a+", "#", ""])
 async def test_a_share_name_with_mqtt_wildcards_or_slashes_is_refused(share):
     async with LocalBus() as bus:
