@@ -16,7 +16,7 @@ import msgspec
 
 from swarm.bus.codec import Codec, DecodeError
 from swarm.bus.ratelog import RateLimitedLog
-from swarm.bus.topics import escape, validate_pattern, validate_topic
+from swarm.bus.topics import escape, validate_pattern, validate_share, validate_topic
 from swarm.bus.url import parse_bus_url
 
 log = logging.getLogger("swarm.bus")
@@ -48,13 +48,15 @@ class Subscription:
 
     When the queue is full the oldest message is dropped (and counted), so a slow reader loses history
     rather than stalling the publishers. `async for msg in sub` ends when the subscription is closed.
+    `share` is the share group it belongs to (see `Bus.subscribe`), or None.
     """
 
     _sid = 0  # the MQTT subscription identifier this subscriber joined under (MqttBus only)
 
-    def __init__(self, bus: Bus, pattern: str, type: Any, max_queue: int) -> None:
+    def __init__(self, bus: Bus, pattern: str, type: Any, max_queue: int, share: str | None = None) -> None:
         self.bus = bus
         self.pattern = pattern
+        self.share = share
         self.type = type
         self.max_queue = max_queue
         self.closed = False
@@ -65,7 +67,8 @@ class Subscription:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{len(self._queue)} queued"
-        return f"<Subscription {self.pattern!r} type={_name(self.type)} {state}>"
+        group = f" share={self.share!r}" if self.share else ""
+        return f"<Subscription {self.pattern!r}{group} type={_name(self.type)} {state}>"
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -152,6 +155,34 @@ class Subscription:
                         self.pattern, self.max_queue, self._overflows, topic)
 
 
+class ShareGroup:
+    """One bus's subscriptions in one share group on one pattern: each message goes to one of them, in turn.
+
+    Backends deliver a shared subscription's messages here. Retained messages are not delivered: MQTT v5
+    sends none to a shared subscription (Mosquitto 2.0 does anyway; they are dropped here).
+    """
+
+    __slots__ = ("pattern", "share", "subs", "_turn")
+
+    def __init__(self, pattern: str, share: str, subs: list[Subscription] | None = None) -> None:
+        self.pattern = pattern
+        self.share = share
+        self.subs = subs if subs is not None else []
+        self._turn = 0
+
+    def _deliver(self, topic: str, data: bytes, retain: bool, reply_to: str | None = None,
+                 correlation: bytes | None = None) -> None:
+        if retain:
+            return
+        subs = self.subs
+        for _ in range(len(subs)):  # a subscription closing (and not yet detached) passes its turn on
+            self._turn = (self._turn + 1) % len(subs)
+            sub = subs[self._turn]
+            if not sub.closed:
+                sub._deliver(topic, data, False, reply_to, correlation)
+                return
+
+
 Handler = Callable[[Message], Awaitable[Any] | Any]  # async (or plain) function: request -> reply or None
 
 
@@ -204,6 +235,7 @@ class _ReplyInbox:
 
     _sid = 0
     closed = False
+    share = None
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
@@ -333,15 +365,23 @@ class Bus(ABC):
         self._stats["published"] += 1
         self._send(topic, data, retain, qos, reply_to, correlation)
 
-    async def subscribe(self, pattern: str, type: Any = None, *, max_queue: int | None = None) -> Subscription:
+    async def subscribe(self, pattern: str, type: Any = None, *, max_queue: int | None = None,
+                        share: str | None = None) -> Subscription:
         """Receive messages on topics matching `pattern` (MQTT wildcards `+` and `#`), decoded into `type`.
 
         `type=None` decodes into plain Python objects, `type=bytes` keeps the raw payload. When this
         returns, the subscription is live: anything published afterwards reaches it.
+
+        `share` names a share group (an MQTT v5 shared subscription, `$share/<share>/<pattern>`): each
+        message goes to one subscription of the group on `pattern`, whichever bus on the broker it belongs
+        to (the broker picks the bus; within a bus the group's subscriptions take turns). A shared
+        subscription gets no retained messages. Raises ValueError on a share name with '/', '+' or '#'.
         """
         self._check_open()
         validate_pattern(pattern)
-        sub = Subscription(self, pattern, type, max_queue or self.max_queue)
+        if share is not None:
+            validate_share(share)
+        sub = Subscription(self, pattern, type, max_queue or self.max_queue, share)
         self._subscriptions.add(sub)
         await self._attach(sub)
         return sub
@@ -372,14 +412,16 @@ class Bus(ABC):
         except DecodeError as exc:
             raise BusError(f"the reply to the request on {topic} does not decode as {_name(type)}: {exc}") from exc
 
-    async def serve(self, pattern: str, handler: Handler, *, type: Any = None, concurrency: int = 64) -> Service:
+    async def serve(self, pattern: str, handler: Handler, *, type: Any = None, concurrency: int = 64,
+                    share: str | None = None) -> Service:
         """Answer requests on `pattern`: `await handler(msg)` returns the reply (None: no reply).
 
         The handler may also be a plain function. Up to `concurrency` requests are handled at once, so an
         engine behind the handler can batch them. A handler that raises is logged and sends no reply (the
-        requester times out). Stop with `await service.close()`.
+        requester times out). With `share`, services of one share group answer each request once between
+        them (see `subscribe`). Stop with `await service.close()`.
         """
-        sub = await self.subscribe(pattern, type)
+        sub = await self.subscribe(pattern, type, share=share)
         service = Service(self, sub, handler, concurrency)
         self._services.add(service)
         return service
@@ -393,7 +435,8 @@ class Bus(ABC):
 
     @abstractmethod
     async def _attach(self, sub: Subscription | _ReplyInbox) -> None:
-        """Start delivering messages matching `sub.pattern` to `sub._deliver`, retained ones first."""
+        """Start delivering messages matching `sub.pattern` to `sub._deliver`, retained ones first (none to
+        a shared subscription, `sub.share` set: its group's messages go through a `ShareGroup`)."""
 
     @abstractmethod
     async def _detach(self, sub: Subscription) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from swarm.bus.base import MAX_PAYLOAD, MAX_QUEUE, Bus, Subscription, _ReplyInbox, register, url_options
+from swarm.bus.base import MAX_PAYLOAD, MAX_QUEUE, Bus, ShareGroup, Subscription, _ReplyInbox, register, url_options
 from swarm.bus.topics import matches
 
 _MAX_ROUTES = 100_000  # cached topic -> subscribers entries before the cache starts over
@@ -12,7 +12,7 @@ _MAX_ROUTES = 100_000  # cached topic -> subscribers entries before the cache st
 # call works for every URL, and ignored here.
 _TRANSPORT_OPTIONS = ("connect_timeout", "keepalive", "max_buffer", "inflight", "session_expiry", "close_timeout")
 
-Subscriber = Subscription | _ReplyInbox
+Subscriber = Subscription | _ReplyInbox | ShareGroup
 
 
 @register("local")
@@ -21,6 +21,8 @@ class LocalBus(Bus):
 
     Payloads still go through the codec, so subscribers get their own decoded copies and the same size
     and decode checks apply as over MQTT. `qos` is accepted and ignored: nothing is ever lost in transit.
+    The subscriptions of a share group on one pattern take turns, as the members of an MQTT shared
+    subscription do.
     """
 
     def __init__(self, *, format: str = "msgpack", client_id: str | None = None, presence: str | None = None,
@@ -32,6 +34,7 @@ class LocalBus(Bus):
         # of each topic are worked out once and cached until the set of subscriptions changes.
         self._routes: dict[str, tuple[Subscriber, ...]] = {}
         self._retained: dict[str, bytes] = {}
+        self._groups: dict[tuple[str, str], ShareGroup] = {}  # (share, pattern) -> its subscriptions
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> LocalBus:
@@ -74,7 +77,15 @@ class LocalBus(Bus):
         targets = self._routes[topic] = tuple(s for s in self._subscribers if matches(s.pattern, topic))
         return targets
 
-    async def _attach(self, sub: Subscriber) -> None:
+    async def _attach(self, sub: Subscription | _ReplyInbox) -> None:
+        if sub.share is not None:  # it joins its group, which is one subscriber; no retained messages
+            group = self._groups.get((sub.share, sub.pattern))
+            if group is None:
+                group = self._groups[sub.share, sub.pattern] = ShareGroup(sub.pattern, sub.share)
+                self._subscribers.append(group)
+                self._routes.clear()
+            group.subs.append(sub)
+            return
         self._subscribers.append(sub)
         self._routes.clear()
         for topic, data in list(self._retained.items()):
@@ -82,6 +93,16 @@ class LocalBus(Bus):
                 sub._deliver(topic, data, True)
 
     async def _detach(self, sub: Subscription) -> None:
-        if sub in self._subscribers:
-            self._subscribers.remove(sub)
+        leaving: Subscriber = sub
+        if sub.share is not None:  # it leaves its group; the group leaves with its last member
+            group = self._groups.get((sub.share, sub.pattern))
+            if group is None or sub not in group.subs:
+                return
+            group.subs.remove(sub)
+            if group.subs:
+                return
+            del self._groups[sub.share, sub.pattern]
+            leaving = group
+        if leaving in self._subscribers:
+            self._subscribers.remove(leaving)
             self._routes.clear()

@@ -7,7 +7,8 @@ messages published meanwhile, and those the broker had not acknowledged, are sen
 
 Each broker subscription carries an MQTT v5 subscription identifier. Brokers send one copy of a message
 per matching subscription, so overlapping patterns (`a/#` and `a/+/b`) would otherwise deliver twice;
-the identifier says exactly which local subscriptions a copy is for.
+the identifier says exactly which local subscriptions a copy is for. A shared subscription
+(`$share/<group>/<pattern>`) delivers on the plain topic; its identifier says it is the group's copy.
 """
 
 from __future__ import annotations
@@ -28,8 +29,18 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from swarm.bus.base import MAX_PAYLOAD, MAX_QUEUE, Bus, BusError, Subscription, _ReplyInbox, register
-from swarm.bus.topics import matches
+from swarm.bus.base import (
+    MAX_PAYLOAD,
+    MAX_QUEUE,
+    Bus,
+    BusError,
+    Message,
+    ShareGroup,
+    Subscription,
+    _ReplyInbox,
+    register,
+)
+from swarm.bus.topics import matches, shared, validate_pattern, validate_share, validate_topic
 from swarm.bus.url import parse_bus_url
 
 log = logging.getLogger("swarm.bus")
@@ -45,14 +56,27 @@ Outgoing = tuple[int, str, bytes, int, bool, "str | None", "bytes | None"]
 
 
 class _Route:
-    """One broker subscription: a pattern, its current subscription identifier, its local subscribers."""
+    """One broker subscription: its topic filter, its current subscription identifier, its local subscribers
+    (for a shared subscription, `group` hands each message to one of them)."""
 
-    __slots__ = ("pattern", "sid", "subs")
+    __slots__ = ("filter", "group", "pattern", "sid", "subs")
 
-    def __init__(self, pattern: str) -> None:
+    def __init__(self, pattern: str, share: str | None = None) -> None:
         self.pattern = pattern
+        self.filter = pattern if share is None else shared(share, pattern)
         self.sid = 0
         self.subs: list[Subscriber] = []
+        self.group = None if share is None else ShareGroup(pattern, share, self.subs)
+
+    def deliver(self, topic: str, data: bytes, retain: bool, reply_to: str | None, correlation: bytes | None,
+                sid: int | None = None) -> None:
+        if self.group is not None:
+            self.group._deliver(topic, data, retain, reply_to, correlation)
+            return
+        for sub in self.subs:
+            # A retained copy answers one SUBSCRIBE: it is for the subscribers that joined with it.
+            if not retain or sid is None or sub._sid == sid:
+                sub._deliver(topic, data, retain, reply_to, correlation)
 
 
 @register("mqtt", "mqtts")
@@ -248,13 +272,7 @@ class MqttBus(Bus):
     async def _run(self) -> None:
         delay = _BACKOFF[0]
         while not self._stop.is_set():
-            client = aiomqtt.Client(
-                self.host, self.port, identifier=self.client_id, protocol=aiomqtt.ProtocolVersion.V5,
-                will=self._will(), keepalive=self.keepalive, timeout=self.connect_timeout,
-                max_inflight_messages=self.inflight, **self._session_options(),
-                username=self.username, password=self._password, tls_context=self._tls,
-                logger=_PahoLog(self._tls_failed, asyncio.get_running_loop()),
-            )
+            client = self._new_client(self.client_id, will=self._will(), **self._session_options())
             client.pending_calls_threshold = 10 * self.inflight + 100  # our pumps keep many calls pending
             sessions, started = self._sessions, time.monotonic()
             try:
@@ -274,6 +292,15 @@ class MqttBus(Bus):
             except asyncio.TimeoutError:
                 pass
             delay = min(delay * 2, _BACKOFF[1])
+
+    def _new_client(self, identifier: str, **options: Any) -> aiomqtt.Client:
+        """A client of this bus's broker, with its credentials and TLS, connecting as `identifier`."""
+        return aiomqtt.Client(
+            self.host, self.port, identifier=identifier, protocol=aiomqtt.ProtocolVersion.V5,
+            keepalive=self.keepalive, timeout=self.connect_timeout, max_inflight_messages=self.inflight,
+            username=self.username, password=self._password, tls_context=self._tls,
+            logger=_PahoLog(self._tls_failed, asyncio.get_running_loop()), **options,
+        )
 
     async def _session(self, client: aiomqtt.Client) -> None:
         """Serve one connection until it drops (raises MqttError) or the bus is closed (returns)."""
@@ -419,42 +446,87 @@ class MqttBus(Bus):
             await self._progress.wait()
 
     def _dispatch(self, message: aiomqtt.Message) -> None:
+        received = self._received(message)
+        if received is None:
+            return
+        topic, data, reply_to, correlation = received
+        sids = getattr(message.properties, "SubscriptionIdentifier", None)
+        retain = message.retain
+        if sids:
+            for sid in sids:
+                route = self._by_sid.get(sid)
+                if route is not None:
+                    route.deliver(topic, data, retain, reply_to, correlation, sid)
+        else:  # a broker without subscription identifiers: match the patterns here
+            for route in list(self._routes.values()):
+                if matches(route.pattern, topic):
+                    route.deliver(topic, data, retain, reply_to, correlation)
+
+    def _received(self, message: aiomqtt.Message) -> tuple[str, bytes, str | None, bytes | None] | None:
+        """(topic, payload, reply_to, correlation) of a message from the broker; None (dropped) when too large."""
         topic = message.topic.value
         data = message.payload
         if not isinstance(data, bytes):
             data = b"" if data is None else str(data).encode()
         if len(data) > self.max_payload:
             self._drop(topic, f"the payload is {len(data)} bytes, over max_payload={self.max_payload}")
-            return
-        sids = reply_to = correlation = None
+            return None
         props = message.properties
-        if props is not None:
-            sids = getattr(props, "SubscriptionIdentifier", None)
-            reply_to = getattr(props, "ResponseTopic", None)
-            correlation = getattr(props, "CorrelationData", None)
-        retain = message.retain
-        if sids:
-            for sid in sids:
-                route = self._by_sid.get(sid)
-                if route is None:
-                    continue
-                for sub in route.subs:
-                    # A retained copy answers one SUBSCRIBE: it is for the subscribers that joined with it.
-                    if not retain or sub._sid == sid:
-                        sub._deliver(topic, data, retain, reply_to, correlation)
-        else:  # a broker without subscription identifiers: match the patterns here
-            for route in list(self._routes.values()):
-                if matches(route.pattern, topic):
-                    for sub in route.subs:
-                        sub._deliver(topic, data, retain, reply_to, correlation)
+        return topic, data, getattr(props, "ResponseTopic", None), getattr(props, "CorrelationData", None)
 
     # Subscriptions.
 
+    async def take_over(self, client_id: str, pattern: str, share: str, until: str, *,
+                        timeout: float = 10.0) -> list[Message]:
+        """End the session the broker keeps for `client_id`, a member of share group `share` on `pattern`
+        that is gone, and return the messages queued for it (payloads as bytes), to be handled here instead.
+
+        Mosquitto 2.0 keeps handing a shared subscription's messages to a member whose connection is gone
+        while its session lasts, and never passes them on to the other members: they would be lost when
+        the session expires. This connects as `client_id`, resuming that session, takes it out of the group
+        (from then on the other members get everything), reads what was queued for it up to the retained
+        message on `until` (the member's status topic, say), which the broker queues behind them, and
+        disconnects: the session ends with the connection. Waits at most `timeout` seconds for that retained
+        message. Trouble (the broker unreachable, the member back and taking its session over again) is
+        logged, and what was taken until then returned. Never use it on a client that is still connected:
+        connecting under its id takes its connection away.
+        """
+        self._check_open()
+        validate_pattern(pattern)
+        validate_share(share)
+        validate_topic(until)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 0  # the session ends when this connection does
+        taken: list[Message] = []
+        try:
+            async with self._new_client(client_id, clean_start=False, properties=props) as client:
+                await client.unsubscribe(shared(share, pattern))
+                await client.subscribe(until, qos=1)
+                try:
+                    async with asyncio.timeout(timeout):
+                        async for message in client.messages:
+                            if message.retain:  # the marker, or a stray retained copy: nothing to take
+                                if message.topic.value == until:
+                                    break
+                                continue
+                            received = self._received(message)
+                            if received is not None and matches(pattern, received[0]):
+                                topic, data, reply_to, correlation = received
+                                taken.append(Message(topic, data, False, reply_to, correlation))
+                except TimeoutError:
+                    log.warning("taking over the session of %s: no retained message on %s within %g s; "
+                                "%d queued messages taken, more may be lost", client_id, until, timeout, len(taken))
+        except aiomqtt.MqttError as exc:
+            log.warning("taking over the session of %s at %s failed (%s); %d queued messages taken", client_id,
+                        self.address, exc, len(taken))
+        return taken
+
     async def _attach(self, sub: Subscriber) -> None:
         async with self._sub_lock:
-            route = self._routes.get(sub.pattern)
+            key = sub.pattern if sub.share is None else shared(sub.share, sub.pattern)
+            route = self._routes.get(key)
             if route is None:
-                route = self._routes[sub.pattern] = _Route(sub.pattern)
+                route = self._routes[key] = _Route(sub.pattern, sub.share)
             route.subs.append(sub)
             if self._client is None:
                 return  # the next session subscribes it
@@ -462,25 +534,26 @@ class MqttBus(Bus):
             if refused:
                 route.subs.remove(sub)
                 if not route.subs:
-                    del self._routes[sub.pattern]
+                    del self._routes[key]
                 raise BusError(refused)
 
     async def _detach(self, sub: Subscription) -> None:
         async with self._sub_lock:
-            route = self._routes.get(sub.pattern)
+            key = sub.pattern if sub.share is None else shared(sub.share, sub.pattern)
+            route = self._routes.get(key)
             if route is None or sub not in route.subs:
                 return
             route.subs.remove(sub)
             if route.subs:
                 return
-            del self._routes[sub.pattern]
+            del self._routes[key]
             for sid in [sid for sid, r in self._by_sid.items() if r is route]:
                 del self._by_sid[sid]
             if self._client is not None:
                 try:
-                    await self._until_lost(self._client.unsubscribe(sub.pattern))
+                    await self._until_lost(self._client.unsubscribe(key))
                 except aiomqtt.MqttError as exc:
-                    log.debug("unsubscribing from %r failed: %s", sub.pattern, exc)
+                    log.debug("unsubscribing from %r failed: %s", key, exc)
 
     async def _subscribe(self, client: aiomqtt.Client, route: _Route, joining: list[Subscriber]) -> str | None:
         """(Re)subscribe `route` under a fresh identifier; the broker replays retained messages to `joining`.
@@ -497,13 +570,13 @@ class MqttBus(Bus):
         props = Properties(PacketTypes.SUBSCRIBE)
         props.SubscriptionIdentifier = sid
         try:
-            codes = await self._until_lost(client.subscribe(route.pattern, qos=1, properties=props))
+            codes = await self._until_lost(client.subscribe(route.filter, qos=1, properties=props))
         except aiomqtt.MqttError as exc:
-            log.debug("subscribing to %r failed: %s", route.pattern, exc)
+            log.debug("subscribing to %r failed: %s", route.filter, exc)
             return None
         refused = [code for code in codes or () if getattr(code, "is_failure", False)]
         if refused:
-            return f"the MQTT broker at {self.address} refused the subscription to {route.pattern!r}: {refused[0]}"
+            return f"the MQTT broker at {self.address} refused the subscription to {route.filter!r}: {refused[0]}"
         return None
 
     async def _until_lost(self, call: Any) -> Any:

@@ -114,6 +114,20 @@ def validate_pattern(pattern: str) -> str:
     return pattern
 
 
+def validate_share(share: str) -> str:
+    """Return `share` if it can name an MQTT v5 share group (`$share/<share>/<pattern>`), else raise ValueError."""
+    _check(share, "share group name")
+    if any(c in share for c in "/+#"):
+        raise ValueError(f"a share group name must not contain '/', '+' or '#' (MQTT v5), got {share!r}; "
+                         "topics.escape(name) makes one from any name")
+    return share
+
+
+def shared(share: str, pattern: str) -> str:
+    """The topic filter of a shared subscription, as a broker reads it: `$share/<share>/<pattern>`."""
+    return f"$share/{share}/{pattern}"
+
+
 def _check(name: str, what: str) -> None:
     if not isinstance(name, str) or not name:
         raise ValueError(f"a {what} must be a non-empty string, got {name!r}")

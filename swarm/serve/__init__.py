@@ -5,7 +5,16 @@ Token replies, then a Done (or an Error), on its MQTT v5 Response Topic. docs/pr
 """
 
 from swarm.serve import protocol
-from swarm.serve.protocol import GenerateRequest, PersonaSpec, generate_topic, info_topic, status_topic
+from swarm.serve.protocol import (
+    GenerateRequest,
+    PersonaSpec,
+    generate_topic,
+    info_topic,
+    server_info_topic,
+    server_status_topic,
+    status_topic,
+)
 from swarm.serve.server import Server
 
-__all__ = ["GenerateRequest", "PersonaSpec", "Server", "generate_topic", "info_topic", "protocol", "status_topic"]
+__all__ = ["GenerateRequest", "PersonaSpec", "Server", "generate_topic", "info_topic", "protocol", "server_info_topic",
+           "server_status_topic", "status_topic"]

@@ -20,7 +20,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="swarm-tiny", help="swarm-tiny (default) or a local Hugging Face model folder")
     p.add_argument("--bus", default="mqtt://127.0.0.1:1883", help="the broker: mqtt://[user[:password]@]host:port "
                    "or mqtts://...?ca=CA.pem (TLS); the password from SWARM_MQTT_PASSWORD when the URL has none")
-    p.add_argument("--name", default="default", help="the name in the topics swarm/NAME/runtime/... (one server each)")
+    p.add_argument("--name", default="default", help="the name in the topics swarm/NAME/runtime/...; any number of "
+                   "servers may share one: each request goes to one of them")
+    p.add_argument("--id", dest="server_id", metavar="ID",
+                   help="this server's id among those under one name, in its status topic and MQTT client id "
+                   "(default HOST-PID); give a restarted server its old id to take its session back")
     p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:1, ...")
     p.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
                    help="also serve this PEFT LoRA adapter folder under NAME (repeatable)")
@@ -41,10 +45,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from swarm.bus.url import broker_url
     from swarm.runtime import Engine
-    from swarm.serve.protocol import check_reply_prefix
+    from swarm.serve.protocol import check_reply_prefix, check_server_id, default_server_id
 
     broker_url(args.bus, "swarm serve --bus")
     check_reply_prefix(args.reply_prefix)
+    try:
+        server_id = check_server_id(args.server_id) if args.server_id is not None else default_server_id()
+    except ValueError as e:
+        raise ValueError(f"--id: {e}") from None
     if args.session_expiry < 0:
         raise ValueError(f"--session-expiry is seconds >= 0, got {args.session_expiry}")
     adapters = [_adapter(spec) for spec in args.adapter]
@@ -59,13 +67,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"swarm serve: loaded {args.model} in {time.perf_counter() - t0:.1f}s; {engine.memory_summary()}",
           file=sys.stderr)
     asyncio.run(serve(engine, args.bus, args.name, args.model, args.grace, reply_prefix=args.reply_prefix,
-                      session_expiry=args.session_expiry))
+                      session_expiry=args.session_expiry, server_id=server_id))
     return 0
 
 
 async def serve(engine, url: str, name: str, model: str | None = None, grace: float = 5.0, *,
-                reply_prefix: str | None = None, session_expiry: int = SESSION_EXPIRY) -> None:
-    """Serve `engine` on the broker at `url` until SIGINT or SIGTERM, then shut down cleanly."""
+                reply_prefix: str | None = None, session_expiry: int = SESSION_EXPIRY,
+                server_id: str | None = None) -> None:
+    """Serve `engine` on the broker at `url` as server `server_id` under `name` until SIGINT or SIGTERM, then
+    shut down cleanly."""
     from swarm.bus.url import redact
     from swarm.serve.server import Server
 
@@ -73,28 +83,31 @@ async def serve(engine, url: str, name: str, model: str | None = None, grace: fl
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    bus = server_bus(url, name, session_expiry)
-    async with bus, Server(engine, bus, name, model, reply_prefix=reply_prefix) as server:
+    bus = server_bus(url, name, server_id, session_expiry)
+    async with bus, Server(engine, bus, name, model, reply_prefix=reply_prefix, server_id=server_id) as server:
         cfg = engine.config
         print(f"swarm serve: serving {server.model} ({cfg.model_type}, {len(engine.adapters())} adapters) "
-              f"on {redact(url)} as {name!r}: requests on {server.topic}", file=sys.stderr, flush=True)
+              f"on {redact(url)} as {name!r} (server {server.id}): requests on {server.topic}",
+              file=sys.stderr, flush=True)
         await stop.wait()
         print(f"swarm serve: stopping ({server.pending} requests in flight)", file=sys.stderr, flush=True)
         await server.close(grace)
     print(f"swarm serve: stopped after {server.requests} requests", file=sys.stderr, flush=True)
 
 
-def server_bus(url: str, name: str, session_expiry: int = SESSION_EXPIRY):
-    """The bus `swarm serve --name NAME` serves on: presence on its status topic, and a session the broker
-    keeps for `session_expiry` seconds under the stable client id `swarm-serve-NAME`, so requests sent
-    while the connection is down are served after it reconnects."""
+def server_bus(url: str, name: str, server_id: str | None = None, session_expiry: int = SESSION_EXPIRY):
+    """The bus `swarm serve --name NAME --id ID` serves on: presence on the server's own status topic, and a
+    session the broker keeps for `session_expiry` seconds under the client id `swarm-serve-NAME-ID`, so
+    requests sent while the connection is down are served after it reconnects (or, if the server is gone
+    for good, by another server under the name). `server_id` defaults to `default_server_id()`."""
     from swarm.bus import open_bus
     from swarm.bus.base import url_options
-    from swarm.serve.protocol import status_topic
+    from swarm.serve.protocol import check_server_id, client_id, default_server_id, server_status_topic
 
+    server_id = check_server_id(server_id) if server_id is not None else default_server_id()
     # The bus's own payloads (presence) go out as JSON unless the URL asks otherwise: any client reads them.
-    return open_bus(url, format=url_options(url).get("format", "json"), presence=status_topic(name),
-                    client_id=f"swarm-serve-{name}", session_expiry=session_expiry)
+    return open_bus(url, format=url_options(url).get("format", "json"), presence=server_status_topic(name, server_id),
+                    client_id=client_id(name, server_id), session_expiry=session_expiry)
 
 
 def _check_device(name: str) -> None:

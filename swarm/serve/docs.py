@@ -11,6 +11,7 @@ import json
 
 import msgspec
 
+from swarm.bus import topics
 from swarm.serve import protocol as p
 
 NAME = "village"  # the server name in the examples
@@ -54,14 +55,44 @@ A working client in Node.js is in [examples/clients/](../examples/clients/).
 
 | topic | direction | what |
 |---|---|---|
-| `{generate}` | client → server | `GenerateRequest`, JSON or msgpack |
+| `{generate}` | client → server | `GenerateRequest`, JSON or msgpack; each goes to one server under `<name>` |
 | the reply topic the request names | server → client | zero or more `Token`, then one `Done` or `Error` |
-| `{status}` | server → all | `Status`, retained: `online` while serving, `offline` after it (its last will too) |
-| `{info}` | server → all | `Info`, retained: the model, its adapters, its context length |
+| `{server_status}` | server → all | `Status`, retained: `online` while it serves, `offline` after (its last will too) |
+| `{server_info}` | server → all | `Info`, retained: the model it serves, its adapters, its context length |
+| `{status}` | servers → all | `Status`, retained: `online` while any server under `<name>` is (see below) |
+| `{info}` | servers → all | `Info`, retained: that of the server under `<name>` that started last |
 
-`<name>` is the server's `--name`. One server per name: its MQTT client id is `swarm-serve-<name>`, and a
-second server under the same name takes that session over, the two disconnecting each other in turn.
-Names containing `/`, `+`, `#` or `%` are percent-encoded into one topic level.
+`<name>` is the servers' `--name`, `<id>` one server's `--id`. Names containing `/`, `+`, `#` or `%` are
+percent-encoded into one topic level.
+
+## Several servers under one name
+
+Any number of servers may serve one name, on one machine or many: start each with the same `--name`.
+Each reads requests through the MQTT v5 shared subscription
+`{shared}`, so the broker hands every request to exactly one of
+them (Mosquitto: in turn). Clients change nothing: they publish requests and read replies as with one
+server. Give the servers under one name the same model and adapters, since any
+of them may get any request.
+
+Each server has its own id (`--id`, by default `<host>-<pid>`), its own MQTT client id
+`swarm-serve-<name>-<id>` with its own persistent session, and its own retained status and info topics,
+its status carrying its last will (`offline`). Subscribe to `{all_status}` to see
+them all: those reading `online` are serving.
+
+**A server that dies** (kill -9, a lost machine): the requests it was generating are lost, and their
+clients time out. Its session outlives its connection, and the broker keeps giving it its share of the
+new requests until the session expires (Mosquitto does not pass them on to the others); so as soon as its
+status reads `offline`, the live server with the smallest id connects under its client id, ends that
+session, and answers what was queued there. From then on the others get every request. A broker that
+ties client ids to users must let each server connect under the client ids of the others of its name.
+
+**The shared status, `{status}`**, is kept for clients written for one server per name,
+and its meaning changed: it was that server's presence and last will; it is now a summary the servers
+keep. A server publishes `online` there when it starts, and `offline` when it stops cleanly while no
+other server under the name reads `online`. A last will speaks for one client only, so when the last
+server dies without stopping (kill -9, a lost machine), the shared status still reads `online` while that
+server's own status reads `offline`: check `{all_status}` to know for sure.
+With one server per name, that case and the client id (`swarm-serve-<name>` before) are all that changed.
 
 ## Encodings
 
@@ -92,9 +123,10 @@ gets no reply at all, not even an `Error` (the server logs a warning, rate limit
 broker's ACL: let clients read only their own reply topics.
 
 **Requests sent while the server reconnects are served.** `swarm serve` keeps a persistent MQTT session
-under the client id `swarm-serve-<name>`, which the broker keeps for `--session-expiry` seconds (default
-60) after the connection drops; requests published meanwhile (at QoS 1) are delivered when it is back, and
-answered. So a reply can come late: a client decides how long it waits.
+under the client id `swarm-serve-<name>-<id>`, which the broker keeps for `--session-expiry` seconds
+(default 60) after the connection drops; requests published meanwhile (at QoS 1) are delivered when it is
+back, and answered, or, when other servers serve the name, answered by one of them once the server's
+status reads `offline`. So a reply can come late: a client decides how long it waits.
 
 ## Replies
 
@@ -178,7 +210,10 @@ def render() -> str:
     messages = "\n\n".join(_table(t.__name__, components[t.__name__]) for t in TYPES)
     return PROSE.format(
         name=NAME, max_depth=p.MAX_DEPTH, generate=p.generate_topic("<name>"), status=p.status_topic("<name>"),
-        info=p.info_topic("<name>"), codes=codes, request=_json(EXAMPLE_REQUEST),
+        info=p.info_topic("<name>"), server_status=p.server_status_topic("<name>", "<id>"),
+        server_info=p.server_info_topic("<name>", "<id>"), all_status=p.server_status_topic("<name>", topics.ANY),
+        shared=topics.shared(p.share_group("<name>"), p.generate_topic("<name>")), codes=codes,
+        request=_json(EXAMPLE_REQUEST),
         replies="\n".join(msgspec.json.encode(r).decode() for r in EXAMPLE_REPLIES),
         error=msgspec.json.encode(EXAMPLE_ERROR).decode(), messages=messages,
         schemas=json.dumps({"$defs": components}, indent=2),

@@ -1,8 +1,13 @@
 """The runtime's wire protocol over the bus: what a client sends, what comes back, and on which topics.
 
-    swarm/<name>/runtime/generate   requests (GenerateRequest), JSON or msgpack
-    swarm/<name>/runtime/status     {"client": ..., "status": "online" | "offline"} (retained; the last will)
-    swarm/<name>/runtime/info       the model, its adapters and context (retained)
+    swarm/<name>/runtime/generate                requests (GenerateRequest), JSON or msgpack; each goes to
+                                                 one server under <name> (a shared subscription)
+    swarm/<name>/runtime/servers/<id>/status     one server's {"client": ..., "status": "online" | "offline"}
+                                                 (retained; its last will)
+    swarm/<name>/runtime/servers/<id>/info       the model it serves, its adapters and context (retained)
+    swarm/<name>/runtime/status                  online while any server under <name> is, as far as they know
+                                                 (retained; for clients of one server per name)
+    swarm/<name>/runtime/info                    the info of the server that started last (retained)
 
 Replies to one request are zero or more `Token`s, then exactly one `Done` or `Error` (both `"done": true`),
 in the request's encoding, on its MQTT v5 Response Topic with its Correlation Data, or on its `reply_to`.
@@ -11,6 +16,9 @@ docs/protocol.md is generated from these types: `python -m swarm.serve.docs > do
 
 from __future__ import annotations
 
+import os
+import re
+import socket
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -19,8 +27,9 @@ from swarm.bus import topics
 from swarm.bus.codec import DecodeError, guarded
 
 __all__ = ["ERROR_CODES", "ChatMessage", "Done", "Error", "GenerateRequest", "Info", "PersonaSpec", "Status", "Token",
-           "check_reply_prefix", "check_reply_topic", "detect_format", "encode", "generate_topic", "info_topic",
-           "read_request", "status_topic"]
+           "check_reply_prefix", "check_reply_topic", "check_server_id", "client_id", "default_server_id",
+           "detect_format", "encode", "generate_topic", "info_topic", "read_request", "read_status",
+           "server_info_topic", "server_status_topic", "share_group", "status_topic"]
 
 Id = str | int | None
 ErrorCode = Literal["bad_request", "unknown_adapter", "schema", "too_long", "shutting_down", "internal"]
@@ -123,15 +132,16 @@ class Error(msgspec.Struct, kw_only=True):
     code: Annotated[ErrorCode, _d("what is wrong, for programs")]
 
 
-class Status(msgspec.Struct, kw_only=True):
-    """Presence, retained on the status topic; the server's last will says offline."""
+class Status(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Presence, retained on a server's status topic (its last will says offline), and on the shared one."""
 
-    client: Annotated[str, _d("the server's MQTT client id")]
+    client: Annotated[str, _d("the MQTT client id of the server that published it")]
     status: Literal["online", "offline"]
+    stopped: Annotated[bool, _d("true when the server stopped cleanly; absent from its last will")] = False
 
 
 class Info(msgspec.Struct, kw_only=True):
-    """What the server serves, retained on the info topic."""
+    """What a server serves, retained on its info topic and on the shared one."""
 
     model: str
     adapters: Annotated[list[str], _d("the names `adapter` may take")]
@@ -193,6 +203,50 @@ def info_topic(name: str) -> str:
     return topics.runtime(name, "info")
 
 
+def server_status_topic(name: str, server_id: str) -> str:
+    """One server's status under `name` (`topics.ANY` for every server's)."""
+    return topics.runtime(name, "servers", server_id, "status")
+
+
+def server_info_topic(name: str, server_id: str) -> str:
+    return topics.runtime(name, "servers", server_id, "info")
+
+
+def share_group(name: str) -> str:
+    """The share group the servers under `name` read requests in: the broker gives each request to one."""
+    return "swarm-serve-" + topics.escape(name)
+
+
+def client_id(name: str, server_id: str) -> str:
+    """The MQTT client id of server `server_id` under `name`, which names its persistent session."""
+    return f"swarm-serve-{name}-{server_id}"
+
+
+_SERVER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_server_id(server_id: str) -> str:
+    """`server_id` if it can name a server (1 to 64 letters, digits, '.', '_', '-'), else raise ValueError."""
+    if not isinstance(server_id, str) or not _SERVER_ID.fullmatch(server_id):
+        raise ValueError(f"a server id is 1 to 64 letters, digits, '.', '_' or '-' (starting with a letter or a "
+                         f"digit), got {server_id!r}")
+    return server_id
+
+
+def default_server_id() -> str:
+    """`<host name>-<pid>`: one per process, the same through its reconnects."""
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()).strip(".-")[:40] or "host"
+    return f"{host}-{os.getpid()}"
+
+
+def read_status(data: bytes) -> Status | None:
+    """A status message in either encoding, or None when it is not one (a cleared topic, garbage)."""
+    try:
+        return (_read_status_msgpack if detect_format(data) == "msgpack" else _read_status_json)(data)
+    except DecodeError:
+        return None
+
+
 MAX_DEPTH = 64  # levels of lists and objects a request may nest (a JSON schema needs far fewer)
 
 _JSON = msgspec.json.Encoder()
@@ -240,6 +294,8 @@ def read_request(data: bytes) -> tuple[str, GenerateRequest | BadRequest]:
 
 _read_json = guarded(msgspec.json.Decoder().decode)
 _read_msgpack = guarded(msgspec.msgpack.Decoder().decode)
+_read_status_json = guarded(msgspec.json.Decoder(Status).decode)
+_read_status_msgpack = guarded(msgspec.msgpack.Decoder(Status).decode)
 
 
 def _deeper_than(value: Any, limit: int) -> bool:

@@ -9,7 +9,7 @@ import pytest
 
 from swarm.bus import open_bus, topics
 from swarm.runtime import Engine, EngineConfig
-from swarm.serve import Server, generate_topic, info_topic
+from swarm.serve import Server, generate_topic, info_topic, server_info_topic, server_status_topic, status_topic
 from swarm.serve.protocol import MAX_DEPTH, check_reply_prefix, check_reply_topic
 
 from .serving import ask
@@ -94,7 +94,9 @@ async def test_a_reply_prefix_confines_replies_to_its_topics(bus, engine):
         await asyncio.sleep(0.1)  # anything for the other three would have come by now
         seen |= {m.topic for m in sub.drain()}
         assert answered == {"game/replies", "game/replies/7"}
-        assert seen == {generate_topic("v"), info_topic("v"), "game/replies", "game/replies/7"}
+        retained = {info_topic("v"), status_topic("v"), server_info_topic("v", server.id),
+                    server_status_topic("v", server.id)}  # what the server announces, not replies
+        assert seen == {generate_topic("v"), *retained, "game/replies", "game/replies/7"}
         assert server.dropped.count == 3
 
 
