@@ -5,7 +5,7 @@
 Each persona's turns go to the worker rendezvous hashing picks among the live ones (its KV stays warm
 there; so do its cache hints). Every turn of a tick is in flight at once, up to each worker's capacity;
 the rest wait for answers. A worker that goes offline (its last will, when it dies) hands its outstanding
-turns to the others. The turns carry their seeds, and the engine's kernels do not depend on the batch, so
+turns to the others, and so does one that holds turns without answering for `stall_timeout` seconds. The turns carry their seeds, and the engine's kernels do not depend on the batch, so
 a run's events are the same on any number of workers as in process.
 
 The model keeps its own bus connection and event loop on a thread of its own: `decide` is called from the
@@ -57,18 +57,25 @@ class PoolModel(TurnModel):
     """Turns decided by pool `POOL`'s workers on the broker of `url` (`mqtt[s]://[user@]host:port/POOL`)."""
 
     def __init__(self, url: str, *, temperature: float = 0.7, top_p: float = 0.95, client: str | None = None,
-                 connect_timeout: float = 10.0, affinity: bool = True):
-        """`affinity=False` sends each turn to a live worker drawn by its seed instead of its persona's owner:
-        the baseline persona affinity is measured against (benchmarks/pool.py), not a mode to run in."""
+                 connect_timeout: float = 10.0, affinity: bool = True, stall_timeout: float = 120.0):
+        """`stall_timeout`: a worker that holds turns and has answered none of them for this many seconds is
+        passed over (its turns go to the others) until it answers again: a machine that hangs without
+        disconnecting. `affinity=False` sends each turn to a live worker drawn by its seed instead of its
+        persona's owner: the baseline persona affinity is measured against (benchmarks/pool.py)."""
+        if stall_timeout <= 0:
+            raise ValueError(f"stall_timeout is seconds > 0, got {stall_timeout}")
         bus_url, self.pool = split_pool_url(url)
-        self.affinity = affinity
+        self.affinity, self.stall_timeout = affinity, stall_timeout
+        self._heard: dict[str, float] = {}  # worker -> when it last answered, or was given turns while idle
+        self._silent: set[str] = set()  # workers passed over for holding turns without answering
         self.ref, self.shown = strip_password(url), redact(url)
         self.temperature, self.top_p = temperature, top_p
         self.client = client or uuid.uuid4().hex[:12]
         self.reply_topic = client_topic(self.pool, self.client)
         self.workers: dict[str, WorkerInfo] = {}  # live workers by id
         self.failovers: list[dict] = []  # per worker lost: when it was noticed (time.monotonic), turns resent
-        self.counters = {"turns": 0, "turns_resent": 0, "workers_lost": 0, "prompt_tokens": 0, "cached_tokens": 0}
+        self.counters = {"turns": 0, "turns_resent": 0, "workers_lost": 0, "workers_stalled": 0, "prompt_tokens": 0,
+                         "cached_tokens": 0}
         self._status: dict[str, str] = {}
         self._infos: dict[str, WorkerInfo] = {}
         self._changed: asyncio.Event | None = None
@@ -126,13 +133,19 @@ class PoolModel(TurnModel):
 
     async def _collect(self, sub) -> None:
         async for msg in sub:
+            worker = msg.payload.worker
+            self._heard[worker] = time.monotonic()
+            if worker in self._silent:
+                self._silent.discard(worker)
+                log.warning("worker %s of pool %s answers again", worker, self.pool)
+                self._changed.set()
             if msg.payload.id in self._expected:  # a late second answer to a resent turn is dropped
                 self._results[msg.payload.id] = msg.payload
                 self._changed.set()
 
     async def _wait_for_workers(self, what: str) -> list[str]:
         noticed = 0.0
-        while not self.workers:
+        while not self._usable():
             now = time.monotonic()
             if now - noticed >= WAIT_NOTICE_S:
                 log.warning("no live worker in pool %r on %s: %s waits (start one: swarm worker --bus URL --pool %s)",
@@ -143,8 +156,20 @@ class PoolModel(TurnModel):
                 await asyncio.wait_for(self._changed.wait(), WAIT_NOTICE_S)
             except asyncio.TimeoutError:
                 pass
-        return sorted(self.workers)
+        return self._usable()
 
+    def _usable(self) -> list[str]:
+        return sorted(w for w in self.workers if w not in self._silent)
+
+    def _pass_over_the_silent(self, at: dict[int, str]) -> None:
+        now = time.monotonic()
+        for w in set(at.values()) - self._silent:
+            if w in self.workers and now - self._heard.get(w, now) > self.stall_timeout:
+                self._silent.add(w)
+                self.counters["workers_stalled"] += 1
+                self.failovers.append({"worker": w, "noticed": now, "resent": 0})
+                log.warning("worker %s of pool %s holds turns and has answered none for %.0f s; they go to the "
+                            "others", w, self.pool, now - self._heard[w])
     # -- turns -------------------------------------------------------------------------------
 
     def decide(self, turns: Sequence[Turn]) -> list[Any]:
@@ -184,9 +209,13 @@ class PoolModel(TurnModel):
                     del waiting[i]
                     at.pop(i, None)
                     self._expected.discard(i)
-            self._dispatch(waiting, at, live)
+            self._pass_over_the_silent(at)
+            self._dispatch(waiting, at, self._usable() or live)
             if waiting:
-                await self._changed.wait()
+                try:
+                    await asyncio.wait_for(self._changed.wait(), self.stall_timeout / 4)
+                except asyncio.TimeoutError:
+                    pass  # time to look for silent workers again
         return out
 
     def _dispatch(self, waiting: dict[int, TurnJob], at: dict[int, str], live: list[str]) -> None:
@@ -195,6 +224,7 @@ class PoolModel(TurnModel):
         for w in at.values():
             if w in load:
                 load[w] += 1
+        idle = {w for w, n in load.items() if n == 0}
         batches: dict[str, list[TurnJob]] = {}
         for i, job in waiting.items():
             if at.get(i) in load:
@@ -211,7 +241,10 @@ class PoolModel(TurnModel):
             at[i] = w
             load[w] += 1
             batches.setdefault(w, []).append(job)
+        now = time.monotonic()
         for w, batch in batches.items():
+            if w in idle:  # its silence counts from now
+                self._heard[w] = now
             self.bus.publish_nowait(worker_topic(self.pool, w, "turns"), TurnBatch(reply_to=self.reply_topic,
                                                                                    jobs=batch))
 

@@ -186,3 +186,31 @@ def test_a_pool_on_a_broker_with_passwords_tls_and_the_readme_acl(tmp_path, refe
         w.wait(20)
     finally:
         broker.close()
+
+
+@pytest.mark.slow
+def test_a_worker_that_hangs_without_disconnecting_is_passed_over_until_it_answers(mosquitto, tmp_path, workers,
+                                                                                    reference):
+    from swarm import Simulation
+    from swarm.pool import PoolModel
+
+    start, procs = workers
+    start("w0", "w1")
+    model = PoolModel(f"{mosquitto.url}/village", stall_timeout=2.0)
+    log = tmp_path / "pool.jsonl"
+    sim = Simulation.from_scenario("village", model=model, seed=0, record=log)
+    try:
+        for _ in range(3):
+            sim.tick()
+        procs["w1"].send_signal(signal.SIGSTOP)  # online for the broker (its socket is open), answers nothing
+        t0 = time.monotonic()
+        for _ in range(7):
+            sim.tick()
+        assert time.monotonic() - t0 < 60
+        assert model.counters["workers_stalled"] == 1 and model.counters["turns_resent"] > 0
+        assert "w1" in model.workers and "w1" in model._silent
+        procs["w1"].send_signal(signal.SIGCONT)
+    finally:
+        sim.close()
+        model.close()
+    assert events(log) == reference
