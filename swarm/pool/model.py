@@ -5,8 +5,9 @@
 Each persona's turns go to the worker rendezvous hashing picks among the live ones (its KV stays warm
 there; so do its cache hints). Every turn of a tick is in flight at once, up to each worker's capacity;
 the rest wait for answers. A worker that goes offline (its last will, when it dies) hands its outstanding
-turns to the others, and so does one that holds turns without answering for `stall_timeout` seconds. The turns carry their seeds, and the engine's kernels do not depend on the batch, so
-a run's events are the same on any number of workers as in process.
+turns to the others, and so does one that holds turns without answering for `stall_timeout` seconds.
+The turns carry their seeds, and the engine's kernels do not depend on the batch, so a run's events are
+the same on any number of workers as in process.
 
 The model keeps its own bus connection and event loop on a thread of its own: `decide` is called from the
 simulation's executor thread and waits there.
