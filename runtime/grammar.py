@@ -215,17 +215,16 @@ def _translate(constraint: Any) -> tuple[str, list[str], Callable[[str], Any]]:
         lark = "start: " + " | ".join(json.dumps(o) for o in constraint.options)
         return llg.LLMatcher.grammar_from_lark(lark), list(constraint.options), str
     if isinstance(constraint, JsonSchema):
-        return (*_from_json_schema(constraint.schema, constraint, closed=False), _json_decode)
+        return (*_from_json_schema(constraint.schema, constraint), _json_decode)
     if isinstance(constraint, str):
         raise SchemaError(f"schema= takes a msgspec type, JSON schema dict, Regex or Choice, not the string "
                           f"{constraint!r} (for a regex write Regex(...))")
+    schema = closed_json_schema(constraint)
     try:
-        schema = msgspec.json.schema(constraint)
         decoder = msgspec.json.Decoder(constraint)
     except (TypeError, ValueError) as e:
-        raise SchemaError(f"msgspec cannot describe {constraint!r} as a JSON schema: {e}") from None
-    # msgspec ignores unknown fields, so extra ones would only waste tokens (and never end): close objects.
-    return (*_from_json_schema(schema, constraint, closed=True), decoder.decode)
+        raise SchemaError(f"msgspec cannot decode into {constraint!r}: {e}") from None
+    return (*_from_json_schema(schema, constraint), decoder.decode)
 
 
 def closed_json_schema(constraint: Any) -> dict:
@@ -235,13 +234,14 @@ def closed_json_schema(constraint: Any) -> dict:
         schema = msgspec.json.schema(constraint)
     except (TypeError, ValueError) as e:
         raise SchemaError(f"msgspec cannot describe {constraint!r} as a JSON schema: {e}") from None
+    # msgspec ignores unknown fields, so extra ones would only waste tokens (and never end): close objects.
     for node in _subschemas(schema):
         if isinstance(node.get("properties"), dict):
             node.setdefault("additionalProperties", False)
     return schema
 
 
-def _from_json_schema(schema: dict, constraint: Any, closed: bool) -> tuple[str, list[str]]:
+def _from_json_schema(schema: dict, constraint: Any) -> tuple[str, list[str]]:
     """-> the llguidance grammar of a JSON schema and the literal strings its values may need."""
     literals = []  # what the output must spell exactly: JSON-encoded names and constants, punctuation
     for node in _subschemas(schema):
@@ -250,8 +250,6 @@ def _from_json_schema(schema: dict, constraint: Any, closed: bool) -> tuple[str,
         if isinstance(node.get("properties"), dict):
             literals += _SYNTAX["object"]
             literals += [json.dumps(name, ensure_ascii=False) for name in node["properties"]]
-            if closed:
-                node.setdefault("additionalProperties", False)
         for v in [*_list(node.get("enum")), *([node["const"]] if "const" in node else [])]:
             literals.append(json.dumps(v, ensure_ascii=False))
     try:
