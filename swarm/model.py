@@ -155,7 +155,7 @@ class EngineModel(TurnModel):
             if self.progress is not None:
                 self._report(turns, handles, pending, shown)
             pending = left
-        return [h if isinstance(h, NoAction) else _value(h.result(), seconds[i]) for i, h in enumerate(handles)]
+        return [h if isinstance(h, NoAction) else answer_of(h.result(), seconds[i]) for i, h in enumerate(handles)]
 
     def _report(self, turns: Sequence[Turn], handles: list[Any], stepped: list[int], shown: dict[int, int]) -> None:
         """Tell `progress` about the act turns of the step just run whose text grew since last told."""
@@ -189,7 +189,8 @@ class EngineModel(TurnModel):
         return set(self.engine.adapters())
 
 
-def _value(completion, seconds: float | None = None) -> Any:
+def answer_of(completion, seconds: float | None = None) -> Answer | NoAction:
+    """A constrained completion as a turn's answer: its decoded value and text, or why there is none."""
     if completion.value is not None:
         return Answer(completion.value, completion.text, seconds)
     if completion.error:

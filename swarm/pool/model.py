@@ -198,8 +198,8 @@ class PoolModel(TurnModel):
         while waiting:
             live = await self._wait_for_workers(f"{len(waiting)} turns")
             self._changed.clear()
-            for i in list(waiting):
-                reply = self._results.pop(i, None)
+            for i in [i for i in self._results if i in waiting]:  # the answers that came in
+                reply = self._results.pop(i)
                 if isinstance(reply, TurnDone):
                     out[i] = reply
                     if i in self._resent and self.failovers:  # the last of a lost worker's turns answered

@@ -78,9 +78,6 @@ class Embedded(msgspec.Struct, kw_only=True, tag="embedded"):
     vectors: bytes = b""
     error: str | None = None
     done: bool = True
-    finish_reason: str = "embedded"
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
 
 
 class HintBatch(msgspec.Struct, kw_only=True):

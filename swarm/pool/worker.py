@@ -58,7 +58,6 @@ class _Turn:
         self.id = job.id
         self.handle: Any = None
         self.received = time.perf_counter()
-        self.first_token_s = None
 
     def submit(self, engine: Engine) -> None:
         from swarm.model import fit_prompt
@@ -72,11 +71,11 @@ class _Turn:
     def progress(self) -> list[TurnDone]:
         if not self.handle.done:
             return []
+        from swarm.model import Answer, answer_of
+
         out = self.handle.result()
-        text = out.text if out.value is not None else None
-        error = None if text is not None else (
-            f"the model's answer broke off: {out.error}" if out.error else
-            f"the model's answer was cut off ({out.finish_reason}) before it was complete")
+        answer = answer_of(out)
+        text, error = (answer.text, None) if isinstance(answer, Answer) else (None, answer.reason)
         return [TurnDone(id=self.id, worker=self.worker, text=text, error=error, finish_reason=out.finish_reason,
                          seconds=time.perf_counter() - self.received, prompt_tokens=len(out.prompt_token_ids),
                          cached_tokens=out.cached_tokens, completion_tokens=len(out.token_ids))]
@@ -89,7 +88,6 @@ class _Embed:
     def __init__(self, request: EmbedRequest, worker: str):
         self.request, self.worker, self.topic = request, worker, request.reply_to
         self.id, self.handle, self.reply = request.id, _Done(), None
-        self.received, self.first_token_s = time.perf_counter(), None
 
     def submit(self, engine: Engine) -> None:
         vectors = engine.embed(self.request.texts).numpy().astype("<f4")

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from swarm.serve.job import Job, RequestError
-from swarm.serve.protocol import Error, Reply
+from swarm.serve.protocol import Done, Error, Reply
 
 if TYPE_CHECKING:
     from swarm.runtime import Engine
@@ -133,7 +133,8 @@ class EngineWorker:
 
 
 def _log_done(job: Job, reply: Reply) -> None:
-    if not log.isEnabledFor(logging.DEBUG):
+    """One debug line per finished request (replies of other kinds of job, say a pool's, are not logged)."""
+    if not log.isEnabledFor(logging.DEBUG) or not isinstance(reply, (Done, Error)):
         return
     first = "" if job.first_token_s is None else f", first token after {job.first_token_s * 1000:.0f} ms"
     total = (time.perf_counter() - job.received) * 1000
