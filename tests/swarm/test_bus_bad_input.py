@@ -67,7 +67,9 @@ async def test_deeply_nested_payloads_are_dropped_like_any_bad_payload(format, d
     assert [m.payload["text"] for m in plain.drain()] == ["good"]
     assert bus.stats["dropped"] == 200
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert 1 <= len(warnings) <= 6 and any("nests too deeply" in w for w in warnings) and not tracebacks(caplog)
+    assert 1 <= len(warnings) <= 6, warnings  # 200 drops: the first few, then the rate limit holds
+    assert any("nests too deeply" in w for w in warnings)
+    assert not tracebacks(caplog)
 
 
 async def test_a_flood_of_hostile_inbox_messages_costs_a_few_log_lines_and_the_good_one_arrives(mosquitto, caplog):
