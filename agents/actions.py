@@ -10,20 +10,47 @@ and pass `action_union(*BASE_ACTIONS, Vote)` to the engine as `schema=`. The
 runtime compiles the union's JSON schema into a grammar, so every completion
 decodes into one of the types. String fields carry a `max_length` so that a
 constrained completion always ends within a bounded number of tokens.
+
+Fields that name a person, a place or a thing are typed with `one_of(kind)`
+(`Person`, `Place`, `Item`, `Thing`, or a scenario's own kind): each tick the
+simulation narrows them, per agent, to the names valid now (people here, other
+places, what the agent carries), so a model cannot name anyone or anything
+else. The docstring of each action and the `description` of each field are
+what the model reads about them (`describe_actions`).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import typing
 from typing import Annotated, Any, Literal
 
 import msgspec
 
-__all__ = ["BASE_ACTIONS", "Action", "Give", "Insight", "Move", "Name", "PlanUpdate", "Say", "Text", "Use", "Wait",
-           "action_union"]
+from swarm.runtime.grammar import CHOICE_KEY, choice_kinds, closed_json_schema
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]  # a person, place or item
+__all__ = ["BASE_ACTIONS", "Action", "Give", "Insight", "Item", "Move", "Name", "Person", "Place", "PlanUpdate", "Say",
+           "Text", "Thing", "Use", "Wait", "action_union", "all_kinds", "describe_actions", "one_of", "required_kinds",
+           "tag_of"]
+
+NAME_LENGTH = 40
+
+
+def one_of(kind: str, description: str | None = None, max_length: int = NAME_LENGTH) -> Any:
+    """A string field naming one of the `kind` names valid for the acting agent now ("person", "place", "item",
+    "thing", or a scenario's own kind with names from `@sim.choices`): the grammar offers only those."""
+    if not isinstance(kind, str) or not kind.isidentifier():
+        raise ValueError(f"a choice kind is a plain identifier like 'person', got {kind!r}")
+    return Annotated[str, msgspec.Meta(min_length=1, max_length=max_length, description=description,
+                                       extra_json_schema={CHOICE_KEY: kind})]
+
+
+Person = one_of("person", "someone here")
+Place = one_of("place", "a place to go to")
+Item = one_of("item", "something you carry")
+Thing = one_of("thing", "something you carry or that is here")
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=NAME_LENGTH)]  # a free name (not narrowed)
 Text = Annotated[str, msgspec.Meta(max_length=200)]  # something said or thought
 StepText = Annotated[str, msgspec.Meta(min_length=1, max_length=80)]
 
@@ -33,26 +60,34 @@ class Action(msgspec.Struct, tag_field="type", frozen=True, kw_only=True):
 
 
 class Say(Action, tag="say"):
-    text: Text
-    to: Name | None = None
+    """Say something aloud: everyone here hears it."""
+
+    text: Annotated[Text, msgspec.Meta(description="what you say")]
+    to: Annotated[Person | None, msgspec.Meta(description="whom you speak to, if anyone")] = None
 
 
 class Move(Action, tag="move"):
-    to: Name
+    """Go to another place; the way takes time."""
+
+    to: Place
 
 
 class Give(Action, tag="give"):
-    item: Name
-    to: Name
+    """Hand something you carry to someone here."""
+
+    item: Item
+    to: Person
 
 
 class Use(Action, tag="use"):
-    item: Name
-    target: Name | None = None
+    """Use something at hand."""
+
+    item: Thing
+    target: Annotated[Name | None, msgspec.Meta(description="whom or what you use it on, if anything")] = None
 
 
 class Wait(Action, tag="wait"):
-    pass
+    """Do nothing this turn."""
 
 
 BASE_ACTIONS: tuple[type[Action], ...] = (Say, Move, Give, Use, Wait)
@@ -81,15 +116,58 @@ def action_union(*types: type[Action]) -> Any:
     for t in types:
         if not (isinstance(t, type) and issubclass(t, Action)) or t is Action:
             raise TypeError(f"{t!r} is not a subclass of swarm.agents.actions.Action")
-        tag = _tag_of(t)
+        tag = tag_of(t)
         if tag in tags:
             raise TypeError(f"{t.__name__} and {tags[tag].__name__} share the tag {tag!r}")
         tags[tag] = t
     return typing.Union[types]  # noqa: UP007 (the runtime form of `A | B | ...` over a tuple of types)
 
 
+def describe_actions(types: typing.Iterable[type]) -> str:
+    """What the model reads about `types`: a line per action with its tag and fields (`to?` is optional), what
+    it does (the docstring's first paragraph) and what each field holds (its `description`)."""
+    lines = ['Actions (answer with exactly one, as JSON: {"type": the action, then its fields}):']
+    lines += [_describe(t) for t in types]
+    return "\n".join(lines)
+
+
+@functools.lru_cache(maxsize=1024)
+def _describe(t: type) -> str:
+    schema = closed_json_schema(t)
+    node = schema["$defs"][schema["$ref"].rsplit("/", 1)[-1]] if "$ref" in schema else schema
+    required = set(node.get("required", ()))
+    fields = [(name, sub) for name, sub in node.get("properties", {}).items() if name != "type"]
+    signature = ", ".join(name + ("" if name in required else "?") for name, _ in fields)
+    doc = " ".join(inspect.cleandoc(t.__doc__ or "").split("\n\n", 1)[0].split())
+    about = "; ".join(f"{name}: {_field_description(sub)}" for name, sub in fields if _field_description(sub))
+    return f"- {tag_of(t)}({signature})" + (f": {doc}" if doc else "") + (f" ({about})" if about else "")
+
+
+def _field_description(node: dict) -> str:
+    """A field's own description, else the first one inside it (an optional choice keeps its kind's)."""
+    if node.get("description"):
+        return node["description"]
+    for sub in node.get("anyOf", ()):
+        if isinstance(sub, dict) and sub.get("description"):
+            return sub["description"]
+    return ""
+
+
 @functools.lru_cache(maxsize=4096)
-def _tag_of(t: type) -> str:
+def required_kinds(t: Any) -> frozenset[str]:
+    """The choice kinds an action (or union) cannot be written without: with no names of one of them, the
+    simulation leaves the action out of the agent's choices this tick."""
+    return choice_kinds(closed_json_schema(t))[1]
+
+
+@functools.lru_cache(maxsize=4096)
+def all_kinds(t: Any) -> frozenset[str]:
+    """Every choice kind in an action type or union."""
+    return choice_kinds(closed_json_schema(t))[0]
+
+
+@functools.lru_cache(maxsize=4096)
+def tag_of(t: type) -> str:
     # msgspec.inspect walks every field: cached, because scenarios rebuild unions each tick for 1,000 agents
     config = t.__struct_config__
     if config.tag_field != "type" or not isinstance(config.tag, str):
@@ -107,7 +185,7 @@ def narrow(base: type[Action], field: str, choices: tuple[str, ...]) -> type[Act
     fields = [(name, Literal[tuple(choices)] if name == field else t) for name, t in _fields(base)]
     if field not in {name for name, _ in fields}:
         raise ValueError(f"{base.__name__} has no field {field!r}")
-    return msgspec.defstruct(base.__name__, fields, bases=(Action,), tag=_tag_of(base), frozen=True, kw_only=True)
+    return msgspec.defstruct(base.__name__, fields, bases=(Action,), tag=tag_of(base), frozen=True, kw_only=True)
 
 
 @functools.cache

@@ -52,6 +52,7 @@ class TurnRequest:
     """One model call an agent wants: chat `messages` answered with one value of `schema`.
 
     `persona` is the engine's prefix-cache key (the agent id); `adapter` the persona's LoRA adapter.
+    `choices` narrows the schema's choice fields (`one_of` kinds) to the names valid now (see `constraint`).
     `step` (the plan step shown) and `observed` (how many new observations the prompt holds) tell
     `Agent.receive` what the answer settles.
     """
@@ -65,6 +66,16 @@ class TurnRequest:
     adapter: str | None = None
     step: int | None = None
     observed: int = 0
+    choices: dict[str, tuple[str, ...]] | None = None
+
+    @property
+    def constraint(self) -> Any:
+        """What a model constrains the answer with: the schema, narrowed to `choices` when there are any."""
+        if not self.choices:
+            return self.schema
+        from swarm.runtime.grammar import Narrowed
+
+        return Narrowed(self.schema, self.choices)
 
 
 def add_exchange(history: list[dict[str, str]], user: str, answer: str, turns: int) -> list[dict[str, str]]:
@@ -79,15 +90,22 @@ def add_exchange(history: list[dict[str, str]], user: str, answer: str, turns: i
 
 
 class Agent:
-    """A persona in the simulation. `history_turns` bounds the (user, assistant) exchanges kept in prompts."""
+    """A persona in the simulation. `history_turns` bounds the (user, assistant) exchanges kept in prompts;
+    `wake_after` ticks without a turn make the agent act even with nothing new (None: only when something
+    happens), so a world where everyone waits does not stall; `idle_since` is the tick it last acted (or
+    joined)."""
 
     def __init__(self, id: str, persona: Persona, memory: MemoryStream | None = None, plan: Plan | None = None,
-                 history_turns: int = 6):
+                 history_turns: int = 6, wake_after: int | None = None, idle_since: int = 0):
         if not isinstance(id, str) or not id:
             raise ValueError("an agent needs a non-empty string id")
         if history_turns < 0:
             raise ValueError(f"history_turns must be >= 0, got {history_turns}")
+        if wake_after is not None and (isinstance(wake_after, bool) or not isinstance(wake_after, int)
+                                       or wake_after < 1):
+            raise ValueError(f"wake_after is a number of ticks >= 1 (or None), got {wake_after!r}")
         self.id, self.persona, self.history_turns = id, persona, history_turns
+        self.wake_after, self.idle_since = wake_after, idle_since
         self.memory = memory if memory is not None else MemoryStream()
         self.plan = plan if plan is not None else Plan()
         self.history: list[dict[str, str]] = []  # alternating user / assistant messages
@@ -106,8 +124,17 @@ class Agent:
             self.plan.invalidate(f"something important happened: {obs.text}")
 
     def wants_to_act(self, tick: int) -> bool:
+        """Something new was observed, a plan step is due, the plan needs re-planning, or the agent has been
+        idle for `wake_after` ticks."""
+        return self.has_news(tick) or self.woken(tick)
+
+    def has_news(self, tick: int) -> bool:
         """Something new was observed, a plan step is due, or the plan needs re-planning."""
         return bool(self.new_observations) or self.plan.needs_replan or self.plan.due(tick)
+
+    def woken(self, tick: int) -> bool:
+        """Idle for `wake_after` ticks: asked to act even with nothing new."""
+        return self.wake_after is not None and tick - self.idle_since >= self.wake_after
 
     def needs_plan(self) -> bool:
         return self.plan.needs_replan or (bool(self.persona.goals) and not self.plan.has_open_steps())
@@ -127,9 +154,10 @@ class Agent:
         guess = expect() if expect is not None else None
         if guess is None and self.last_acted is not None and self.act_interval is not None:
             guess = max(1.0, self.last_acted + self.act_interval - tick)
-        due = self.plan.next_due_tick()
-        if due is not None and (guess is None or due - tick < guess):
-            guess = float(due - tick)
+        for due in (self.plan.next_due_tick(),
+                    None if self.wake_after is None else self.idle_since + self.wake_after):
+            if due is not None and (guess is None or due - tick < guess):
+                guess = float(due - tick)
         return math.inf if guess is None else max(wait, float(guess))
 
     def query_texts(self) -> list[str]:
@@ -144,12 +172,18 @@ class Agent:
     # -- requests ---------------------------------------------------------------------------
 
     def requests(self, tick: int, world_text: str, situation: str, schema: Any, query_vector: Any = None,
-                 max_tokens: int = ACT_TOKENS, k_memories: int = 5, focus: str | None = None) -> list[TurnRequest]:
+                 max_tokens: int = ACT_TOKENS, k_memories: int = 5, focus: str | None = None, *,
+                 actions: str = "", options: str | None = None,
+                 choices: dict[str, tuple[str, ...]] | None = None) -> list[TurnRequest]:
         """The act request, then a reflect request if enough happened, then a plan request if the plan
         needs one. `query_vector` (from `query_texts()`) turns on memory retrieval; `focus` (what
-        the scenario says the agent must deal with now) closes the act prompt, right before the question."""
-        system = {"role": "system", "content": self.persona.system_message(world_text)}
-        out = [self._act(system, tick, situation, schema, query_vector, max_tokens, k_memories, focus)]
+        the scenario says the agent must deal with now) closes the act prompt, right before the question.
+        `actions` (`describe_actions`) goes into the system message, the same every turn; `options` (what can
+        be done now, when that is less than `actions` lists) into the act prompt; `choices` narrows the act's
+        schema to the names valid now."""
+        system = {"role": "system", "content": self.persona.system_message(world_text, actions=actions)}
+        out = [self._act(system, tick, situation, schema, query_vector, max_tokens, k_memories, focus, options,
+                         choices)]
         if self.memory.needs_reflection():
             out.append(self._reflect(system))
         if self.needs_plan():
@@ -161,7 +195,8 @@ class Agent:
         return TurnRequest(self.id, kind, messages, schema, max_tokens, self.id, self.persona.adapter, **extra)
 
     def _act(self, system: dict, tick: int, situation: str, schema: Any, query_vector: Any, max_tokens: int,
-             k: int, focus: str | None = None) -> TurnRequest:
+             k: int, focus: str | None = None, options: str | None = None,
+             choices: dict[str, tuple[str, ...]] | None = None) -> TurnRequest:
         sections = [f"Tick {tick}. {situation}".rstrip()]
         if self.new_observations:
             listed = self.new_observations[-MAX_LISTED_OBSERVATIONS:]
@@ -174,12 +209,14 @@ class Agent:
         step = self.plan.next_step(tick)
         if step is not None:
             sections.append(f"Your current step: {one_line(step.text)}")
+        if options:
+            sections.append(options)
         if focus:  # right before the question: a small model reads best what stands nearest its answer
             sections.append(f"Now: {focus}")
         sections.append("Answer with one action as JSON.")
         user = {"role": "user", "content": "\n\n".join(sections)}
         return self._request("act", [system, *self.history, user], schema, max_tokens,
-                             step=step.id if step else None, observed=len(self.new_observations))
+                             step=step.id if step else None, observed=len(self.new_observations), choices=choices)
 
     def _reflect(self, system: dict) -> TurnRequest:
         user = ("Your recent memories:\n" + _memories(self.memory.reflection_sources()) + "\n\n"
@@ -238,7 +275,7 @@ class Agent:
             interval = tick - self.last_acted
             self.act_interval = interval if self.act_interval is None else (
                 EMA_ALPHA * interval + (1 - EMA_ALPHA) * self.act_interval)
-        self.last_acted = tick
+        self.last_acted = self.idle_since = tick
 
     # -- checkpoints ----------------------------------------------------------------------------
 
@@ -246,6 +283,7 @@ class Agent:
         """Plain data for msgpack checkpoints; `Agent.from_state` rebuilds an agent that continues the same."""
         return {
             "id": self.id, "persona": msgspec.to_builtins(self.persona), "history_turns": self.history_turns,
+            "wake_after": self.wake_after, "idle_since": self.idle_since,
             "memory": self.memory.to_state(), "plan": self.plan.to_state(),
             "history": [dict(m) for m in self.history],
             "new_observations": msgspec.to_builtins(self.new_observations),
@@ -256,7 +294,8 @@ class Agent:
     @classmethod
     def from_state(cls, state: dict) -> Agent:
         agent = cls(state["id"], msgspec.convert(state["persona"], Persona), MemoryStream.from_state(state["memory"]),
-                    Plan.from_state(state["plan"]), state["history_turns"])
+                    Plan.from_state(state["plan"]), state["history_turns"], state.get("wake_after"),
+                    state.get("idle_since", state["last_acted"] or 0))  # older checkpoints: no waking
         agent.history = [dict(m) for m in state["history"]]
         agent.new_observations = msgspec.convert(state["new_observations"], list[Observation])
         agent._new_memory_ids = list(state["new_memory_ids"])

@@ -8,15 +8,16 @@ import msgspec
 
 __all__ = ["PLACEHOLDERS", "Persona"]
 
-PLACEHOLDERS = ("name", "role", "traits", "world", "goals")
+PLACEHOLDERS = ("name", "role", "traits", "world", "goals", "actions")
 ACT_INSTRUCTION = "Stay in character. Each turn, answer with exactly one action as JSON."
 
 
 class Persona(msgspec.Struct, frozen=True, kw_only=True):
     """A character the base model plays.
 
-    `system_prompt` is a `str.format` template over {name}, {role}, {traits}, {world} and {goals} (write
-    literal braces as {{ }}); None uses a default. `adapter` names a LoRA adapter registered with the
+    `system_prompt` is a `str.format` template over {name}, {role}, {traits}, {world}, {goals} and {actions}
+    (what the actions are and do; appended at the end of a template without it; write literal braces as
+    {{ }}); None uses a default. `adapter` names a LoRA adapter registered with the
     engine (None: the base model). `style` names the voice the persona speaks in (a scenario's scripted
     lines are written per style, demonstrations are split by it); a simulation whose model has an adapter
     of that name gives it to personas with no `adapter` of their own.
@@ -40,13 +41,15 @@ class Persona(msgspec.Struct, frozen=True, kw_only=True):
         if self.system_prompt is not None:
             _check_template(self.system_prompt)
 
-    def system_message(self, world: str, instruction: str = ACT_INSTRUCTION) -> str:
-        """The system prompt for this persona in `world` (a description of the setting); the default
-        prompt ends with `instruction` (how to answer)."""
+    def system_message(self, world: str, instruction: str = ACT_INSTRUCTION, actions: str = "") -> str:
+        """The system prompt for this persona in `world` (a description of the setting) with `actions` (what
+        the agent can do: `describe_actions`); the default prompt ends with `instruction` (how to answer)."""
         goals = "; ".join(self.goals)
         if self.system_prompt is not None:
-            return self.system_prompt.format(name=self.name, role=self.role, traits=self.traits, world=world,
-                                             goals=goals)
+            text = self.system_prompt.format(name=self.name, role=self.role, traits=self.traits, world=world,
+                                             goals=goals, actions=actions)
+            placed = any(field == "actions" for _, field, _, _ in string.Formatter().parse(self.system_prompt))
+            return text if placed or not actions else f"{text}\n\n{actions}"
         lines = [f"You are {self.name}" + (f", {self.role}" if self.role else "") + "."]
         if self.traits:
             lines.append(f"Traits: {self.traits}.")
@@ -54,6 +57,8 @@ class Persona(msgspec.Struct, frozen=True, kw_only=True):
             lines.append(f"Goals: {goals}.")
         if world:
             lines += ["", world]
+        if actions:
+            lines += ["", actions]
         lines += ["", instruction]
         return "\n".join(lines)
 

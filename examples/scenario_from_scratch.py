@@ -6,16 +6,18 @@ from typing import Annotated
 import msgspec
 
 from swarm import Persona
-from swarm.agents.actions import Action, Insight, Move, PlanUpdate, Say, Wait
+from swarm.agents.actions import Action, Insight, Move, Person, PlanUpdate, Say, Wait
 
 RUMOUR = "the miller buried gold under the old well"
 FOLK = [("Mira", "innkeeper", "gossip"), ("Bram", "miller", "plain"), ("Tova", "baker", "gossip"),
         ("Ilse", "guard", "plain"), ("Oren", "farmer", "plain"), ("Pell", "child", "gossip")]
 
 
-class Whisper(Action, tag="whisper"):  # a scenario's own action: only the listener hears it
-    to: Annotated[str, msgspec.Meta(max_length=40)]
-    text: Annotated[str, msgspec.Meta(max_length=200)]
+class Whisper(Action, tag="whisper"):  # a scenario's own action
+    """Whisper to someone here: only they hear it."""  # what the model reads about it
+
+    to: Person  # the grammar offers only the people here this tick
+    text: Annotated[str, msgspec.Meta(max_length=200, description="what you whisper")]
 
 
 def build(sim, agents: int = 6):
@@ -31,7 +33,7 @@ def build(sim, agents: int = 6):
 
     @sim.on(Whisper)
     def whisper(world, actor, action):
-        why = world.absent(actor, action.to)  # the model may name anyone, or no one real
+        why = world.absent(actor, action.to)  # a model cannot name anyone else; a scripted policy could
         if why:
             return world.fail(actor, action, why)
         return world.event("whisper", f'{actor} whispers to {action.to}: "{action.text}"', actor=actor,

@@ -15,7 +15,7 @@ _LAZY = {
     "Completion": "engine", "Engine": "engine", "EngineConfig": "engine", "RequestHandle": "engine",
     "CheckpointError": "errors", "ConfigError": "errors", "PromptTooLongError": "errors", "SchemaError": "errors",
     "SwarmError": "errors",
-    "Choice": "grammar", "JsonSchema": "grammar", "Regex": "grammar",
+    "Choice": "grammar", "JsonSchema": "grammar", "Narrowed": "grammar", "Regex": "grammar",
     "SamplingParams": "sampling",
     "Tokenizer": "tokenizer",
 }

@@ -10,19 +10,23 @@ matchers at once.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import llguidance as llg
 import msgspec
 
 from swarm.runtime.errors import SchemaError
-from swarm.runtime.tokenizer import Tokenizer
 
-__all__ = ["Choice", "GrammarCompiler", "GrammarState", "JsonSchema", "Regex", "closed_json_schema"]
+if TYPE_CHECKING:
+    from swarm.runtime.tokenizer import Tokenizer
+
+__all__ = ["CHOICE_KEY", "Choice", "GrammarCompiler", "GrammarState", "JsonSchema", "Narrowed", "Regex",
+           "choice_kinds", "closed_json_schema", "narrow_schema"]
 
 # Compact JSON (no whitespace between tokens): the bytes `msgspec.json.encode` writes, so
 # examples in a prompt look like the output, and no tokens go to layout.
@@ -31,6 +35,9 @@ _JSON_OPTIONS = {"whitespace_flexible": False}
 _SYNTAX = {"object": ("{", "}", ":", ",", '"'), "array": ("[", "]", ","), "string": ('"',)}
 # Without this llguidance puts the whole grammar and parser state in its error messages.
 _LIMITS = llg.LLParserLimits(verbose_errors=False)
+# A string schema carrying this key names a kind of choice ("person", "place", ...): `Narrowed` limits it to the
+# names valid for one request. msgspec puts it there from `Meta(extra_json_schema=...)` (swarm.agents.actions.one_of).
+CHOICE_KEY = "x-choice"
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,34 @@ class JsonSchema:
         return f"JsonSchema({self.text if len(self.text) <= 80 else self.text[:77] + '...'})"
 
 
+class Narrowed:
+    """A msgspec type whose choice fields (strings marked with `CHOICE_KEY`) are limited to `choices[kind]`:
+    `.value` decodes into the type, and the grammar lets through only the names valid now. A kind with no
+    names left makes an optional field null and a list empty; a required field with none is a SchemaError
+    (leave such an action out of the union instead). Equal arguments are equal constraints (one grammar)."""
+
+    __slots__ = ("choices", "type")
+
+    def __init__(self, type: Any, choices: dict[str, Iterable[str]]):
+        self.type = type
+        self.choices = tuple(sorted((kind, tuple(names)) for kind, names in choices.items()))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Narrowed) and other.type == self.type and other.choices == self.choices
+
+    def __hash__(self) -> int:
+        return hash((self.type, self.choices))
+
+    def __repr__(self) -> str:
+        kinds = ", ".join(f"{kind}: {len(names)}" for kind, names in self.choices)
+        return f"Narrowed({getattr(self.type, '__name__', None) or self.type!r}, {{{kinds}}})"
+
+    def json_schema(self) -> dict:
+        """The narrowed JSON schema (objects closed, fields in order): what a remote engine needs, as
+        `JsonSchema(narrowed.json_schema(), keep_order=True)`."""
+        return narrow_schema(closed_json_schema(self.type), dict(self.choices))
+
+
 @dataclass(frozen=True)
 class Grammar:
     """A compiled constraint: the matcher in its start state, and how finished text becomes `.value`."""
@@ -148,7 +183,8 @@ class GrammarCompiler:
         self._eos = sorted(eos_token_ids)
         self._cache_size = cache_size
         self._lltok: llg.LLTokenizer | None = None
-        self._pieces: set[bytes] | None = None  # every token's bytes; None when each single byte is a token
+        self._pieces: frozenset[bytes] | None = None  # every token's bytes; None when each single byte is a token
+        self._longest = 0  # bytes in the longest token
         self._by_constraint: OrderedDict[Hashable, Grammar] = OrderedDict()
         self._by_text: OrderedDict[str, llg.LLMatcher] = OrderedDict()
 
@@ -192,17 +228,17 @@ class GrammarCompiler:
             except ValueError as e:
                 raise SchemaError(f"this tokenizer cannot be used for constrained decoding: {e} "
                                   f"(model vocabulary {self._vocab_size})") from None
-            pieces = {self._lltok.decode_bytes([i]) for i in range(self._lltok.vocab_size)
-                      if not self._lltok.is_special_token(i)}
+            pieces = frozenset(self._lltok.decode_bytes([i]) for i in range(self._lltok.vocab_size)
+                               if not self._lltok.is_special_token(i))
             self._pieces = None if all(bytes([b]) in pieces for b in range(256)) else pieces
+            self._longest = max(map(len, pieces), default=0)
         return self._lltok
 
     def _check_spellable(self, literals: list[str], constraint: Any) -> None:
         if self._pieces is None:
             return
-        longest = max(map(len, self._pieces), default=0)
         for s in literals:
-            if not _spellable(s.encode(), self._pieces, longest):
+            if not _spellable(s.encode(), self._pieces, self._longest):
                 raise SchemaError(f"the tokenizer cannot spell {s!r}, which {_describe(constraint)} requires")
 
 
@@ -216,20 +252,40 @@ def _translate(constraint: Any) -> tuple[str, list[str], Callable[[str], Any]]:
         return llg.LLMatcher.grammar_from_lark(lark), list(constraint.options), str
     if isinstance(constraint, JsonSchema):
         return (*_from_json_schema(constraint.schema, constraint), _json_decode)
+    if isinstance(constraint, Narrowed):
+        return (*_from_json_schema(constraint.json_schema(), constraint), _decoder(constraint.type).decode)
     if isinstance(constraint, str):
         raise SchemaError(f"schema= takes a msgspec type, JSON schema dict, Regex or Choice, not the string "
                           f"{constraint!r} (for a regex write Regex(...))")
     schema = closed_json_schema(constraint)
+    return (*_from_json_schema(schema, constraint), _decoder(constraint).decode)
+
+
+def _decoder(constraint: Any) -> msgspec.json.Decoder:
     try:
-        decoder = msgspec.json.Decoder(constraint)
+        return _cached_decoder(constraint)
     except (TypeError, ValueError) as e:
         raise SchemaError(f"msgspec cannot decode into {constraint!r}: {e}") from None
-    return (*_from_json_schema(schema, constraint), decoder.decode)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_decoder(constraint: Any) -> msgspec.json.Decoder:
+    return msgspec.json.Decoder(constraint)
 
 
 def closed_json_schema(constraint: Any) -> dict:
     """The JSON schema a msgspec type is decoded under, objects closed as `compile` closes them: as a
-    `JsonSchema(..., keep_order=True)` (say, on another machine's engine) it gives the grammar the type gives."""
+    `JsonSchema(..., keep_order=True)` (say, on another machine's engine) it gives the grammar the type gives.
+    A fresh copy each call (the caller may change it); the schema itself is built once per type."""
+    try:
+        text = _closed_schema_text(constraint)
+    except TypeError:  # unhashable: not cached
+        text = _closed_schema_text.__wrapped__(constraint)
+    return json.loads(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _closed_schema_text(constraint: Any) -> str:
     try:
         schema = msgspec.json.schema(constraint)
     except (TypeError, ValueError) as e:
@@ -238,7 +294,66 @@ def closed_json_schema(constraint: Any) -> dict:
     for node in _subschemas(schema):
         if isinstance(node.get("properties"), dict):
             node.setdefault("additionalProperties", False)
+    return json.dumps(schema, ensure_ascii=False)
+
+
+def choice_kinds(schema: dict) -> tuple[frozenset[str], frozenset[str]]:
+    """(every choice kind in a JSON schema, the kinds a required field of some object needs)."""
+    kinds, required = set(), set()
+    for node in _subschemas(schema):
+        if isinstance(node.get(CHOICE_KEY), str):
+            kinds.add(node[CHOICE_KEY])
+        props = node.get("properties")
+        if isinstance(props, dict):
+            for name in _list(node.get("required")):
+                kind = props.get(name, {}).get(CHOICE_KEY) if isinstance(props.get(name), dict) else None
+                if isinstance(kind, str):
+                    required.add(kind)
+    return frozenset(kinds), frozenset(required)
+
+
+def narrow_schema(schema: dict, choices: dict[str, Iterable[str]]) -> dict:
+    """`schema` (changed in place and returned) with each string marked `CHOICE_KEY: kind` made an enum of
+    `choices[kind]`. A kind missing from `choices` stays a free string; a kind with no names makes an optional
+    field null only and a list empty, and a required field with none raises SchemaError."""
+    choices = {kind: list(names) for kind, names in choices.items()}
+    for node in list(_subschemas(schema)):
+        kind = node.get(CHOICE_KEY)
+        if kind in choices and choices[kind]:
+            description = node.get("description")
+            node.clear()
+            node["enum"] = choices[kind]
+            if description:
+                node["description"] = description
+    for node in _subschemas(schema):  # what an empty kind leaves: no value can be written
+        for key in ("anyOf", "oneOf"):
+            options = node.get(key)
+            if isinstance(options, list) and any(_empty_choice(o, choices) for o in options):
+                node[key] = [o for o in options if not _empty_choice(o, choices)]
+                if not node[key]:
+                    raise SchemaError(f"no names left to choose from for {_kinds_in(options)}")
+        if _empty_choice(node.get("items"), choices):
+            if node.get("minItems", 0) > 0:
+                raise SchemaError(f"a list needs at least {node['minItems']} {node['items'][CHOICE_KEY]} name(s), "
+                                  "and there are none to choose from")
+            node["items"], node["maxItems"] = {}, 0
+        props = node.get("properties")
+        if isinstance(props, dict):
+            for name in _list(node.get("required")):
+                if _empty_choice(props.get(name), choices):
+                    raise SchemaError(f"field {name!r} needs a {props[name][CHOICE_KEY]} name, and there are none "
+                                      "to choose from: leave that action out of the union")
+            for name in [n for n, sub in props.items() if _empty_choice(sub, choices)]:
+                del props[name]  # an optional field that cannot be written is left out
     return schema
+
+
+def _empty_choice(node: Any, choices: dict[str, list[str]]) -> bool:
+    return isinstance(node, dict) and node.get(CHOICE_KEY) in choices and not choices[node[CHOICE_KEY]]
+
+
+def _kinds_in(options: list) -> str:
+    return ", ".join(sorted({o[CHOICE_KEY] for o in options if isinstance(o, dict) and CHOICE_KEY in o}))
 
 
 def _from_json_schema(schema: dict, constraint: Any) -> tuple[str, list[str]]:
@@ -288,7 +403,8 @@ def _subschemas(node: Any) -> Iterator[dict]:
             yield from _subschemas(sub)
 
 
-def _spellable(data: bytes, pieces: set[bytes], longest: int) -> bool:
+@functools.lru_cache(maxsize=65536)  # the same names and keys come back in every narrowed schema
+def _spellable(data: bytes, pieces: frozenset[bytes], longest: int) -> bool:
     """Whether `data` splits into token byte strings (reach[i]: the first i bytes can be spelled)."""
     reach = [True] + [False] * len(data)
     for i in range(len(data)):
@@ -315,7 +431,7 @@ def _cache_key(constraint: Any) -> Hashable | None:
 
 
 def _describe(constraint: Any) -> str:
-    if isinstance(constraint, (Regex, Choice, JsonSchema)):
+    if isinstance(constraint, (Regex, Choice, JsonSchema, Narrowed)):
         return repr(constraint)
     return f"the schema {getattr(constraint, '__name__', None) or constraint!r}"
 

@@ -57,42 +57,46 @@ Note = Annotated[str, msgspec.Meta(min_length=1, max_length=160)]
 class WriteSpec(Action, tag="write_spec"):
     """The PM's spec of the requested feature: what it must do."""
 
-    text: Doc
+    text: Annotated[Doc, msgspec.Meta(description="the spec")]
 
 
 class Design(Action, tag="design"):
     """The architect's design: the components the feature is built from."""
 
-    text: Doc
+    text: Annotated[Doc, msgspec.Meta(description="the design")]
 
 
 class Breakdown(Action, tag="breakdown"):
     """The architect's task list: one task per part of the design."""
 
-    parts: Annotated[list[Part], msgspec.Meta(min_length=1, max_length=5)]
+    parts: Annotated[list[Part], msgspec.Meta(min_length=1, max_length=5, description="one line per task")]
 
 
 class Claim(Action, tag="claim"):
-    task: TaskId
+    """Take an open task to implement it."""
+
+    task: Annotated[TaskId, msgspec.Meta(description="the task's id")]
 
 
 class Implement(Action, tag="implement"):
     """Submit the change for a claimed task, with a change note for the reviewer."""
 
-    task: TaskId
-    change: Note
+    task: Annotated[TaskId, msgspec.Meta(description="your task's id")]
+    change: Annotated[Note, msgspec.Meta(description="what you changed")]
 
 
 class Review(Action, tag="review"):
-    task: TaskId
+    """QA: approve a submitted change, or ask for changes."""
+
+    task: Annotated[TaskId, msgspec.Meta(description="the task under review")]
     verdict: Literal["approve", "request_changes"]
-    notes: Note
+    notes: Annotated[Note, msgspec.Meta(description="what is good or missing")]
 
 
 class Release(Action, tag="release"):
     """The PM's release notes, once every task is approved."""
 
-    notes: Note
+    notes: Annotated[Note, msgspec.Meta(description="what the release brings")]
 
 
 # -- the feature --------------------------------------------------------------------------------
@@ -279,6 +283,7 @@ TRAITS = ("careful, likes small diffs", "fast, pragmatic", "thorough, writes tes
 
 
 def build(sim, agents: int = 5):
+    sim.wake_after = None  # handoffs wake the agents that have something to do; no need to ask the rest
     if not 5 <= agents <= 20:
         raise ValueError(f"the software team takes 5 to 20 agents (PM, architect, QA, 2+ engineers), not {agents}")
     sim.world.preamble = ("A product team ships one feature. The PM writes a spec, the architect a design and a "

@@ -63,26 +63,26 @@ TicketId = Annotated[str, msgspec.Meta(min_length=1, max_length=12)]
 class Route(Action, tag="route"):
     """Send a ticket to a queue, with the priority it deserves and a note for the specialist."""
 
-    ticket: TicketId
+    ticket: Annotated[TicketId, msgspec.Meta(description="the ticket's id")]
     # the decision, then the note that explains it: with the note first, swarm-tiny copied a wrong cue word
     # and then followed it to the wrong queue (its answers showed it); a decision is not derailed that way
-    queue: Category
+    queue: Annotated[Category, msgspec.Meta(description="the desk that should handle it")]
     priority: Priority
-    note: Annotated[str, msgspec.Meta(max_length=100)]
+    note: Annotated[str, msgspec.Meta(max_length=100, description="for the specialist")]
 
 
 class Answer(Action, tag="answer"):
     """Reply to the customer; this resolves the ticket if it was the right desk to answer it."""
 
-    ticket: TicketId
-    text: Annotated[str, msgspec.Meta(min_length=1, max_length=160)]
+    ticket: Annotated[TicketId, msgspec.Meta(description="the ticket's id")]
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=160, description="your reply")]
 
 
 class Escalate(Action, tag="escalate"):
     """Hand the ticket to a senior, saying why."""
 
-    ticket: TicketId
-    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    ticket: Annotated[TicketId, msgspec.Meta(description="the ticket's id")]
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=100, description="why a senior must take it")]
 
 
 # -- the cast --------------------------------------------------------------------------------
@@ -385,6 +385,7 @@ def triage_note(r: Reading, rng: random.Random) -> str:
 
 
 def build(sim, agents: int = 8, rate: float = 0.12, specialists: int | None = None):
+    sim.wake_after = None  # arriving and moving tickets wake those with something to do; no need to ask the rest
     if agents < 6:
         raise ValueError(f"the support desk needs at least 6 agents (triage, 4 specialists, a senior), not {agents}")
     if not 0 < rate <= 2:

@@ -37,7 +37,7 @@ from typing import Annotated
 import msgspec
 
 from swarm import Persona
-from swarm.agents.actions import Action, Give, Insight, Move, Name, PlanUpdate, Say, Use, Wait
+from swarm.agents.actions import Action, Give, Insight, Move, Person, PlanUpdate, Say, Use, Wait
 from swarm.agents.plans import OPEN
 from swarm.scenarios._phrasing import Grammar
 
@@ -94,14 +94,14 @@ TRAITS = ["chatty", "shy", "nosy", "grumpy", "cheerful", "careful", "lazy", "har
 class Work(Action, tag="work"):
     """Do your trade, at your own workplace (the mill, the market or the tavern)."""
 
-    task: Annotated[str, msgspec.Meta(min_length=1, max_length=60)]
+    task: Annotated[str, msgspec.Meta(min_length=1, max_length=60, description="what you do")]
 
 
 class Tell(Action, tag="tell"):
     """Tell someone here something in private: only they hear it."""
 
-    to: Name
-    news: Annotated[str, msgspec.Meta(min_length=1, max_length=160)]
+    to: Person
+    news: Annotated[str, msgspec.Meta(min_length=1, max_length=160, description="what you tell them")]
 
 
 def build(sim, agents: int = 12, gathering: str = "18:30"):
@@ -113,6 +113,7 @@ def build(sim, agents: int = 12, gathering: str = "18:30"):
     rng = random.Random(sim.seed)
     world, state = sim.world, sim.state
     world.preamble, world.minutes_per_tick, world.start_minute = PREAMBLE, MINUTES_PER_TICK, START
+    sim.wake_after = None  # the timetable wakes villagers; asking sleepers every few ticks would cost 20% more turns
     quarters = math.ceil(agents / QUARTER)
     for q in range(quarters):
         for place, description in PLACES.items():
@@ -144,6 +145,13 @@ def build(sim, agents: int = 12, gathering: str = "18:30"):
 
     sim.remove_actions(Give, Use)  # nothing in this town is carried about
     sim.add_actions(Work, Tell)
+
+    @sim.actions_for
+    def offered(sim, agent):
+        """Work only at one's own workplace: the rule is in the choices, not in a fail after the fact."""
+        if sim.world.place_of(agent.id) == sim.state["work"][agent.id]:
+            return sim.action_types
+        return [t for t in sim.action_types if t is not Work]
 
     @sim.on(Work)
     def work(world, actor, action):

@@ -72,29 +72,30 @@ Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
 class Kill(Action, tag="kill"):
     """Werewolves, at night: the villager you want dead."""
 
-    target: Name
+    target: Annotated[Name, msgspec.Meta(description="a living villager")]
 
 
 class Inspect(Action, tag="inspect"):
     """The seer, at night: learn whether a player is a werewolf."""
 
-    target: Name
+    target: Annotated[Name, msgspec.Meta(description="a living player")]
 
 
 class Accuse(Action, tag="accuse"):
     """By day: name a suspect, and say why."""
 
-    target: Name
-    reason: Reason
+    target: Annotated[Name, msgspec.Meta(description="a living player")]
+    reason: Annotated[Reason, msgspec.Meta(description="why you suspect them")]
 
 
 class Vote(Action, tag="vote"):
     """At the vote: the player you want hanged."""
 
-    target: Name
+    target: Annotated[Name, msgspec.Meta(description="a living player")]
 
 
 def build(sim, agents: int = 7, wolves: int | None = None, seer: bool = True, day_ticks: int = 3):
+    sim.wake_after = None  # the phases wake the agents that have something to do; no need to ask the rest
     if agents not in WOLVES:
         raise ValueError(f"werewolf takes 5 to 12 players, not {agents}")
     wolves = WOLVES[agents] if wolves is None else wolves

@@ -137,7 +137,7 @@ class EngineModel(TurnModel):
                                     seed=t.seed)
             try:
                 handles.append(self.engine.submit(self.fit(r.messages, r.max_tokens), params, persona=r.persona,
-                                                  adapter=r.adapter, schema=r.schema))
+                                                  adapter=r.adapter, schema=r.constraint))
             except SwarmError as e:  # e.g. a prompt past the context: this turn fails, the tick goes on
                 handles.append(NoAction(str(e)))
         seconds: list[float | None] = [None] * len(handles)

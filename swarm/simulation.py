@@ -1,7 +1,8 @@
 """The simulation loop: `tick()` = deliver -> plan -> act (one batched model call) -> resolve -> record.
 
 Only agents with something new to react to (an observation, a due plan step) act, so
-idle agents cost no model call. Every turn of a tick goes to the model in one call;
+idle agents cost no model call, except that an agent idle for `wake_after` ticks (5) is asked
+again, so that a world where everyone waits does not stall. Every turn of a tick goes to the model in one call;
 afterwards each agent's "ticks until it acts again" goes to the model as a cache hint.
 The loop is asyncio inside (the bus is), driven from plain code by `tick()` and `run()`
 on the simulation's own event loop; the model runs in a worker thread so the bus stays
@@ -29,11 +30,12 @@ import msgspec
 
 from swarm import bus as busmod
 from swarm.agents import Agent, Observation, Persona
-from swarm.agents.actions import BASE_ACTIONS, Action, Wait, action_union
+from swarm.agents.actions import BASE_ACTIONS, Action, Wait
 from swarm.agents.memory import embed_pending
 from swarm.bus import BusError, topics
 from swarm.bus.ratelog import RateLimitedLog
 from swarm.bus.url import strip_password
+from swarm.choices import Menu
 from swarm.events import Event, InboxMessage, Report
 from swarm.model import Answer, NoAction, Turn, TurnModel, open_model
 from swarm.recorder import Recorder
@@ -44,6 +46,7 @@ from swarm.world import World
 log = logging.getLogger("swarm.simulation")
 
 CHECKPOINT_FORMAT = 1
+WAKE_AFTER = 5  # ticks an agent with nothing new waits before it is asked again (None: never)
 Hook = Callable[["Simulation", list[Event]], "Event | Iterable[Event] | None"]
 
 
@@ -62,7 +65,8 @@ class Simulation:
 
     def __init__(self, model: Any = DEFAULT_MODEL, *, seed: int = 0, bus: str | None = "local", name: str = "sim",
                  record: str | Path | None = None, minutes_per_tick: float = 1.0, max_action_tokens: int = 96,
-                 retrieve: int = 3, history_turns: int = 2, engine_config: Any = None):
+                 retrieve: int = 3, history_turns: int = 2, wake_after: int | None = WAKE_AFTER,
+                 engine_config: Any = None):
         if not isinstance(name, str) or not name:
             raise ValueError(f"a simulation needs a non-empty name, got {name!r}")
         self.name, self.seed = name, seed
@@ -75,17 +79,22 @@ class Simulation:
         # the exchanges each agent's prompt repeats: more gives a model more context, and a small model's
         # window fills fast (the engine model also drops the oldest ones when a prompt would not fit)
         self.max_action_tokens, self.retrieve, self.history_turns = max_action_tokens, retrieve, history_turns
+        # an agent with nothing new is asked again after this many ticks: a world where everyone waits goes on
+        if wake_after is not None and (isinstance(wake_after, bool) or not isinstance(wake_after, int)
+                                       or wake_after < 1):
+            raise ValueError(f"wake_after is a number of ticks >= 1 (or None), got {wake_after!r}")
+        self.wake_after = wake_after
         self.scenario: ScenarioRef | None = None
         self.counters: Counter[str] = Counter()
         self._metrics: dict[str, Callable[[Simulation], Any]] = {}
         self._hooks: list[Hook] = []
         self._pending: list[Event] = []  # events made between ticks (agents joining), recorded with the next tick
         self._hinted: dict[str, float] = {}
-        self._schema = None
+        self._menu = Menu()
         self._actions_for: Callable[[Simulation, Agent], list[type]] | None = None
+        self._choices: Callable[[Simulation, Agent], dict[str, Iterable[str]]] | None = None
         self._focus: Callable[[Simulation, Agent], str | None] | None = None
         self._next_act: Callable[[Simulation, Agent], float | None] | None = None
-        self._unions: dict[tuple[type, ...], Any] = {}
         self._loop = asyncio.new_event_loop()
         self.bus_url = strip_password(bus)  # what a checkpoint keeps: a resumed run reads SWARM_MQTT_PASSWORD
         self.bus = busmod.open_bus(bus, client_id=f"{name}-sim", presence=topics.presence(name, f"{name}-sim"))
@@ -105,7 +114,7 @@ class Simulation:
         """A simulation built by a bundled scenario (by name) or a scenario file; keyword arguments the
         constructor does not take are the scenario's options (e.g. `agents=12`)."""
         own = {"seed", "bus", "name", "record", "minutes_per_tick", "max_action_tokens", "retrieve", "history_turns",
-               "engine_config"}
+               "wake_after", "engine_config"}
         options = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
         if "name" not in kwargs:
             kwargs["name"] = Path(spec).stem if spec.endswith(".py") else spec
@@ -125,7 +134,8 @@ class Simulation:
         if persona.adapter is None and persona.style is not None and self.model is not None \
                 and persona.style in self.model.adapters():
             persona = msgspec.structs.replace(persona, adapter=persona.style)
-        agent = Agent(persona.name, persona, history_turns=self.history_turns)
+        agent = Agent(persona.name, persona, history_turns=self.history_turns, wake_after=self.wake_after,
+                      idle_since=self.world.tick)
         for goal in (*persona.goals, *goals):
             agent.plan.add_goal(goal)
         self.agents[agent.id] = agent
@@ -146,11 +156,9 @@ class Simulation:
                 raise TypeError(f"add_actions takes Action subclasses, got {t!r}")
             if t not in self.action_types:
                 self.action_types.append(t)
-        self._schema = None
 
     def remove_actions(self, *types: type) -> None:
         self.action_types = [t for t in self.action_types if t not in types]
-        self._schema = None
 
     def on(self, action_type: type) -> Callable:
         """Decorator: `@sim.on(Vote) def vote(world, actor, action) -> events`."""
@@ -177,6 +185,14 @@ class Simulation:
         self._actions_for = fn
         return fn
 
+    def choices(self, fn: Callable[[Simulation, Agent], dict[str, Iterable[str]]]) -> Callable:
+        """Decorator: `fn(sim, agent)` gives the names of the scenario's own choice kinds (fields typed
+        `one_of("lot")`) that `agent` may name this tick, e.g. `{"lot": ["wool", "grain"]}`; it may also
+        replace the world's kinds (person, place, item, thing). The grammar offers only these names; an
+        action whose required field has none is left out for the tick."""
+        self._choices = fn
+        return fn
+
     def focus(self, fn: Callable[[Simulation, Agent], str | None]) -> Callable:
         """Decorator: `fn(sim, agent)` gives what `agent` must deal with now (a line of text, or None), and
         its act prompt ends with it, right before the question: e.g. the ticket in a support agent's hands.
@@ -196,22 +212,15 @@ class Simulation:
 
     @property
     def schema(self):
-        if self._schema is None:
-            self._schema = action_union(*self.action_types)
-        return self._schema
+        """The union of every action type (before `@sim.actions_for` and the narrowing of choice fields)."""
+        return self._menu.union(tuple(self.action_types))
 
-    def _schema_of(self, agent: Agent):
-        if self._actions_for is None:
-            return self.schema
-        types = tuple(self._actions_for(self, agent))
+    def _offer(self, agent: Agent):
+        described = tuple(self.action_types)
+        types = described if self._actions_for is None else tuple(self._actions_for(self, agent))
         if not types:
             raise ScenarioError(f"actions_for gave {agent.id} no action types at tick {self.world.tick}")
-        schema = self._unions.get(types)
-        if schema is None:
-            if len(self._unions) >= 256:  # types rebuilt every phase would pile up
-                self._unions.clear()
-            schema = self._unions[types] = action_union(*types)
-        return schema
+        return self._menu.offer(self, agent, types, described, self._choices)
 
     @property
     def tick_count(self) -> int:
@@ -297,11 +306,17 @@ class Simulation:
                                 queries=[a.query_texts() for a in acting])
         self.counters["model_seconds"] += time.perf_counter() - t0  # embedding is the model's work too
         turns = []
+        actions = self._menu.describe(self.action_types)
         for agent, query in zip(acting, queries, strict=True):
             situation = self.world.describe_for(agent.id)
             focus = self._focus(self, agent) if self._focus is not None else None
-            for req in agent.requests(tick, self.world.preamble, situation, self._schema_of(agent), query_vector=query,
-                                      max_tokens=self.max_action_tokens, k_memories=self.retrieve, focus=focus):
+            offer = self._offer(agent)
+            if offer.schema is Wait and not agent.has_news(tick):
+                agent.idle_since = tick  # woken with nothing new, and waiting is all it may do: no call needed
+                continue
+            for req in agent.requests(tick, self.world.preamble, situation, offer.schema, query_vector=query,
+                                      max_tokens=self.max_action_tokens, k_memories=self.retrieve, focus=focus,
+                                      actions=actions, options=offer.options, choices=offer.choices):
                 turns.append(Turn(req, agent, self.world, self.rng.getrandbits(32), self))
         return turns
 

@@ -63,6 +63,8 @@ class World:
         self.tick = 0
         self.seq = 0
         self._seen: dict[int, list[str]] = {}  # observers of this tick's events, fixed when each happened
+        self._parts: dict[str, list[str]] = {}  # place -> the places reachable from it (see _reachable)
+        self._parts_key: tuple[int, int] | None = None
         # by tag, so an action type a scenario rebuilds each phase (say, a Vote over the living players)
         # keeps its handler
         self.handlers: dict[str, Handler] = {_type_tag(t): fn for t, fn in
@@ -166,6 +168,37 @@ class World:
         if self.place_of(other) != here:
             return f"{other} is not here; here: {company}"
         return None
+
+    def choices_for(self, agent: str,
+                    kinds: Iterable[str] = ("person", "place", "item", "thing")) -> dict[str, list[str]]:
+        """The names an agent's choice fields may take now, by kind: `person` everyone else here, `place` every
+        other place a route leads to, `item` what it carries, `thing` what it carries or what lies here.
+        Only the `kinds` asked for (a scenario adds its own with `@sim.choices`)."""
+        here = self.positions[agent].place
+        out: dict[str, list[str]] = {}
+        for kind in kinds:
+            if kind == "person":
+                out[kind] = [] if here is None else [a for a in self.agents_at(here) if a != agent]
+            elif kind == "place":
+                out[kind] = [] if here is None else [p for p in self._reachable(here) if p != here]
+            elif kind == "item":
+                out[kind] = self.inventory(agent)
+            elif kind == "thing":
+                out[kind] = self.inventory(agent) + ([] if here is None else self.things_at(here))
+        return out
+
+    def _reachable(self, place: str) -> list[str]:
+        """The places in `place`'s part of the map, in the order they were added (cached until the map changes)."""
+        key = (self.graph.number_of_nodes(), self.graph.number_of_edges())
+        if self._parts_key != key:
+            self._parts, self._parts_key = {}, key
+        part = self._parts.get(place)
+        if part is None:
+            members = nx.node_connected_component(self.graph, place)
+            part = [p for p in self.graph.nodes if p in members]
+            for p in part:
+                self._parts[p] = part
+        return part
 
     def can_act(self, agent: str) -> bool:
         return self.positions[agent].place is not None
@@ -275,7 +308,7 @@ class World:
         """Replace everything but the handlers with a `to_state()` snapshot."""
         self.minutes_per_tick, self.start_minute = state["minutes_per_tick"], state["start_minute"]
         self.preamble, self.tick, self.seq = state["preamble"], state["tick"], state["seq"]
-        self.graph = nx.Graph()
+        self.graph, self._parts_key = nx.Graph(), None
         for name, desc in state["places"]:
             self.graph.add_node(name, description=desc)
         for a, b, minutes in state["routes"]:

@@ -174,15 +174,15 @@ class PoolModel(TurnModel):
     # -- turns -------------------------------------------------------------------------------
 
     def decide(self, turns: Sequence[Turn]) -> list[Any]:
-        from swarm.runtime.grammar import closed_json_schema
+        from swarm.runtime.grammar import Narrowed, closed_json_schema
 
-        schemas: dict[int, dict] = {}
+        schemas: dict[Any, dict] = {}
         jobs = []
         for t in turns:
             r = t.request
-            key = id(r.schema)
+            key = r.constraint  # hashable: one schema per distinct narrowing
             if key not in schemas:
-                schemas[key] = closed_json_schema(r.schema)
+                schemas[key] = key.json_schema() if isinstance(key, Narrowed) else closed_json_schema(key)
             jobs.append(TurnJob(id=next(self._ids), messages=r.messages, schema=schemas[key], max_tokens=r.max_tokens,
                                 seed=t.seed, persona=r.persona, adapter=r.adapter, temperature=self.temperature,
                                 top_p=self.top_p))

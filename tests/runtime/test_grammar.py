@@ -294,3 +294,52 @@ def test_a_tokenizer_llguidance_cannot_read(folder):
     engine = engine_with(folder, tok)
     with pytest.raises(SchemaError, match="cannot be used for constrained decoding"):
         engine.submit([1], schema=Action)
+
+
+# -- choice fields narrowed per request ------------------------------------------------------------------
+
+Someone = Annotated[str, msgspec.Meta(min_length=1, max_length=40, extra_json_schema={"x-choice": "person"})]
+
+
+class Greet(msgspec.Struct, tag="greet"):
+    to: Someone
+    also: Someone | None = None
+    crowd: list[Someone] = []
+
+
+class Rest(msgspec.Struct, tag="rest"):
+    pass
+
+
+def test_narrowed_choice_fields_take_only_the_names_given(engine):
+    from swarm.runtime import Narrowed
+
+    names = ("Mira", "Zoë", 'O"Hara')
+    schema = Narrowed(Greet | Rest, {"person": names})
+    outs = engine.generate(["Say hello"] * 40, sampled(40), schema=schema)
+    assert_valid(outs, Greet | Rest)
+    greets = [o.value for o in outs if isinstance(o.value, Greet)]
+    assert greets and all({g.to, g.also, *g.crowd} <= {*names, None} for g in greets)
+    # equal narrowings share one grammar; the decoded value is the type, not a dict
+    assert Narrowed(Greet | Rest, {"person": list(names)}) == schema and hash(schema) == hash(
+        Narrowed(Greet | Rest, {"person": names}))
+
+
+def test_a_kind_with_no_names_leaves_optional_fields_empty_and_refuses_required_ones(engine):
+    from swarm.runtime import Narrowed
+    from swarm.runtime.grammar import narrow_schema
+
+    class Lonely(msgspec.Struct, tag="lonely"):
+        also: Someone | None = None
+        crowd: list[Someone] = []
+
+    outs = engine.generate(["Alone"] * 12, sampled(12), schema=Narrowed(Lonely, {"person": ()}))
+    assert_valid(outs, Lonely)
+    assert all(o.value.also is None and o.value.crowd == [] for o in outs)
+    with pytest.raises(SchemaError, match="'to' needs a person name"):
+        engine.submit("Say hello", SamplingParams(max_tokens=40), schema=Narrowed(Greet, {"person": ()}))
+    # a kind not given stays a free string; the marker itself is harmless to llguidance
+    free = narrow_schema(msgspec.json.schema(Greet), {"place": ["mill"]})
+    assert free["$defs"]["Greet"]["properties"]["to"]["x-choice"] == "person"
+    outs = engine.generate(["Hello"] * 4, sampled(4), schema=Greet)
+    assert_valid(outs, Greet)

@@ -4,6 +4,7 @@ recording, checkpoints that continue a run exactly, and clear errors for bad inp
 import math
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import msgspec
@@ -86,7 +87,7 @@ def test_a_spoken_line_wakes_only_its_listeners():
 
 def test_hints_tell_the_model_when_each_agent_acts_again():
     model = Recording(lambda t: Wait())
-    sim = tavern(model)
+    sim = tavern(model, wake_after=None)  # hints without the wake-up (test_choices covers it)
     sim.agents["Ann"].plan.add_goal("bake bread", due=5)
     sim.tick()
     assert model.hints["Ann"] == 5  # her step is due at tick 5
@@ -95,7 +96,7 @@ def test_hints_tell_the_model_when_each_agent_acts_again():
 
 def test_a_travellers_hint_is_its_arrival():
     model = Recording(lambda t: Move(to="square") if t.agent.id == "Ann" and t.world.tick == 0 else Wait())
-    sim = tavern(model)
+    sim = tavern(model, wake_after=None)  # hints without the wake-up (test_choices covers it)
     sim.world.add_place("mill")
     sim.world.connect("tavern", "mill", minutes=5)
     sim.world.place_agent("Ann", "mill")
@@ -110,7 +111,7 @@ def test_a_travellers_hint_is_its_arrival():
 
 def test_the_next_act_hook_is_asked_for_idle_agents_and_none_falls_back():
     model = Recording(lambda t: Wait())
-    sim = tavern(model)
+    sim = tavern(model, wake_after=None)  # hints without the wake-up (test_choices covers it)
     asked = []
 
     @sim.next_act
@@ -133,7 +134,7 @@ def test_hints_are_sent_only_when_they_change():
     sent = []
     model = Recording(lambda t: Wait())
     model.hint = lambda persona, next_use: sent.append((persona, next_use))
-    sim = tavern(model)
+    sim = tavern(model, wake_after=None)  # hints without the wake-up (test_choices covers it)
     sim.next_act(lambda sim, agent: 9 - sim.world.tick)  # all wake at tick 10, whenever asked
     for _ in range(4):
         sim.tick()
@@ -311,17 +312,20 @@ def test_random_policy_draws_valid_actions_of_every_type():
 
     from swarm.baselines import random_policy
 
-    drawn = Counter()
+    drawn, offered = Counter(), set()
 
     def policy(turn):
         value = random_policy(turn)
-        drawn[type(value).__name__] += 1
+        if turn.request.kind == "act":
+            drawn[type(value).__name__] += 1
+            offered.update(t.__name__ for t in typing.get_args(turn.request.schema))
         return value
 
     sim = Simulation.from_scenario(RUMOUR, model=ScriptedModel(policy), seed=4, agents=8)
     kinds = Counter(e.kind for _ in range(12) for e in sim.tick())
-    assert {"Say", "Move", "Give", "Use", "Wait", "Whisper"} <= set(drawn)  # every type of the union comes up
-    assert kinds["fail"] > 0 and kinds["say"] > 0  # random names often miss, and the loop survives them
+    # nobody carries anything, so Give and Use are never offered; every action offered comes up
+    assert set(drawn) == offered == {"Say", "Move", "Wait", "Whisper"}
+    assert kinds["fail"] == 0 and kinds["say"] > 0 and kinds["whisper"] > 0  # names drawn from the choices fit
 
 
 def test_personas_get_the_adapter_of_their_style_when_the_model_has_one():
