@@ -99,11 +99,14 @@ def _choices(sim: Any, agent: Any, kinds: tuple[str, ...],
     world = sim.world.choices_for(agent.id, [k for k in kinds if k in WORLD_KINDS and k not in given])
     out = {}
     for kind in kinds:
-        names = given[kind] if kind in given else world.get(kind)
-        if names is None:
+        if kind in given:
+            names = given[kind]
+            if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):
+                raise ScenarioError(f"@sim.choices gave {kind!r} {names!r}: a list of non-empty names is needed")
+        elif kind in world:
+            names = world[kind]
+        else:
             raise ScenarioError(f"the actions of {agent.id} name a {kind!r} (one_of({kind!r})), and nothing gives "
                                 f"its names: return them from a @sim.choices function, e.g. {{{kind!r}: [...]}}")
-        if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):
-            raise ScenarioError(f"@sim.choices gave {kind!r} {names!r}: a list of non-empty names is needed")
         out[kind] = tuple(names)
     return out

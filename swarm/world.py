@@ -64,7 +64,8 @@ class World:
         self.seq = 0
         self._seen: dict[int, list[str]] = {}  # observers of this tick's events, fixed when each happened
         self._parts: dict[str, list[str]] = {}  # place -> the places reachable from it (see _reachable)
-        self._parts_key: tuple[int, int] | None = None
+        self._parts_key: int | None = None  # the _map_version they were found at
+        self._map_version = 0  # changes with every place and route added
         # by tag, so an action type a scenario rebuilds each phase (say, a Vote over the living players)
         # keeps its handler
         self.handlers: dict[str, Handler] = {_type_tag(t): fn for t, fn in
@@ -78,6 +79,7 @@ class World:
         if name in self.graph:
             raise ValueError(f"place {name!r} already exists")
         self.graph.add_node(name, description=description)
+        self._map_version += 1
 
     def connect(self, a: str, b: str, minutes: float = 1.0) -> None:
         """A two-way route between places `a` and `b` taking `minutes` game minutes to walk."""
@@ -88,6 +90,7 @@ class World:
         if minutes < 0:
             raise ValueError(f"a route cannot take negative time ({minutes} minutes)")
         self.graph.add_edge(a, b, minutes=float(minutes))
+        self._map_version += 1
 
     def add_thing(self, name: str, *, at: str | None = None, holder: str | None = None, description: str = "",
                   portable: bool = True, **data: Any) -> Thing:
@@ -189,9 +192,8 @@ class World:
 
     def _reachable(self, place: str) -> list[str]:
         """The places in `place`'s part of the map, in the order they were added (cached until the map changes)."""
-        key = (self.graph.number_of_nodes(), self.graph.number_of_edges())
-        if self._parts_key != key:
-            self._parts, self._parts_key = {}, key
+        if self._parts_key != self._map_version:
+            self._parts, self._parts_key = {}, self._map_version
         part = self._parts.get(place)
         if part is None:
             members = nx.node_connected_component(self.graph, place)
@@ -308,7 +310,7 @@ class World:
         """Replace everything but the handlers with a `to_state()` snapshot."""
         self.minutes_per_tick, self.start_minute = state["minutes_per_tick"], state["start_minute"]
         self.preamble, self.tick, self.seq = state["preamble"], state["tick"], state["seq"]
-        self.graph, self._parts_key = nx.Graph(), None
+        self.graph, self._parts_key = nx.Graph(), None  # a new map: reachability is found again
         for name, desc in state["places"]:
             self.graph.add_node(name, description=desc)
         for a, b, minutes in state["routes"]:
