@@ -29,7 +29,7 @@ from swarm.pool.protocol import (
     WorkerInfo,
     worker_topic,
 )
-from swarm.serve.worker import EngineWorker
+from swarm.serve.worker import DoneHandle, EngineWorker
 
 if TYPE_CHECKING:
     from swarm.runtime import Engine
@@ -39,15 +39,6 @@ log = logging.getLogger("swarm.pool")
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
-
-
-class _Done:
-    """The handle of a job that finished when it was submitted (hints, embeddings)."""
-
-    done = True
-
-    def cancel(self) -> None:
-        pass
 
 
 class _Turn:
@@ -87,7 +78,7 @@ class _Turn:
 class _Embed:
     def __init__(self, request: EmbedRequest, worker: str):
         self.request, self.worker, self.topic = request, worker, request.reply_to
-        self.id, self.handle, self.reply = request.id, _Done(), None
+        self.id, self.handle, self.reply = request.id, DoneHandle(), None
 
     def submit(self, engine: Engine) -> None:
         vectors = engine.embed(self.request.texts).numpy().astype("<f4")
@@ -103,7 +94,7 @@ class _Embed:
 
 class _Hints:
     def __init__(self, batch: HintBatch):
-        self.batch, self.id, self.handle, self.topic = batch, "hints", _Done(), None
+        self.batch, self.id, self.handle, self.topic = batch, "hints", DoneHandle(), None
 
     def submit(self, engine: Engine) -> None:
         for persona, tick in self.batch.hints:
