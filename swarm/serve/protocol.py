@@ -27,9 +27,9 @@ from swarm.bus import topics
 from swarm.bus.codec import DecodeError, guarded
 
 __all__ = ["ERROR_CODES", "ChatMessage", "Done", "Error", "GenerateRequest", "Info", "PersonaSpec", "Status", "Token",
-           "check_reply_prefix", "check_reply_topic", "check_server_id", "client_id", "default_server_id",
-           "detect_format", "encode", "generate_topic", "info_topic", "read_request", "read_status",
-           "server_info_topic", "server_status_topic", "share_group", "status_topic"]
+           "check_reply_prefix", "check_reply_topic", "check_server_id", "client_id", "deeper_than",
+           "default_server_id", "detect_format", "encode", "generate_topic", "info_topic", "read_request",
+           "read_status", "server_info_topic", "server_status_topic", "share_group", "status_topic"]
 
 Id = str | int | None
 ErrorCode = Literal["bad_request", "unknown_adapter", "schema", "too_long", "shutting_down", "internal"]
@@ -284,7 +284,7 @@ def read_request(data: bytes) -> tuple[str, GenerateRequest | BadRequest]:
     rid, reply_to = raw.get("id"), raw.get("reply_to")
     rid = rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None
     reply_to = reply_to if isinstance(reply_to, str) else None
-    if _deeper_than(raw, MAX_DEPTH):  # the schema is used as plain data: bound it before anything recurses
+    if deeper_than(raw, MAX_DEPTH):  # the schema is used as plain data: bound it before anything recurses
         return format, BadRequest(id=rid, reply_to=reply_to, error=f"the request nests deeper than {MAX_DEPTH} levels")
     try:
         return format, msgspec.convert(raw, GenerateRequest)
@@ -298,7 +298,7 @@ _read_status_json = guarded(msgspec.json.Decoder(Status).decode)
 _read_status_msgpack = guarded(msgspec.msgpack.Decoder(Status).decode)
 
 
-def _deeper_than(value: Any, limit: int) -> bool:
+def deeper_than(value: Any, limit: int) -> bool:
     """Whether anything in `value` lies inside more than `limit` lists and dicts (found without recursing)."""
     level = [value]
     for _ in range(limit + 1):

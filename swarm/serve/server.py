@@ -134,6 +134,12 @@ class Server:
         """Requests taken and not finished."""
         return self._worker.pending
 
+    @property
+    def worker(self) -> EngineWorker:
+        """The engine's worker, which another front end may share (`swarm serve --bus ... --http ...`): the
+        server starts it, and `close` drains and closes it, that front end's requests too."""
+        return self._worker
+
     async def _read(self) -> None:
         async for msg in self._sub:
             try:
