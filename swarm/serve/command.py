@@ -1,10 +1,13 @@
-"""`swarm serve --model M --bus mqtt://host:port --name NAME`: the runtime over MQTT until interrupted."""
+"""`swarm serve --model M [--bus mqtt://host:port --name NAME] [--http HOST:PORT]`: the runtime over MQTT, over
+the OpenAI HTTP API, or both on one engine, until interrupted."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -12,14 +15,26 @@ import time
 from swarm.engine_options import add_engine_options, engine_config
 
 SESSION_EXPIRY = 60  # seconds: a reconnect takes a few; a request older than a minute has no one waiting
+DEFAULT_BUS = "mqtt://127.0.0.1:1883"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve the runtime over an MQTT broker to programs in any language",
-                       description="Serve generation requests on swarm/NAME/runtime/generate (docs/protocol.md).")
+    p = sub.add_parser("serve", help="serve the runtime to programs in any language: over an MQTT broker, or the "
+                       "OpenAI HTTP API",
+                       description="Serve generation requests on swarm/NAME/runtime/generate (docs/protocol.md), "
+                       "and/or as an OpenAI-compatible HTTP server (--http, docs/http.md); both share one engine.")
     p.add_argument("--model", default="swarm-tiny", help="swarm-tiny (default) or a local Hugging Face model folder")
-    p.add_argument("--bus", default="mqtt://127.0.0.1:1883", help="the broker: mqtt://[user[:password]@]host:port "
-                   "or mqtts://...?ca=CA.pem (TLS); the password from SWARM_MQTT_PASSWORD when the URL has none")
+    p.add_argument("--bus", help="the broker: mqtt://[user[:password]@]host:port or mqtts://...?ca=CA.pem (TLS); the "
+                   f"password from SWARM_MQTT_PASSWORD when the URL has none (default {DEFAULT_BUS}, unless --http "
+                   "is given alone)")
+    p.add_argument("--http", metavar="HOST:PORT", help="also (or, without --bus, only) serve the OpenAI API on "
+                   "HOST:PORT, e.g. 127.0.0.1:8000 (0.0.0.0:8000: every interface); needs the serve extra")
+    p.add_argument("--api-key", default=os.environ.get("SWARM_API_KEY") or None,
+                   help="with --http: the key clients must send (Authorization: Bearer KEY); default SWARM_API_KEY, "
+                   "which keeps it out of the process list")
+    p.add_argument("--served-model-name", metavar="NAME",
+                   help="with --http: the base model's id in the API (default: --model as given); each adapter's "
+                   "id is its name")
     p.add_argument("--name", default="default", help="the name in the topics swarm/NAME/runtime/...; any number of "
                    "servers may share one: each request goes to one of them")
     p.add_argument("--id", dest="server_id", metavar="ID",
@@ -47,7 +62,10 @@ def run(args: argparse.Namespace) -> int:
     from swarm.runtime import Engine
     from swarm.serve.protocol import check_reply_prefix, check_server_id, default_server_id
 
-    broker_url(args.bus, "swarm serve --bus")
+    http = _http_address(args.http)
+    bus = args.bus if args.bus is not None or http is not None else DEFAULT_BUS
+    if bus is not None:
+        broker_url(bus, "swarm serve --bus")
     check_reply_prefix(args.reply_prefix)
     try:
         server_id = check_server_id(args.server_id) if args.server_id is not None else default_server_id()
@@ -66,33 +84,62 @@ def run(args: argparse.Namespace) -> int:
         engine.add_adapter(name, path)
     print(f"swarm serve: loaded {args.model} in {time.perf_counter() - t0:.1f}s; {engine.memory_summary()}",
           file=sys.stderr)
-    asyncio.run(serve(engine, args.bus, args.name, args.model, args.grace, reply_prefix=args.reply_prefix,
-                      session_expiry=args.session_expiry, server_id=server_id))
+    asyncio.run(serve(engine, bus, args.name, args.model, args.grace, reply_prefix=args.reply_prefix,
+                      session_expiry=args.session_expiry, server_id=server_id, http=http, api_key=args.api_key,
+                      served_model_name=args.served_model_name))
     return 0
 
 
-async def serve(engine, url: str, name: str, model: str | None = None, grace: float = 5.0, *,
+async def serve(engine, url: str | None, name: str, model: str | None = None, grace: float = 5.0, *,
                 reply_prefix: str | None = None, session_expiry: int = SESSION_EXPIRY,
-                server_id: str | None = None) -> None:
-    """Serve `engine` on the broker at `url` as server `server_id` under `name` until SIGINT or SIGTERM, then
-    shut down cleanly."""
-    from swarm.bus.url import redact
-    from swarm.serve.server import Server
-
+                server_id: str | None = None, http: tuple[str, int] | None = None, api_key: str | None = None,
+                served_model_name: str | None = None) -> None:
+    """Serve `engine` on the broker at `url` (None: no broker) as server `server_id` under `name`, and on `http`
+    (host, port) as the OpenAI API, until SIGINT or SIGTERM, then shut down cleanly: both stop taking requests,
+    those in flight get `grace` seconds, the rest are failed."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    bus = server_bus(url, name, server_id, session_expiry)
-    async with bus, Server(engine, bus, name, model, reply_prefix=reply_prefix, server_id=server_id) as server:
-        cfg = engine.config
-        print(f"swarm serve: serving {server.model} ({cfg.model_type}, {len(engine.adapters())} adapters) "
-              f"on {redact(url)} as {name!r} (server {server.id}): requests on {server.topic}",
-              file=sys.stderr, flush=True)
+    async with contextlib.AsyncExitStack() as stack:
+        server = web = None
+        if url is not None:
+            server = await _bus_server(stack, engine, url, name, model, reply_prefix, session_expiry, server_id)
+        if http is not None:
+            from swarm.serve.http import HttpServer
+
+            web = HttpServer(engine, served_model_name or model or engine.source or "engine", *http, api_key=api_key,
+                             worker=None if server is None else server.worker)
+            await web.start()
+            stack.push_async_callback(web.close, grace)
+            print(f"swarm serve: serving {web.app.model} ({len(engine.adapters())} adapters as their own models) "
+                  f"over the OpenAI API at {web.url}{'' if api_key else ' (no API key)'}", file=sys.stderr,
+                  flush=True)
         await stop.wait()
-        print(f"swarm serve: stopping ({server.pending} requests in flight)", file=sys.stderr, flush=True)
-        await server.close(grace)
-    print(f"swarm serve: stopped after {server.requests} requests", file=sys.stderr, flush=True)
+        pending = (server or web).worker.pending
+        print(f"swarm serve: stopping ({pending} requests in flight)", file=sys.stderr, flush=True)
+        if web is not None:
+            web.stop_taking()
+        if server is not None:
+            await server.close(grace)  # drains the shared worker: the HTTP requests too
+    counts = ([f"{server.requests} requests" + (" over the bus" if web else "")] if server else []) + (
+        [f"{sum(web.app.answered.values())} requests over HTTP"] if web else [])
+    print(f"swarm serve: stopped after {' and '.join(counts)}", file=sys.stderr, flush=True)
+
+
+async def _bus_server(stack: contextlib.AsyncExitStack, engine, url: str, name: str, model: str | None,
+                      reply_prefix: str | None, session_expiry: int, server_id: str | None):
+    """The MQTT front end, started; `stack` closes it and its bus."""
+    from swarm.bus.url import redact
+    from swarm.serve.server import Server
+
+    bus = await stack.enter_async_context(server_bus(url, name, server_id, session_expiry))
+    server = await stack.enter_async_context(Server(engine, bus, name, model, reply_prefix=reply_prefix,
+                                                    server_id=server_id))
+    print(f"swarm serve: serving {server.model} ({engine.config.model_type}, {len(engine.adapters())} adapters) "
+          f"on {redact(url)} as {name!r} (server {server.id}): requests on {server.topic}", file=sys.stderr,
+          flush=True)
+    return server
 
 
 def server_bus(url: str, name: str, server_id: str | None = None, session_expiry: int = SESSION_EXPIRY):
@@ -108,6 +155,18 @@ def server_bus(url: str, name: str, server_id: str | None = None, session_expiry
     # The bus's own payloads (presence) go out as JSON unless the URL asks otherwise: any client reads them.
     return open_bus(url, format=url_options(url).get("format", "json"), presence=server_status_topic(name, server_id),
                     client_id=client_id(name, server_id), session_expiry=session_expiry)
+
+
+def _http_address(text: str | None) -> tuple[str, int] | None:
+    """--http's (host, port), checked before anything loads; ValueError if it is wrong or the extra is missing."""
+    if text is None:
+        return None
+    try:
+        from swarm.serve.http import parse_address
+    except ImportError as e:
+        raise ValueError(f"--http needs the serve extra ({e.name} is not installed): pip install 'swarm-sim[serve]'") \
+            from None
+    return parse_address(text)
 
 
 def _check_device(name: str) -> None:
