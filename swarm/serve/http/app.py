@@ -19,14 +19,14 @@ import hmac
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from swarm.bus.codec import guarded
@@ -35,6 +35,7 @@ from swarm.serve.http.errors import INVALID, UNAVAILABLE, ApiError, invalid_body
 from swarm.serve.http.jobs import CompletionJob, Failed, Finished, Generation, Piece
 from swarm.serve.http.metrics import CONTENT_TYPE, render
 from swarm.serve.http.requests import chat_generation, embedding_texts, resolve_model, text_generation
+from swarm.serve.http.stream import EventStream, usage
 
 if TYPE_CHECKING:
     from swarm.serve.worker import EngineWorker
@@ -43,8 +44,6 @@ log = logging.getLogger("swarm.serve")
 
 MAX_BODY = 16 * 2**20  # bytes of a request body: far more than any context holds as text
 GONE = 499  # the status recorded for a request whose client went away first (nginx's "client closed request")
-DONE = b"data: [DONE]\n\n"
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # proxies must pass events on at once
 
 _encode = msgspec.json.Encoder().encode
 Handler = Callable[[Request], Awaitable[Response]]
@@ -191,8 +190,7 @@ class OpenAIApp:
         if isinstance(first, Failed):
             raise first.error
         if gen.stream:
-            events = self._cancelled_when_closed(job, _events(job, first))
-            return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+            return EventStream(job, first, self.worker.cancel)
         return _json(_whole(job, first))
 
     async def _first_reply(self, request: Request, job: CompletionJob) -> Piece | Finished | Failed | None:
@@ -208,18 +206,6 @@ class OpenAIApp:
                 self.worker.cancel(job)
         return reply.result() if reply.done() and not reply.cancelled() else None
 
-    async def _cancelled_when_closed(self, job: CompletionJob, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """`events`, cancelling the job if the stream stops before its end (Starlette cancels a stream whose
-        client disconnects)."""
-        finished = False
-        try:
-            async for event in events:
-                yield event
-            finished = True
-        finally:
-            if not finished:
-                self.worker.cancel(job)
-
 
 async def _deliver(job: CompletionJob, reply: Piece | Finished | Failed) -> None:
     job.replies.put_nowait(reply)
@@ -232,48 +218,12 @@ async def _disconnected(request: Request) -> None:
 
 
 def _whole(job: CompletionJob, reply: Finished) -> api.ChatCompletion | api.Completion:
-    out, gen, usage = reply.completion, job.gen, _usage(reply)
+    out, gen = reply.completion, job.gen
     if gen.chat:
         choice = api.ChatChoice(message=api.AssistantMessage(content=out.text), finish_reason=out.finish_reason)
-        return api.ChatCompletion(id=job.id, created=job.created, model=gen.model, choices=[choice], usage=usage)
+        return api.ChatCompletion(id=job.id, created=job.created, model=gen.model, choices=[choice], usage=usage(reply))
     choice = api.TextChoice(text=out.text, finish_reason=out.finish_reason)
-    return api.Completion(id=job.id, created=job.created, model=gen.model, choices=[choice], usage=usage)
-
-
-async def _events(job: CompletionJob, reply: Piece | Finished | Failed) -> AsyncIterator[bytes]:
-    """A completion as server-sent events: (for a chat, the role first), the text in pieces, the finish reason,
-    the usage (with stream_options.include_usage), then [DONE]. A failure after the start is an error event."""
-    if job.gen.chat:
-        yield _event(_chunk(job, role="assistant", text=""))
-    while True:
-        if isinstance(reply, Piece):
-            yield _event(_chunk(job, text=reply.text))
-        elif isinstance(reply, Finished):
-            yield _event(_chunk(job, text="" if not job.gen.chat else None, finish=reply.completion.finish_reason))
-            if job.gen.include_usage:
-                yield _event(_chunk(job, usage=_usage(reply)))
-            yield DONE
-            return
-        else:
-            yield _event(reply.error.body())
-            yield DONE
-            return
-        reply = await job.replies.get()
-
-
-def _chunk(job: CompletionJob, text: str | None = None, finish: str | None = None, role: str | None = None,
-           usage: api.Usage | None = None) -> api.ChatCompletionChunk | api.Completion:
-    """One streamed chunk: new text, or the finish reason, or (with no choices) the usage."""
-    head = {"id": job.id, "created": job.created, "model": job.gen.model, "usage": usage}
-    if job.gen.chat:
-        choices = [] if usage else [api.ChunkChoice(delta=api.Delta(role=role, content=text), finish_reason=finish)]
-        return api.ChatCompletionChunk(choices=choices, **head)
-    return api.Completion(choices=[] if usage else [api.TextChoice(text=text, finish_reason=finish)], **head)
-
-
-def _usage(reply: Finished) -> api.Usage:
-    out = reply.completion
-    return api.usage(len(out.prompt_token_ids), len(out.token_ids), out.cached_tokens)
+    return api.Completion(id=job.id, created=job.created, model=gen.model, choices=[choice], usage=usage(reply))
 
 
 def _embed(engine, texts: list[str]) -> tuple[Any, int]:
@@ -284,10 +234,6 @@ def _embed(engine, texts: list[str]) -> tuple[Any, int]:
 
 def _vector(v, encoding: str) -> list[float] | str:
     return base64.b64encode(v.astype("<f4").tobytes()).decode() if encoding == "base64" else v.tolist()
-
-
-def _event(body: Any) -> bytes:
-    return b"data: " + _encode(body) + b"\n\n"
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
