@@ -130,7 +130,7 @@ async def main_async(args) -> dict:
             # bus and direct take turns (the server idles meanwhile), so both see the same machine load
             pairs = [(await over_the_bus(broker.port, n, args.max_tokens), await run_direct(n))
                      for _ in range(args.repeat)]
-            bus, ref = (_median_run([pair[k] for pair in pairs]) for k in (0, 1))
+            bus, ref = (median_run([pair[k] for pair in pairs]) for k in (0, 1))
             ratio = statistics.median(b["tokens_per_s"] / d["tokens_per_s"] for b, d in pairs)
             out["runs"].append({"clients": n, "bus": bus, "direct": ref, "vs_direct": ratio})
     finally:
@@ -142,7 +142,7 @@ async def main_async(args) -> dict:
     return out
 
 
-def _median_run(runs: list[dict]) -> dict:
+def median_run(runs: list[dict]) -> dict:
     """The run with the median tokens/s (its latencies belong to it)."""
     return sorted(runs, key=lambda r: r["tokens_per_s"])[len(runs) // 2]
 
