@@ -1,8 +1,8 @@
 """`swarm serve --http` (the OpenAI API): throughput and time to first token for N concurrent clients, against the
 engine driven directly in the same run.
 
-    .venv/bin/python benchmarks/http.py --output benchmarks/results/http-cpu.json     # swarm-tiny, 1, 8 and 32 clients
-    .venv/bin/python benchmarks/http.py --clients 4 16 --max-tokens 32 --model path/to/hf_folder
+    .venv/bin/python benchmarks/serve_http.py --output benchmarks/results/http-cpu.json   # swarm-tiny, 1/8/32 clients
+    .venv/bin/python benchmarks/serve_http.py --clients 4 16 --max-tokens 32 --model path/to/hf_folder
 
 Starts `swarm serve --http` as a subprocess (its own process, as in production). N clients, one connection each,
 each send one chat completion at once, streamed (`stream_options.include_usage`: they time their first text and
@@ -32,7 +32,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
 SYSTEM = "You are {name}, a villager of Eldham. You answer in one or two short sentences."
 # What the clients look for in the events instead of parsing each one (the load generator must cost little):
 # the first text (a chat chunk's delta with content, not the role's empty one), and the usage at the end.
@@ -193,10 +192,6 @@ async def main_async(args) -> dict:
 
 
 def main() -> None:
-    # This file is named like the standard library's `http` package, and Python puts a script's folder first on
-    # the import path: move it last, so `import http.client` (urllib, ...) finds the real one.
-    sys.path.remove(str(HERE))
-    sys.path.append(str(HERE))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="swarm-tiny")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
