@@ -1,10 +1,11 @@
 """The engine on a thread of its own, fed by the event loop.
 
-`run` alternates two things: one engine turn on the engine thread (submit the jobs that arrived, one
-batched step over every live request, collect each job's new replies), then publishing those replies
-from the loop. Only a turn touches the engine, one at a time and always on the same thread, and the loop
-never waits on a model step: while the engine computes, requests keep arriving and replies keep leaving.
-Requests that arrive during a step join the next one, so concurrent clients share batched steps.
+`run` alternates two things: one engine turn on the engine thread (submit the jobs that arrived, batched
+steps over every live request until one has a reply or something new arrived, collect each job's new
+replies), then publishing those replies from the loop. Only a turn touches the engine, one at a time and
+always on the same thread, and the loop never waits on a model step: while the engine computes, requests
+keep arriving and replies keep leaving. Requests that arrive during a step join the next one, so concurrent
+clients share batched steps.
 
 Every front end on one engine shares one worker (`swarm serve --bus ... --http ...`): each job's replies go to
 the `publish` it was added with, or to the worker's own.
@@ -166,9 +167,16 @@ class EngineWorker:
         if not self._live:
             return replies
         try:
-            self.engine.step()
-            for job in self._live:
-                replies += [(job, reply) for reply in job.progress()]
+            # Steps that have nothing to publish need no trip through the loop (whole answers, MQTT requests that
+            # do not stream): go on stepping until there is a reply, a job done (some end without one) or
+            # something new to take in.
+            while True:
+                self.engine.step()
+                for job in self._live:
+                    replies += [(job, reply) for reply in job.progress()]
+                if replies or self._new or self._dropped or self._cancel is not None or any(
+                        job.handle.done for job in self._live):
+                    break
         except Exception as e:
             log.exception("an engine step failed; failing the %d requests in it", len(self._live))
             return replies + [(job, job.error("internal", f"the engine failed: {e!r}")) for job in self._cancel_live()]

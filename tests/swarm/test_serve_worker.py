@@ -115,3 +115,25 @@ async def test_call_runs_on_the_engine_thread_and_returns_or_raises(workers):
         await worker.call(lambda e: {}["nope"])
     assert await worker.call(lambda e: e.max_context) == 512
     assert DoneHandle().done
+
+
+class Quiet(Count):
+    """A job that replies only when it is done (a whole answer)."""
+
+    def progress(self) -> list:
+        return [Reply(len(self.handle.token_ids), True)] if self.handle.done else []
+
+
+async def test_steps_with_nothing_to_publish_stay_on_the_engine_thread(workers):
+    replies, turns = [], []
+
+    async def publish(job, reply):
+        replies.append(reply.tokens)
+
+    worker = workers(publish)
+    turn = worker._turn
+    worker._turn = lambda *args: turns.append(1) or turn(*args)
+    worker.start()
+    worker.add(Quiet(20))
+    assert await worker.drain(30)
+    assert replies == [20] and len(turns) == 1  # 20 steps, one trip through the loop
