@@ -13,7 +13,9 @@ heavier client would measure itself. Then the same N chats (the same rendered pr
 on an engine in this process with no HTTP at all, submitted together and stepped to the end, timing each one's
 first token. The three take turns, `--repeat` times. Per N (the median run): tokens/s all three ways,
 `vs_direct` (HTTP / direct tokens/s, the median of the runs' ratios: what the HTTP stack, the JSON and the
-per-step streaming cost) and the time to first token streamed and direct. The machine's memory bandwidth and
+per-step streaming cost), `vs_direct_cpu` (direct / server CPU time per token: the same cost in CPU, which
+other processes on a shared machine disturb far less than wall time; the clients' own CPU is not counted) and
+the time to first token streamed and direct. The machine's memory bandwidth and
 matmul rate are measured in the same run. Prints one JSON object.
 """
 
@@ -91,15 +93,28 @@ async def one_client(port: int, payload: bytes, start: asyncio.Event) -> dict:
     return {"first_s": first if first is not None else total, "total_s": total, "tokens": tokens}
 
 
-async def over_http(port: int, model: str, clients: int, max_tokens: int, stream: bool = True) -> dict:
+async def over_http(server: subprocess.Popen, port: int, model: str, clients: int, max_tokens: int,
+                    stream: bool = True) -> dict:
     start = asyncio.Event()
     tasks = [asyncio.ensure_future(one_client(port, body(model, i, max_tokens, stream), start))
              for i in range(clients)]
     await asyncio.sleep(0.2)  # every connection open
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), process_cpu(server.pid)
     start.set()
     results = await asyncio.gather(*tasks)
-    return summary(results, time.perf_counter() - t0)
+    return summary(results, time.perf_counter() - t0, process_cpu(server.pid) - cpu0)
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds the live threads of process `pid` have run (Linux: each thread's schedstat, in nanoseconds,
+    where /proc/PID/stat counts 10 ms ticks)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):  # a thread that ended meanwhile
+            pass
+    return total / 1e9
 
 
 def direct(engine, clients: int, max_tokens: int) -> dict:
@@ -108,7 +123,7 @@ def direct(engine, clients: int, max_tokens: int) -> dict:
     from swarm.runtime import SamplingParams
 
     prompts = [engine.tokenizer.encode(render_chat(engine.tokenizer, chat(i))) for i in range(clients)]
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), process_cpu(os.getpid())
     handles = [engine.submit(p, SamplingParams(max_tokens=max_tokens, temperature=0.7, top_p=0.95, seed=i))
                for i, p in enumerate(prompts)]
     first: dict[int, float] = {}
@@ -123,13 +138,14 @@ def direct(engine, clients: int, max_tokens: int) -> dict:
                 done[i] = now
     results = [{"first_s": first[i], "total_s": done[i], "tokens": len(h.result().token_ids)}
                for i, h in enumerate(handles)]
-    return summary(results, time.perf_counter() - t0)
+    return summary(results, time.perf_counter() - t0, process_cpu(os.getpid()) - cpu0)
 
 
-def summary(results: list[dict], wall: float) -> dict:
+def summary(results: list[dict], wall: float, cpu: float) -> dict:
+    """`cpu`: the CPU seconds the serving process (the server, or this one for direct runs) used meanwhile."""
     tokens = sum(r["tokens"] for r in results)
     first = sorted(r["first_s"] for r in results)
-    return {"tokens_per_s": tokens / wall, "tokens": tokens, "wall_s": wall,
+    return {"tokens_per_s": tokens / wall, "tokens": tokens, "wall_s": wall, "cpu_us_per_token": 1e6 * cpu / tokens,
             "first_token_ms": {"p50": 1000 * statistics.median(first), "max": 1000 * first[-1]}}
 
 
@@ -166,22 +182,25 @@ async def main_async(args) -> dict:
         return await loop.run_in_executor(engine_thread, direct, engine, n, args.max_tokens)
 
     try:
-        await over_http(port, args.model, 2, args.max_tokens)  # warm-up: first-step costs, the prefix cache
-        await over_http(port, args.model, 2, args.max_tokens, stream=False)
+        await over_http(server, port, args.model, 2, args.max_tokens)  # warm-up: first steps, the prefix cache
+        await over_http(server, port, args.model, 2, args.max_tokens, stream=False)
         await run_direct(2)
         for n in args.clients:
             # streamed, whole and direct take turns (the server idles during direct runs), so all see the same load
-            runs = [(await over_http(port, args.model, n, args.max_tokens),
-                     await over_http(port, args.model, n, args.max_tokens, stream=False), await run_direct(n))
-                    for _ in range(args.repeat)]
+            runs = [(await over_http(server, port, args.model, n, args.max_tokens),
+                     await over_http(server, port, args.model, n, args.max_tokens, stream=False),
+                     await run_direct(n)) for _ in range(args.repeat)]
             for run in runs:
                 del run[1]["first_token_ms"]  # a whole answer has no first token to time
             streamed, whole, ref = (median_run([run[k] for run in runs]) for k in (0, 1, 2))
             ratios = {k: [run[i]["tokens_per_s"] / run[2]["tokens_per_s"] for run in runs]
                       for i, k in enumerate(("streamed", "whole"))}
+            cpu = {k: [run[2]["cpu_us_per_token"] / run[i]["cpu_us_per_token"] for run in runs]
+                   for i, k in enumerate(("streamed", "whole"))}
             out["runs"].append({"clients": n, "http_streamed": streamed, "http_whole": whole, "direct": ref,
                                 "vs_direct": {k: statistics.median(v) for k, v in ratios.items()},
-                                "vs_direct_each": ratios})
+                                "vs_direct_cpu": {k: statistics.median(v) for k, v in cpu.items()},
+                                "vs_direct_each": ratios, "vs_direct_cpu_each": cpu})
             print(f"{n} clients: {json.dumps(out['runs'][-1])}", file=sys.stderr, flush=True)
     finally:
         engine_thread.shutdown()
@@ -196,7 +215,7 @@ def main() -> None:
     parser.add_argument("--model", default="swarm-tiny")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--repeat", type=int, default=9, help="runs per client count (the median is reported)")
+    parser.add_argument("--repeat", type=int, default=15, help="runs per client count (the median is reported)")
     parser.add_argument("--kv-memory", default="1GiB", help="both engines' KV pool")
     parser.add_argument("--output", help="also write the JSON here")
     args = parser.parse_args()
