@@ -76,7 +76,7 @@ class PoolModel(TurnModel):
         self.workers: dict[str, WorkerInfo] = {}  # live workers by id
         self.failovers: list[dict] = []  # per worker lost: when it was noticed (time.monotonic), turns resent
         self.counters = {"turns": 0, "turns_resent": 0, "workers_lost": 0, "workers_stalled": 0, "prompt_tokens": 0,
-                         "cached_tokens": 0}
+                         "cached_tokens": 0, "tokens_generated": 0}
         self._status: dict[str, str] = {}
         self._infos: dict[str, WorkerInfo] = {}
         self._changed: asyncio.Event | None = None
@@ -207,6 +207,7 @@ class PoolModel(TurnModel):
                         self.failovers[-1]["answered_at"] = time.monotonic()
                     self.counters["prompt_tokens"] += reply.prompt_tokens
                     self.counters["cached_tokens"] += reply.cached_tokens
+                    self.counters["tokens_generated"] += reply.completion_tokens
                     del waiting[i]
                     at.pop(i, None)
                     self._expected.discard(i)
