@@ -31,7 +31,7 @@ import numpy as np
 
 from swarm.bus import open_bus, topics
 from swarm.bus.url import redact, strip_password
-from swarm.model import Answer, NoAction, Turn, TurnModel
+from swarm.model import Answer, NoAction, Turn, TurnModel, check_sampling
 from swarm.pool.protocol import (
     OFFLINE,
     ONLINE,
@@ -65,6 +65,7 @@ class PoolModel(TurnModel):
         persona's owner: the baseline persona affinity is measured against (benchmarks/pool.py)."""
         if stall_timeout <= 0:
             raise ValueError(f"stall_timeout is seconds > 0, got {stall_timeout}")
+        check_sampling(temperature, top_p)
         bus_url, self.pool = split_pool_url(url)
         self.affinity, self.stall_timeout = affinity, stall_timeout
         self._heard: dict[str, float] = {}  # worker -> when it last answered, or was given turns while idle
