@@ -482,7 +482,7 @@ class Simulation:
             "events_by_kind": {k.split(".", 1)[1]: v for k, v in sorted(c.items()) if k.startswith("events.")},
         }
         stats = self.model.stats() if self.model is not None else {}
-        for key in ("tokens_per_s", "prefix_cache_hit_rate", "preemptions"):
+        for key in ("tokens_per_s", "prefix_cache_hit_rate", "preemptions", "budget_closed"):
             if key in stats:
                 metrics[key] = stats[key]
         for name, fn in self._metrics.items():

@@ -64,6 +64,7 @@ def test_an_answer_closed_by_the_budget_is_an_answer(engine):
     sim.tick()
     assert all(isinstance(v, Answer) for v in model.values) and sim.counters["no_action"] == 0
     assert engine.stats()["budget_closed"] > closed_before  # at least one of them was closed by the budget
+    assert sim.report().metrics["budget_closed"] == engine.stats()["budget_closed"]  # the report counts them
 
 
 def test_a_turn_whose_schema_does_not_fit_its_tokens_is_a_fail_event_not_a_crash(engine):
