@@ -45,7 +45,7 @@ async def test_tokens_stream_then_done_with_the_engines_text(served):
     assert len(tokens) > 1 and all(r == {"id": "q1", "done": False, "token": r["token"]} for r in tokens)
     expected = server.engine.generate("The guard", SamplingParams(max_tokens=12, temperature=0))[0]
     assert done == {"id": "q1", "done": True, "text": expected.text, "finish_reason": expected.finish_reason,
-                    "value": None, "prompt_tokens": len(expected.prompt_token_ids),
+                    "value": None, "budget_closed": False, "prompt_tokens": len(expected.prompt_token_ids),
                     "completion_tokens": len(expected.token_ids), "cached_tokens": 0}
     assert text_of(replies) == expected.text
 
@@ -104,6 +104,19 @@ async def test_a_json_schema_gives_a_decoded_value(served):
     quiet = await ask(bus, "v", {"id": 2, "prompt": "Mood:", "schema": MOOD, "max_tokens": 40, "seed": 3,
                                  "stream": False})
     assert len(quiet) == 1 and quiet[0]["value"] == done["value"]  # seeded: the same value
+
+
+async def test_a_value_the_model_would_not_finish_in_time_is_closed_by_the_budget(served):
+    bus, _ = served
+    note = {"type": "object", "properties": {"note": {"type": "string"}}, "required": ["note"],
+            "additionalProperties": False}
+    asks = [{"id": i, "prompt": "Note:", "schema": note, "max_tokens": 16, "temperature": 1, "seed": i}
+            for i in range(8)]
+    dones = [replies[-1] for replies in await asyncio.gather(*(ask(bus, "v", r) for r in asks))]
+    assert all(d["finish_reason"] == "stop" and d["value"] == msgspec.json.decode(d["text"]) for d in dones), dones
+    assert all(d["completion_tokens"] <= 16 for d in dones) and any(d["budget_closed"] for d in dones)
+    [refused] = await ask(bus, "v", {"id": 9, "prompt": "Note:", "schema": note, "max_tokens": 3})
+    assert refused["code"] == "schema" and "does not fit max_tokens=3" in refused["error"]
 
 
 async def test_concurrent_requests_share_batched_steps(served):
