@@ -45,35 +45,45 @@ _QUOTE, _BRACE, _BRACKET = b'"}]'
 LOOKAHEAD = 12  # `shortest_path` rolls out this many of the longest allowed tokens at a choice
 SEARCH_STEPS = 20_000  # tokens `shortest_path`'s rollouts may consume before it settles for the best path found
 START_SEARCH = 1024  # the longest start path looked for when max_tokens is shorter (to report the length)
-PATH_CACHE = 4096  # paths a grammar remembers by the tokens they follow (then it forgets them all)
+PATH_CACHE = 4096  # paths a grammar remembers by the text they follow (then it forgets them all)
+# The text a request has written is remembered as a hash of its bytes, the same however the model split
+# it into tokens: the bytes read as one big-endian number modulo a prime (a polynomial hash in base 256),
+# so a token's bytes add their own number and multiply what came before by 256**len.
+_PRIME = (1 << 61) - 1
 
 
 @dataclass(frozen=True)
 class ClosingTokens:
     """What closing paths are built from, for one tokenizer: end-of-sequence, each token's length in
     bytes (0 for special tokens, which never close anything), the JSON closer tokens by their first
-    byte (`"`, `}` or `]`), longest first, and the single-byte token of each of those bytes."""
+    byte (`"`, `}` or `]`), longest first, the single-byte token of each of those bytes, and each
+    token's bytes' hash and the power of the base its length gives (see `Budget.key`)."""
 
     eos: int | None
     lengths: np.ndarray  # [V] bytes per token
     closers: dict[int, tuple[int, ...]]
     singles: dict[int, int]
+    hashes: list[int]
+    powers: list[int]
 
     @classmethod
     def of(cls, pieces: list[bytes], eos: int | None) -> ClosingTokens:
         """From every token's bytes (b"" for special tokens) and the end-of-sequence token."""
         closers: dict[int, list[int]] = {first: [] for first in (_QUOTE, _BRACE, _BRACKET)}
-        for i in sorted(range(len(pieces)), key=lambda i: (-len(pieces[i]), i)):
-            if _is_closer(pieces[i]):
-                closers[pieces[i][0]].append(i)
+        for i in sorted((i for i, p in enumerate(pieces) if _is_closer(p)), key=lambda i: (-len(pieces[i]), i)):
+            closers[pieces[i][0]].append(i)
         singles = {first: ids[-1] for first, ids in closers.items() if ids and len(pieces[ids[-1]]) == 1}
         return cls(eos, np.array([len(p) for p in pieces], dtype=np.int32),
-                   {first: tuple(ids) for first, ids in closers.items()}, singles)
+                   {first: tuple(ids) for first, ids in closers.items()}, singles,
+                   [int.from_bytes(p, "big") % _PRIME for p in pieces], [pow(256, len(p), _PRIME) for p in pieces])
+
+    def follow(self, key: int, token: int) -> int:
+        """The hash of the text hashed to `key` followed by `token`'s bytes."""
+        return (key * self.powers[token] + self.hashes[token]) % _PRIME
 
 
 def _is_closer(piece: bytes) -> bool:
-    rest = piece[1:] if piece[:1] == b'"' else piece
-    return bool(piece) and all(b in (_BRACE, _BRACKET) for b in rest)
+    return piece[-1:] in (b'"', b"}", b"]") and not (piece[1:] if piece[:1] == b'"' else piece).strip(b"]}")
 
 
 class ClosingPlan:
@@ -88,7 +98,7 @@ class ClosingPlan:
         self._start: list[int] | None = None
         self._searched = 0  # how long a path was looked for (a longer budget looks again if none was found)
         self._refined = False  # `shortest_path` has run
-        self._paths: dict[int, list[int]] = {}  # hash of the tokens consumed from the start -> greedy path after them
+        self._paths: dict[int, list[int]] = {}  # hash of the text written from the start -> greedy path after it
 
     def start_path(self, matcher: llg.LLMatcher, limit: int) -> list[int] | None:
         """A path from the start state `matcher` (left as it is), looked for up to max(`limit`,
@@ -107,9 +117,9 @@ class ClosingPlan:
         return self._start
 
     def path_after(self, matcher: llg.LLMatcher, key: int, limit: int) -> list[int] | None:
-        """A path of at most `limit` tokens from `matcher`'s state, which the tokens hashed to `key` led
-        to: one found there before, if it still completes the value (hashes can collide), else a
-        greedy one."""
+        """A path of at most `limit` tokens from `matcher`'s state, which the text hashed to `key` led
+        to: one found after that text before, if it still completes the value (hashes can collide),
+        else a greedy one."""
         known = self._paths.get(key)
         if known is not None and len(known) <= limit and completes(matcher, known, self.tokens.eos):
             return known
@@ -129,7 +139,7 @@ class Budget:
 
     def __init__(self, plan: ClosingPlan, path: list[int]):
         self.plan, self.path = plan, path
-        self.key = 0  # a hash of the tokens consumed so far (the cache key of `ClosingPlan.path_after`)
+        self.key = 0  # a hash of the text written so far (the cache key of `ClosingPlan.path_after`)
         self.closed = False  # a sampled token was replaced to close the value in time
 
     def take(self, matcher: llg.LLMatcher, token: int, left: int) -> int | None:
@@ -139,7 +149,7 @@ class Budget:
         path = self.path
         if not matcher.consume_token(token):
             return None
-        key = hash((self.key, token))
+        key = self.plan.tokens.follow(self.key, token)
         if path and token == path[0]:
             self.path, self.key = path[1:], key
             return token
@@ -153,7 +163,7 @@ class Budget:
         matcher.rollback(1)
         if head is None or not matcher.consume_token(head):
             return None  # unreachable while the invariant holds (a path is checked where it is made)
-        self.path, self.key, self.closed = path[1:], hash((self.key, head)), True
+        self.path, self.key, self.closed = path[1:], self.plan.tokens.follow(self.key, head), True
         return head
 
     def _path_after(self, matcher: llg.LLMatcher, key: int, left: int) -> list[int] | None:
@@ -245,32 +255,35 @@ def _candidates(m: llg.LLMatcher, plan: ClosingPlan) -> list[int]:
 
 def _next_token(m: llg.LLMatcher, plan: ClosingPlan, seen: set[bytes]) -> int | None:
     """The greedy rule's token where nothing is forced and the value is not complete: a JSON closer;
-    else, among the longest allowed tokens and the single-byte ones, one that completes the value
-    (grammars other than JSON), else the first that leads to a state whose token mask was not `seen`
-    on this path (so a run of digits that cannot end a number, or of letters where a pattern needs
-    a dash, gives way to something else); else the longest."""
+    else (grammars other than JSON) one of the longest allowed tokens or the single-byte ones that
+    completes the value; else the longest allowed token, unless this state's token mask was `seen`
+    before on this path: then a run of the longest is going nowhere (digits that cannot end a
+    number, letters where a pattern needs a dash), and the first candidate that leads to an unseen
+    mask is taken."""
+    t = plan.tokens
     if plan.json:
-        closer = _json_closer(m, plan.tokens)
+        closer = _json_closer(m, t)
         if closer is not None:
             return closer
     mask = m.compute_bitmask()
+    looping = mask in seen
     seen.add(mask)
-    allowed = _allowed(mask, plan.tokens)
+    allowed = _allowed(mask, t)
     if not len(allowed):
         return None
-    lengths = plan.tokens.lengths[allowed]
-    order = np.argsort(-lengths, kind="stable")
-    candidates = list(dict.fromkeys(int(t) for t in np.concatenate([allowed[order[:LOOKAHEAD]],
-                                                                     allowed[lengths == 1]])))
-    eos = plan.tokens.eos
+    lengths = t.lengths[allowed]
+    if plan.json and not looping:
+        return int(allowed[lengths.argmax()])
+    longest = allowed[np.argsort(-lengths, kind="stable")[:LOOKAHEAD]]
+    candidates = list(dict.fromkeys(int(i) for i in np.concatenate([longest, allowed[lengths == 1]])))
     if not plan.json:
-        for t in candidates:
-            if completes(m, [t], eos):
-                return t
-    for t in candidates:
+        done = next((c for c in candidates if completes(m, [c], t.eos)), None)
+        if done is not None or not looping:
+            return candidates[0] if done is None else done
+    for c in candidates:
         child = m.deep_copy()
-        if child.consume_token(t) and child.compute_bitmask() not in seen:
-            return t
+        if child.consume_token(c) and child.compute_bitmask() not in seen:
+            return c
     return candidates[0]
 
 
@@ -293,7 +306,11 @@ def _json_closer(m: llg.LLMatcher, t: ClosingTokens) -> int | None:
 
 
 def _allowed(mask: bytes, t: ClosingTokens) -> np.ndarray:
-    """The ids of the tokens a matcher's `compute_bitmask()` allows (special tokens left out)."""
-    bits = np.unpackbits(np.frombuffer(mask, dtype=np.uint8), bitorder="little")[: len(t.lengths)]
-    ids = bits.nonzero()[0]
+    """The ids of the tokens a matcher's `compute_bitmask()` allows (special tokens left out), in order.
+    Only the mask's nonzero words are unpacked: where few tokens are allowed, few words are."""
+    words = np.frombuffer(mask, dtype=np.uint32)  # 32 tokens a word, little-endian (as the mask is written)
+    nonzero = words.nonzero()[0]
+    bits = np.unpackbits(words[nonzero].view(np.uint8), bitorder="little").reshape(-1, 32).astype(bool)
+    ids = (nonzero[:, None] * 32 + np.arange(32))[bits]
+    ids = ids[ids < len(t.lengths)]
     return ids[t.lengths[ids] > 0]

@@ -4,6 +4,7 @@ used to end with finish_reason "length" and no value."""
 
 import re
 from dataclasses import replace
+from functools import reduce
 from typing import Annotated, Literal
 
 import msgspec
@@ -199,3 +200,15 @@ def test_a_cached_path_that_does_not_complete_the_value_is_never_used(engine):
     path = grammar.closing.path_after(matcher, key, limit=8)
     assert path and matcher.consume_tokens(path) and matcher.is_accepting()
     assert grammar.closing._paths[key] == path  # the right one replaces it
+
+
+def test_paths_are_remembered_by_text_however_it_was_split_into_tokens(engine):
+    tokens = engine.grammars.compile(Note).closing.tokens
+    whole = engine.tokenizer.encode("village")
+    letters = [engine.tokenizer.encode(c)[0] for c in "village"]
+    assert len(whole) < len(letters)
+
+    def key(ids):
+        return reduce(tokens.follow, ids, 0)
+
+    assert key(whole) == key(letters) != key(letters[:-1])
