@@ -60,7 +60,7 @@ class ClosingTokens:
     token's bytes' hash and the power of the base its length gives (see `Budget.key`)."""
 
     eos: int | None
-    lengths: np.ndarray  # [V] bytes per token
+    lengths: list[int]  # bytes per token
     closers: dict[int, tuple[int, ...]]
     singles: dict[int, int]
     hashes: list[int]
@@ -73,7 +73,7 @@ class ClosingTokens:
         for i in sorted((i for i, p in enumerate(pieces) if _is_closer(p)), key=lambda i: (-len(pieces[i]), i)):
             closers[pieces[i][0]].append(i)
         singles = {first: ids[-1] for first, ids in closers.items() if ids and len(pieces[ids[-1]]) == 1}
-        return cls(eos, np.array([len(p) for p in pieces], dtype=np.int32),
+        return cls(eos, [len(p) for p in pieces],
                    {first: tuple(ids) for first, ids in closers.items()}, singles,
                    [int.from_bytes(p, "big") % _PRIME for p in pieces], [pow(256, len(p), _PRIME) for p in pieces])
 
@@ -245,12 +245,14 @@ def shortest_path(m: llg.LLMatcher, plan: ClosingPlan, limit: int) -> list[int] 
 
 def _candidates(m: llg.LLMatcher, plan: ClosingPlan) -> list[int]:
     """The tokens `shortest_path` rolls out at a choice: the greedy pick and the longest allowed ones."""
-    allowed = _allowed(m.compute_bitmask(), plan.tokens)
-    if len(allowed) > LOOKAHEAD:
-        allowed = allowed[np.argsort(-plan.tokens.lengths[allowed], kind="stable")[:LOOKAHEAD]]
+    out = _longest(_allowed(m.compute_bitmask(), plan.tokens), plan.tokens)
     greedy = _next_token(m, plan, set())
-    out = [int(t) for t in allowed]
     return out if greedy is None or greedy in out else [greedy, *out]
+
+
+def _longest(allowed: list[int], t: ClosingTokens) -> list[int]:
+    """The LOOKAHEAD longest of `allowed`, longest first (the lower id first among equals)."""
+    return sorted(allowed, key=lambda i: -t.lengths[i])[:LOOKAHEAD]
 
 
 def _next_token(m: llg.LLMatcher, plan: ClosingPlan, seen: set[bytes]) -> int | None:
@@ -269,13 +271,11 @@ def _next_token(m: llg.LLMatcher, plan: ClosingPlan, seen: set[bytes]) -> int | 
     looping = mask in seen
     seen.add(mask)
     allowed = _allowed(mask, t)
-    if not len(allowed):
+    if not allowed:
         return None
-    lengths = t.lengths[allowed]
     if plan.json and not looping:
-        return int(allowed[lengths.argmax()])
-    longest = allowed[np.argsort(-lengths, kind="stable")[:LOOKAHEAD]]
-    candidates = list(dict.fromkeys(int(i) for i in np.concatenate([longest, allowed[lengths == 1]])))
+        return max(allowed, key=t.lengths.__getitem__)  # the first of the longest
+    candidates = list(dict.fromkeys(_longest(allowed, t) + [i for i in allowed if t.lengths[i] == 1]))
     if not plan.json:
         done = next((c for c in candidates if completes(m, [c], t.eos)), None)
         if done is not None or not looping:
@@ -291,26 +291,36 @@ def _json_closer(m: llg.LLMatcher, t: ClosingTokens) -> int | None:
     """The longest closer token that goes on from here, starting with the byte that closes what is
     open: `"` inside a string (where `}` and `]` would only be text, and are allowed as such), else
     `}` or `]`, else `"` (a string value to open and close). None if none is allowed."""
-    singles = t.singles
-    quote, brace, bracket = (b in singles and m.validate_tokens([singles[b]]) == 1 for b in (_QUOTE, _BRACE, _BRACKET))
-    if brace and bracket:  # inside a string
-        if not quote:
-            return None  # too short to end yet: its text goes on
+    def allowed(byte: int) -> bool:
+        return byte in t.singles and m.validate_tokens([t.singles[byte]]) == 1
+
+    brace, bracket = allowed(_BRACE), allowed(_BRACKET)
+    if brace != bracket:
+        first = _BRACE if brace else _BRACKET
+    elif allowed(_QUOTE):  # a string's end (where `}` and `]` are text), or a string value to write
         first = _QUOTE
     else:
-        first = _BRACE if brace else _BRACKET if bracket else _QUOTE if quote else None
-    if first is None:
-        return None
+        return None  # nothing to close yet (a string too short to end, a value still to begin)
     # longest first (one token that closes several levels is cheapest); the single byte, allowed, is last
     return next(tok for tok in t.closers[first] if m.validate_tokens([tok]) == 1)
 
 
-def _allowed(mask: bytes, t: ClosingTokens) -> np.ndarray:
+def _allowed(mask: bytes, t: ClosingTokens) -> list[int]:
     """The ids of the tokens a matcher's `compute_bitmask()` allows (special tokens left out), in order.
-    Only the mask's nonzero words are unpacked: where few tokens are allowed, few words are."""
+    Only the mask's nonzero words are read, in Python where they are few (a choice among names), with
+    numpy where they are many (text)."""
     words = np.frombuffer(mask, dtype=np.uint32)  # 32 tokens a word, little-endian (as the mask is written)
     nonzero = words.nonzero()[0]
-    bits = np.unpackbits(words[nonzero].view(np.uint8), bitorder="little").reshape(-1, 32).astype(bool)
-    ids = (nonzero[:, None] * 32 + np.arange(32))[bits]
-    ids = ids[ids < len(t.lengths)]
-    return ids[t.lengths[ids] > 0]
+    if len(nonzero) > 8:
+        bits = np.unpackbits(words[nonzero].view(np.uint8), bitorder="little").reshape(-1, 32).astype(bool)
+        ids = (nonzero[:, None] * 32 + np.arange(32))[bits].tolist()
+    else:
+        ids = []
+        for w in nonzero.tolist():
+            bits = int(words[w])
+            while bits:
+                low = bits & -bits
+                ids.append(32 * w + low.bit_length() - 1)
+                bits ^= low
+    n = len(t.lengths)
+    return [i for i in ids if i < n and t.lengths[i]]
