@@ -53,7 +53,8 @@ Hook = Callable[["Simulation", list[Event]], "Event | Iterable[Event] | None"]
 TICK_COUNTS = {"events": "events", "turns": "turns", "no_action": "no_action", "fails": "events.fail"}
 # the token totals a model's stats() may keep: the report's name -> the stats' name
 MODEL_TOKENS = {"prompt_tokens": "prompt_tokens", "prompt_tokens_cached": "cached_tokens",
-                "recomputed_tokens": "recomputed_tokens", "generated_tokens": "tokens_generated"}
+                "recomputed_tokens": "recomputed_tokens", "generated_tokens": "tokens_generated",
+                "budget_closed": "budget_closed"}  # answers the engine closed to fit max_tokens
 # the model's rates and ratios the report passes on: the stats' name -> the report's name
 MODEL_RATES = {"tokens_per_s": "generated_tokens_per_s", "computed_tokens_per_s": "computed_tokens_per_s",
                "prefix_cache_hit_rate": "prefix_cache_hit_rate", "preemptions": "preemptions"}
