@@ -269,7 +269,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--tolerance", type=float, default=1e-3, help="max |engine - transformers| logit difference")
     p.add_argument("--cache", type=Path, default=default_cache(), help="where the converted SmolLM2 folder lives")
-    p.add_argument("--quick", action="store_true", help="3 ticks, one seed")
+    p.add_argument("--quick", action="store_true", help="4 ticks (the auction's first lots close), one seed")
     p.add_argument("--output", type=Path, help="also write the JSON here")
     args = p.parse_args(argv)
     for name, allowed in (("scenarios", SCENARIOS), ("models", MODELS)):
@@ -279,7 +279,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--{name}: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(allowed)}")
         setattr(args, name, chosen)
     if args.quick:
-        args.ticks, args.seeds = 3, 1
+        args.ticks, args.seeds = 4, 1
     if args.ticks < 1 or args.seeds < 1:
         p.error("--ticks and --seeds must be at least 1")
     return args

@@ -27,14 +27,15 @@ def test_a_quick_run_reports_each_model_on_each_scenario(bench, tmp_path, capsys
     assert json.loads((tmp_path / "r.json").read_text()) == json.loads(capsys.readouterr().out)
     assert out["hardware"]["bandwidth_gbps"] > 0 and out["hardware"]["matmul_gflops"] > 0
     runs = out["results"]["auction"]
-    assert set(runs) == {"random", "scripted"} and out["config"]["ticks"] == 3
+    assert set(runs) == {"random", "scripted"} and out["config"]["ticks"] == 4
     for model in ("random", "scripted"):
         [run] = runs[model]["runs"]
-        assert run["seed"] == 1000 and run["ticks"] == 3 and run["main_metric"] == "trades"
+        assert run["seed"] == 1000 and run["ticks"] == 4 and run["main_metric"] == "trades"
         assert run["valid_action_rate"] == 1.0 and run["no_action"] == 0 and run["act_turns"] > 0
         assert run["fails_per_act_turn"] == run["fails"] / run["act_turns"]
         assert run["prompt_tokens_per_tick"] is None  # no language model, no prompt tokens
     assert runs["random"]["runs"][0]["fails"] > 0 and runs["scripted"]["runs"][0]["fails"] == 0
+    assert runs["scripted"]["mean"]["main"] > 0  # the first lots close in the fourth tick, and sell
 
 
 def test_swarm_tiny_counts_its_prompt_tokens(bench):
