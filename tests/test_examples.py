@@ -78,9 +78,11 @@ def auction_report(model, ticks=30, seed=3, record=None):
 def test_the_auction_scripted_trades_and_coins_only_change_hands(tmp_path):
     metrics = auction_report("scripted", record=tmp_path / "run.jsonl")
     assert metrics["trades"] > 0 and metrics["bids"] >= metrics["trades"] and metrics["coins_moved"] > 0
-    events = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()[1:]]
-    sold = [e for e in events if e["kind"] == "sold"]
-    assert len(sold) == metrics["trades"] and sum(e["data"]["price"] for e in sold) == metrics["coins_moved"]
+    from swarm.recorder import read_log
+
+    _, events = read_log(tmp_path / "run.jsonl")
+    sold = [e for e in events if e.kind == "sold"]
+    assert len(sold) == metrics["trades"] and sum(e.data["price"] for e in sold) == metrics["coins_moved"]
 
 
 def test_the_auction_on_random_actions_runs():
