@@ -13,6 +13,16 @@ measured after every request of a round has its first token (prefill excluded),
 rounds alternate between the two modes, and the best of the repetitions is
 compared. `mask_share` is the part of constrained decode time spent computing
 and applying masks (`Engine._mask_grammars`); consuming tokens is in the rest.
+`closing_share` is the part spent keeping each request's closing path, so its
+value completes within max_tokens (`Budget._path_after` in runtime/closing.py:
+checking the held path after a token that left it, or finding a new one);
+`closing_cpu_us_per_token` is the same work in CPU time of the engine's thread
+per decoded token, which other processes on a shared machine barely change.
+
+The `batch_*` rows never come near max_tokens (the common case). The
+`near_budget_batch_*` rows decode a union whose say-action has a string of
+any length under a max_tokens the model's rambling exceeds, so most requests
+spend their last steps on the closing path and end closed by the budget.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ import msgspec
 import torch
 
 from swarm.runtime import Engine, SamplingParams
+from swarm.runtime.closing import Budget
 from swarm.runtime.tokenizer import Tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: the helpers sit beside it
@@ -59,6 +70,14 @@ class Move(msgspec.Struct, tag="move"):
 Action = Vote | Say | Move
 
 
+class Ramble(msgspec.Struct, tag="say"):
+    to: Literal[PLAYERS]
+    text: str  # no bound: a random model writes until its budget is spent
+
+
+NearBudgetAction = Vote | Ramble | Move
+
+
 @dataclass(frozen=True)
 class Sizes:
     batches: tuple[int, ...] = (1, 32)
@@ -66,6 +85,7 @@ class Sizes:
     rounds_total: int = 32  # requests per mode and repetition, split into rounds of one batch each
     reps: int = 3
     max_tokens: int = 256  # never reached by the schema above; the value always completes first
+    near_budget_tokens: int = 48  # max_tokens of the near-budget rows: most say-actions are closed by it
 
 
 QUICK = Sizes(batches=(1, 4), prompt=16, rounds_total=4, reps=2)
@@ -76,6 +96,32 @@ def log(msg: str) -> None:
     engine_bench.log(msg)
 
 
+class ClassTimed:
+    """Adds up the seconds (wall and this thread's CPU) and calls of a method of every instance of a
+    class, inside a `with` block."""
+
+    def __init__(self, cls: type, name: str):
+        self.cls, self.name, self.seconds, self.cpu_seconds, self.calls = cls, name, 0.0, 0.0, 0
+
+    def __enter__(self) -> ClassTimed:
+        self._original = fn = self.cls.__dict__[self.name]
+
+        def timed(*args, **kwargs):
+            t0, c0 = time.perf_counter(), time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - t0
+                self.cpu_seconds += time.thread_time() - c0
+                self.calls += 1
+
+        setattr(self.cls, self.name, timed)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        setattr(self.cls, self.name, self._original)
+
+
 def decode_round(engine: Engine, prompts: list[list[int]], params: list[SamplingParams], schema) -> dict:
     """Run one batch to completion; time only the steps after every request has its first token."""
     handles = [engine.submit(p, sp, schema=schema) for p, sp in zip(prompts, params, strict=True)]
@@ -84,50 +130,57 @@ def decode_round(engine: Engine, prompts: list[list[int]], params: list[Sampling
     first = sum(len(h.token_ids) for h in handles)
     masks = engine_bench.Timed(engine, "_mask_grammars")
     steps, t0 = 0, time.perf_counter()
-    while not all(h.done for h in handles):
-        engine.step()
-        steps += 1
+    with ClassTimed(Budget, "_path_after") as closing:
+        while not all(h.done for h in handles):
+            engine.step()
+            steps += 1
     seconds = time.perf_counter() - t0
     del engine._mask_grammars  # drop the instance wrapper: the class method again
     outs = [h.result() for h in handles]
     return {"seconds": seconds, "tokens": sum(len(o.token_ids) for o in outs) - first, "steps": steps,
-            "mask_seconds": masks.seconds, "outs": outs}
+            "mask_seconds": masks.seconds, "closing_seconds": closing.seconds, "closing_calls": closing.calls,
+            "closing_cpu_seconds": closing.cpu_seconds, "outs": outs}
 
 
-def round_params(seeds: list[int], lengths: list[int] | None, s: Sizes) -> list[SamplingParams]:
-    """Constrained: up to max_tokens (the value ends first). Unconstrained: exactly the constrained lengths."""
+def round_params(seeds: list[int], lengths: list[int] | None, max_tokens: int) -> list[SamplingParams]:
+    """Constrained: up to max_tokens. Unconstrained: exactly the constrained lengths."""
     if lengths is None:
-        return [SamplingParams(max_tokens=s.max_tokens, temperature=1.0, seed=x) for x in seeds]
+        return [SamplingParams(max_tokens=max_tokens, temperature=1.0, seed=x) for x in seeds]
     return [SamplingParams(max_tokens=n, temperature=1.0, seed=x, ignore_eos=True)
             for n, x in zip(lengths, seeds, strict=True)]
 
 
-def measure_batch(b: engine_bench.Bench, s: Sizes, batch: int) -> dict:
+def measure_batch(b: engine_bench.Bench, s: Sizes, batch: int, schema=Action, max_tokens: int | None = None) -> dict:
+    max_tokens = max_tokens or s.max_tokens
     n_rounds = max(1, s.rounds_total // batch)
     gen = torch.Generator().manual_seed(b.seed + batch)
     rounds = [[engine_bench.random_ids(gen, s.prompt, b.s.vocab) for _ in range(batch)] for _ in range(n_rounds)]
     seeds = [[1000 * r + i for i in range(batch)] for r in range(n_rounds)]
     engine = b.engine(kv_cache_tokens=batch * (s.prompt + s.max_tokens + 32), enable_prefix_cache=False)
     log(f"batch {batch}: warm-up (compiles the schema once)")
-    decode_round(engine, rounds[0], round_params(seeds[0], None, s), Action)
+    decode_round(engine, rounds[0], round_params(seeds[0], None, max_tokens), schema)
     # runs[mode][round] = one result per repetition; rounds alternate modes so drift hits both alike
     runs = {mode: [[] for _ in range(n_rounds)] for mode in ("constrained", "unconstrained")}
     lengths: list[list[int] | None] = [None] * n_rounds
-    valid = 0
+    valid = closed = 0
     for rep in range(s.reps):
         log(f"batch {batch}: repetition {rep + 1}/{s.reps} ({n_rounds} rounds of each mode)")
+        # the closing paths the grammar remembers by the tokens they follow: the same seeds would find every
+        # one of them again, so each repetition starts without them (its rounds share them, as ticks do)
+        engine.grammars.compile(schema).closing._paths.clear()
         for r in range(n_rounds):
             # constrained first the first time: its lengths (seeded, the same every time) drive the other mode
             first = "constrained" if lengths[r] is None or (rep + r) % 2 == 0 else "unconstrained"
             for mode in (first, "unconstrained" if first == "constrained" else "constrained"):
                 con = mode == "constrained"
-                res = decode_round(engine, rounds[r], round_params(seeds[r], None if con else lengths[r], s),
-                                   Action if con else None)
+                res = decode_round(engine, rounds[r], round_params(seeds[r], None if con else lengths[r], max_tokens),
+                                   schema if con else None)
                 outs = res.pop("outs")
                 if con and lengths[r] is None:
                     lengths[r] = [len(o.token_ids) for o in outs]
-                    valid += sum(o.finish_reason == "stop" and msgspec.json.decode(o.text, type=Action) == o.value
+                    valid += sum(o.finish_reason == "stop" and msgspec.json.decode(o.text, type=schema) == o.value
                                  for o in outs)
+                    closed += sum(o.budget_closed for o in outs)
                 assert [len(o.token_ids) for o in outs] == lengths[r], "a run took other lengths than the first"
                 runs[mode][r].append(res)
     con, unc = summary(runs["constrained"]), summary(runs["unconstrained"])
@@ -136,8 +189,9 @@ def measure_batch(b: engine_bench.Bench, s: Sizes, batch: int) -> dict:
     return {
         "batch": batch, "rounds": n_rounds, "requests_per_repetition": total, "repetitions": s.reps,
         "mean_completion_tokens": statistics.fmean(n for row in lengths for n in row),
-        "valid_actions": f"{valid}/{total}",
-        "constrained": con, "unconstrained": {k: v for k, v in unc.items() if not k.startswith("mask")},
+        "max_tokens": max_tokens, "valid_actions": f"{valid}/{total}", "budget_closed": f"{closed}/{total}",
+        "constrained": con,
+        "unconstrained": {k: v for k, v in unc.items() if not k.startswith(("mask", "closing"))},
         "per_token_overhead": con["ms_per_token_best"] / unc["ms_per_token_best"] - 1,
         "per_token_overhead_median": con["ms_per_token_median"] / unc["ms_per_token_median"] - 1,
     }
@@ -148,11 +202,15 @@ def summary(per_round: list[list[dict]]) -> dict:
     Median: of whole repetitions."""
     best = [min(reps, key=lambda r: r["seconds"]) for reps in per_round]
     seconds, tokens, steps = (sum(r[k] for r in best) for k in ("seconds", "tokens", "steps"))
-    mask = sum(r["mask_seconds"] for r in best)
+    mask, closing, calls, cpu = (sum(r[k] for r in best)
+                                 for k in ("mask_seconds", "closing_seconds", "closing_calls", "closing_cpu_seconds"))
     whole = [sum(reps[i]["seconds"] for reps in per_round) for i in range(len(per_round[0]))]
     return {"ms_per_token_best": 1e3 * seconds / tokens, "ms_per_token_median": 1e3 * statistics.median(whole) / tokens,
             "ms_per_step_best": 1e3 * seconds / steps, "decode_tokens": tokens, "decode_steps": steps,
-            "mask_ms_per_step": 1e3 * mask / steps, "mask_share": mask / seconds}
+            "mask_ms_per_step": 1e3 * mask / steps, "mask_share": mask / seconds,
+            "closing_ms_per_step": 1e3 * closing / steps, "closing_share": closing / seconds,
+            "closing_checks_per_token": calls / tokens, "closing_us_per_check": 1e6 * closing / calls if calls else 0.0,
+            "closing_cpu_us_per_token": 1e6 * cpu / tokens}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -198,18 +256,23 @@ def main(argv: list[str] | None = None) -> dict:
             "hardware": hardware,
             "schema": "Vote(target: 12 names) | Say(to: 12 names, text: str <= 48 chars) | "
                       "Move(place: 6 places, minutes: int 0..120), compact JSON",
+            "near_budget_schema": f"the same with Say's text of any length, max_tokens={s.near_budget_tokens}",
         }
-        for batch in s.batches:
+        rows = [(f"batch_{x}", x, {}) for x in s.batches]
+        rows += [(f"near_budget_batch_{x}", x, {"schema": NearBudgetAction, "max_tokens": s.near_budget_tokens})
+                 for x in s.batches]
+        for name, batch, kind in rows:
             load = engine_bench.MachineLoad()
-            row = measure_batch(b, s, batch)
+            row = measure_batch(b, s, batch, **kind)
             row["machine"] = load.report()
-            result[f"batch_{batch}"] = row
-            log(f"batch {batch}: overhead {100 * row['per_token_overhead']:.1f}% per token"
+            result[name] = row
+            log(f"{name}: overhead {100 * row['per_token_overhead']:.1f}% per token, closing paths "
+                f"{row['constrained']['closing_ms_per_step']:.3f} ms a step"
                 + (" (DISTURBED: other processes used the CPU)" if row["machine"]["disturbed"] else ""))
-        worst = max(result[f"batch_{x}"]["per_token_overhead"] for x in s.batches)
+        worst = max(result[name]["per_token_overhead"] for name, _, _ in rows)
         result["target"] = "<= 5% per-token overhead of constrained over unconstrained decoding, every batch size"
         result["meets_target"] = worst <= 0.05
-        result["disturbed_batches"] = [x for x in s.batches if result[f"batch_{x}"]["machine"]["disturbed"]]
+        result["disturbed_batches"] = [name for name, _, _ in rows if result[name]["machine"]["disturbed"]]
         result["total_seconds"] = time.perf_counter() - started
     return roofline.emit(result, args.output)
 

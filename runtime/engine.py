@@ -284,7 +284,7 @@ class Engine:
         if params.stop or params.stop_token_ids:
             raise SchemaError("a schema decides where the completion ends: drop stop and stop_token_ids "
                               "from SamplingParams when passing schema=")
-        return GrammarState(self.grammars.compile(schema))
+        return GrammarState(self.grammars.compile(schema), params.max_tokens, schema)
 
     # -- adapters ---------------------------------------------------------------------
 
@@ -483,6 +483,7 @@ class Engine:
             if req.out.finish_reason is not None:
                 self.scheduler.finish(req)
                 finished.append(req.handle)
+                self._stats.budget_closed += req.out.budget_closed
         return finished
 
     def _mask_grammars(self, batch: list[Scheduled], logits: torch.Tensor) -> dict[int, str]:
@@ -689,8 +690,9 @@ class Engine:
                 "kv_blocks_dropped": c.dropped}
 
     def stats(self) -> dict:
-        """Throughput, batch sizes, prefix-cache hit rate, KV pool use, preemptions and expert load (and on a
-        GPU, the decode graphs captured and the steps replayed from them)."""
+        """Throughput, batch sizes, prefix-cache hit rate, KV pool use, preemptions, expert load, the
+        constrained answers the token budget closed (`budget_closed`, see `Completion.budget_closed`) and on
+        a GPU, the decode graphs captured and the steps replayed from them."""
         s = self.scheduler
         graphs = {} if self.graphs is None else {"cuda_graphs_captured": self.graphs.captures,
                                                  "cuda_graph_replays": self.graphs.replays}

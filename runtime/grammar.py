@@ -5,7 +5,8 @@ start state, once per constraint (an LRU cache, also keyed by the grammar text
 so equal schemas built anew each tick share one compilation). Each request
 gets a copy of that matcher (`GrammarState`) and advances it with every token
 it samples; `swarm.runtime.token_mask` masks a whole step's logits with the
-matchers at once.
+matchers at once. Each request also carries a closing path that fits the tokens it
+has left (`swarm.runtime.closing`), so its value is complete by `max_tokens`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import llguidance as llg
 import msgspec
 
+from swarm.runtime.closing import START_SEARCH, Budget, ClosingPlan, ClosingTokens
 from swarm.runtime.errors import SchemaError
 
 if TYPE_CHECKING:
@@ -135,26 +137,52 @@ class Narrowed:
 
 @dataclass(frozen=True)
 class Grammar:
-    """A compiled constraint: the matcher in its start state, and how finished text becomes `.value`."""
+    """A compiled constraint: the matcher in its start state, how finished text becomes `.value`, and
+    how a value is closed within a token budget."""
 
     matcher: llg.LLMatcher
     decode: Callable[[str], Any]
+    closing: ClosingPlan
 
 
 class GrammarState:
-    """One request's position in its grammar; the engine masks its logits with `matcher`."""
+    """One request's position in its grammar; the engine masks its logits with `matcher`.
 
-    __slots__ = ("decode", "matcher")
+    Its value completes within `max_tokens`: the constructor raises SchemaError when no value of the
+    grammar fits (saying how many tokens the shortest one found takes), and `advance` keeps a closing
+    path that fits the tokens left (see `swarm.runtime.closing`).
+    """
 
-    def __init__(self, grammar: Grammar):
+    __slots__ = ("budget", "decode", "matcher")
+
+    def __init__(self, grammar: Grammar, max_tokens: int, constraint: Any = None):
+        """`constraint` (what `grammar` was compiled from) names it in errors."""
+        what = "the constraint" if constraint is None else _describe(
+            JsonSchema(constraint) if isinstance(constraint, dict) else constraint)
+        path = grammar.closing.start_path(grammar.matcher, max_tokens)
+        if path is None:
+            raise SchemaError(f"no complete value of {what} was found within {max(max_tokens, START_SEARCH)} "
+                              "tokens: the tokenizer may be unable to finish one; check the schema")
+        if len(path) > max_tokens:
+            raise SchemaError(f"{what} does not fit max_tokens={max_tokens}: its shortest value takes {len(path)} "
+                              f"tokens; raise max_tokens to at least {len(path)} (or allow shorter values)")
         self.matcher = grammar.matcher.deep_copy()  # ~5 us, where building a matcher takes a millisecond or more
         self.decode = grammar.decode
+        self.budget = Budget(grammar.closing, path)
 
-    def consume(self, token: int) -> str | None:
-        """Advance past a sampled token; returns an error message if the grammar does not allow it."""
-        if self.matcher.consume_token(token):
-            return None
-        return _error(self.matcher) or f"token {token} does not continue the value"
+    def advance(self, token: int, left: int) -> tuple[int, str | None]:
+        """Advance past a sampled token, or past the token that closes the value in time in its place
+        (when `token` would leave too few of the `left` tokens, this one included, to complete it).
+        Returns (the token taken, None), or (token, why) if the grammar does not allow it."""
+        taken = self.budget.take(self.matcher, token, left)
+        if taken is not None:
+            return taken, None
+        return token, _error(self.matcher) or f"token {token} does not continue the value"
+
+    @property
+    def budget_closed(self) -> bool:
+        """A sampled token was replaced so that the value would close within max_tokens."""
+        return self.budget.closed
 
     def stuck(self) -> str | None:
         """Why no token can come next, if none can; ask after the step's mask was computed."""
@@ -164,6 +192,11 @@ class GrammarState:
     def done(self) -> bool:
         """The value is complete and nothing can follow it (or the end-of-sequence token was taken)."""
         return self.matcher.is_stopped()
+
+    @property
+    def accepting(self) -> bool:
+        """The value is complete (more may follow it, as digits may follow a number's)."""
+        return self.matcher.is_accepting()
 
     def result(self, text: str) -> tuple[Any, str | None]:
         """The finished text's value: (value, None), or (None, why) if it is not a complete value."""
@@ -185,8 +218,9 @@ class GrammarCompiler:
         self._lltok: llg.LLTokenizer | None = None
         self._pieces: frozenset[bytes] | None = None  # every token's bytes; None when each single byte is a token
         self._longest = 0  # bytes in the longest token
+        self._closing: ClosingTokens | None = None
         self._by_constraint: OrderedDict[Hashable, Grammar] = OrderedDict()
-        self._by_text: OrderedDict[str, llg.LLMatcher] = OrderedDict()
+        self._by_text: OrderedDict[str, tuple[llg.LLMatcher, ClosingPlan]] = OrderedDict()
 
     def compile(self, constraint: Any) -> Grammar:
         """A msgspec type, `JsonSchema` (or its dict), `Regex` or `Choice` -> its grammar; raises SchemaError
@@ -198,13 +232,14 @@ class GrammarCompiler:
             self._by_constraint.move_to_end(key)
             return self._by_constraint[key]
         text, literals, decode = _translate(constraint)
-        matcher = self._by_text.get(text)
-        if matcher is None:
+        built = self._by_text.get(text)
+        if built is None:
             matcher = self._build(text, literals, constraint)
-            _put(self._by_text, text, matcher, self._cache_size)
+            built = matcher, ClosingPlan(self._closing, json=not isinstance(constraint, (Regex, Choice)))
+            _put(self._by_text, text, built, self._cache_size)
         else:
             self._by_text.move_to_end(text)
-        grammar = Grammar(matcher, decode)
+        grammar = Grammar(built[0], decode, built[1])
         if key is not None:
             _put(self._by_constraint, key, grammar, self._cache_size)
         return grammar
@@ -228,10 +263,12 @@ class GrammarCompiler:
             except ValueError as e:
                 raise SchemaError(f"this tokenizer cannot be used for constrained decoding: {e} "
                                   f"(model vocabulary {self._vocab_size})") from None
-            pieces = frozenset(self._lltok.decode_bytes([i]) for i in range(self._lltok.vocab_size)
-                               if not self._lltok.is_special_token(i))
+            tok = self._lltok
+            every = [b"" if tok.is_special_token(i) else tok.decode_bytes([i]) for i in range(tok.vocab_size)]
+            pieces = frozenset(every) - {b""}
             self._pieces = None if all(bytes([b]) in pieces for b in range(256)) else pieces
             self._longest = max(map(len, pieces), default=0)
+            self._closing = ClosingTokens.of(every, tok.eos_token if self._eos else None)
         return self._lltok
 
     def _check_spellable(self, literals: list[str], constraint: Any) -> None:

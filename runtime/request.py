@@ -29,11 +29,16 @@ class Completion:
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
     # "stop" (a stop string or token, or a constrained value complete), "length", "cancelled", or "error"
-    # (a constrained request whose grammar could not go on: see `error`)
+    # (a constrained request whose grammar could not go on: see `error`). A constrained request ends
+    # "stop" with its value by max_tokens: "length" cannot happen to it (see `budget_closed`).
     finish_reason: str | None = None
     cached_tokens: int = 0  # prompt tokens served from the prefix cache (first admission)
     value: Any = None  # with a schema: the decoded value, set only when it is complete
     error: str | None = None  # why a constrained request ended with finish_reason "error"
+    # With a schema: the value would not have been complete within max_tokens, so from some token on the
+    # engine wrote the shortest way to close it (a string ends early, optional parts are left out). The
+    # text before that token is the model's; finish_reason is "stop" and `value` is valid all the same.
+    budget_closed: bool = False
 
 
 class Request:
@@ -77,12 +82,15 @@ class Request:
         return len(self.tokens) - self.num_computed
 
     def append(self, token: int, decode: Callable[[list[int]], str]) -> None:
-        """Add a sampled token and decide whether the request is done."""
-        self.tokens.append(token)
+        """Add a sampled token and decide whether the request is done. A constrained request may take
+        another token in its place: the one that closes its value within max_tokens."""
         out, p = self.out, self.params
+        if self.grammar is not None:
+            token, error = self.grammar.advance(token, p.max_tokens - len(out.token_ids))
+        self.tokens.append(token)
         out.token_ids.append(token)
         if self.grammar is not None:
-            self._append_constrained(token, decode)
+            self._end_constrained(error, decode)
             return
         if p.stop:
             text = decode(out.token_ids)
@@ -97,19 +105,22 @@ class Request:
         if out.finish_reason:
             out.text = decode(out.token_ids)
 
-    def _append_constrained(self, token: int, decode: Callable[[list[int]], str]) -> None:
-        # The grammar alone decides the end (submit refuses stop strings and stop ids with a schema);
-        # its mask admits end-of-sequence only once the value is complete.
+    def _end_constrained(self, error: str | None, decode: Callable[[list[int]], str]) -> None:
+        # The grammar alone decides the end (submit refuses stop strings and stop ids with a schema):
+        # its mask admits end-of-sequence only once the value is complete, and its closing path has the
+        # value complete by max_tokens, where the request ends with it even if more could follow (the
+        # digits of a number); "length" stays for a grammar that would break that promise.
         out, grammar = self.out, self.grammar
-        error = grammar.consume(token)
+        at_budget = len(out.token_ids) >= self.params.max_tokens
         if error is not None:
             self.fail(error, decode)
-        elif grammar.done:
+        elif grammar.done or (at_budget and grammar.accepting):
             out.text, out.finish_reason = decode(out.token_ids), "stop"
             out.value, error = grammar.result(out.text)
+            out.budget_closed = grammar.budget_closed or not grammar.done
             if error is not None:
                 self.fail(error, decode)
-        elif len(out.token_ids) >= self.params.max_tokens:
+        elif at_budget:
             out.text, out.finish_reason = decode(out.token_ids), "length"
 
     def fail(self, error: str, decode: Callable[[list[int]], str]) -> None:

@@ -16,6 +16,7 @@ class EngineStats:
         self.tokens_computed = 0  # prefill + decode tokens through the model
         self.tokens_generated = 0  # sampled tokens
         self.seqs_total = 0
+        self.budget_closed = 0  # constrained completions whose value was closed to fit max_tokens
         self.recent = deque(maxlen=64)  # (time, duration, computed, generated, seqs) of recent steps
         self.expert_load = torch.zeros(num_moe_layers, max(num_experts, 1), dtype=torch.long)
 
@@ -74,6 +75,7 @@ class EngineStats:
             "kv_blocks_total": kv_blocks_total,
             "kv_blocks_used": kv_blocks_used,
             "busy_s": self.busy_s,
+            "budget_closed": self.budget_closed,
             "expert_load": self.expert_load.tolist(),
             **extra,
         }

@@ -83,7 +83,7 @@ class Menu:
         if set(tags) != self._description(described)[1]:
             parts.append("You can now: " + ", ".join(tags) + ".")
         for kind, names in choices.items():
-            if kind not in WORLD_KINDS:
+            if kind not in WORLD_KINDS and names:  # a kind with no names is in no action offered
                 more = f", ... ({len(names) - LISTED} more)" if len(names) > LISTED else ""
                 parts.append(f"Choices of {kind}: {', '.join(names[:LISTED])}{more}.")
         return " ".join(parts) or None

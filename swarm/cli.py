@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -70,10 +71,52 @@ def _run(args: argparse.Namespace) -> int:
     if args.checkpoint and Path(args.checkpoint).exists():
         raise ValueError(f"{args.checkpoint} already holds a checkpoint: continue that run with `swarm resume "
                          f"{args.checkpoint}`, or remove the file to start again")
-    sim = Simulation.from_scenario(args.scenario, model=args.model, seed=args.seed, bus=args.bus,
-                                   record=args.record, agents=args.agents, engine_config=engine_config(args),
-                                   **({"name": args.name} if args.name else {}))
+    if args.history and not Path(args.history).resolve().parent.is_dir():
+        raise ValueError(f"cannot write the history to {args.history}: folder {Path(args.history).parent} "
+                         "does not exist")
+    options = _scenario_options(args)
+    model, config = _sampled_model(args.model, engine_config(args), args)
+    sim = Simulation.from_scenario(args.scenario, model=model, seed=args.seed, bus=args.bus, record=args.record,
+                                   engine_config=config, **options, **({"name": args.name} if args.name else {}))
     return _drive(sim, args.ticks, args)
+
+
+def _scenario_options(args: argparse.Namespace) -> dict:
+    """The scenario's options: `--agents`, and every `--set NAME=VALUE` (checked against the scenario)."""
+    import inspect
+
+    from swarm.scenario import builder, load_module, parse_settings
+    from swarm.simulation import Simulation
+
+    options = {"agents": args.agents} if args.agents is not None else {}
+    if not args.set:
+        return options
+    own = inspect.signature(Simulation).parameters
+    settings = parse_settings(args.set, builder(load_module(args.scenario), args.scenario), args.scenario)
+    for name, value in settings.items():
+        if name in options:
+            raise ValueError(f"--set {name}=... and --{name} both give {name}: give it once")
+        if name in own:  # from_scenario would take it for the simulation's own
+            raise ValueError(f"--set {name}: {name} is a setting of the simulation itself, not a scenario option"
+                             + (f" (swarm run --{name})" if name in ("seed", "bus", "name", "record") else ""))
+        options[name] = value
+    return options
+
+
+def _sampled_model(model: str, config, args: argparse.Namespace) -> tuple:
+    """(model, engine config) for the simulation: with `--temperature`/`--top-p`, the model made here with
+    them (and the config); otherwise the name as given, for the simulation to open."""
+    sampling = {k: v for k, v in (("temperature", args.temperature), ("top_p", args.top_p)) if v is not None}
+    if not sampling:
+        return model, config
+    flags = " and ".join(f"--{k.replace('_', '-')}" for k in sampling)
+    if model in ("scripted", "random"):
+        raise ValueError(f"--model {model} decides turns without sampling, so {flags} cannot apply: leave "
+                         f"{'it' if len(sampling) == 1 else 'them'} out, or run a language model (e.g. --model "
+                         "swarm-tiny)")
+    from swarm.model import open_model
+
+    return open_model(model, config, **sampling), None
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -85,26 +128,33 @@ def _resume(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.checkpoint} was not kept by `swarm run --checkpoint`, so it does not say how long "
                          "its run is; continue it in Python with Simulation.load")
     scenario = info["scenario"]["spec"] if info["scenario"] else "none"
+    options = info["scenario"]["options"] if info["scenario"] else {}
     record = info["record"]["path"] if info["record"] else None
-    print(f"swarm: resuming {info['name']!r} at tick {info['tick']} of {run['ticks']}: scenario {scenario} (its "
-          f"build code runs), model {args.model or info['model']}, bus {args.bus or info['bus']}"
+    print(f"swarm: resuming {info['name']!r} at tick {info['tick']} of {run['ticks']}: scenario {scenario}"
+          + "".join(f" {k}={v!r}" for k, v in options.items() if v is not None)
+          + f" (its build code runs), model {args.model or info['model']}, bus {args.bus or info['bus']}"
           + (f", log {record}" if record else ""), file=sys.stderr)
     for option in ("kv_memory", "kv_dtype"):  # as the run was started, unless given again
         if getattr(args, option) is None:
             setattr(args, option, run.get(option))
-    sim = Simulation.load(args.checkpoint, model=args.model, bus=args.bus, engine_config=engine_config(args))
+    # sampling as the run was started: a resumed run goes on as the uninterrupted one would have
+    args.temperature, args.top_p, args.history = run.get("temperature"), run.get("top_p"), run.get("history")
+    model, config = _sampled_model(args.model or info["model"], engine_config(args), args)
+    sim = Simulation.load(args.checkpoint, model=model, bus=args.bus, engine_config=config)
     args.record, args.checkpoint_every = record, args.checkpoint_every or run.get("every")
     return _drive(sim, run["ticks"], args)
 
 
 def _drive(sim, total: int, args: argparse.Namespace) -> int:
     """Run `sim` up to tick `total`, keeping `args.checkpoint`, then report; the exit status says how it ended."""
-    from swarm.console import Progress, format_report
+    from swarm.console import Progress, format_report, write_history
 
     if args.checkpoint:
         every = args.checkpoint_every or CHECKPOINT_EVERY
-        sim.autosave(args.checkpoint, every, run={"ticks": total, "every": every, "kv_memory": args.kv_memory,
-                                                  "kv_dtype": args.kv_dtype})
+        sim.autosave(args.checkpoint, every, run={
+            "ticks": total, "every": every, "kv_memory": args.kv_memory, "kv_dtype": args.kv_dtype,
+            "temperature": args.temperature, "top_p": args.top_p,
+            "history": str(Path(args.history).resolve()) if args.history else None})
     engine = getattr(sim.model, "engine", None)
     if engine is not None and hasattr(engine, "memory_summary"):
         print(f"swarm: {engine.memory_summary()}; {len(sim.agents):,} agents", file=sys.stderr)
@@ -142,6 +192,9 @@ def _drive(sim, total: int, args: argparse.Namespace) -> int:
         undelivered = None
     except BusError as e:
         undelivered = e
+    if args.history:
+        write_history(report.history, args.history)
+        print(f"swarm: history of {len(report.history)} ticks written to {args.history}", file=sys.stderr)
     print(report.to_json() if args.json else format_report(report))
     if undelivered is not None:  # the run itself went through; its events did not all reach the bus
         print(f"swarm: error: {undelivered}", file=sys.stderr)
@@ -237,6 +290,28 @@ def _positive(text: str) -> int:
     return value
 
 
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+
+
+def _temperature(text: str) -> float:
+    value = _number(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0 (0 is greedy, 0.7 the default), got {text}")
+    return value
+
+
+def _top_p(text: str) -> float:
+    value = _number(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number above 0 and at most 1 (1 keeps every token, 0.95 the "
+                                         f"default), got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swarm", description="Multi-agent simulation on small language models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -259,6 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
                      "mqtt://host:port/POOL (the workers of a pool: swarm worker), "
                      "`scripted` (the scenario's policy) or `random` (random valid actions)")
     run.add_argument("--agents", type=int, default=None, help="how many agents (scenarios that take it)")
+    run.add_argument("--set", action="append", metavar="NAME=VALUE",
+                     help="a scenario option, e.g. --set gathering=19:00 (repeatable; the value is read as JSON when "
+                     "it is JSON: numbers, true/false, lists; else as text). An unknown name lists the options")
+    run.add_argument("--temperature", type=_temperature, metavar="T",
+                     help="how a language model samples each turn: 0 is greedy (default 0.7); not for --model "
+                     "scripted or random")
+    run.add_argument("--top-p", type=_top_p, metavar="P",
+                     help="sample from the likeliest tokens that together make up P of the probability (default "
+                     "0.95; 1 keeps all)")
     run.add_argument("--bus", default="local", help="local (default), mqtt://[user[:password]@]host:port or "
                      "mqtts://...?ca=CA.pem (TLS); add ?format=json for JSON payloads. With a user and no password "
                      "the password comes from SWARM_MQTT_PASSWORD")
@@ -270,7 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"ticks between checkpoint writes (default {CHECKPOINT_EVERY})")
     run.add_argument("--headless", action="store_true", help="no TUI: progress on stderr, report on stdout")
     run.add_argument("--tui", action="store_true", help="watch it live (the default on a terminal)")
-    run.add_argument("--json", action="store_true", help="print the report as one JSON line, last")
+    run.add_argument("--json", action="store_true", help="print the report as one JSON line, last (with the "
+                     "per-tick history)")
+    run.add_argument("--history", metavar="FILE.csv", help="write the per-tick metrics (the report's history) "
+                     "to this CSV file, a row per tick")
     add_engine_options(run)
     run.set_defaults(func=_run)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import sys
 import time
+from pathlib import Path
 from typing import IO, Any
 
 from swarm.events import Event, Report
@@ -41,6 +43,16 @@ def format_report(report: Report) -> str:
     for key, value in report.metrics.items():
         lines.append(f"  {key}: {_fmt(value)}")
     return "\n".join(lines)
+
+
+def write_history(history: list[dict[str, Any]], path: str | Path) -> None:
+    """A report's history as CSV: a header row, then a row per tick. The columns are every name the rows
+    use, in the order they first appear (`tick` first); a tick without a value for one leaves its cell empty."""
+    columns = list(dict.fromkeys(name for row in history for name in row))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(history)
 
 
 def _fmt(value: Any) -> str:

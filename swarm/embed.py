@@ -261,8 +261,8 @@ class Runtime:
                                 top_p=o["top_p"] if top_p is None else top_p, seed=seed)
         ids = fit_prompt(self.engine, character.messages(text), params.max_tokens)
         self.engine._check_fits(len(ids), params.max_tokens)  # PromptTooLongError now, not in the worker
-        if schema is not None:
-            self.engine.grammars.compile(schema)  # SchemaError now; the engine reuses the compiled grammar
+        if schema is not None:  # SchemaError now (a schema that cannot be used, or cannot fit max_tokens)
+            self.engine._grammar_state(schema, params)  # the engine reuses the compiled grammar
         line = Line(character, text, on_token, on_done)
         if self.threaded:
             self._commands.put(("submit", line, ids, params, schema))

@@ -50,12 +50,22 @@ class InboxMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
 
 
 class Report(msgspec.Struct, kw_only=True):
-    """What `Simulation.run` returns: ticks run, the scenario's and the loop's metrics, events recorded."""
+    """What `Simulation.run` returns: ticks run, the scenario's and the loop's metrics, events recorded,
+    and `history`: one row per tick the simulation ran (a resumed run's from its first tick), oldest first.
+
+    A row is `{"tick": N, ...}` with `N` the tick's number as its events carry it (0 for the first). It
+    holds the scenario's numeric metrics (ints, floats, bools) as they stood after that tick, and the
+    loop's counts for that tick alone: `agents` (present), `events`, `turns`, `no_action`, `fails`, and
+    the token counts the model keeps (`prompt_tokens`, `prompt_tokens_cached`, `prompt_tokens_computed`,
+    `recomputed_tokens`, `generated_tokens`; see `Simulation.report`). Summing a count's column gives its
+    total in `metrics`.
+    """
 
     ticks: int
     events: int
     metrics: dict[str, Any]
     seconds: float
+    history: list[dict[str, Any]] = []
 
     def to_json(self) -> str:
         return msgspec.json.encode(self).decode()

@@ -113,6 +113,7 @@ class EngineModel(TurnModel):
 
     def __init__(self, engine, temperature: float = 0.7, top_p: float = 0.95, ref: str | None = None,
                  clock: Callable[[], float] = time.perf_counter):
+        check_sampling(temperature, top_p)
         self.engine, self.temperature, self.top_p = engine, temperature, top_p
         self.ref, self.clock = ref, clock
         self.progress: Progress | None = None
@@ -189,6 +190,14 @@ class EngineModel(TurnModel):
         return set(self.engine.adapters())
 
 
+def check_sampling(temperature: float | None = None, top_p: float | None = None) -> None:
+    """A ValueError now for sampling settings every turn would refuse later: temperature >= 0 (0 is greedy),
+    top_p in (0, 1] (None: not given)."""
+    from swarm.runtime import SamplingParams
+
+    SamplingParams(**{k: v for k, v in (("temperature", temperature), ("top_p", top_p)) if v is not None})
+
+
 def answer_of(completion, seconds: float | None = None) -> Answer | NoAction:
     """A constrained completion as a turn's answer: its decoded value and text, or why there is none."""
     if completion.value is not None:
@@ -221,13 +230,21 @@ def hashed_bag_of_words(texts: list[str], dim: int = 256) -> np.ndarray:
     return out / np.maximum(norms, 1e-12)
 
 
-def open_model(model: Any, engine_config: Any = None) -> TurnModel:
+def open_model(model: Any, engine_config: Any = None, **sampling: float) -> TurnModel:
     """`model=` as users pass it: a TurnModel, an Engine, a checkpoint folder path (loaded with
-    `engine_config`, an EngineConfig, when given), or `mqtt://host:port/POOL` (a pool's workers)."""
+    `engine_config`, an EngineConfig, when given), or `mqtt://host:port/POOL` (a pool's workers).
+    `sampling` (`temperature`, `top_p`) goes to the model it makes (default 0.7 and 0.95)."""
     if engine_config is not None and not isinstance(model, (str, Path)):
         raise ValueError("engine_config applies to a model the simulation loads (a folder or a bundled name), "
                          f"not to a {type(model).__name__}: configure that engine where it is made")
+    unknown = sorted(set(sampling) - {"temperature", "top_p"})
+    if unknown:
+        raise TypeError(f"open_model takes temperature= and top_p=, not {', '.join(unknown)}")
+    check_sampling(**sampling)  # before a model folder takes its time to load
     if isinstance(model, TurnModel):
+        if sampling:
+            raise ValueError(f"temperature and top_p apply to a model open_model makes, not to a "
+                             f"{type(model).__name__}: set them where that model is made")
         return model
     if model is None:
         raise ValueError("no model: pass model= a checkpoint folder, an Engine, or a ScriptedModel")
@@ -237,7 +254,7 @@ def open_model(model: Any, engine_config: Any = None) -> TurnModel:
                              "their own engines (swarm worker --kv-memory ...)")
         from swarm.pool import PoolModel
 
-        return PoolModel(model)
+        return PoolModel(model, **sampling)
     if isinstance(model, (str, Path)):
         from swarm.runtime import Engine, model_path
 
@@ -247,7 +264,7 @@ def open_model(model: Any, engine_config: Any = None) -> TurnModel:
             raise ValueError(f"{e} (pass a local Hugging Face model folder)") from None
         # a bundled model is referred to by name, so a checkpoint names it wherever swarm is installed
         ref = str(model) if Path(str(model)).name == str(model) and not Path(str(model)).is_dir() else str(path)
-        return EngineModel(Engine.from_pretrained(path, config=engine_config), ref=ref)
+        return EngineModel(Engine.from_pretrained(path, config=engine_config), ref=ref, **sampling)
     if hasattr(model, "submit") and hasattr(model, "step"):
-        return EngineModel(model, ref=getattr(model, "source", None))
+        return EngineModel(model, ref=getattr(model, "source", None), **sampling)
     raise TypeError(f"cannot use {type(model).__name__} as a model")

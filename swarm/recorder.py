@@ -2,6 +2,10 @@
 
 JSON lines because a log is read by people and by other tools (`jq`, pandas) and a
 crash can cut only the last line, which `read_log` detects and skips with a warning.
+Each tick writes its events, then its metrics: `{"metrics": {"tick": N, ...}}`, a row of
+the run's history (`Report.history`, less the token counts). `read_log` gives the events,
+`read_history` the rows, `read_records` both in the order written; logs from before the
+rows were written (format 1) read the same, with no rows.
 A simulation resumed from a checkpoint continues the same log from the byte offset
 the checkpoint recorded; anything written after that offset (a run that went on
 past its last save) is moved to a side file rather than lost.
@@ -13,6 +17,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -20,7 +25,12 @@ from swarm.events import Event
 
 log = logging.getLogger("swarm.recorder")
 
-LOG_FORMAT = 1
+LOG_FORMAT = 2  # 2: a metrics row after each tick's events
+_METRICS = b'{"metrics":'  # how a metrics row starts (an event starts with its tick)
+
+
+class _MetricsLine(msgspec.Struct):
+    metrics: dict[str, Any]
 
 
 class Recorder:
@@ -57,6 +67,10 @@ class Recorder:
     def write(self, events: list[Event]) -> None:
         self._file.write(b"".join(self._enc.encode(e) + b"\n" for e in events))
 
+    def write_metrics(self, row: dict[str, Any]) -> None:
+        """A tick's row of the history, after its events."""
+        self._file.write(self._enc.encode(_MetricsLine(row)) + b"\n")
+
     def flush(self) -> None:
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -72,6 +86,18 @@ class Recorder:
 
 def read_log(path: str | Path) -> tuple[dict, Iterator[Event]]:
     """The header and an iterator over the events of a log written by `Recorder`."""
+    header, records = read_records(path)
+    return header, (r for r in records if isinstance(r, Event))
+
+
+def read_history(path: str | Path) -> list[dict[str, Any]]:
+    """The metrics rows of a log written by `Recorder`, one per tick, oldest first (none in a format-1 log)."""
+    return [r for r in read_records(path)[1] if not isinstance(r, Event)]
+
+
+def read_records(path: str | Path) -> tuple[dict, Iterator[Event | dict[str, Any]]]:
+    """The header and an iterator over what the log holds after it, in order: Events, and each tick's
+    metrics row (a dict) after the tick's events."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no event log at {path}")
@@ -84,17 +110,21 @@ def read_log(path: str | Path) -> tuple[dict, Iterator[Event]]:
     if not isinstance(header, dict) or "swarm_log" not in header:
         f.close()
         raise ValueError(f"{path} is not a swarm event log (its first line is not a swarm_log header)")
+    if not isinstance(header["swarm_log"], int) or header["swarm_log"] > LOG_FORMAT:
+        f.close()
+        raise ValueError(f"{path} was written by a newer swarm (log format {header['swarm_log']!r}; this one reads "
+                         f"formats 1 to {LOG_FORMAT}): upgrade swarm to read it")
 
-    def events() -> Iterator[Event]:
-        dec = msgspec.json.Decoder(Event)
+    def records() -> Iterator[Event | dict[str, Any]]:
+        events, rows = msgspec.json.Decoder(Event), msgspec.json.Decoder(_MetricsLine)
         with f:
             for n, line in enumerate(f, start=2):
                 try:
-                    yield dec.decode(line)
+                    yield rows.decode(line).metrics if line.startswith(_METRICS) else events.decode(line)
                 except msgspec.DecodeError as e:
                     if not line.endswith(b"\n"):  # a write cut short by a crash: the only line that can be
                         log.warning("%s: the last line is incomplete (the run stopped mid-write); skipped", path)
                         return
-                    raise ValueError(f"{path}, line {n}: not an event ({e})") from None
+                    raise ValueError(f"{path}, line {n}: not an event or a metrics row ({e})") from None
 
-    return header, events()
+    return header, records()

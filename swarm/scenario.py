@@ -20,6 +20,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import msgspec
+
 from swarm.runtime.errors import SwarmError
 
 
@@ -79,9 +81,69 @@ def check_options(build: Callable[..., None], options: dict[str, Any], spec: str
         return options
     unknown = sorted(set(options) - set(params))
     if unknown:
-        takes = ", ".join(p for p in list(params)[1:]) or "no options"
-        raise ScenarioError(f"scenario {spec} does not take {', '.join(unknown)} (it takes: {takes})")
+        raise ScenarioError(f"scenario {spec} does not take {', '.join(unknown)} (it takes: {describe_options(build)})")
     return options
+
+
+def describe_options(build: Callable[..., None]) -> str:
+    """`build`'s options for an error message: "agents (default 12), gathering (default '18:30')"."""
+    params = list(inspect.signature(build).parameters.values())[1:]  # the first is the simulation
+    named = [p for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    return ", ".join(p.name if p.default is inspect.Parameter.empty else f"{p.name} (default {p.default!r})"
+                     for p in named) or "no options"
+
+
+def option_value(text: str) -> Any:
+    """An option's value as typed on a command line: JSON when it parses (numbers, true and false, null,
+    lists, quoted strings), else the text as it is (`19:00`, `square`)."""
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return text
+
+
+def parse_settings(pairs: list[str], build: Callable[..., None], spec: str) -> dict[str, Any]:
+    """`NAME=VALUE` pairs (`swarm run --set`) as options of scenario `spec`, whose builder is `build`. Each
+    value is `option_value(VALUE)`, checked against the type of the option's default: an int default takes
+    a whole number, a float default any number, a bool default true or false, and a str default takes the
+    text as typed (`--set code=007` stays "007"); an option without a default, or defaulting to None, takes
+    any value. A malformed pair, a name given twice, a name `build` does not take or a value of the wrong
+    type is a ScenarioError that says which and what the scenario takes."""
+    params = inspect.signature(build).parameters
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            raise ScenarioError(f"--set takes NAME=VALUE (e.g. --set agents=30), got {pair!r}")
+        if name in options:
+            raise ScenarioError(f"--set {name} is given twice: give each option once")
+        if name not in params and not open_ended or name == next(iter(params), None):
+            raise ScenarioError(f"scenario {spec} has no option {name!r}; its options: {describe_options(build)}")
+        default = params[name].default if name in params else None
+        options[name] = _typed(name, text, default, spec)
+    return options
+
+
+def _typed(name: str, text: str, default: Any, spec: str) -> Any:
+    """`text` as the value of option `name`, whose default is `default` (see parse_settings)."""
+    value = option_value(text)
+    if default is inspect.Parameter.empty or default is None:
+        return value
+    if isinstance(default, str):
+        return value if isinstance(value, str) else text
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    elif isinstance(default, float):
+        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    else:
+        return value
+    if not ok:
+        raise ScenarioError(f"scenario {spec}'s option {name} takes {kind} (default {default!r}), got {text!r}")
+    return value
 
 
 def run_build(sim, ref: ScenarioRef) -> None:

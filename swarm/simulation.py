@@ -49,6 +49,16 @@ CHECKPOINT_FORMAT = 1
 WAKE_AFTER = 5  # ticks an agent with nothing new waits before it is asked again (None: never)
 Hook = Callable[["Simulation", list[Event]], "Event | Iterable[Event] | None"]
 
+# the loop's counts a history row gives for its tick alone: the row's name -> the counter that totals it
+TICK_COUNTS = {"events": "events", "turns": "turns", "no_action": "no_action", "fails": "events.fail"}
+# the token totals a model's stats() may keep: the report's name -> the stats' name
+MODEL_TOKENS = {"prompt_tokens": "prompt_tokens", "prompt_tokens_cached": "cached_tokens",
+                "recomputed_tokens": "recomputed_tokens", "generated_tokens": "tokens_generated",
+                "budget_closed": "budget_closed"}  # answers the engine closed to fit max_tokens
+# the model's rates and ratios the report passes on: the stats' name -> the report's name
+MODEL_RATES = {"tokens_per_s": "generated_tokens_per_s", "computed_tokens_per_s": "computed_tokens_per_s",
+               "prefix_cache_hit_rate": "prefix_cache_hit_rate", "preemptions": "preemptions"}
+
 
 class Simulation:
     """A world, its agents, a model that decides their turns, a bus that carries what happens.
@@ -86,6 +96,10 @@ class Simulation:
         self.wake_after = wake_after
         self.scenario: ScenarioRef | None = None
         self.counters: Counter[str] = Counter()
+        self.history: list[dict[str, Any]] = []  # a row per tick (see Report.history), checkpointed
+        self._tallied: dict[str, int] = {}  # the TICK_COUNTS counters as the last history row left them
+        # the model's own token totals at the last tick's end (a model counts all its work, any simulation's)
+        self._model_tokens = (self.model, _token_totals(self.model.stats()) if self.model is not None else {})
         self._metrics: dict[str, Callable[[Simulation], Any]] = {}
         self._hooks: list[Hook] = []
         self._pending: list[Event] = []  # events made between ticks (agents joining), recorded with the next tick
@@ -394,18 +408,52 @@ class Simulation:
     async def _record(self, events: list[Event]) -> None:
         self.counters["events"] += len(events)
         self.counters.update(f"events.{e.kind}" for e in events)
+        stats = self.model.stats() if self.model is not None else {}
+        tokens = self._count_tokens(stats)
+        metrics = self._metrics_now(stats)  # once a tick: the history row, the bus and the TUI's report share it
+        row = self._history_row(metrics, tokens)
+        self.history.append(row)
         if self.recorder is not None:
             self.recorder.write(events)
+            # the token counts stay out of the log: they depend on what the prefix cache held (a resumed run
+            # starts cold, another worker holds other personas), and a run's log is the same wherever it ran
+            self.recorder.write_metrics({k: v for k, v in row.items() if k not in tokens})
             self.recorder.flush()
         for e in events:
             await self.bus.publish(topics.events(self.name), e)
             if e.place is not None and "audience" not in e.data:
                 await self.bus.publish(topics.place(self.name, e.place), e)
         await self.bus.publish(topics.world(self.name), self.world.snapshot(), retain=True)
-        report = self.report()
         await self.bus.publish(topics.report(self.name), {
-            "tick": self.world.tick, "metrics": report.metrics, **self._model_label(),
-            "stats": self.model.stats() if self.model is not None else {}}, retain=True)
+            "tick": self.world.tick, "metrics": metrics, "row": row, **self._model_label(), "stats": stats},
+            retain=True)
+
+    def _count_tokens(self, stats: dict) -> dict[str, int]:
+        """This tick's token counts (the report's names), from the model's running totals in `stats`; added to
+        the counters, so the report's totals cover this simulation's ticks, across checkpoints."""
+        totals = _token_totals(stats)
+        model, seen = self._model_tokens
+        if model is not self.model:  # a model put in place since: everything it counted is this simulation's
+            seen = {}
+        self._model_tokens = (self.model, totals)
+        tick = {k: v - seen.get(k, 0) for k, v in totals.items()}
+        self.counters.update(tick)
+        return _with_computed(tick)
+
+    def _history_row(self, metrics: dict[str, Any], tokens: dict[str, int]) -> dict[str, Any]:
+        """The tick's row of Report.history: the loop's counts for this tick, then the scenario's numeric
+        metrics as they stand (a scenario's metric of the same name wins, as in the report)."""
+        c, before = self.counters, self._tallied
+        row: dict[str, Any] = {"tick": self.world.tick, "agents": len(self.agents)}
+        for name, counter in TICK_COUNTS.items():
+            row[name] = c[counter] - before.get(counter, 0)
+        self._tallied = {counter: c[counter] for counter in TICK_COUNTS.values()}
+        row.update(tokens)
+        for name in self._metrics:
+            value = _number(metrics[name])
+            if value is not None:
+                row[name] = value
+        return row
 
     def _hint(self) -> None:
         """Tell the model the tick at which each agent is next expected to act. Absolute ticks compare
@@ -486,6 +534,23 @@ class Simulation:
         return self.report(ticks=self.counters["ticks"] - start, seconds=time.perf_counter() - t0)
 
     def report(self, ticks: int | None = None, seconds: float | None = None) -> Report:
+        """The metrics now, the per-tick history, and `ticks` and `seconds` (default: the whole simulation's).
+
+        Besides the scenario's metrics and the loop's counts, a model that counts tokens gives their totals
+        over this simulation's ticks: `prompt_tokens` (the prompts sent, every token), of those
+        `prompt_tokens_cached` (served from the prefix cache) and `prompt_tokens_computed` (run through the
+        model), `recomputed_tokens` (computed again after a preemption) and `generated_tokens`; and its own
+        rates: `generated_tokens_per_s` and `computed_tokens_per_s` (prompt and generated tokens through the
+        model) per second of model time, and the prefix cache's hit rate. A model without some of these
+        (a scripted one has none) leaves them out."""
+        stats = self.model.stats() if self.model is not None else {}
+        c = self.counters
+        return Report(ticks=c["ticks"] if ticks is None else ticks, events=c["events"],
+                      metrics=self._metrics_now(stats), history=list(self.history),
+                      seconds=round(c["loop_seconds"] if seconds is None else seconds, 4))
+
+    def _metrics_now(self, stats: dict) -> dict[str, Any]:
+        """The loop's metrics, the model's token counts and rates (from `stats`), then the scenario's."""
         c = self.counters
         metrics: dict[str, Any] = {
             "agents": len(self.agents),
@@ -496,17 +561,16 @@ class Simulation:
             "loop_seconds": round(c["loop_seconds"] - c["model_seconds"], 4),
             "events_by_kind": {k.split(".", 1)[1]: v for k, v in sorted(c.items()) if k.startswith("events.")},
         }
-        stats = self.model.stats() if self.model is not None else {}
-        for key in ("tokens_per_s", "prefix_cache_hit_rate", "preemptions"):
+        metrics.update(_with_computed({name: c[name] for name in MODEL_TOKENS if name in c}))
+        for key, name in MODEL_RATES.items():
             if key in stats:
-                metrics[key] = stats[key]
+                metrics[name] = stats[key]
         for name, fn in self._metrics.items():
             try:
                 metrics[name] = fn(self)
             except Exception as e:
                 raise ScenarioError(f"metric {name!r} raised: {type(e).__name__}: {e}") from e
-        return Report(ticks=c["ticks"] if ticks is None else ticks, events=c["events"], metrics=metrics,
-                      seconds=round(c["loop_seconds"] if seconds is None else seconds, 4))
+        return metrics
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -551,7 +615,7 @@ class Simulation:
             "action_types": [t.__name__ for t in self.action_types],
             "world": self.world.to_state(), "agents": [a.to_state() for a in self.agents.values()],
             "state": self.state, "rng": _rng_state(self.rng), "counters": dict(self.counters),
-            "pending": self._pending, "hinted": self._hinted,
+            "history": self.history, "pending": self._pending, "hinted": self._hinted,
             "record": None if self.recorder is None else {"path": str(self.recorder.path.resolve()),
                                                           "offset": self.recorder.tell()},
             "run": None if self._autosave is None else self._autosave.run,
@@ -612,6 +676,8 @@ class Simulation:
         self.state.update(state["state"])
         self.rng.setstate(_rng_tuple(state["rng"]))
         self.counters = Counter(state["counters"])
+        self.history = list(state.get("history", []))  # checkpoints from before it was kept have none
+        self._tallied = {counter: self.counters[counter] for counter in TICK_COUNTS.values()}
         self._pending = [msgspec.convert(e, Event) for e in state["pending"]]
         self._hinted = {}  # a fresh model has no hints yet: send them all again
         if self.recorder is not None:
@@ -742,6 +808,26 @@ def _named_model(model: Any, spec: str) -> Any:
     return model
 
 
+def _token_totals(stats: dict) -> dict[str, int]:
+    """The token totals a model's stats hold, by the report's names (the counts it does not keep left out)."""
+    return {name: int(stats[key]) for name, key in MODEL_TOKENS.items() if key in stats}
+
+
+def _with_computed(tokens: dict[str, int]) -> dict[str, int]:
+    """Token counts in the report's order, with the prompt tokens computed (those not served from the cache)."""
+    out = {}
+    for name, value in tokens.items():
+        out[name] = value
+        if name == "prompt_tokens_cached" and "prompt_tokens" in tokens:
+            out["prompt_tokens_computed"] = tokens["prompt_tokens"] - value
+    return out
+
+
+def _number(value: Any) -> int | float | bool | None:
+    """A metric's value as a history cell: a number or a bool, else None (left out)."""
+    return value if isinstance(value, (bool, int, float)) else None
+
+
 def _rng_state(rng: random.Random) -> list:
     version, internal, gauss = rng.getstate()
     return [version, list(internal), gauss]
@@ -796,6 +882,7 @@ class _CheckpointFields(msgspec.Struct):
     counters: dict[str, int | float]
     pending: list[dict[str, Any]]
     record: _RecordFields | None
+    history: list[dict[str, Any]] = []  # not in checkpoints written before the history was kept
 
 
 def _scenario_code(spec: str) -> str:

@@ -31,7 +31,7 @@ import numpy as np
 
 from swarm.bus import open_bus, topics
 from swarm.bus.url import redact, strip_password
-from swarm.model import Answer, NoAction, Turn, TurnModel
+from swarm.model import Answer, NoAction, Turn, TurnModel, check_sampling
 from swarm.pool.protocol import (
     OFFLINE,
     ONLINE,
@@ -65,6 +65,7 @@ class PoolModel(TurnModel):
         persona's owner: the baseline persona affinity is measured against (benchmarks/pool.py)."""
         if stall_timeout <= 0:
             raise ValueError(f"stall_timeout is seconds > 0, got {stall_timeout}")
+        check_sampling(temperature, top_p)
         bus_url, self.pool = split_pool_url(url)
         self.affinity, self.stall_timeout = affinity, stall_timeout
         self._heard: dict[str, float] = {}  # worker -> when it last answered, or was given turns while idle
@@ -76,7 +77,7 @@ class PoolModel(TurnModel):
         self.workers: dict[str, WorkerInfo] = {}  # live workers by id
         self.failovers: list[dict] = []  # per worker lost: when it was noticed (time.monotonic), turns resent
         self.counters = {"turns": 0, "turns_resent": 0, "workers_lost": 0, "workers_stalled": 0, "prompt_tokens": 0,
-                         "cached_tokens": 0}
+                         "cached_tokens": 0, "tokens_generated": 0}
         self._status: dict[str, str] = {}
         self._infos: dict[str, WorkerInfo] = {}
         self._changed: asyncio.Event | None = None
@@ -207,6 +208,7 @@ class PoolModel(TurnModel):
                         self.failovers[-1]["answered_at"] = time.monotonic()
                     self.counters["prompt_tokens"] += reply.prompt_tokens
                     self.counters["cached_tokens"] += reply.cached_tokens
+                    self.counters["tokens_generated"] += reply.completion_tokens
                     del waiting[i]
                     at.pop(i, None)
                     self._expected.discard(i)

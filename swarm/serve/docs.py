@@ -137,8 +137,10 @@ request's `id` (null when it had none, or when a malformed request could not be 
 - `Token.token` is the next piece of text. Joined, the pieces are the completion's text; `Done.text` is
   the authoritative copy. A piece can hold several tokens, or none yet where a character is half
   decoded or a stop string may be starting. `"stream": false` skips the `Token` replies.
-- `Done.value` is the completion decoded as JSON when the request had a `schema` (null when
-  `finish_reason` is `length`: the value was cut off before it was complete).
+- `Done.value` is the completion decoded as JSON when the request had a `schema`. It is always
+  complete: a schema whose shortest value takes more than `max_tokens` is refused (an `Error` with code
+  `schema`), and where the model's own text would run past `max_tokens`, the engine closes the value
+  in time (`budget_closed` is true; `finish_reason` is `stop`).
 - `Done.cached_tokens` counts the prompt tokens served from the prefix cache: requests that share a
   persona's system message and history reuse each other's work.
 

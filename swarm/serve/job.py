@@ -83,8 +83,8 @@ class Job:
         if out.finish_reason == "error":
             return self.error("schema", f"the model could not follow the schema: {out.error}")
         return Done(id=self.id, text=out.text, finish_reason=out.finish_reason, value=out.value,
-                    prompt_tokens=len(out.prompt_token_ids), completion_tokens=len(out.token_ids),
-                    cached_tokens=out.cached_tokens)
+                    budget_closed=out.budget_closed, prompt_tokens=len(out.prompt_token_ids),
+                    completion_tokens=len(out.token_ids), cached_tokens=out.cached_tokens)
 
 
 def _persona(spec: str | PersonaSpec | None) -> Persona | None:

@@ -38,8 +38,9 @@ ERROR_CODES: dict[str, str] = {  # each code, and when it is sent (docs/protocol
                    "missing, unknown, of the wrong type or out of range; or the prompt is empty, or a persona's "
                    "template is invalid",
     "unknown_adapter": "`adapter` names no adapter this server has (the message lists them; so does the info topic)",
-    "schema": "the JSON schema cannot be used (llguidance rejects it, or `stop` was given with it), or the model "
-              "reached a point where no token can continue a valid value",
+    "schema": "the JSON schema cannot be used (llguidance rejects it, or `stop` was given with it), its shortest "
+              "value does not fit `max_tokens` (the message says how many tokens it takes), or no value of it "
+              "can be finished with this model's tokenizer",
     "too_long": "the prompt plus `max_tokens` does not fit in the model's context (or the KV cache)",
     "shutting_down": "the server is stopping: it takes no new requests, and fails those still running after its "
                      "grace period",
@@ -117,7 +118,10 @@ class Done(msgspec.Struct, kw_only=True):
     finish_reason: Annotated[Literal["stop", "length", "cancelled"],
                              _d("stop: end of sequence, a stop string, or the schema's value complete; "
                                 "length: max_tokens reached")]
-    value: Annotated[Any, _d("with a schema: the decoded value (null if cut off by max_tokens)")] = None
+    value: Annotated[Any, _d("with a schema: the decoded value, always complete by max_tokens")] = None
+    budget_closed: Annotated[bool, _d("with a schema: the value would not have been complete within "
+                                      "max_tokens, so the engine closed it (the text up to there is "
+                                      "the model's)")] = False
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: Annotated[int, _d("prompt tokens served from the prefix cache")]

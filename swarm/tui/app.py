@@ -83,7 +83,8 @@ class SwarmApp(App):
                         yield AgentDetailPane(id="detail")
                     with TabPane("World", id="world-tab"), VerticalScroll(id="world-scroll"):
                         yield WorldView(id="world")
-                yield MetricsPanel(id="metrics")
+                with VerticalScroll(id="metrics-scroll"):  # a scenario with many metrics scrolls
+                    yield MetricsPanel(id="metrics")
                 yield RuntimePanel(id="runtime")
         yield Footer()
 
@@ -146,7 +147,8 @@ class SwarmApp(App):
         self.query_one(Roster).show(data.rows)
         self._roster_title()
         self.query_one(EventLog).add(events)
-        self.query_one(MetricsPanel).metrics = data.metrics
+        metrics = self.query_one(MetricsPanel)
+        metrics.history, metrics.metrics = data.history, data.metrics
         self.query_one(RuntimePanel).stats = data.stats
         if data.detail is not None or self.control.selected is None:
             self.query_one(AgentDetailPane).detail = data.detail

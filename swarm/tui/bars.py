@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 BLOCKS = " ▁▂▃▄▅▆▇█"
 
 
@@ -17,6 +19,14 @@ def bars(values: list[float], width: int) -> str:
 def spark(history: list[float], width: int) -> str:
     """The newest `width` values of a history, oldest first, scaled to the largest of them."""
     return _blocks(list(history)[-max(1, width) :])
+
+
+def trend(history: list[float], width: int) -> str:
+    """As `spark`, for values that may be negative (then scaled from the lowest) or not finite (drawn as the
+    floor): a metric's recent values."""
+    values = [float(v) if math.isfinite(v) else 0.0 for v in list(history)[-max(1, width) :]]
+    low = min(0.0, min(values, default=0.0))
+    return _blocks([v - low for v in values])
 
 
 def _blocks(values: list[float]) -> str:

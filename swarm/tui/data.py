@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from swarm.events import Event
@@ -61,6 +61,10 @@ class TickData:
     detail: AgentDetail | None = None
     reset: bool = False  # `events` is the whole history so far (a replay seeked): the views start over
     world: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)  # the latest rows of Report.history, oldest first
+
+
+TREND_TICKS = 120  # the history rows a source hands the UI: the metrics' sparklines draw at most this many
 
 
 def model_label(name: str, device: str | None) -> str:

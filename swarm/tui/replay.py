@@ -1,7 +1,8 @@
 """Ticks from a recorded event log: play it back in the TUI, pause, step and seek.
 
 The whole log is parsed up front (logs are small) and grouped by tick; position `p` shows the
-events of the first `p` ticks. Seeking rebuilds every view from the events up to the new
+events of the first `p` ticks, and the metrics of tick `p` with their history up to it (logs
+written before the metrics were recorded show none). Seeking rebuilds every view from the events up to the new
 position, so going back is as cheap as going forward. The selected agent's detail and the world
 are rebuilt from the events too (`from_events`); logs from before joins carried personas and the
 header the places still play, with less detail.
@@ -15,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from swarm.events import Event
-from swarm.recorder import read_log
+from swarm.recorder import read_records
 from swarm.tui import from_events
-from swarm.tui.data import model_label
+from swarm.tui.data import TREND_TICKS, model_label
 from swarm.tui.from_events import roster
 from swarm.tui.source import Control, TickData
 
@@ -60,17 +61,22 @@ class ReplayControl(Control):
 
 
 class ReplaySource:
-    """Ticks from the log at `path`; `read_log` errors (missing file, not a log) raise here, before any UI."""
+    """Ticks from the log at `path`; `read_records` errors (missing file, not a log) raise here, before any UI."""
 
     no_stats = "no runtime stats: an event log does not record them"
 
     def __init__(self, path: str | Path, control: ReplayControl | None = None):
-        header, events = read_log(path)
+        header, records = read_records(path)
         by_tick: dict[int, list[Event]] = {}
-        for e in events:
-            by_tick.setdefault(e.tick, []).append(e)
-        self.total = max(by_tick, default=-1) + 1
+        rows: dict[int, dict[str, Any]] = {}
+        for r in records:
+            if isinstance(r, Event):
+                by_tick.setdefault(r.tick, []).append(r)
+            elif isinstance(r.get("tick"), int):
+                rows[r["tick"]] = r
+        self.total = max([*by_tick, *rows], default=-1) + 1
         self.ticks: list[list[Event]] = [by_tick.get(t, []) for t in range(self.total)]
+        self.rows: list[dict[str, Any] | None] = [rows.get(t) for t in range(self.total)]  # the metrics per tick
         self.header = header
         seen = dict.fromkeys(e.place for tick in self.ticks for e in tick if e.place is not None)
         self.places: list[str] = list(header.get("places") or seen)  # older logs: the places events name
@@ -136,7 +142,9 @@ class ReplaySource:
         clock = f"day {m // 1440 + 1}, {m % 1440 // 60:02d}:{m % 60:02d}"
         rows = roster(shown)
         selected = self.control.selected
+        history = [r for r in self.rows[max(0, p - TREND_TICKS) : p] if r is not None]
+        metrics = {k: v for k, v in history[-1].items() if k != "tick"} if history else {}
         return TickData(scenario=self.scenario, model=self.model, tick=p, clock=clock, events=list(events),
-                        rows=rows, metrics={"replay": f"tick {p} of {self.total}"}, stats={}, reset=reset,
+                        rows=rows, metrics={"replay": f"tick {p} of {self.total}", **metrics}, stats={}, reset=reset,
                         detail=from_events.detail(shown, selected) if selected is not None else None,
-                        world=from_events.world(self.places, rows))
+                        world=from_events.world(self.places, rows), history=history)

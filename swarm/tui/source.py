@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 from swarm.events import Event, InboxMessage
-from swarm.tui.data import AgentDetail, AgentRow, Partial, TickData, model_label
+from swarm.tui.data import TREND_TICKS, AgentDetail, AgentRow, Partial, TickData, model_label
 
 __all__ = ["SPEEDS", "AgentDetail", "AgentRow", "Control", "LiveSource", "Partial", "TickData"]
 
@@ -227,7 +227,7 @@ class LiveSource:
         return TickData(scenario=self.scenario, model=self.model, tick=sim.world.tick, clock=sim.world.clock(),
                         events=list(events), rows=rows, metrics=sim.report().metrics, stats=dict(stats),
                         detail=_detail(sim.agents[selected], _place(sim, selected)) if selected in sim.agents else None,
-                        world=sim.world.snapshot())
+                        world=sim.world.snapshot(), history=sim.history[-TREND_TICKS:])
 
 
 def _place(sim, agent: str) -> str:

@@ -27,7 +27,7 @@ from swarm.bus.url import parse_bus_url
 from swarm.events import Event
 from swarm.tui import from_events
 from swarm.tui.app import SwarmApp
-from swarm.tui.data import model_label
+from swarm.tui.data import TREND_TICKS, model_label
 from swarm.tui.from_events import roster
 from swarm.tui.messages import Finished, Ticked
 from swarm.tui.source import AgentRow, Control, TickData
@@ -54,6 +54,7 @@ class WatchSource:
         self.world: dict[str, Any] | None = None  # the latest snapshot
         self.report: dict[str, Any] = {}  # the latest report: metrics and the model's stats
         self.history: list[Event] = []
+        self.trend: deque[dict[str, Any]] = deque(maxlen=TREND_TICKS)  # the report's history rows, oldest first
         self.ready: deque[TickData] = deque()  # completed ticks not shown yet (while paused)
         self._group: list[Event] = []
         self._last_event = 0.0
@@ -137,6 +138,7 @@ class WatchSource:
                 self.offline = m.payload.get("status") == "offline"
             for m in reports.drain():
                 self.report = m.payload
+                self._add_row(m.payload.get("row"))
             for m in events.drain():
                 e: Event = m.payload
                 if self._group and e.tick > self._group[-1].tick:
@@ -170,6 +172,17 @@ class WatchSource:
             return f"{self.sim} has stopped; its last state is shown"
         return None
 
+    def _add_row(self, row: Any) -> None:
+        """Keep a report's history row; the same tick again (a retained report) is kept once, an earlier one
+        means the simulation started over."""
+        if not isinstance(row, dict) or not isinstance(row.get("tick"), int):
+            return
+        if self.trend and row["tick"] <= self.trend[-1]["tick"]:
+            if row["tick"] == self.trend[-1]["tick"]:
+                return
+            self.trend.clear()
+        self.trend.append(row)
+
     def _detail(self, post: Callable[[Any], None]) -> None:
         """Fresh detail for the agent just selected, on the data shown now (no new events, no new tick)."""
         if self._posted is not None:
@@ -192,7 +205,8 @@ class WatchSource:
         return TickData(scenario=self.scenario, model=self.model, tick=tick, clock=str(world.get("clock", "")),
                         events=list(events), rows=self._rows(),
                         metrics={**self.report.get("metrics", {}), "events seen": len(self.history)},
-                        stats=dict(self.report.get("stats", {})), detail=self._selected_detail(), world=self.world)
+                        stats=dict(self.report.get("stats", {})), detail=self._selected_detail(), world=self.world,
+                        history=list(self.trend))
 
     def _rows(self) -> list[AgentRow]:
         """The roster from the events seen, places corrected by the latest snapshot (a watcher may join late)."""

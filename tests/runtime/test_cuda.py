@@ -106,6 +106,15 @@ def test_schema_constrained_actions_on_cuda(folder):
     assert all(isinstance(o.value, Action) for o in outs)
 
 
+def test_constrained_answers_close_within_max_tokens_on_cuda_graphs(folder):
+    from tests.runtime import test_budget_close as budget
+
+    gpu = Engine.from_pretrained(folder, config=EngineConfig(kv_cache_tokens=16384), device="cuda")
+    outs = gpu.generate(budget.prompts(24), budget.sampled(24, 40), schema=budget.Note)
+    budget.assert_closed_in_time(outs, budget.Note, 40)
+    assert any(o.budget_closed for o in outs) and gpu.stats()["cuda_graph_replays"] > 0
+
+
 @pytest.mark.parametrize("params", [GREEDY, SEEDED], ids=["greedy", "seeded"])
 def test_decode_steps_replayed_as_cuda_graphs_change_no_token(folder, params):
     ps = prompts(11, seed=5)  # 11 requests: padded to a bucket of 16

@@ -119,9 +119,11 @@ def test_choice_constraint(engine):
     assert len({o.text for o in outs}) > 2
 
 
-def test_max_tokens_before_the_value_is_complete(engine):
-    long_say = engine.generate(["The guard"] * 6, sampled(6, max_tokens=3), schema=Say)
-    assert all(o.finish_reason == "length" and o.value is None and len(o.token_ids) == 3 for o in long_say)
+def test_a_value_that_cannot_fit_max_tokens_is_refused_at_submit(engine):
+    # (tests/runtime/test_budget_close.py: every value that fits is closed within max_tokens)
+    with pytest.raises(SchemaError, match=r"does not fit max_tokens=3: its shortest value takes \d+ tokens"):
+        engine.submit("The guard", sampled(1, max_tokens=3)[0], schema=Say)
+    assert not engine.scheduler.has_work
     assert_valid(engine.generate("The guard", sampled(1), schema=Action))  # the engine goes on as before
 
 
@@ -280,13 +282,15 @@ def test_schema_the_tokenizer_cannot_spell(folder):
     assert_valid(outs, ballot)
 
 
-def test_a_dead_end_mid_value_ends_the_request_not_the_engine(folder):
+def test_a_dead_end_mid_value_is_never_entered(folder):
     engine = engine_with(folder, letters_only())
-    # "a" can be written, then no token spells "c": the request ends with an error, others go on
-    stuck, fine = engine.generate([[1], [1]], sampled(2), schema=[Regex("ac"), Choice(["ab", "ba"])])
-    assert stuck.finish_reason == "error" and stuck.value is None and "cannot spell" in stuck.error
-    assert stuck.text == "a"
-    assert fine.finish_reason == "stop" and fine.value in ("ab", "ba")
+    # "a" can be written, then no token spells "c": no value of Regex("ac") can be finished at all
+    with pytest.raises(SchemaError, match="no complete value of Regex"):
+        engine.submit([1], sampled(1)[0], schema=Regex("ac"))
+    # where another branch can be finished, a sampled "a" is replaced by the start of that branch
+    outs = engine.generate([[1]] * 16, sampled(16), schema=Regex("ac|bb"))
+    assert all(o.finish_reason == "stop" and o.value == "bb" for o in outs)
+    assert any(o.budget_closed for o in outs)  # some samples began with "a"
 
 
 def test_a_tokenizer_llguidance_cannot_read(folder):

@@ -95,7 +95,8 @@ def test_a_scenario_gives_the_names_of_its_own_kinds():
     by_agent = {r.agent_id: r for r in model.acts}
     assert by_agent["Ada"].choices["lot"] == ("wool", "grain") and "Bid" in types_of(by_agent["Ada"].schema)
     assert "Choices of lot: wool, grain." in by_agent["Ada"].messages[-1]["content"]
-    assert "Bid" not in types_of(by_agent["Bo"].schema)  # nothing on sale to Bo
+    assert "Bid" not in types_of(by_agent["Bo"].schema)  # nothing on sale to Bo, and no empty list shown
+    assert "Choices of lot" not in by_agent["Bo"].messages[-1]["content"]
     sim.close()
 
 

@@ -152,6 +152,14 @@ def test_bad_requests_fail_on_the_callers_thread_and_nothing_is_queued(engine):
         pip.say("hi")
 
 
+def test_a_schema_that_cannot_fit_max_tokens_fails_on_the_callers_thread(engine):
+    rt = runtime(engine, threaded=True)  # the engine's own submit runs in the worker thread
+    with pytest.raises(SchemaError, match="does not fit max_tokens=2"):
+        rt.character("Pip", "bard").say("hi", schema=Say, max_tokens=2)
+    assert not rt.busy
+    rt.close()
+
+
 def test_a_character_on_an_adapter(engine):
     rt = runtime(engine)
     gossip = rt.character("Tilda", Persona(name="Tilda", role="washerwoman", adapter="gossip"))

@@ -45,7 +45,7 @@ async def test_tokens_stream_then_done_with_the_engines_text(served):
     assert len(tokens) > 1 and all(r == {"id": "q1", "done": False, "token": r["token"]} for r in tokens)
     expected = server.engine.generate("The guard", SamplingParams(max_tokens=12, temperature=0))[0]
     assert done == {"id": "q1", "done": True, "text": expected.text, "finish_reason": expected.finish_reason,
-                    "value": None, "prompt_tokens": len(expected.prompt_token_ids),
+                    "value": None, "budget_closed": False, "prompt_tokens": len(expected.prompt_token_ids),
                     "completion_tokens": len(expected.token_ids), "cached_tokens": 0}
     assert text_of(replies) == expected.text
 
@@ -104,6 +104,19 @@ async def test_a_json_schema_gives_a_decoded_value(served):
     quiet = await ask(bus, "v", {"id": 2, "prompt": "Mood:", "schema": MOOD, "max_tokens": 40, "seed": 3,
                                  "stream": False})
     assert len(quiet) == 1 and quiet[0]["value"] == done["value"]  # seeded: the same value
+
+
+async def test_a_value_the_model_would_not_finish_in_time_is_closed_by_the_budget(served):
+    bus, _ = served
+    note = {"type": "object", "properties": {"note": {"type": "string"}}, "required": ["note"],
+            "additionalProperties": False}
+    asks = [{"id": i, "prompt": "Note:", "schema": note, "max_tokens": 16, "temperature": 1, "seed": i}
+            for i in range(8)]
+    dones = [replies[-1] for replies in await asyncio.gather(*(ask(bus, "v", r) for r in asks))]
+    assert all(d["finish_reason"] == "stop" and d["value"] == msgspec.json.decode(d["text"]) for d in dones), dones
+    assert all(d["completion_tokens"] <= 16 for d in dones) and any(d["budget_closed"] for d in dones)
+    [refused] = await ask(bus, "v", {"id": 9, "prompt": "Note:", "schema": note, "max_tokens": 3})
+    assert refused["code"] == "schema" and "does not fit max_tokens=3" in refused["error"]
 
 
 async def test_concurrent_requests_share_batched_steps(served):
@@ -203,7 +216,7 @@ async def test_a_schema_the_model_cannot_finish_is_an_error_reply(folder):
 
     from swarm.runtime.tokenizer import Tokenizer
 
-    # a vocabulary that can open a JSON string and write "a", but has no "c": the value dies mid-way
+    # a vocabulary that can open a JSON string and write "a", but has no "c": no value can be finished
     vocab = {t: i for i, t in enumerate(["<pad>", "<bos>", "<eos>", '"', "a", "b"])}
     hf = HFTokenizer(models.BPE(vocab=vocab, merges=[]))
     hf.add_special_tokens(["<pad>", "<bos>", "<eos>"])
@@ -212,8 +225,9 @@ async def test_a_schema_the_model_cannot_finish_is_an_error_reply(folder):
     engine = Engine(model, Tokenizer(hf, {"eos_token": "<eos>"}), EngineConfig(kv_cache_tokens=1024))
     async with open_bus("local") as bus, Server(engine, bus, "v"):
         replies = await ask(bus, "v", {"id": 1, "prompt": "ab", "schema": {"type": "string", "pattern": "^ac$"}})
-        assert replies[-1]["code"] == "schema" and "could not follow the schema" in replies[-1]["error"]
-        assert text_of(replies).startswith('"a')  # what it streamed before the dead end
+        # refused before anything runs (the engine finds no way to finish a value), nothing streamed
+        assert replies[-1]["code"] == "schema" and "no complete value" in replies[-1]["error"]
+        assert text_of(replies) == ""
         assert (await ask(bus, "v", {"prompt": "ab", "max_tokens": 2}))[-1]["finish_reason"] in ("stop", "length")
 
 

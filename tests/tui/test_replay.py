@@ -109,13 +109,14 @@ def test_cli_with_a_missing_or_foreign_file_exits_2(tmp_path):
 
 
 def old_log(log, tmp_path) -> Path:
-    """The same run as a log written before joins carried personas and the header named the places."""
+    """The same run as a log written before joins carried personas, the header named the places and each tick
+    ended with a metrics row."""
     import msgspec
 
     lines = log.read_bytes().splitlines()
-    header = msgspec.json.decode(lines[0])
+    header = {**msgspec.json.decode(lines[0]), "swarm_log": 1}
     header.pop("places")
-    events = [msgspec.json.decode(line) for line in lines[1:]]
+    events = [e for e in map(msgspec.json.decode, lines[1:]) if "metrics" not in e]
     for e in events:
         if e["kind"] == "join":
             e.pop("data")
