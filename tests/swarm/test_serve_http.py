@@ -26,9 +26,10 @@ from .http_serving import ServedHttp, next_event, open_stream, request
 CHAT = "/v1/chat/completions"
 MIRA = [{"role": "system", "content": "You are Mira, the innkeeper of the Red Stag. You gossip about everyone."},
         {"role": "user", "content": "Who came into the tavern last night, and what did they say about the mill?"}]
-# A value the grammar keeps going past any max_tokens: requests that must still be running when a test acts.
+# A long value that still fits max_tokens=1900 (one that could not is refused at submit): requests that must
+# still be running when a test acts.
 LONG = {"type": "json_schema", "json_schema": {"name": "long", "schema": {
-    "type": "object", "properties": {"story": {"type": "string", "minLength": 100000}}, "required": ["story"]}}}
+    "type": "object", "properties": {"story": {"type": "string", "minLength": 1800}}, "required": ["story"]}}}
 
 
 class Mood(msgspec.Struct):

@@ -24,8 +24,9 @@ from .serving import ask
 
 CHAT = "/v1/chat/completions"
 HI = [{"role": "user", "content": "The guard"}]
-ENDLESS = {"type": "json_schema", "json_schema": {"name": "long", "schema": {  # outlasts any max_tokens
-    "type": "object", "properties": {"s": {"type": "string", "minLength": 100000}}, "required": ["s"]}}}
+# at least 150 characters: fits max_tokens=400 (one that could not is refused at submit), outlasts a short grace
+ENDLESS = {"type": "json_schema", "json_schema": {"name": "long", "schema": {
+    "type": "object", "properties": {"s": {"type": "string", "minLength": 150}}, "required": ["s"]}}}
 
 
 @pytest.fixture(scope="module")
