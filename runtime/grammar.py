@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 import json
+import types
+import typing
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
@@ -127,7 +129,7 @@ class Narrowed:
 
     def __repr__(self) -> str:
         kinds = ", ".join(f"{kind}: {len(names)}" for kind, names in self.choices)
-        return f"Narrowed({getattr(self.type, '__name__', None) or self.type!r}, {{{kinds}}})"
+        return f"Narrowed({_type_name(self.type)}, {{{kinds}}})"
 
     def json_schema(self) -> dict:
         """The narrowed JSON schema (objects closed, fields in order): what a remote engine needs, as
@@ -470,7 +472,15 @@ def _cache_key(constraint: Any) -> Hashable | None:
 def _describe(constraint: Any) -> str:
     if isinstance(constraint, (Regex, Choice, JsonSchema, Narrowed)):
         return repr(constraint)
-    return f"the schema {getattr(constraint, '__name__', None) or constraint!r}"
+    return f"the schema {_type_name(constraint)}"
+
+
+def _type_name(t: Any) -> str:
+    """`Say | Move | Wait` for a union (its `__name__` is only 'Union'), a type's own name otherwise."""
+    members = typing.get_args(t) if typing.get_origin(t) in (typing.Union, types.UnionType) else ()
+    if members:
+        return " | ".join(_type_name(m) for m in members)
+    return getattr(t, "__name__", None) or repr(t)
 
 
 def _put(cache: OrderedDict, key: Hashable, value: Any, size: int) -> None:

@@ -347,3 +347,8 @@ def test_a_kind_with_no_names_leaves_optional_fields_empty_and_refuses_required_
     assert free["$defs"]["Greet"]["properties"]["to"]["x-choice"] == "person"
     outs = engine.generate(["Hello"] * 4, sampled(4), schema=Greet)
     assert_valid(outs, Greet)
+
+
+def test_errors_name_a_union_by_its_members(engine):
+    with pytest.raises(SchemaError, match=r"the schema Vote \| Say \| Move does not fit max_tokens=2"):
+        engine.submit("The guard", SamplingParams(max_tokens=2), schema=Action)
