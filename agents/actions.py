@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import inspect
 import typing
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
@@ -56,7 +56,13 @@ StepText = Annotated[str, msgspec.Meta(min_length=1, max_length=80)]
 
 
 class Action(msgspec.Struct, tag_field="type", frozen=True, kw_only=True):
-    """The base of every action; subclass it with `tag="..."` (the class name is the tag otherwise)."""
+    """The base of every action; subclass it with `tag="..."` (the class name is the tag otherwise).
+
+    A tick's actions happen at once. `departs`: the action takes its actor away (set it on a scenario's own
+    travel actions); departures resolve after the tick's other actions, so whoever speaks to, trades with or
+    follows someone who leaves this tick finds them still there, and the leaver hears what was said."""
+
+    departs: ClassVar[bool] = False
 
 
 class Say(Action, tag="say"):
@@ -69,6 +75,7 @@ class Say(Action, tag="say"):
 class Move(Action, tag="move"):
     """Go to another place; the way takes time."""
 
+    departs: ClassVar[bool] = True
     to: Place
 
 

@@ -259,10 +259,12 @@ class World:
                           place=self.place_of(actor), data={"action": msgspec.to_builtins(action)}, importance=5.0)
 
     def resolve(self, actions: list[tuple[str, Any]], rng: random.Random) -> list[Event]:
-        """Apply one tick's actions in a seeded random order (fair when two agents want the same thing)
-        and return their events. An action type with no handler is a programming error: TypeError."""
+        """Apply one tick's actions in a seeded random order (fair when two agents want the same thing),
+        departures (`Action.departs`) last, and return their events. An action type with no handler is a
+        programming error: TypeError."""
         order = list(actions)
         rng.shuffle(order)
+        order.sort(key=lambda pair: getattr(pair[1], "departs", False))  # stable: the shuffle holds within each
         events: list[Event] = []
         for actor, action in order:
             handler = self.handlers.get(_tag(action))
