@@ -331,8 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--model", default="swarm-tiny",
                      help="swarm-tiny (the bundled model, default), a local Hugging Face model folder, "
-                     "mqtt://host:port/POOL (the workers of a pool: swarm worker), "
-                     "`scripted` (the scenario's policy) or `random` (random valid actions)")
+                     "mqtt://host:port/POOL (the workers of a pool: swarm worker), openai:BASE_URL#MODEL (an "
+                     "OpenAI-compatible server: vLLM, llama.cpp, Ollama, swarm serve --http; the key from "
+                     "OPENAI_API_KEY), `scripted` (the scenario's policy) or `random` (random valid actions)")
     run.add_argument("--agents", type=int, default=None, help="how many agents (scenarios that take it)")
     run.add_argument("--set", action="append", metavar="NAME=VALUE",
                      help="a scenario option, e.g. --set gathering=19:00 (repeatable; the value is read as JSON when "

@@ -198,6 +198,15 @@ def check_sampling(temperature: float | None = None, top_p: float | None = None)
     SamplingParams(**{k: v for k, v in (("temperature", temperature), ("top_p", top_p)) if v is not None})
 
 
+def wire_schema(constraint: Any) -> dict:
+    """A turn's constraint (an action type, or one `Narrowed` to this tick's choices) as the JSON schema that
+    another engine compiles into the same grammar (`JsonSchema(..., keep_order=True)`, or a server's strict
+    `response_format`)."""
+    from swarm.runtime.grammar import Narrowed, closed_json_schema
+
+    return constraint.json_schema() if isinstance(constraint, Narrowed) else closed_json_schema(constraint)
+
+
 def answer_of(completion, seconds: float | None = None) -> Answer | NoAction:
     """A constrained completion as a turn's answer: its decoded value and text, or why there is none."""
     if completion.value is not None:
@@ -232,7 +241,8 @@ def hashed_bag_of_words(texts: list[str], dim: int = 256) -> np.ndarray:
 
 def open_model(model: Any, engine_config: Any = None, **sampling: float) -> TurnModel:
     """`model=` as users pass it: a TurnModel, an Engine, a checkpoint folder path (loaded with
-    `engine_config`, an EngineConfig, when given), or `mqtt://host:port/POOL` (a pool's workers).
+    `engine_config`, an EngineConfig, when given), `mqtt://host:port/POOL` (a pool's workers), or
+    `openai:BASE_URL#MODEL` (an OpenAI-compatible server; the key from OPENAI_API_KEY).
     `sampling` (`temperature`, `top_p`) goes to the model it makes (default 0.7 and 0.95)."""
     if engine_config is not None and not isinstance(model, (str, Path)):
         raise ValueError("engine_config applies to a model the simulation loads (a folder or a bundled name), "
@@ -248,6 +258,13 @@ def open_model(model: Any, engine_config: Any = None, **sampling: float) -> Turn
         return model
     if model is None:
         raise ValueError("no model: pass model= a checkpoint folder, an Engine, or a ScriptedModel")
+    if isinstance(model, str) and model.startswith("openai:"):
+        if engine_config is not None:
+            raise ValueError("engine_config applies to a model the simulation loads; an OpenAI-compatible server "
+                             "configures its own engine")
+        from swarm.openai_model import OpenAIModel, parse_spec
+
+        return OpenAIModel(*parse_spec(model), **sampling)
     if isinstance(model, str) and model.startswith(("mqtt://", "mqtts://")):
         if engine_config is not None:
             raise ValueError("engine_config applies to a model the simulation loads; a pool's workers configure "
