@@ -20,7 +20,8 @@ class Persona(msgspec.Struct, frozen=True, kw_only=True):
     {{ }}); None uses a default. `adapter` names a LoRA adapter registered with the
     engine (None: the base model). `style` names the voice the persona speaks in (a scenario's scripted
     lines are written per style, demonstrations are split by it); a simulation whose model has an adapter
-    of that name gives it to personas with no `adapter` of their own.
+    of that name gives it to personas with no `adapter` of their own. `model` names the simulation's model
+    that plays this persona (`Simulation.add_model`; None: the simulation's own `model=`).
     """
 
     name: str
@@ -30,6 +31,7 @@ class Persona(msgspec.Struct, frozen=True, kw_only=True):
     adapter: str | None = None
     goals: tuple[str, ...] = ()
     style: str | None = None
+    model: str | None = None
 
     def __post_init__(self):
         if not self.name.strip():

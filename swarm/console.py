@@ -42,6 +42,10 @@ def format_report(report: Report) -> str:
     lines = [f"{report.ticks} ticks, {report.events} events in {report.seconds:.2f} s"]
     for key, value in report.metrics.items():
         lines.append(f"  {key}: {_fmt(value)}")
+    if len(report.models) > 1:  # one model's counts are the totals above
+        lines.append("  by model:")
+        lines += [f"    {name} ({m['ref']}): {_fmt({k: v for k, v in m.items() if k != 'ref'})}"
+                  for name, m in report.models.items()]
     return "\n".join(lines)
 
 

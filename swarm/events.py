@@ -59,6 +59,9 @@ class Report(msgspec.Struct, kw_only=True):
     the token counts the model keeps (`prompt_tokens`, `prompt_tokens_cached`, `prompt_tokens_computed`,
     `recomputed_tokens`, `generated_tokens`; see `Simulation.report`). Summing a count's column gives its
     total in `metrics`.
+
+    `models`: each model of the simulation by name ("default" for its own `model=`, then those `add_model`
+    added): its reference, the turns it decided and the token counts it keeps, over the simulation's ticks.
     """
 
     ticks: int
@@ -66,6 +69,7 @@ class Report(msgspec.Struct, kw_only=True):
     metrics: dict[str, Any]
     seconds: float
     history: list[dict[str, Any]] = []
+    models: dict[str, dict[str, Any]] = {}
 
     def to_json(self) -> str:
         return msgspec.json.encode(self).decode()

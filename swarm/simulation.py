@@ -47,6 +47,7 @@ log = logging.getLogger("swarm.simulation")
 
 CHECKPOINT_FORMAT = 1
 WAKE_AFTER = 5  # ticks an agent with nothing new waits before it is asked again (None: never)
+DEFAULT = "default"  # the name of the simulation's own model= (for Persona(model=...) and the report)
 Hook = Callable[["Simulation", list[Event]], "Event | Iterable[Event] | None"]
 
 # the loop's counts a history row gives for its tick alone: the row's name -> the counter that totals it
@@ -99,7 +100,12 @@ class Simulation:
         self.history: list[dict[str, Any]] = []  # a row per tick (see Report.history), checkpointed
         self._tallied: dict[str, int] = {}  # the TICK_COUNTS counters as the last history row left them
         # the model's own token totals at the last tick's end (a model counts all its work, any simulation's)
-        self._model_tokens = (self.model, _token_totals(self.model.stats()) if self.model is not None else {})
+        self._more_models: dict[str, TurnModel] = {}  # add_model's, by name
+        # each model's own token totals at the last tick's end, by name (a model counts all its work, any
+        # simulation's): (the model they were read from, the totals)
+        self._model_tokens: dict[str, tuple[TurnModel, dict[str, int]]] = {}
+        if self.model is not None:
+            self._model_tokens[DEFAULT] = (self.model, _token_totals(self.model.stats()))
         self._metrics: dict[str, Callable[[Simulation], Any]] = {}
         self._hooks: list[Hook] = []
         self._pending: list[Event] = []  # events made between ticks (agents joining), recorded with the next tick
@@ -138,6 +144,55 @@ class Simulation:
         run_build(sim, sim.scenario)
         return sim
 
+    @property
+    def models(self) -> dict[str, TurnModel]:
+        """The simulation's models by name: its own `model=` as "default" (when it has one), then each
+        `add_model` added."""
+        own = {DEFAULT: self.model} if self.model is not None else {}
+        return {**own, **self._more_models}
+
+    def add_model(self, name: str, model: Any, *, engine_config: Any = None, temperature: float | None = None,
+                  top_p: float | None = None) -> TurnModel:
+        """Another model, for the agents whose persona names it: `Persona(model=name)`. `model` is what
+        `model=` takes (a bundled name, a folder, an Engine, `openai:BASE_URL#MODEL`, a pool's
+        `mqtt://host:port/POOL`, a TurnModel; in a scenario also `scripted` or `random`), with its own
+        `engine_config` and sampling. Each model's turns of a tick go to it in one batch, and all models of a
+        tick decide at once."""
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"a model needs a non-empty name, got {name!r}")
+        if name == DEFAULT or name in self._more_models:
+            raise ValueError(f"a model called {name!r} already exists"
+                             + (" (the simulation's own model=)" if name == DEFAULT else ""))
+        if self.scenario is not None:
+            model = _named_model(model, self.scenario.spec)
+        sampling = {k: v for k, v in (("temperature", temperature), ("top_p", top_p)) if v is not None}
+        opened = open_model(model, engine_config, **sampling)
+        self._more_models[name] = opened
+        self._model_tokens[name] = (opened, _token_totals(opened.stats()))
+        return opened
+
+    def model_of(self, agent: str) -> TurnModel:
+        """The model that decides `agent`'s turns."""
+        return self._model(_model_name(self.agents[agent].persona))
+
+    def use_model(self, agent: str, name: str) -> None:
+        """From the next tick on, `agent` is played by model `name` ("default": the simulation's own). Its
+        adapter follows: the one it had, or the one of its style, if the new model serves it; else none."""
+        if agent not in self.agents:
+            raise ValueError(f"unknown agent {agent!r}")
+        if name not in self.models:
+            raise ValueError(f"no model called {name!r}: add it with sim.add_model({name!r}, ...); models: "
+                             f"{', '.join(self.models) or 'none'}")
+        a = self.agents[agent]
+        served = self.models[name].adapters()
+        adapter = next((x for x in (a.persona.adapter, a.persona.style) if x is not None and x in served), None)
+        a.persona = msgspec.structs.replace(a.persona, model=None if name == DEFAULT else name, adapter=adapter)
+
+    def _model(self, name: str) -> TurnModel:
+        if name == DEFAULT:
+            return self._require_model()
+        return self._more_models[name]
+
     def add_agent(self, persona: Persona, at: str, *, goals: Iterable[str] = ()) -> Agent:
         """Place a new agent (its id is the persona's name) at place `at`."""
         if not isinstance(persona, Persona):
@@ -145,8 +200,13 @@ class Simulation:
         if persona.name in self.agents:
             raise ValueError(f"an agent called {persona.name!r} already exists")
         self.world.check_place(at)
-        if persona.adapter is None and persona.style is not None and self.model is not None \
-                and persona.style in self.model.adapters():
+        if persona.model is not None and persona.model not in self._more_models:
+            raise ValueError(f"{persona.name}'s persona names model {persona.model!r}, which this simulation does "
+                             f"not have: add it first, sim.add_model({persona.model!r}, ...); models: "
+                             f"{', '.join(self.models) or 'none'}")
+        model = self.models.get(_model_name(persona))
+        if persona.adapter is None and persona.style is not None and model is not None \
+                and persona.style in model.adapters():
             persona = msgspec.structs.replace(persona, adapter=persona.style)
         agent = Agent(persona.name, persona, history_turns=self.history_turns, wake_after=self.wake_after,
                       idle_since=self.world.tick)
@@ -157,7 +217,7 @@ class Simulation:
         # the persona's public side goes with the event, for viewers of a log or a bus (goals stay private:
         # a scenario may hide a secret role in them)
         public = {k: v for k, v in (("role", persona.role), ("traits", persona.traits), ("style", persona.style),
-                                    ("adapter", persona.adapter)) if v}
+                                    ("adapter", persona.adapter), ("model", persona.model)) if v}
         self._emit([self.world.event("join", f"{agent.id} ({persona.role or 'a newcomer'}) is at the {at}.",
                                      actor=agent.id, place=at, importance=3.0, data={"persona": public})])
         agent.observe(Observation(tick=self.world.tick, text=f"You are at the {at}.", importance=3.0))
@@ -314,14 +374,18 @@ class Simulation:
         acting = [a for a in self.agents.values() if self.world.can_act(a.id) and a.wants_to_act(tick)]
         if not acting:
             return []
-        model = self._require_model()
         t0 = time.perf_counter()
-        queries = embed_pending([a.memory for a in self.agents.values()], model.embed,
-                                queries=[a.query_texts() for a in acting])
+        queries = {}  # agent -> its query vector, in the embedding space of its own model
+        for name, group in _by_model(self.agents.values()).items():
+            mine = [a for a in acting if _model_name(a.persona) == name]
+            vectors = embed_pending([a.memory for a in group], self._model(name).embed,
+                                    queries=[a.query_texts() for a in mine])
+            queries.update(zip((a.id for a in mine), vectors, strict=True))
         self.counters["model_seconds"] += time.perf_counter() - t0  # embedding is the model's work too
         turns = []
         actions = self._menu.describe(self.action_types)
-        for agent, query in zip(acting, queries, strict=True):
+        for agent in acting:
+            query = queries[agent.id]
             situation = self.world.describe_for(agent.id)
             focus = self._focus(self, agent) if self._focus is not None else None
             offer = self._offer(agent)
@@ -338,7 +402,17 @@ class Simulation:
         if not turns:
             return []
         t0 = time.perf_counter()
-        values = await asyncio.get_running_loop().run_in_executor(None, self.model.decide, turns)
+        groups: dict[str, list[int]] = {}  # model name -> its turns' places in `turns`
+        for i, turn in enumerate(turns):
+            groups.setdefault(_model_name(turn.agent.persona), []).append(i)
+        loop = asyncio.get_running_loop()
+        decided = await asyncio.gather(*(loop.run_in_executor(None, self._model(name).decide, [turns[i] for i in at])
+                                         for name, at in groups.items()))
+        values: list[Any] = [None] * len(turns)
+        for (name, at), out in zip(groups.items(), decided, strict=True):
+            for i, value in zip(at, out, strict=True):
+                values[i] = value
+            self.counters[f"model.{name}.turns"] += len(at)
         self.counters["model_seconds"] += time.perf_counter() - t0
         self.counters["model_calls"] += 1
         self.counters["turns"] += len(turns)
@@ -409,7 +483,7 @@ class Simulation:
         self.counters["events"] += len(events)
         self.counters.update(f"events.{e.kind}" for e in events)
         stats = self.model.stats() if self.model is not None else {}
-        tokens = self._count_tokens(stats)
+        tokens = self._count_tokens()
         metrics = self._metrics_now(stats)  # once a tick: the history row, the bus and the TUI's report share it
         row = self._history_row(metrics, tokens)
         self.history.append(row)
@@ -428,15 +502,21 @@ class Simulation:
             "tick": self.world.tick, "metrics": metrics, "row": row, **self._model_label(), "stats": stats},
             retain=True)
 
-    def _count_tokens(self, stats: dict) -> dict[str, int]:
-        """This tick's token counts (the report's names), from the model's running totals in `stats`; added to
-        the counters, so the report's totals cover this simulation's ticks, across checkpoints."""
-        totals = _token_totals(stats)
-        model, seen = self._model_tokens
-        if model is not self.model:  # a model put in place since: everything it counted is this simulation's
-            seen = {}
-        self._model_tokens = (self.model, totals)
-        tick = {k: v - seen.get(k, 0) for k, v in totals.items()}
+    def _count_tokens(self) -> dict[str, int]:
+        """This tick's token counts (the report's names), all models together, from each model's running
+        totals; added to the counters (also per model), so the report's totals cover this simulation's ticks,
+        across checkpoints."""
+        tick: dict[str, int] = {}
+        for name, model in self.models.items():
+            totals = _token_totals(model.stats())
+            was, seen = self._model_tokens.get(name, (None, {}))
+            if was is not model:  # a model put in place since: everything it counted is this simulation's
+                seen = {}
+            self._model_tokens[name] = (model, totals)
+            for k, v in totals.items():
+                tick[k] = tick.get(k, 0) + v - seen.get(k, 0)
+                self.counters[f"model.{name}.{k}"] += v - seen.get(k, 0)
+        tick = {k: tick[k] for k in MODEL_TOKENS if k in tick}
         self.counters.update(tick)
         return _with_computed(tick)
 
@@ -458,16 +538,19 @@ class Simulation:
     def _hint(self) -> None:
         """Tell the model the tick at which each agent is next expected to act. Absolute ticks compare
         across agents whenever they were sent, so only changes need sending."""
-        if self.model is None:
+        models = self.models
+        if not models:
             return
         nxt, positions, hook = self.world.tick + 1, self.world.positions, self._next_act
         for agent in self.agents.values():
             expect = None if hook is None else partial(hook, self, agent)  # asked only if the agent is idle
             when = nxt + agent.ticks_until_next_act(nxt, arrives=positions[agent.id].arrive_tick, expect=expect)
-            if self._hinted.get(agent.id) != when:
+            model = models.get(_model_name(agent.persona))
+            if model is not None and self._hinted.get(agent.id) != when:
                 self._hinted[agent.id] = when
-                self.model.hint(agent.id, when)
-        self.model.prefetch()  # overlaps the bookkeeping until the next tick's turns
+                model.hint(agent.id, when)
+        for model in models.values():
+            model.prefetch()  # overlaps the bookkeeping until the next tick's turns
 
     def inject(self, agent: str, text: str, sender: str = "outside", importance: float = 5.0) -> None:
         """Send `agent` a message the way an outside client does (through its inbox topic on the bus);
@@ -499,8 +582,13 @@ class Simulation:
             self.recorder = Recorder(self._record_path, self._header())
 
     def _model_label(self) -> dict:
+        """The model (its reference and device) for a log's header and the bus's report; with `add_model`'s,
+        `models`: each one's name and reference."""
         m = self.model
-        return {"model": m.ref if m is not None else None, "device": m.device if m is not None else None}
+        label = {"model": m.ref if m is not None else None, "device": m.device if m is not None else None}
+        if self._more_models:
+            label["models"] = {name: model.ref for name, model in self._more_models.items()}
+        return label
 
     def _header(self) -> dict:
         return {"sim": self.name, "seed": self.seed, **self._model_label(),
@@ -547,7 +635,14 @@ class Simulation:
         c = self.counters
         return Report(ticks=c["ticks"] if ticks is None else ticks, events=c["events"],
                       metrics=self._metrics_now(stats), history=list(self.history),
-                      seconds=round(c["loop_seconds"] if seconds is None else seconds, 4))
+                      seconds=round(c["loop_seconds"] if seconds is None else seconds, 4),
+                      models={name: self._model_report(name, m) for name, m in self.models.items()})
+
+    def _model_report(self, name: str, model: TurnModel) -> dict[str, Any]:
+        """One model's share of the run: its reference, the turns it decided and the tokens it counted."""
+        c = self.counters
+        tokens = {k: c[f"model.{name}.{k}"] for k in MODEL_TOKENS if f"model.{name}.{k}" in c}
+        return {"ref": model.ref, "turns": c[f"model.{name}.turns"], **_with_computed(tokens)}
 
     def _metrics_now(self, stats: dict) -> dict[str, Any]:
         """The loop's metrics, the model's token counts and rates (from `stats`), then the scenario's."""
@@ -610,6 +705,7 @@ class Simulation:
         state = {
             "format": CHECKPOINT_FORMAT, "name": self.name, "seed": self.seed,
             "model": self.model.ref if self.model is not None else None, "bus": self.bus_url,
+            "models": {name: m.ref for name, m in self._more_models.items()},
             "scenario": None if self.scenario is None else {"spec": self.scenario.spec,
                                                             "options": self.scenario.options},
             "action_types": [t.__name__ for t in self.action_types],
@@ -628,7 +724,8 @@ class Simulation:
         bus, the log it continues and the `run` data its autosave kept."""
         state = _read_checkpoint(path)
         return {"name": state["name"], "tick": state["world"]["tick"], "scenario": state["scenario"],
-                "model": state["model"], "bus": state["bus"], "record": state["record"], "run": state.get("run")}
+                "model": state["model"], "models": state.get("models", {}), "bus": state["bus"],
+                "record": state["record"], "run": state.get("run")}
 
     @classmethod
     def load(cls, path: str | Path, model: Any = None, bus: str | None = None,
@@ -652,6 +749,12 @@ class Simulation:
         if state["scenario"] is not None:
             sim.scenario = ScenarioRef(state["scenario"]["spec"], state["scenario"]["options"])
             run_build(sim, sim.scenario)
+        for name, ref in state.get("models", {}).items():  # those the scenario's build did not add again
+            if name not in sim._more_models:
+                if ref is None:
+                    raise ValueError(f"checkpoint {path} does not say where model {name!r} is; rebuild the "
+                                     f"simulation, add_model({name!r}, ...), and restore() the checkpoint into it")
+                sim.add_model(name, ref)
         try:
             sim.restore(state)
         except (KeyError, TypeError, IndexError, msgspec.ValidationError) as e:  # deeper than the top level
@@ -667,6 +770,10 @@ class Simulation:
         if missing:
             raise ScenarioError(f"the checkpoint's agents can take {', '.join(missing)}, which this simulation "
                                 "does not define: build it with the same scenario before restoring")
+        named = {a["persona"].get("model") for a in state["agents"]} - {None} - set(self._more_models)
+        if named:
+            raise ScenarioError(f"the checkpoint's agents are played by model(s) {', '.join(sorted(named))}, which "
+                                "this simulation does not have: add_model them before restoring")
         self.world.load_state(state["world"])
         self.agents = {}
         for a in state["agents"]:
@@ -806,6 +913,17 @@ def _named_model(model: Any, spec: str) -> Any:
 
         return ScriptedModel(random_policy, ref="random")
     return model
+
+
+def _model_name(persona: Persona) -> str:
+    return persona.model or DEFAULT
+
+
+def _by_model(agents: Iterable[Agent]) -> dict[str, list[Agent]]:
+    groups: dict[str, list[Agent]] = {}
+    for agent in agents:
+        groups.setdefault(_model_name(agent.persona), []).append(agent)
+    return groups
 
 
 def _token_totals(stats: dict) -> dict[str, int]:

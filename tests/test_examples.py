@@ -153,3 +153,13 @@ def test_swarm_tiny_bids_only_for_lots_on_sale():
     assert bids and all(lot in on_sale for lot, on_sale in bids), bids
     assert sim.state["trades"] >= 1
     sim.close()
+
+
+@pytest.mark.skipif(DEFAULT_MODEL not in bundled_models(), reason="swarm-tiny is not in this checkout")
+def test_a_manager_on_one_model_and_the_crowd_on_another():
+    out = run(EXAMPLES / "two_models.py", "--ticks", "6")
+    assert out.returncode == 0, out.stderr
+    assert "Priya (pm) on scripted; the rest on swarm-tiny" in out.stdout
+    models = json.loads(out.stdout.strip().splitlines()[-1])
+    assert models["manager"]["turns"] > 0 and models["default"]["turns"] > 0
+    assert models["default"]["generated_tokens"] > 0 and "generated_tokens" not in models["manager"]

@@ -67,6 +67,8 @@ class TickData:
 TREND_TICKS = 120  # the history rows a source hands the UI: the metrics' sparklines draw at most this many
 
 
-def model_label(name: str, device: str | None) -> str:
-    """The header's model: its name, and the device it runs on when it has one."""
-    return f"{name} on {device}" if device else name
+def model_label(name: str, device: str | None, more: dict[str, str | None] | None = None) -> str:
+    """The header's model: its name, and the device it runs on when it has one; then the simulation's other
+    models (`add_model`), by name."""
+    label = f"{name} on {device}" if device else name
+    return ", ".join([label, *(f"{n}: {ref or 'unnamed'}" for n, ref in (more or {}).items())])

@@ -92,7 +92,8 @@ class ReplaySource:
 
     @property
     def model(self) -> str:
-        return model_label(str(self.header.get("model") or "none"), self.header.get("device"))
+        h = self.header
+        return model_label(str(h.get("model") or "none"), h.get("device"), h.get("models"))
 
     def run(self, post: Callable[[Any], None], finished: Callable[[str], None]) -> None:
         """Play until stopped; at the end of the log pause (seeking still works) and say so once."""

@@ -131,8 +131,9 @@ class LiveSource:
 
     @property
     def model(self) -> str:
-        m = self.sim.model
-        return "none" if m is None else model_label(str(m.ref or type(m).__name__), m.device)
+        m, more = self.sim.model, self.sim.models
+        more = {name: o.ref or type(o).__name__ for name, o in more.items() if o is not m}
+        return model_label("none" if m is None else str(m.ref or type(m).__name__), getattr(m, "device", None), more)
 
     def run(self, post: Callable[[Any], None], finished: Callable[[str], None],
             streamed: Callable[[], None] | None = None) -> None:
@@ -256,7 +257,8 @@ def readable(action: str) -> str:
 
 def _detail(agent, place: str) -> AgentDetail:
     p = agent.persona
-    persona = {"role": p.role, "traits": p.traits, "goals": "; ".join(p.goals), "style": p.style or ""}
+    persona = {"role": p.role, "traits": p.traits, "goals": "; ".join(p.goals), "style": p.style or "",
+               "model": p.model or ""}
     memories = [f"(tick {m.tick}, {m.kind}) {m.text}" for m in list(agent.memory)[-MEMORIES_SHOWN:]]
     nodes = agent.plan.graph.nodes(data=True)
     plan = [(a["status"], a["text"]) for _, a in sorted(nodes, key=lambda n: n[1]["order"])]

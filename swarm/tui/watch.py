@@ -72,7 +72,8 @@ class WatchSource:
         model = self.report.get("model")
         if model is None:
             return f"watching {self.shown_url}"
-        return f"{model_label(str(model), self.report.get('device'))}, watched at {self.shown_url}"
+        label = model_label(str(model), self.report.get("device"), self.report.get("models"))
+        return f"{label}, watched at {self.shown_url}"
 
     def run(self, post: Callable[[Any], None], finished: Callable[[str], None],
             status: Callable[[str | None], None] | None = None) -> None:
