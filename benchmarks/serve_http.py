@@ -15,8 +15,10 @@ first token. The three take turns, `--repeat` times. Per N (the median run): tok
 `vs_direct` (HTTP / direct tokens/s, the median of the runs' ratios: what the HTTP stack, the JSON and the
 per-step streaming cost), `vs_direct_cpu` (direct / server CPU time per token: the same cost in CPU, which
 other processes on a shared machine disturb far less than wall time; the clients' own CPU is not counted) and
-the time to first token streamed and direct. The machine's memory bandwidth and
-matmul rate are measured in the same run. Prints one JSON object.
+the time to first token streamed and direct. Then a simulation: the village at temperature 0 through `OpenAIModel`
+on the server, and on the engine in this process, taking turns `--village-repeat` times: ticks/s both ways and
+whether the two event logs are the same (they must be). The machine's memory bandwidth and matmul rate are
+measured in the same run. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -149,6 +151,21 @@ def summary(results: list[dict], wall: float, cpu: float) -> dict:
             "first_token_ms": {"p50": 1000 * statistics.median(first), "max": 1000 * first[-1]}}
 
 
+def village(model, ticks: int, folder: Path, name: str) -> tuple[float, list[tuple]]:
+    """(seconds, the event log as (tick, kind, actor, text)) of `ticks` ticks of the village on `model`."""
+    from swarm.recorder import read_log
+    from swarm.simulation import Simulation
+
+    log = folder / f"{name}.jsonl"
+    log.unlink(missing_ok=True)
+    sim = Simulation.from_scenario("village", model=model, seed=7, record=log)
+    t0 = time.perf_counter()
+    sim.run(ticks)
+    seconds = time.perf_counter() - t0
+    sim.close()
+    return seconds, [(e.tick, e.kind, e.actor, e.text) for e in read_log(log)[1]]
+
+
 def start_server(model: str, port: int, kv_memory: str) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "swarm.cli", "serve", "--http", f"127.0.0.1:{port}", "--model",
                              model, "--kv-memory", kv_memory], stderr=subprocess.PIPE, text=True)
@@ -202,12 +219,38 @@ async def main_async(args) -> dict:
                                 "vs_direct_cpu": {k: statistics.median(v) for k, v in cpu.items()},
                                 "vs_direct_each": ratios, "vs_direct_cpu_each": cpu})
             print(f"{n} clients: {json.dumps(out['runs'][-1])}", file=sys.stderr, flush=True)
+        if args.village_ticks:
+            out["village"] = await loop.run_in_executor(engine_thread, villages, engine, port, args)
+            print(f"village: {json.dumps(out['village'])}", file=sys.stderr, flush=True)
     finally:
         engine_thread.shutdown()
         server.terminate()
         server.wait()
     out["load_avg_after"] = os.getloadavg()[0]  # above cpus: other processes took CPU time meanwhile
     return out
+
+
+def villages(engine, port: int, args) -> dict:
+    """The village through OpenAIModel on the server and in process, taking turns: ticks/s, same events."""
+    import tempfile
+
+    from swarm.model import EngineModel
+    from swarm.openai_model import OpenAIModel
+
+    remote = OpenAIModel(f"http://127.0.0.1:{port}/v1", args.model, temperature=0)
+    local = EngineModel(engine, temperature=0)
+    seconds: dict[str, list[float]] = {"http": [], "in_process": []}
+    logs = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for _ in range(args.village_repeat):
+            for name, model in (("http", remote), ("in_process", local)):
+                took, logs[name] = village(model, args.village_ticks, Path(folder), name)
+                seconds[name].append(took)
+    remote.close()
+    rate = {k: args.village_ticks / statistics.median(v) for k, v in seconds.items()}
+    return {"ticks": args.village_ticks, "repeat": args.village_repeat, "seed": 7, "temperature": 0,
+            "ticks_per_s": rate, "vs_in_process": rate["http"] / rate["in_process"], "seconds": seconds,
+            "events": len(logs["http"]), "same_events": logs["http"] == logs["in_process"]}
 
 
 def main() -> None:
@@ -217,6 +260,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=15, help="runs per client count (the median is reported)")
     parser.add_argument("--kv-memory", default="1GiB", help="both engines' KV pool")
+    parser.add_argument("--village-ticks", type=int, default=10, help="ticks of the village run both ways (0: none)")
+    parser.add_argument("--village-repeat", type=int, default=3)
     parser.add_argument("--output", help="also write the JSON here")
     args = parser.parse_args()
     text = json.dumps(asyncio.run(main_async(args)), indent=1)
