@@ -1,4 +1,4 @@
-"""Load a local Hugging Face checkpoint folder into the plain `Model`.
+"""Load a local Hugging Face checkpoint folder (or a GGUF file: `gguf_file`) into the plain `Model`.
 
 Reads `config.json`, then `model.safetensors` or the shards named by
 `model.safetensors.index.json`. Every model parameter is assembled from the
@@ -7,7 +7,10 @@ weights stacked). Every tensor is checked for presence and shape (from the
 file headers, before the model's memory is allocated) and for NaN or inf
 values, and converted to the compute dtype only here, at load. Tensors inside
 a decoder layer that the config has no place for are refused too: the model
-they belong to is not the one config.json describes.
+they belong to is not the one config.json describes. So are quantised
+checkpoints (a `quantization_config`, FP8 or integer weights, scale and
+zero-point tensors): their stored values are not the weights, and loading
+them as floats would give a model that runs and answers garbage.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from swarm.runtime.bundled import is_gguf_file
 from swarm.runtime.config import ModelConfig
 from swarm.runtime.errors import CheckpointError, ConfigError
 from swarm.runtime.model import Model
@@ -48,13 +52,27 @@ def read_json(path: Path, error: type[Exception] = CheckpointError) -> dict:
         raise error(f"{path} is not valid JSON: {e}") from None
 
 
+# Where config.json says its weights are quantised: the values in the file are not the weights, and loading
+# them as floats gives a model that runs and outputs garbage.
+_QUANTIZATION_KEYS = ("quantization_config", "compression_config")
+
+
 def read_config(folder: Path) -> ModelConfig:
     """The folder's config.json as a ModelConfig; a ConfigError names the file, the field and the value."""
     path = folder / "config.json"
     if not path.is_file():
         raise CheckpointError(f"no config.json in {folder}")
+    raw = read_json(path, ConfigError)
+    for key in _QUANTIZATION_KEYS:
+        if isinstance(raw, dict) and raw.get(key):
+            method = raw[key].get("quant_method") if isinstance(raw[key], dict) else None
+            raise CheckpointError(
+                f"{path} has a {key} (quant_method {method!r}): quantised checkpoints (FP8, GPTQ, AWQ, "
+                "bitsandbytes, compressed-tensors) are not supported and are never loaded approximately; "
+                "load the float checkpoint, or a GGUF file"
+            )
     try:
-        return ModelConfig.from_hf(read_json(path, ConfigError))
+        return ModelConfig.from_hf(raw)
     except ConfigError as e:
         if str(path) in str(e):
             raise
@@ -164,10 +182,83 @@ def parameter_parts(cfg: ModelConfig) -> dict[str, list[Part]]:
     return parts
 
 
-class _Reader:
-    """Finds tensors across shards, reporting progress by bytes read."""
+class TensorSource:
+    """The tensors of one checkpoint, by their checkpoint names: checked from headers alone, then read one by
+    one with progress reported by bytes. A subclass says where tensors are and how to read one."""
 
-    def __init__(self, files: list[Path], progress: Progress | None):
+    what = "checkpoint"  # how messages name the source
+    config_name = "config.json"  # and where its model config comes from
+
+    def __init__(self, location: Path, total: int, progress: Progress | None):
+        self.location, self.total = location, total
+        self.done, self.progress = 0, progress
+
+    def names(self) -> list[str]:
+        raise NotImplementedError
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def refuse_type(self, name: str) -> str | None:
+        """Why the stored type of `name` cannot be loaded as its values, or None when it can."""
+        return None
+
+    def read(self, name: str) -> tuple[torch.Tensor, int]:
+        """The tensor `name` as stored (floating point), and the bytes read for it."""
+        raise NotImplementedError
+
+    def file_of(self, name: str) -> str:
+        return self.location.name
+
+    def check_unused(self, unused: list[str], cfg: ModelConfig) -> None:
+        check_unused(unused, cfg, self.location)
+
+    def check(self, parts: list[Part]) -> list[str]:
+        """Every part present with its shape, from the file headers alone (before any memory is allocated
+        for the model); returns the checkpoint's tensors no part uses."""
+        names = set(self.names())
+        missing = [p.name for p in parts if p.name not in names]
+        if missing:
+            raise CheckpointError(
+                f"{_few(missing)} {'is' if len(missing) == 1 else 'are'} missing from the {self.what} in "
+                f"{self.location}: {self.config_name} describes a model these weights are not (or the download "
+                "is incomplete)"
+            )
+        for part in parts:
+            shape = self.shape(part.name)
+            if shape != part.shape:
+                raise CheckpointError(
+                    f"tensor {part.name!r} has shape {shape}, expected {part.shape} from {self.config_name}"
+                )
+            why = self.refuse_type(part.name)
+            if why:
+                raise CheckpointError(f"tensor {part.name!r} in {self.file_of(part.name)} {why}")
+        used = {p.name for p in parts}
+        return sorted(name for name in names if name not in used)
+
+    def get(self, part: Part, dtype: torch.dtype) -> torch.Tensor:
+        """The tensor of `part` in `dtype`, refused if it holds (or the conversion makes) NaN or inf."""
+        t, nbytes = self.read(part.name)
+        out = t.to(dtype)
+        # NaN or inf weights make every output NaN, which decodes as silence: refuse them by name instead.
+        if out.is_floating_point() and not all_finite(out):
+            why = ("holds NaN or infinite values (a diverged training run or a corrupt file?)" if not all_finite(t)
+                   else f"holds values too large for {dtype} (load it in float32)")
+            raise CheckpointError(f"tensor {part.name!r} in {self.file_of(part.name)} {why}")
+        self.done += nbytes
+        if self.progress:
+            self.progress(min(self.done, self.total), self.total)
+        return out
+
+
+_FLOAT_TYPES = ("F64", "F32", "F16", "BF16")
+
+
+class _Safetensors(TensorSource):
+    """The tensors of a folder's safetensors files (sharded or not)."""
+
+    def __init__(self, folder: Path, files: list[Path], progress: Progress | None):
+        super().__init__(folder, sum(f.stat().st_size for f in files), progress)
         self.where: dict[str, Path] = {}
         self.handles = {}
         for f in files:
@@ -178,44 +269,31 @@ class _Reader:
             self.handles[f] = h
             for name in h.keys():
                 self.where[name] = f
-        self.total = sum(f.stat().st_size for f in files)
-        self.done, self.progress = 0, progress
 
-    def check(self, parts: list[Part], folder: Path) -> list[str]:
-        """Every part present with its shape, from the file headers alone (before any memory is allocated
-        for the model); returns the checkpoint's tensors no part uses."""
-        missing = [p.name for p in parts if p.name not in self.where]
-        if missing:
-            raise CheckpointError(
-                f"{_few(missing)} {'is' if len(missing) == 1 else 'are'} missing from the checkpoint in {folder}: "
-                "config.json describes a model these weights are not (or the download is incomplete)"
-            )
-        for part in parts:
-            shape = tuple(self.handles[self.where[part.name]].get_slice(part.name).get_shape())
-            if shape != part.shape:
-                raise CheckpointError(
-                    f"tensor {part.name!r} has shape {shape}, expected {part.shape} from config.json"
-                )
-        used = {p.name for p in parts}
-        return sorted(name for name in self.where if name not in used)
+    def names(self) -> list[str]:
+        return list(self.where)
 
-    def get(self, part: Part, dtype: torch.dtype) -> torch.Tensor:
-        """The tensor of `part` in `dtype`, refused if it holds (or the conversion makes) NaN or inf."""
-        f = self.where[part.name]
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self.handles[self.where[name]].get_slice(name).get_shape())
+
+    def refuse_type(self, name: str) -> str | None:
+        stored = self.handles[self.where[name]].get_slice(name).get_dtype()
+        if stored in _FLOAT_TYPES:
+            return None
+        # FP8 weights need their scales, integer weights are packed: converting the values is not loading them
+        return (f"is stored as {stored}, a quantised format this loader does not read (it reads "
+                f"{', '.join(_FLOAT_TYPES)}); load the float checkpoint, or a GGUF file")
+
+    def read(self, name: str) -> tuple[torch.Tensor, int]:
+        f = self.where[name]
         try:
-            t = self.handles[f].get_tensor(part.name)
+            t = self.handles[f].get_tensor(name)
         except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"cannot read tensor {part.name!r} from {f.name} (corrupt file?): {e}") from None
-        out = t.to(dtype)
-        # NaN or inf weights make every output NaN, which decodes as silence: refuse them by name instead.
-        if out.is_floating_point() and not all_finite(out):
-            why = ("holds NaN or infinite values (a diverged training run or a corrupt file?)" if not all_finite(t)
-                   else f"holds values too large for {dtype} (load it in float32)")
-            raise CheckpointError(f"tensor {part.name!r} in {f.name} {why}")
-        self.done += t.numel() * t.element_size()
-        if self.progress:
-            self.progress(min(self.done, self.total), self.total)
-        return out
+            raise CheckpointError(f"cannot read tensor {name!r} from {f.name} (corrupt file?): {e}") from None
+        return t, t.numel() * t.element_size()
+
+    def file_of(self, name: str) -> str:
+        return self.where[name].name
 
 
 def all_finite(t: torch.Tensor) -> bool:
@@ -235,9 +313,26 @@ def _few(names: list[str], shown: int = 5) -> str:
 # expert or a whole layer that config.json does not describe): loading without them is a different model.
 _LAYER_TENSOR = re.compile(r"^model\.layers\.\d+\.")
 _HARMLESS = ("rotary_emb.inv_freq",)  # a buffer older checkpoints saved; recomputed from the rope settings
+# What quantised checkpoints store beside (or instead of) a weight: FP8 block scales, GPTQ/AWQ packed integers,
+# scales and zero points, bitsandbytes states, compressed-tensors packs. The weight they go with is not its
+# values alone, wherever in the checkpoint they sit.
+_QUANTIZATION_TENSOR = re.compile(
+    r"\.(weight_scale_inv|weight_scale|input_scale|output_scale|k_scale|v_scale|qweight|qzeros|scales|zeros|g_idx|"
+    r"SCB|absmax|quant_map|nested_absmax|nested_quant_map|weight_packed|weight_shape|weight_zero_point|"
+    r"weight_global_scale|weight_g_idx|weight_format)$|\.quant_state\."
+)
 
 
-def _check_unused(unused: list[str], cfg: ModelConfig, folder: Path) -> None:
+def check_unused(unused: list[str], cfg: ModelConfig, folder: Path) -> None:
+    """Refuse checkpoint tensors no parameter takes where they change what the model computes; warn about
+    the rest."""
+    quantised = [n for n in unused if _QUANTIZATION_TENSOR.search(n)]
+    if quantised:
+        raise CheckpointError(
+            f"the checkpoint in {folder} holds {_few(quantised)}: quantisation data (FP8 scales, GPTQ/AWQ packs, "
+            "bitsandbytes states) this loader does not read, and its weights without them are wrong; load the "
+            "float checkpoint, or a GGUF file"
+        )
     matter = [n for n in unused if _LAYER_TENSOR.match(n) and not n.endswith(_HARMLESS)]
     if matter:
         raise CheckpointError(
@@ -247,7 +342,7 @@ def _check_unused(unused: list[str], cfg: ModelConfig, folder: Path) -> None:
     if unused:
         warnings.warn(
             f"{len(unused)} checkpoint tensors were not used by the {cfg.model_type} model, e.g. {unused[:5]}",
-            stacklevel=3,
+            stacklevel=4,
         )
 
 
@@ -260,18 +355,22 @@ def _stderr_progress(start: float) -> Progress:
     return report
 
 
-def load_model(folder: str | Path, dtype: torch.dtype = torch.float32, progress: Progress | None = None) -> Model:
-    """Build the model for a checkpoint folder and load its weights (compute dtype `dtype`)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CheckpointError(f"model folder {folder} does not exist")
-    cfg = read_config(folder)
-    files = checkpoint_files(folder)
-    if progress is None and sum(f.stat().st_size for f in files) >= PROGRESS_MIN_BYTES:
-        progress = _stderr_progress(time.monotonic())
-    reader = _Reader(files, progress)
+def load_model(path: str | Path, dtype: torch.dtype = torch.float32, progress: Progress | None = None) -> Model:
+    """Build the model for a checkpoint folder or a GGUF file and load its weights (compute dtype `dtype`)."""
+    path = Path(path)
+    if is_gguf_file(path):
+        from swarm.runtime.gguf_file import open_gguf
+
+        cfg, source = open_gguf(path, progress)
+    else:
+        if not path.is_dir():
+            raise CheckpointError(f"model folder {path} does not exist")
+        cfg = read_config(path)
+        source = _Safetensors(path, checkpoint_files(path), progress)
+    if source.progress is None and source.total >= PROGRESS_MIN_BYTES:
+        source.progress = _stderr_progress(time.monotonic())
     parts = parameter_parts(cfg)
-    _check_unused(reader.check([p for ps in parts.values() for p in ps], folder), cfg, folder)
+    source.check_unused(source.check([p for ps in parts.values() for p in ps]), cfg)
     with torch.device("meta"):
         model = Model(cfg)
     model = model.to_empty(device="cpu").to(dtype)
@@ -281,7 +380,7 @@ def load_model(folder: str | Path, dtype: torch.dtype = torch.float32, progress:
     with torch.no_grad():
         for name, plist in parts.items():
             target = params[name]
-            tensors = [reader.get(p, dtype) for p in plist]
+            tensors = [source.get(p, dtype) for p in plist]
             if name.endswith(("mlp.gate_up", "mlp.down")) and len(tensors) > 1:  # per-expert tensors
                 E = target.shape[0]
                 per = len(tensors) // E

@@ -278,7 +278,7 @@ def open_model(model: Any, engine_config: Any = None, **sampling: float) -> Turn
         try:
             path = model_path(model)
         except Exception as e:
-            raise ValueError(f"{e} (pass a local Hugging Face model folder)") from None
+            raise ValueError(f"{e} (pass a local Hugging Face model folder or a .gguf file)") from None
         # a bundled model is referred to by name, so a checkpoint names it wherever swarm is installed
         ref = str(model) if Path(str(model)).name == str(model) and not Path(str(model)).is_dir() else str(path)
         return EngineModel(Engine.from_pretrained(path, config=engine_config), ref=ref, **sampling)

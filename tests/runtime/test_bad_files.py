@@ -219,6 +219,40 @@ def test_harmless_extra_tensors_only_warn(folder):
         Engine.from_pretrained(folder)
 
 
+
+# -- quantised checkpoints: refused, never loaded as if their stored values were the weights ------------------
+
+@pytest.mark.parametrize("key, method", [
+    ("quantization_config", {"quant_method": "fp8", "weight_block_size": [128, 128]}),
+    ("quantization_config", {"quant_method": "gptq", "bits": 4}),
+    ("quantization_config", {"quant_method": "bitsandbytes", "load_in_4bit": True}),
+    ("compression_config", {"quant_method": "compressed-tensors"}),
+])
+def test_a_quantization_config_is_refused_by_its_method(folder, key, method):
+    _set_config(folder, **{key: method})
+    with pytest.raises(CheckpointError, match=f"has a {key} \\(quant_method '{method['quant_method']}'\\)"):
+        Engine.from_pretrained(folder)
+
+
+def test_fp8_weights_are_refused_by_their_stored_type(folder):
+    name = "model.layers.1.self_attn.k_proj.weight"
+    _edit_weights(folder, lambda t: t.update({name: t[name].to(torch.float8_e4m3fn)}))
+    with pytest.raises(CheckpointError, match=f"tensor '{re.escape(name)}' in model.safetensors is stored as "
+                                              "F8_E4M3, a quantised format"):
+        Engine.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("extra", [
+    "model.layers.0.self_attn.q_proj.weight_scale_inv",  # FP8 block scales
+    "model.layers.1.mlp.experts.0.up_proj.qzeros",  # GPTQ
+    "lm_head.scales",  # outside the layers too
+    "model.embed_tokens.weight.quant_state.bitsandbytes__nf4",
+])
+def test_quantisation_tensors_are_refused_by_name(folder, extra):
+    _edit_weights(folder, lambda t: t.update({extra: torch.ones(4)}))
+    with pytest.raises(CheckpointError, match=f"holds tensor '{re.escape(extra)}': quantisation data"):
+        Engine.from_pretrained(folder)
+
 # -- LoRA adapters ---------------------------------------------------------------------------------
 
 TARGETS = ("q_proj", "v_proj", "o_proj")  # what random_adapter targets
