@@ -208,19 +208,20 @@ class Engine:
     @classmethod
     def from_pretrained(cls, path: str | Path, config: EngineConfig | None = None, device: str = "cpu",
                         progress: Progress | None = None, quantize: str | None = None) -> Engine:
-        """Load a local Hugging Face folder (config.json, safetensors, tokenizer.json); float32 on the CPU.
+        """Load a local Hugging Face folder (config.json, safetensors, tokenizer.json) or a GGUF file (its
+        quantised tensors dequantised at load); float32 on the CPU.
 
         `quantize="int8"` turns the weights into weight-only int8 (CPU only; see `swarm.runtime.quant`).
         """
         if quantize not in (None, "int8"):
             raise ValueError(f"unknown quantize={quantize!r}; supported: None, 'int8'")
-        path = model_path(path)  # a bundled model's name or a folder
+        path = model_path(path)  # a bundled model's name, a folder or a GGUF file
         model = load_model(path, dtype=torch.float32, progress=progress).to(device)
         if quantize == "int8":
             from swarm.runtime.quant import quantize_int8
 
             quantize_int8(model)
-        engine = cls(model, Tokenizer.from_folder(path), config, device)
+        engine = cls(model, Tokenizer.from_pretrained(path), config, device)
         engine.source = str(path)
         # adapters shipped with the model (PEFT folders under adapters/) are registered by their folder name
         for folder in sorted(Path(path).glob("adapters/*/adapter_config.json")):

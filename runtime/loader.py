@@ -210,6 +210,10 @@ class TensorSource:
     def file_of(self, name: str) -> str:
         return self.location.name
 
+    def label(self, name: str) -> str:
+        """How messages name the tensor `name` (its name in the file)."""
+        return repr(name)
+
     def check_unused(self, unused: list[str], cfg: ModelConfig) -> None:
         check_unused(unused, cfg, self.location)
 
@@ -228,11 +232,11 @@ class TensorSource:
             shape = self.shape(part.name)
             if shape != part.shape:
                 raise CheckpointError(
-                    f"tensor {part.name!r} has shape {shape}, expected {part.shape} from {self.config_name}"
+                    f"tensor {self.label(part.name)} has shape {shape}, expected {part.shape} from {self.config_name}"
                 )
             why = self.refuse_type(part.name)
             if why:
-                raise CheckpointError(f"tensor {part.name!r} in {self.file_of(part.name)} {why}")
+                raise CheckpointError(f"tensor {self.label(part.name)} in {self.file_of(part.name)} {why}")
         used = {p.name for p in parts}
         return sorted(name for name in names if name not in used)
 
@@ -244,7 +248,7 @@ class TensorSource:
         if out.is_floating_point() and not all_finite(out):
             why = ("holds NaN or infinite values (a diverged training run or a corrupt file?)" if not all_finite(t)
                    else f"holds values too large for {dtype} (load it in float32)")
-            raise CheckpointError(f"tensor {part.name!r} in {self.file_of(part.name)} {why}")
+            raise CheckpointError(f"tensor {self.label(part.name)} in {self.file_of(part.name)} {why}")
         self.done += nbytes
         if self.progress:
             self.progress(min(self.done, self.total), self.total)

@@ -1,5 +1,5 @@
 """Tokenizer of a checkpoint folder: `tokenizer.json` through the `tokenizers` library,
-special tokens and the chat template from `tokenizer_config.json`."""
+special tokens and the chat template from `tokenizer_config.json`; or of a GGUF file (`gguf_vocab`)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from jinja2 import Template, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer as _HFTokenizer
 
+from swarm.runtime.bundled import is_gguf_file
 from swarm.runtime.errors import CheckpointError
 from swarm.runtime.loader import read_json
 
@@ -39,6 +40,19 @@ class Tokenizer:
         self.bos_token_id = self.token_to_id(self.bos_token)
         self.eos_token_id = self.token_to_id(self.eos_token)
         self._compiled: tuple[str, Template] | None = None  # (template text, its compiled form)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> Tokenizer:
+        """The tokenizer of a checkpoint folder or of a GGUF file."""
+        return cls.from_gguf(path) if is_gguf_file(path) else cls.from_folder(path)
+
+    @classmethod
+    def from_gguf(cls, path: str | Path) -> Tokenizer:
+        """The tokenizer, special tokens and chat template a GGUF file carries."""
+        from swarm.runtime.gguf_file import read_gguf
+        from swarm.runtime.gguf_vocab import gguf_tokenizer
+
+        return cls(*gguf_tokenizer(read_gguf(path)))
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> Tokenizer:
