@@ -318,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="complete a prompt with a model")
     g.add_argument("prompt")
-    g.add_argument("--model", default="swarm-tiny", help="swarm-tiny (default) or a local Hugging Face model folder")
+    g.add_argument("--model", default="swarm-tiny",
+                   help="swarm-tiny (default), a local Hugging Face model folder or a .gguf file")
     g.add_argument("--max-tokens", type=int, default=32)
     g.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
     g.add_argument("--seed", type=int, default=None)
@@ -330,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ticks", type=int, default=20)
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--model", default="swarm-tiny",
-                     help="swarm-tiny (the bundled model, default), a local Hugging Face model folder, "
+                     help="swarm-tiny (the bundled model, default), a local Hugging Face model folder, a .gguf file, "
                      "mqtt://host:port/POOL (the workers of a pool: swarm worker), openai:BASE_URL#MODEL (an "
                      "OpenAI-compatible server: vLLM, llama.cpp, Ollama, swarm serve --http; the key from "
                      "OPENAI_API_KEY), `scripted` (the scenario's policy) or `random` (random valid actions)")

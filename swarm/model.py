@@ -280,7 +280,7 @@ def open_model(model: Any, engine_config: Any = None, **sampling: float) -> Turn
         except Exception as e:
             raise ValueError(f"{e} (pass a local Hugging Face model folder or a .gguf file)") from None
         # a bundled model is referred to by name, so a checkpoint names it wherever swarm is installed
-        ref = str(model) if Path(str(model)).name == str(model) and not Path(str(model)).is_dir() else str(path)
+        ref = str(model) if Path(str(model)).name == str(model) and not Path(str(model)).exists() else str(path)
         return EngineModel(Engine.from_pretrained(path, config=engine_config), ref=ref, **sampling)
     if hasattr(model, "submit") and hasattr(model, "step"):
         return EngineModel(model, ref=getattr(model, "source", None), **sampling)

@@ -20,7 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bus", default="mqtt://127.0.0.1:1883", help="the broker: mqtt://[user[:password]@]host:port "
                    "or mqtts://...?ca=CA.pem (TLS); the password from SWARM_MQTT_PASSWORD when the URL has none")
     p.add_argument("--pool", required=True, help="the pool's name (a simulation uses mqtt://host:port/NAME)")
-    p.add_argument("--model", default="swarm-tiny", help="swarm-tiny (default) or a local Hugging Face model folder")
+    p.add_argument("--model", default="swarm-tiny",
+                   help="swarm-tiny (default), a local Hugging Face model folder or a .gguf file")
     p.add_argument("--id", help="this worker's id in the pool (default: host name and process id)")
     p.add_argument("--capacity", type=int, help="turns it takes at once (default: the engine's max_seqs)")
     p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:1, ...")

@@ -23,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "OpenAI HTTP API",
                        description="Serve generation requests on swarm/NAME/runtime/generate (docs/protocol.md), "
                        "and/or as an OpenAI-compatible HTTP server (--http, docs/http.md); both share one engine.")
-    p.add_argument("--model", default="swarm-tiny", help="swarm-tiny (default) or a local Hugging Face model folder")
+    p.add_argument("--model", default="swarm-tiny",
+                   help="swarm-tiny (default), a local Hugging Face model folder or a .gguf file")
     p.add_argument("--bus", help="the broker: mqtt://[user[:password]@]host:port or mqtts://...?ca=CA.pem (TLS); the "
                    f"password from SWARM_MQTT_PASSWORD when the URL has none (default {DEFAULT_BUS}, unless --http "
                    "is given alone)")
