@@ -25,7 +25,7 @@ import torch
 
 from swarm.runtime.config import ModelConfig
 from swarm.runtime.errors import CheckpointError, ConfigError
-from swarm.runtime.loader import Progress, TensorSource, _few
+from swarm.runtime.loader import Progress, TensorSource, few_names
 
 # general.architecture -> model_type; a llama file with experts is Mixtral
 ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2moe": "qwen2_moe",
@@ -156,6 +156,14 @@ def hf_config(f: GGUFFile) -> dict[str, Any]:
     elif scaling == "yarn":
         cfg["rope_scaling"] = {"rope_type": "yarn", "factor": get("rope.scaling.factor"),
                                "original_max_position_embeddings": get("rope.scaling.original_context_length")}
+        for beta in ("beta_fast", "beta_slow"):
+            if f"{arch}.rope.scaling.yarn_{beta}" in f.metadata:
+                cfg["rope_scaling"][beta] = get(f"rope.scaling.yarn_{beta}")
+        # yarn's attention factor and extrapolation mix, as llama.cpp names them, have no sure counterpart here
+        other = sorted(k for k in f.metadata if k.startswith(f"{arch}.rope.scaling.") and k.split(".")[-1] not in (
+            "type", "factor", "original_context_length", "finetuned", "yarn_beta_fast", "yarn_beta_slow"))
+        if other:
+            raise ConfigError(f"{f.path}: yarn rope scaling with {', '.join(other)} is not supported")
     elif scaling != "none":
         raise ConfigError(f"{f.path}: rope scaling {scaling!r} is not supported (supported: none, linear, yarn)")
     if model_type == "llama":
@@ -336,7 +344,7 @@ class _GGUFTensors(TensorSource):
         if unused:  # every tensor of a GGUF file is part of the model it describes
             names = sorted({self.map[n].tensor for n in unused})
             raise CheckpointError(
-                f"{self.location} holds {_few(names)}, which the {cfg.model_type} model its metadata describes "
+                f"{self.location} holds {few_names(names)}, which the {cfg.model_type} model its metadata describes "
                 "has no place for (a tensor of a newer llama.cpp feature, or metadata and tensors that disagree)"
             )
 

@@ -224,7 +224,7 @@ class TensorSource:
         missing = [p.name for p in parts if p.name not in names]
         if missing:
             raise CheckpointError(
-                f"{_few(missing)} {'is' if len(missing) == 1 else 'are'} missing from the {self.what} in "
+                f"{few_names(missing)} {'is' if len(missing) == 1 else 'are'} missing from the {self.what} in "
                 f"{self.location}: {self.config_name} describes a model these weights are not (or the download "
                 "is incomplete)"
             )
@@ -306,7 +306,7 @@ def all_finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
 
 
-def _few(names: list[str], shown: int = 5) -> str:
+def few_names(names: list[str], shown: int = 5) -> str:
     """"tensor 'a'", or "12 tensors 'a', 'b', 'c', 'd', 'e' and 7 more"."""
     head = ", ".join(repr(n) for n in names[:shown])
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
@@ -333,14 +333,14 @@ def check_unused(unused: list[str], cfg: ModelConfig, folder: Path) -> None:
     quantised = [n for n in unused if _QUANTIZATION_TENSOR.search(n)]
     if quantised:
         raise CheckpointError(
-            f"the checkpoint in {folder} holds {_few(quantised)}: quantisation data (FP8 scales, GPTQ/AWQ packs, "
+            f"the checkpoint in {folder} holds {few_names(quantised)}: quantisation data (FP8 scales, GPTQ/AWQ packs, "
             "bitsandbytes states) this loader does not read, and its weights without them are wrong; load the "
             "float checkpoint, or a GGUF file"
         )
     matter = [n for n in unused if _LAYER_TENSOR.match(n) and not n.endswith(_HARMLESS)]
     if matter:
         raise CheckpointError(
-            f"the checkpoint in {folder} holds {_few(matter)}, which the {cfg.model_type} model that config.json "
+            f"the checkpoint in {folder} holds {few_names(matter)}, which the {cfg.model_type} model that config.json "
             "describes has no place for: config.json and the weights disagree (layer or expert count, biases?)"
         )
     if unused:

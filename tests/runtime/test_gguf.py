@@ -217,6 +217,9 @@ def _llama_metadata(**changes):
     ({"general.architecture": "gemma3"}, "unsupported GGUF architecture 'gemma3'; supported: llama, qwen2"),
     ({"llama.rope.dimension_count": 8}, "partial rotary"),
     ({"llama.rope.scaling.type": "longrope"}, "rope scaling 'longrope' is not supported"),
+    ({"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0,
+      "llama.rope.scaling.original_context_length": 64, "llama.rope.scaling.yarn_log_multiplier": 0.1},
+     "yarn rope scaling with llama.rope.scaling.yarn_log_multiplier is not supported"),
     ({"llama.attention.head_count": [4, 8]}, "llama.attention.head_count differs per layer"),
     ({"llama.block_count": None}, "the GGUF metadata has no llama.block_count"),
     ({"llama.embedding_length": -64}, r"field hidden_size is -64 .*\(GGUF metadata llama.embedding_length\)"),
@@ -232,6 +235,11 @@ def test_metadata_maps_rope_scaling_and_the_expert_renormalisation():
     cfg = gguf_mod.read_config(_fake(_llama_metadata(**{
         "llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 4.0})))
     assert (cfg.rope.type, cfg.rope.factor, cfg.max_context) == ("linear", 4.0, 1024)
+    cfg = gguf_mod.read_config(_fake(_llama_metadata(**{
+        "llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0,
+        "llama.rope.scaling.original_context_length": 64, "llama.rope.scaling.yarn_beta_fast": 16.0})))
+    assert (cfg.rope.type, cfg.rope.factor, cfg.rope.original_max_position_embeddings, cfg.rope.beta_fast) == (
+        "yarn", 4.0, 64, 16.0)
     meta = {k.replace("llama.", "qwen2moe."): v for k, v in _llama_metadata().items()}
     meta.update({"general.architecture": "qwen2moe", "qwen2moe.expert_count": 4, "qwen2moe.expert_used_count": 2,
                  "qwen2moe.expert_feed_forward_length": 32})
