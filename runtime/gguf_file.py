@@ -309,6 +309,19 @@ class _GGUFTensors(TensorSource):
             shape = src.shape
         return shape
 
+    def name_in_file(self, name: str) -> str:
+        layer = re.match(r"^model\.layers\.(\d+)\.(.+)$", name)
+        if layer is None:
+            return {v: k for k, v in _GLOBAL.items()}.get(name, name)
+        i, rest = layer.groups()
+        expert = re.search(r"\.experts\.\d+\.(\w+)\.weight$", rest)
+        if expert:
+            part = {"w1": "gate", "w3": "up", "w2": "down"}.get(expert.group(1), expert.group(1).split("_")[0])
+            return f"blk.{i}.ffn_{part}_exps.weight"
+        if rest.endswith(".gate.weight"):
+            return f"blk.{i}.ffn_gate_inp.weight"
+        return f"blk.{i}." + {v: k for k, v in _LAYER.items()}.get(rest, rest)
+
     def label(self, name: str) -> str:
         src = self.map[name]
         expert = "" if src.expert is None else f" (expert {src.expert})"

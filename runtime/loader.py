@@ -210,6 +210,10 @@ class TensorSource:
     def file_of(self, name: str) -> str:
         return self.location.name
 
+    def name_in_file(self, name: str) -> str:
+        """The name the file would give the checkpoint tensor `name` (for naming missing ones)."""
+        return name
+
     def label(self, name: str) -> str:
         """How messages name the tensor `name` (its name in the file)."""
         return repr(name)
@@ -221,7 +225,7 @@ class TensorSource:
         """Every part present with its shape, from the file headers alone (before any memory is allocated
         for the model); returns the checkpoint's tensors no part uses."""
         names = set(self.names())
-        missing = [p.name for p in parts if p.name not in names]
+        missing = list(dict.fromkeys(self.name_in_file(p.name) for p in parts if p.name not in names))
         if missing:
             raise CheckpointError(
                 f"{few_names(missing)} {'is' if len(missing) == 1 else 'are'} missing from the {self.what} in "

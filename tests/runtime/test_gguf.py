@@ -261,6 +261,17 @@ def test_a_tensor_the_model_has_no_place_for_is_refused(folders, tmp_path):
         Engine.from_pretrained(file)
 
 
+def test_missing_tensors_are_named_as_the_file_would_name_them(folders, tmp_path):
+    def drop(w):
+        for name in ("blk.1.attn_k_norm.weight", "blk.0.ffn_up_exps.weight"):
+            w.tensors[0].pop(name)
+
+    file = _with(tmp_path, folders["qwen3_moe"], drop)
+    with pytest.raises(CheckpointError, match=r"2 tensors 'blk\.0\.ffn_up_exps\.weight', "
+                                              r"'blk\.1\.attn_k_norm\.weight' are missing from the GGUF file"):
+        Engine.from_pretrained(file)
+
+
 def test_llama3_rope_frequencies_are_refused(folders, tmp_path):
     file = _with(tmp_path, folders["llama"], lambda w: w.add_tensor("rope_freqs.weight", np.ones(8, np.float32)))
     with pytest.raises(CheckpointError, match="rope_freqs.weight .Llama 3.1-style"):
