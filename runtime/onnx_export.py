@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from swarm.kernels import registry
-from swarm.runtime.bundled import model_path
+from swarm.runtime.bundled import is_gguf_file, model_path
 from swarm.runtime.config import ModelConfig
 from swarm.runtime.errors import CheckpointError, ConfigError
 from swarm.runtime.kv import DenseBatch
@@ -241,6 +241,8 @@ def export_onnx(model: str | Path, out: str | Path, adapter: str | Path | None =
     one under the model's adapters/) to the folder `out`; see the module docstring for what is written."""
     t0 = time.perf_counter()
     folder, out = model_path(model), Path(out)
+    if is_gguf_file(folder):  # the export copies the folder's config and tokenizer files beside the graph
+        raise CheckpointError(f"{folder} is a GGUF file; export-onnx takes a Hugging Face model folder")
     net = load_model(folder, dtype=torch.float32)
     if adapter is not None:
         path = _adapter_folder(folder, adapter)

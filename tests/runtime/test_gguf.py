@@ -394,3 +394,12 @@ def test_smollm2_q4_1_greedy_text_equals_transformers_on_the_same_file(tmp_path)
     ours = engine.generate([prompt], SamplingParams(max_tokens=24, temperature=0.0))[0]
     assert ours.text == tok.decode(expected, skip_special_tokens=True)
     assert (engine.logits(ids[0].tolist()) - ref_logits).abs().max() < 1e-3
+
+
+def test_onnx_export_says_it_takes_a_folder(folders, tmp_path):
+    from swarm.runtime.onnx_export import export_onnx
+
+    file = tmp_path / "model.gguf"
+    write_gguf(folders["llama"], file)
+    with pytest.raises(CheckpointError, match="is a GGUF file; export-onnx takes a Hugging Face model folder"):
+        export_onnx(file, tmp_path / "out")
