@@ -16,13 +16,14 @@ heads, d head dim, bs block size, S key slots, L longest sequence.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from swarm.kernels import registry
+from swarm.kernels import attention, registry
 from swarm.runtime.block_pool import KVPool
 
 
@@ -86,23 +87,33 @@ class PagedBatch:
         return mask
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
-               window: int | None) -> torch.Tensor:
-        """q [T, H, d], k/v [T, G, d] of the new tokens -> [T, H, d]."""
+               window: int | None, softcap: float | None = None) -> torch.Tensor:
+        """q [T, H, d], k/v [T, G, d] of the new tokens -> [T, H, d]; `softcap` soft-caps the scores."""
         pool = self.pool
         pool.write(layer, self.slots, k, v)
         kc, vc = pool.k[layer], pool.v[layer]
         scales = pool.scales(layer)  # int8: [N, bs, G] each
+        decode_op, prefill_op = self._ops(softcap)
         if not self.prefill:  # the common decode-only step: no scatter needed
-            return self._decode_attention(q, kc, vc, self.decode_table, self.decode_mask(window), scale, *scales)
+            return decode_op(q, kc, vc, self.decode_table, self.decode_mask(window), scale, *scales)
         out = torch.empty_like(q)
         if self.decode:
             rows = self.decode_rows
-            out[rows] = self._decode_attention(q[rows], kc, vc, self.decode_table, self.decode_mask(window), scale,
-                                               *scales)
+            out[rows] = decode_op(q[rows], kc, vc, self.decode_table, self.decode_mask(window), scale, *scales)
         for i in self.prefill:
             s, n, c = self.starts[i], self.query_lens[i], self.context_lens[i]
-            out[s : s + n] = self._prefill_attention(q[s : s + n], kc, vc, self.tables[i], c, scale, window, *scales)
+            out[s : s + n] = prefill_op(q[s : s + n], kc, vc, self.tables[i], c, scale, window, *scales)
         return out
+
+    def _ops(self, softcap: float | None) -> tuple:
+        """(decode, prefill) attention ops: the registry's, or for a soft-capped layer torch's reference ones on
+        every device, since the native and Triton kernels do not soft-cap. Whether a layer soft-caps is its
+        model's config (Gemma 2), fixed at load; the fused CPU decode blocks are never built for such a layer
+        (runtime/fused.py)."""
+        if softcap is None:
+            return getattr(self, "_decode_attention", None), getattr(self, "_prefill_attention", None)
+        return (functools.partial(attention.decode_attention, softcap=softcap),
+                functools.partial(attention.prefill_attention, softcap=softcap))
 
 
 class DenseBatch:
@@ -142,11 +153,17 @@ class DenseBatch:
         return out.view(self.B, self.L, *x.shape[1:]).transpose(1, 2)
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
-               window: int | None) -> torch.Tensor:
+               window: int | None, softcap: float | None = None) -> torch.Tensor:
         """q [T, H, d], k/v [T, G, d] of the sequences' tokens -> [T, H, d]."""
         H, G = q.shape[1], k.shape[1]
-        out = F.scaled_dot_product_attention(
-            self._padded(q), self._padded(k), self._padded(v), attn_mask=self._mask(window)[:, None],
-            scale=scale, enable_gqa=H != G,
-        )  # [B, H, L, d]
+        if softcap is not None:
+            qp, kp, vp = self._padded(q), self._padded(k), self._padded(v)  # [B, H or G, L, d]
+            B, L, d = self.B, self.L, q.shape[2]
+            out = attention.softcapped_attention(qp.view(B, G, H // G, L, d), kp[:, :, None], vp[:, :, None],
+                                                 self._mask(window)[:, None, None], scale, softcap).view(B, H, L, d)
+        else:
+            out = F.scaled_dot_product_attention(
+                self._padded(q), self._padded(k), self._padded(v), attn_mask=self._mask(window)[:, None],
+                scale=scale, enable_gqa=H != G,
+            )  # [B, H, L, d]
         return out.transpose(1, 2).reshape(self.B * self.L, H, -1)[self.rows]

@@ -55,7 +55,7 @@ class PastKV:
         return mask
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
-               window: int | None) -> torch.Tensor:
+               window: int | None, softcap: float | None = None) -> torch.Tensor:
         """q [T, H, d], k/v [T, G, d] of the new tokens -> [T, H, d]."""
         B, S = self.B, self.S
         H, G, d = q.shape[1], k.shape[1], k.shape[2]
@@ -66,6 +66,8 @@ class PastKV:
         # The R query heads of a key/value head ride along as one more axis: no copies of K and V.
         q = q.view(B, S, G, H // G, d).permute(0, 2, 3, 1, 4)  # [B, G, R, S, d]
         scores = torch.matmul(q, k[:, :, None].transpose(-1, -2)) * scale  # [B, G, R, S, L]
+        if softcap is not None:  # Gemma 2
+            scores = torch.tanh(scores / softcap) * softcap
         # The lowest finite value, not -inf: a padding query sees no key, and its row must stay finite
         # (a NaN there would reach every later token through its cached keys and values).
         scores = scores.masked_fill(~self._mask(window)[:, None, None], torch.finfo(scores.dtype).min)

@@ -83,14 +83,14 @@ def test_the_kv_pool_and_prefix_cache_are_untouched(engine):
     assert all(torch.equal(a, b) for a, b in zip(k0, engine.pool.k, strict=True))
 
 
-@pytest.mark.parametrize("window", [None, 3])
-def test_dense_batch_attends_within_each_sequence(window):
+@pytest.mark.parametrize("window, softcap", [(None, None), (3, None), (3, 1.5)])
+def test_dense_batch_attends_within_each_sequence(window, softcap):
     lens, H, G, d = [5, 1, 9, 4], 4, 2, 8
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(sum(lens), h, d, generator=gen) for h in (H, G, G))
-    out = DenseBatch(lens, torch.device("cpu")).attend(0, q, k, v, 0.3, window)
+    out = DenseBatch(lens, torch.device("cpu")).attend(0, q, k, v, 0.3, window, softcap)
     s = 0
     for n in lens:
-        expect = causal_attention(q[s : s + n], k[s : s + n], v[s : s + n], 0.3, window)
+        expect = causal_attention(q[s : s + n], k[s : s + n], v[s : s + n], 0.3, window, softcap)
         assert torch.allclose(out[s : s + n], expect, atol=1e-6)
         s += n
