@@ -3,7 +3,8 @@
 `ModelConfig.from_hf(dict)` reads a Hugging Face `config.json` (both the v4
 layout with `rope_theta`/`rope_scaling` and the v5 layout with
 `rope_parameters`) and normalises each family's quirks into plain fields, so
-the model code never branches on `model_type`.
+the model code never branches on `model_type`. Families the engine knows of
+but cannot run yet are refused as "not yet supported", by name.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from swarm.runtime.errors import ConfigError
 
 ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
+ACTIVATIONS = ("silu", "gelu_pytorch_tanh")  # the MLP's gate activation (gelu: Gemma's GeGLU)
 # Far past any released model (at most 126 layers, 512 experts), and low enough that a typo is refused
 # before the per-layer and per-expert tables it sizes are built.
 MAX_LAYERS = 4096
@@ -67,6 +69,10 @@ class ModelConfig:
     rope: RopeConfig = field(default_factory=RopeConfig)
     tie_word_embeddings: bool = False
     hidden_act: str = "silu"
+    # Gemma: the checkpoint stores each RMSNorm weight as its offset from 1 (the norm multiplies by 1 + w);
+    # the loader adds this to every norm weight, so the model's norms are the plain ones.
+    norm_weight_offset: float = 0.0
+    sandwich_norms: bool = False  # Gemma 2/3: a norm on the attention output and on the MLP output too
     # attention
     qkv_bias: bool = False
     o_bias: bool = False
@@ -75,6 +81,10 @@ class ModelConfig:
     clip_qkv: float | None = None
     attention_scale: float | None = None  # None: 1/sqrt(head_dim)
     sliding_windows: tuple[int | None, ...] = ()  # per layer; None is full attention
+    # Gemma 3: the rope of the sliding-window layers, where it differs from `rope` (the global layers')
+    local_rope: RopeConfig | None = None
+    partial_rotary_factor: float = 1.0  # Phi-3: rope turns only the first rotary_dim dims of each head
+    attn_softcap: float | None = None  # Gemma 2: attention scores become cap * tanh(score / cap)
     # mixture of experts
     num_experts: int = 0
     top_k: int = 1
@@ -87,6 +97,7 @@ class ModelConfig:
     embedding_multiplier: float = 1.0
     residual_multiplier: float = 1.0
     logits_scaling: float = 1.0
+    final_softcap: float | None = None  # Gemma 2: logits become cap * tanh(logit / cap)
     # special tokens
     bos_token_id: int | None = None
     eos_token_ids: tuple[int, ...] = ()
@@ -103,8 +114,18 @@ class ModelConfig:
                 f"num_attention_heads ({self.num_heads}) must be a multiple of "
                 f"num_key_value_heads ({self.num_kv_heads})"
             )
-        if self.hidden_act != "silu":
-            raise ConfigError(f"unsupported hidden_act {self.hidden_act!r}; supported: silu")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ConfigError(f"unsupported hidden_act {self.hidden_act!r}; supported: {', '.join(ACTIVATIONS)}")
+        if self.hidden_act != "silu" and any(self.moe_layers):
+            raise ConfigError(f"hidden_act {self.hidden_act!r} is supported in dense MLPs only (experts are SwiGLU)")
+        if not 0 < self.partial_rotary_factor <= 1 or self.rotary_dim < 2 or self.rotary_dim % 2:
+            raise ConfigError(f"partial_rotary_factor {self.partial_rotary_factor} of head_dim {self.head_dim} "
+                              "must leave an even number of rotary dimensions (at least 2)")
+        for name in ("attn_softcap", "final_softcap"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.local_rope is not None and self.local_rope.type == "dynamic":
+            raise ConfigError("dynamic rope scaling is supported for the global layers' rope only")
         if self.qk_norm not in ("none", "head", "full"):
             raise ConfigError(f"unknown qk_norm {self.qk_norm!r}")
         if self.router not in ("softmax_topk", "topk_softmax"):
@@ -133,6 +154,17 @@ class ModelConfig:
         return self.num_kv_heads * self.head_dim
 
     @property
+    def rotary_dim(self) -> int:
+        """The leading dimensions of each head that rope turns (the rest pass through)."""
+        return int(self.head_dim * self.partial_rotary_factor)
+
+    def layer_rope(self, layer: int) -> RopeConfig:
+        """The rope `layer` uses: the local one on sliding-window layers where the model has one."""
+        if self.local_rope is not None and self.sliding_windows[layer] is not None:
+            return self.local_rope
+        return self.rope
+
+    @property
     def max_context(self) -> int:
         """Longest sequence the model serves: rope scaling stretches the pretrained context."""
         r = self.rope
@@ -154,12 +186,18 @@ class ModelConfig:
         check_fields(cfg)
         model_type = cfg.get("model_type")
         parse = FAMILIES.get(model_type)
+        if model_type in NOT_YET:
+            raise ConfigError(
+                f"model_type {model_type!r} ({NOT_YET[model_type]}) is not yet supported; supported families: "
+                f"{', '.join(sorted(FAMILIES))}"
+            )
         if parse is None:
             raise ConfigError(
                 f"unsupported model_type {model_type!r}; supported families: {', '.join(sorted(FAMILIES))}"
             )
         try:
-            return cls(**_common(cfg), **parse(cfg))
+            # a family's own reading of a field (Gemma's activation, tied embeddings) wins over the common one
+            return cls(**{**_common(cfg), **parse(cfg)})
         except KeyError as e:
             raise ConfigError(f"config.json for {model_type!r} is missing the field {e.args[0]!r}") from None
 
@@ -219,6 +257,7 @@ FIELDS: dict[str, Expect] = {
     "original_max_position_embeddings": _integer(1, null=True),
     "tie_word_embeddings": _FLAG,
     "hidden_act": _TEXT,
+    "hidden_activation": Expect("a string", lambda v: isinstance(v, str), null=True),
     "bos_token_id": _TOKEN,
     "eos_token_id": _TOKENS,
     "attention_bias": _FLAG,
@@ -241,6 +280,12 @@ FIELDS: dict[str, Expect] = {
     "embedding_multiplier": _number(),
     "residual_multiplier": _number(),
     "logits_scaling": _number(positive=True),
+    "query_pre_attn_scalar": _number(positive=True),
+    "attn_logit_softcapping": _number(positive=True, null=True),
+    "final_logit_softcapping": _number(positive=True, null=True),
+    "rope_local_base_freq": _number(positive=True),
+    "sliding_window_pattern": _integer(1),
+    "use_bidirectional_attention": Expect(_FLAG.what, _FLAG.ok, null=True),
 }
 
 # The same inside `rope_scaling` / `rope_parameters` (where null means "not given" throughout).
@@ -297,8 +342,10 @@ def _rope(cfg: dict[str, Any]) -> RopeConfig:
     params.update(cfg.get("rope_scaling") or {})
     rope_type = params.get("rope_type", params.get("type", "default"))
     theta = params.get("rope_theta", cfg.get("rope_theta", 10000.0))
-    if params.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 1.0)) != 1.0:
-        raise ConfigError("partial_rotary_factor other than 1.0 is not supported")
+    # transformers reads a Phi-3 "su" or "yarn" rope as longrope
+    if rope_type in ("longrope", "su") or (rope_type == "yarn" and cfg.get("model_type") == "phi3"):
+        raise ConfigError(f"rope scaling {rope_type!r} (longrope: the long-context Phi-3, Phi-3.5 and Phi-4-mini "
+                          f"checkpoints) is not yet supported; supported: {', '.join(ROPE_TYPES)}")
     original = params.get("original_max_position_embeddings", cfg.get("original_max_position_embeddings"))
     if rope_type in ("yarn", "llama3") and original is None:
         original = cfg["max_position_embeddings"]
@@ -315,6 +362,21 @@ def _rope(cfg: dict[str, Any]) -> RopeConfig:
         theta=float(theta), type=rope_type, factor=float(factor),
         original_max_position_embeddings=original, **optional,
     )
+
+
+# Families whose transformers implementation turns only part of each head when the config says so.
+_PARTIAL_ROTARY = ("phi3",)
+
+
+def _partial_rotary(cfg: dict[str, Any]) -> float:
+    params = dict(cfg.get("rope_parameters") or {})
+    params.update(cfg.get("rope_scaling") or {})
+    factor = params.get("partial_rotary_factor")
+    factor = cfg.get("partial_rotary_factor", 1.0) if factor is None else factor
+    if factor != 1.0 and cfg["model_type"] not in _PARTIAL_ROTARY:
+        raise ConfigError(f"partial_rotary_factor other than 1.0 is not supported for {cfg['model_type']!r} "
+                          f"(only for {', '.join(_PARTIAL_ROTARY)})")
+    return float(factor)
 
 
 def _eos(value) -> tuple[int, ...]:
@@ -337,6 +399,7 @@ def _common(cfg: dict[str, Any]) -> dict[str, Any]:
         max_position_embeddings=cfg.get("max_position_embeddings", 2048),
         rms_norm_eps=cfg.get("rms_norm_eps", 1e-6),
         rope=_rope(cfg),
+        partial_rotary_factor=_partial_rotary(cfg),
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         hidden_act=cfg.get("hidden_act", "silu"),
         bos_token_id=cfg.get("bos_token_id"),
@@ -439,6 +502,77 @@ def _granitemoe(cfg):
                 logits_scaling=cfg.get("logits_scaling", 1.0))
 
 
+def _mistral(cfg):
+    # one window for every layer (transformers' Mistral ignores layer_types; Ministral is another family)
+    return dict(moe_layers=_dense(cfg), sliding_windows=(cfg.get("sliding_window") or None,) * cfg["num_hidden_layers"])
+
+
+def _phi3(cfg):
+    # q/k/v and gate/up come fused in the checkpoint (loader.py), in the order the model fuses them
+    return dict(moe_layers=_dense(cfg), sliding_windows=(cfg.get("sliding_window") or None,) * cfg["num_hidden_layers"])
+
+
+def _gemma_windows(cfg, pattern: int) -> tuple[int | None, ...]:
+    # every `pattern`-th layer is global, the others slide (Gemma 2: every other one; Gemma 3: 5 of 6)
+    n = cfg["num_hidden_layers"]
+    types = cfg.get("layer_types")
+    if types is None:
+        types = ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(n)]
+    elif len(types) != n:
+        raise ConfigError(f"field layer_types has {len(types)} entries; expected one per layer "
+                          f"(num_hidden_layers is {n})")
+    window = cfg.get("sliding_window")
+    if window is None and "sliding_attention" in types:
+        raise ConfigError(f"{cfg['model_type']} has sliding-window layers but no sliding_window")
+    return tuple(window if t == "sliding_attention" else None for t in types)
+
+
+def _gemma(cfg, pattern: int, attn_softcap: float | None, final_softcap: float | None) -> dict[str, Any]:
+    if cfg.get("use_bidirectional_attention"):
+        raise ConfigError(f"{cfg['model_type']} with use_bidirectional_attention (an embedding encoder, not a "
+                          "decoder) is not supported")
+    bias = bool(cfg.get("attention_bias", False))
+    return dict(
+        qkv_bias=bias, o_bias=bias, moe_layers=_dense(cfg), sliding_windows=_gemma_windows(cfg, pattern),
+        hidden_act=cfg.get("hidden_activation") or "gelu_pytorch_tanh", norm_weight_offset=1.0,
+        sandwich_norms=True, tie_word_embeddings=bool(cfg.get("tie_word_embeddings", True)),
+        embedding_multiplier=cfg["hidden_size"] ** 0.5, attention_scale=cfg.get("query_pre_attn_scalar", 256) ** -0.5,
+        attn_softcap=cfg.get("attn_logit_softcapping", attn_softcap),
+        final_softcap=cfg.get("final_logit_softcapping", final_softcap),
+    )
+
+
+def _gemma2(cfg):
+    return _gemma(cfg, 2, attn_softcap=50.0, final_softcap=30.0)
+
+
+def _gemma3_text(cfg):
+    # transformers' Gemma 3 attention takes no soft-capping, whatever the config says: refuse rather than guess
+    if cfg.get("attn_logit_softcapping") is not None:
+        raise ConfigError("gemma3_text with attn_logit_softcapping is not supported (Gemma 3 has no attention "
+                          "soft-capping; transformers ignores it)")
+    rope, local_rope = _gemma3_ropes(cfg)
+    return dict(**_gemma(cfg, cfg.get("sliding_window_pattern", 6), attn_softcap=None, final_softcap=None),
+                qk_norm="head", rope=rope, local_rope=local_rope)
+
+
+def _gemma3_ropes(cfg) -> tuple[RopeConfig, RopeConfig]:
+    """(global, local) ropes: v5 keeps one rope_parameters entry per layer type; v4 has rope_theta and
+    rope_scaling for the global layers and rope_local_base_freq for the sliding ones."""
+    params = cfg.get("rope_parameters") or {}
+    if "full_attention" in params or "sliding_attention" in params:
+        ropes = []
+        for kind, theta in (("full_attention", 1e6), ("sliding_attention", 1e4)):
+            one = params.get(kind) or {}
+            if not isinstance(one, dict):
+                raise ConfigError(f"field rope_parameters.{kind} is not an object")
+            _check(one, ROPE_FIELDS, f"rope_parameters.{kind}.")
+            ropes.append(_rope({**cfg, "rope_parameters": {"rope_theta": theta, **one}, "rope_scaling": None}))
+        return ropes[0], ropes[1]
+    glob = _rope({**cfg, "rope_theta": cfg.get("rope_theta", 1e6)})
+    return glob, RopeConfig(theta=float(cfg.get("rope_local_base_freq", 1e4)))
+
+
 FAMILIES = {
     "llama": _llama,
     "qwen2": _qwen2,
@@ -448,4 +582,17 @@ FAMILIES = {
     "qwen3_moe": _qwen3_moe,
     "olmoe": _olmoe,
     "granitemoe": _granitemoe,
+    "mistral": _mistral,
+    "phi3": _phi3,
+    "gemma2": _gemma2,
+    "gemma3_text": _gemma3_text,
+}
+
+# Families people ask for that need what the engine does not have yet: refused by name, never approximated.
+NOT_YET = {
+    "gpt_oss": "gpt-oss: attention sinks and clamped SwiGLU experts",
+    "deepseek_v2": "DeepSeek-V2: multi-head latent attention",
+    "deepseek_v3": "DeepSeek-V3: multi-head latent attention",
+    "gemma3": "Gemma 3 with vision, its language model nested under text_config; the text-only gemma3_text is "
+              "supported",
 }

@@ -11,8 +11,10 @@ values into their slots with the kernel `KVPool.write` uses, and its attention r
 
 Applied as a pass over the plain model, like the CUDA graphs: `FusedDecode(model).layers` stands in for
 `model.layers` in `Model.in_slices`. A block runs fused only where it is what the C code computes: float32
-weights on the CPU, plain `Linear` projections (no LoRA or int8 wrapper), no qkv clipping, and for the MLP a
-routed MoE without a shared expert; anything else runs its modules. That is decided when the pass is built
+weights on the CPU, plain `Linear` projections (no LoRA or int8 wrapper), no qkv clipping, rope over whole heads
+from the model's one rope table, no attention soft-capping and no norm on the block's output (so Phi-3's partial
+rotary and every Gemma 2/3 layer run their modules), and for the MLP a routed MoE without a shared expert;
+anything else runs its modules. That is decided when the pass is built
 (checking every call cost 0.15 ms a step); the engine builds it again when LoRA wraps a projection
 (`LoRAManager.version` moves), as it drops its CUDA graphs. Prefill and mixed steps always run the modules.
 """
@@ -25,7 +27,7 @@ from swarm.kernels import registry
 from swarm.kernels.native import ops as native
 from swarm.runtime.block_pool import KVPool
 from swarm.runtime.kv import PagedBatch
-from swarm.runtime.model import Attention, DecoderLayer, Linear, Model, MoE, RMSNorm
+from swarm.runtime.model import DecoderLayer, Linear, Model, MoE, RMSNorm
 
 
 def _plain(*modules) -> bool:
@@ -33,15 +35,20 @@ def _plain(*modules) -> bool:
     return all(type(m) in (Linear, RMSNorm) for m in modules)
 
 
-def _attention_fusable(attn: Attention, norm: RMSNorm) -> bool:
+def _attention_fusable(layer: DecoderLayer, table: int) -> bool:
+    """`table`: the index of the rope table the layer reads (the fused step holds only the first one)."""
+    attn, norm = layer.attn, layer.attn_norm
     norms = (attn.q_norm, attn.k_norm) if attn.qk_norm != "none" else ()
-    return (attn.clip is None and attn.H <= native.MAX_HEADS and _plain(norm, attn.qkv, attn.o_proj, *norms)
+    return (attn.clip is None and attn.softcap is None and attn.rotary_dim == attn.d and table == 0
+            and layer.attn_out_norm is None and attn.H <= native.MAX_HEADS
+            and _plain(norm, attn.qkv, attn.o_proj, *norms)
             and all(map(native.fits, (norm.weight, attn.qkv.weight, attn.qkv.bias, attn.o_proj.weight,
                                       attn.o_proj.bias, *(n.weight for n in norms)))))
 
 
-def _moe_fusable(mlp: torch.nn.Module, norm: RMSNorm) -> bool:
-    return (type(mlp) is MoE and mlp.shared is None and _plain(norm, mlp.router)
+def _moe_fusable(layer: DecoderLayer) -> bool:
+    mlp, norm = layer.mlp, layer.mlp_norm
+    return (type(mlp) is MoE and mlp.shared is None and layer.mlp_out_norm is None and _plain(norm, mlp.router)
             and mlp.router.bias is None and all(map(native.fits, (norm.weight, mlp.router.weight, mlp.gate_up,
                                                                    mlp.down))))
 
@@ -50,18 +57,18 @@ class FusedLayer:
     """A decoder layer's `attend` and `feed_forward` for decode-only steps, each one native call where the block
     can be fused and its modules otherwise. Updates x in place."""
 
-    def __init__(self, layer: DecoderLayer, owner: FusedDecode, pool: KVPool):
+    def __init__(self, layer: DecoderLayer, owner: FusedDecode, pool: KVPool, table: int = 0):
         self.layer, self.owner = layer, owner
         a, norm, m = layer.attn, layer.attn_norm, layer.mlp
         self.attention = self.moe = None  # the blocks' native structs, built once (None: run the modules)
-        if _attention_fusable(a, norm):
+        if _attention_fusable(layer, table):
             normed = a.qk_norm != "none"
             self.attention = native.attention_layer(
                 norm.weight, norm.eps, a.qkv.weight, a.qkv.bias, a.H, a.qk_norm, a.q_norm.weight if normed else None,
                 a.k_norm.weight if normed else None, a.q_norm.eps if normed else 0.0, pool.k[a.layer],
                 pool.v[a.layer], a.scale, a.o_proj.weight, a.o_proj.bias, layer.residual_multiplier,
                 *pool.scales(a.layer))
-        if _moe_fusable(m, layer.mlp_norm):
+        if _moe_fusable(layer):
             self.moe = native.moe_layer(layer.mlp_norm.weight, layer.mlp_norm.eps, m.router.weight, m.top_k, m.mode,
                                         m.renormalize, m.gate_up, m.down, layer.residual_multiplier)
 
@@ -85,7 +92,8 @@ class FusedDecode:
 
     def __init__(self, model: Model, pool: KVPool, version: int = 0):
         self.version = version  # the LoRAManager.version the blocks were chosen at
-        self.layers = [FusedLayer(layer, self, pool) for layer in model.layers]
+        self.layers = [FusedLayer(layer, self, pool, table) for layer, table in zip(model.layers, model.layer_tables,
+                                                                                     strict=True)]
         self._step: native.DecodeStep | None = None
         self._for: tuple = (None, None)  # the (x, batch) it was built for, held so neither id can be reused
 
@@ -107,8 +115,8 @@ class FusedDecode:
         registry picks there (not with SWARM_KERNELS=torch)."""
         if device.type != "cpu" or registry.backend_for(device) != "native":
             return False
-        return any(_attention_fusable(layer.attn, layer.attn_norm) or _moe_fusable(layer.mlp, layer.mlp_norm)
-                   for layer in model.layers)
+        return any(_attention_fusable(layer, table) or _moe_fusable(layer)
+                   for layer, table in zip(model.layers, model.layer_tables, strict=True))
 
     @staticmethod
     def accepts(kv: PagedBatch) -> bool:

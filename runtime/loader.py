@@ -42,6 +42,7 @@ class Part:
 
     name: str
     shape: tuple[int, ...]
+    offset: float = 0.0  # added to the stored values at load (Gemma stores norm weights as their offset from 1)
 
 
 def read_json(path: Path, error: type[Exception] = CheckpointError) -> dict:
@@ -99,18 +100,37 @@ def checkpoint_files(folder: Path) -> list[Path]:
     return files
 
 
+def _norm(cfg: ModelConfig, name: str, size: int) -> list[Part]:
+    return [Part(name, (size,), cfg.norm_weight_offset)]
+
+
+def _layer_norms(cfg: ModelConfig, i: int) -> dict[str, list[Part]]:
+    D, p, ours = cfg.hidden_size, f"model.layers.{i}.", f"layers.{i}."
+    if cfg.sandwich_norms:  # Gemma: post_attention_layernorm is the attention output's norm
+        return {
+            ours + "attn_norm.weight": _norm(cfg, p + "input_layernorm.weight", D),
+            ours + "attn_out_norm.weight": _norm(cfg, p + "post_attention_layernorm.weight", D),
+            ours + "mlp_norm.weight": _norm(cfg, p + "pre_feedforward_layernorm.weight", D),
+            ours + "mlp_out_norm.weight": _norm(cfg, p + "post_feedforward_layernorm.weight", D),
+        }
+    return {
+        ours + "attn_norm.weight": _norm(cfg, p + "input_layernorm.weight", D),
+        ours + "mlp_norm.weight": _norm(cfg, p + "post_attention_layernorm.weight", D),
+    }
+
+
 def _layer_parts(cfg: ModelConfig, i: int) -> dict[str, list[Part]]:
     D, q, kv = cfg.hidden_size, cfg.q_size, cfg.kv_size
     p = f"model.layers.{i}."
     a = p + "self_attn."
-    parts: dict[str, list[Part]] = {
-        f"layers.{i}.attn_norm.weight": [Part(p + "input_layernorm.weight", (D,))],
-        f"layers.{i}.mlp_norm.weight": [Part(p + "post_attention_layernorm.weight", (D,))],
-        f"layers.{i}.attn.qkv.weight": [
+    parts = _layer_norms(cfg, i)
+    if cfg.model_type == "phi3":  # q, k and v already fused in the checkpoint, in our order
+        parts[f"layers.{i}.attn.qkv.weight"] = [Part(a + "qkv_proj.weight", (q + 2 * kv, D))]
+    else:
+        parts[f"layers.{i}.attn.qkv.weight"] = [
             Part(a + "q_proj.weight", (q, D)), Part(a + "k_proj.weight", (kv, D)), Part(a + "v_proj.weight", (kv, D))
-        ],
-        f"layers.{i}.attn.o_proj.weight": [Part(a + "o_proj.weight", (D, q))],
-    }
+        ]
+    parts[f"layers.{i}.attn.o_proj.weight"] = [Part(a + "o_proj.weight", (D, q))]
     if cfg.qkv_bias:
         parts[f"layers.{i}.attn.qkv.bias"] = [
             Part(a + "q_proj.bias", (q,)), Part(a + "k_proj.bias", (kv,)), Part(a + "v_proj.bias", (kv,))
@@ -119,10 +139,14 @@ def _layer_parts(cfg: ModelConfig, i: int) -> dict[str, list[Part]]:
         parts[f"layers.{i}.attn.o_proj.bias"] = [Part(a + "o_proj.bias", (D,))]
     if cfg.qk_norm != "none":
         qn, kn = (cfg.head_dim, cfg.head_dim) if cfg.qk_norm == "head" else (q, kv)
-        parts[f"layers.{i}.attn.q_norm.weight"] = [Part(a + "q_norm.weight", (qn,))]
-        parts[f"layers.{i}.attn.k_norm.weight"] = [Part(a + "k_norm.weight", (kn,))]
+        parts[f"layers.{i}.attn.q_norm.weight"] = _norm(cfg, a + "q_norm.weight", qn)
+        parts[f"layers.{i}.attn.k_norm.weight"] = _norm(cfg, a + "k_norm.weight", kn)
     if cfg.moe_layers[i]:
         parts.update(_moe_parts(cfg, i))
+    elif cfg.model_type == "phi3":  # gate and up already fused in the checkpoint, gate first as ours
+        I = cfg.intermediate_size
+        parts[f"layers.{i}.mlp.gate_up.weight"] = [Part(p + "mlp.gate_up_proj.weight", (2 * I, D))]
+        parts[f"layers.{i}.mlp.down.weight"] = [Part(p + "mlp.down_proj.weight", (D, I))]
     else:
         parts.update(_mlp_parts(f"layers.{i}.mlp.", p + "mlp.", D, cfg.intermediate_size, cfg.mlp_bias))
     return parts
@@ -173,7 +197,7 @@ def parameter_parts(cfg: ModelConfig) -> dict[str, list[Part]]:
     """Our parameter name -> the checkpoint tensors it is assembled from, in order."""
     parts = {
         "embed.weight": [Part("model.embed_tokens.weight", (cfg.vocab_size, cfg.hidden_size))],
-        "norm.weight": [Part("model.norm.weight", (cfg.hidden_size,))],
+        "norm.weight": _norm(cfg, "model.norm.weight", cfg.hidden_size),
     }
     if not cfg.tie_word_embeddings:
         parts["lm_head.weight"] = [Part("lm_head.weight", (cfg.vocab_size, cfg.hidden_size))]
@@ -248,6 +272,8 @@ class TensorSource:
         """The tensor of `part` in `dtype`, refused if it holds (or the conversion makes) NaN or inf."""
         t, nbytes = self.read(part.name)
         out = t.to(dtype)
+        if part.offset:
+            out = out + part.offset
         # NaN or inf weights make every output NaN, which decodes as silence: refuse them by name instead.
         if out.is_floating_point() and not all_finite(out):
             why = ("holds NaN or infinite values (a diverged training run or a corrupt file?)" if not all_finite(t)

@@ -1,5 +1,5 @@
-"""One decoder for every supported family: Llama/Qwen2/Qwen3 (dense), Mixtral,
-Qwen2-MoE, Qwen3-MoE, OLMoE and Granite-MoE.
+"""One decoder for every supported family: Llama/Mistral/Qwen2/Qwen3/Phi-3 and
+Gemma 2/3 (dense), Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE and Granite-MoE.
 
 The model works on a flat batch of tokens from many sequences (no padding):
 `forward(input_ids [T], positions [T], kv)`, where `kv` stores keys and values
@@ -57,7 +57,7 @@ class Attention(nn.Module):
         super().__init__()
         self.layer, self.window, self.scale = layer, cfg.sliding_windows[layer], cfg.scale
         self.H, self.G, self.d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        self.clip = cfg.clip_qkv
+        self.clip, self.softcap, self.rotary_dim = cfg.clip_qkv, cfg.attn_softcap, cfg.rotary_dim
         # q, k and v share one matmul: [q_size + 2 kv_size, D]
         self.qkv = Linear(cfg.hidden_size, cfg.q_size + 2 * cfg.kv_size, bias=cfg.qkv_bias)
         self.o_proj = Linear(cfg.q_size, cfg.hidden_size, bias=cfg.o_bias)
@@ -80,22 +80,35 @@ class Attention(nn.Module):
         if self.qk_norm == "head":
             q, k = self.q_norm(q), self.k_norm(k)
         (rotary,) = kernels(self, x.device, "rotary")  # may rotate in place: q and k are this call's own
-        q, k = rotary(q, cos, sin), rotary(k, cos, sin)
-        out = kv.attend(self.layer, q, k, v, self.scale, self.window)  # [T, H, d]
+        if self.rotary_dim == self.d:
+            q, k = rotary(q, cos, sin), rotary(k, cos, sin)
+        else:  # partial rotary (Phi-3): the first rotary_dim dims of each head turn, the rest pass through
+            r = self.rotary_dim
+            q = torch.cat((rotary(q[..., :r].contiguous(), cos, sin), q[..., r:]), dim=-1)
+            k = torch.cat((rotary(k[..., :r].contiguous(), cos, sin), k[..., r:]), dim=-1)
+        out = kv.attend(self.layer, q, k, v, self.scale, self.window, self.softcap)  # [T, H, d]
         return self.o_proj(out.reshape(T, self.H * self.d))
 
 
-class MLP(nn.Module):
-    """SwiGLU with gate and up fused into one matmul: gate_up [2I, D]."""
+def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
 
-    def __init__(self, hidden: int, width: int, bias: bool = False):
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"silu": F.silu, "gelu_pytorch_tanh": _gelu_tanh}
+
+
+class MLP(nn.Module):
+    """SwiGLU (GeGLU for Gemma) with gate and up fused into one matmul: gate_up [2I, D]."""
+
+    def __init__(self, hidden: int, width: int, bias: bool = False, act: str = "silu"):
         super().__init__()
         self.gate_up = Linear(hidden, 2 * width, bias=bias)
         self.down = Linear(width, hidden, bias=bias)
+        self.act = ACTIVATIONS[act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g, u = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(F.silu(g) * u)
+        return self.down(self.act(g) * u)
 
 
 class MoE(nn.Module):
@@ -138,17 +151,24 @@ class DecoderLayer(nn.Module):
         if cfg.moe_layers[layer]:
             self.mlp = MoE(cfg)
         else:
-            self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias)
+            self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias, cfg.hidden_act)
+        # Gemma's sandwich: each block's output is normed too, before the residual add
+        self.attn_out_norm = self.mlp_out_norm = None
+        if cfg.sandwich_norms:
+            self.attn_out_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+            self.mlp_out_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.residual_multiplier = cfg.residual_multiplier
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: PagedBatch) -> torch.Tensor:
         return self.feed_forward(self.attend(x, cos, sin, kv))
 
     def attend(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: PagedBatch) -> torch.Tensor:
-        return self._residual(x, self.attn(self.attn_norm(x), cos, sin, kv))
+        y = self.attn(self.attn_norm(x), cos, sin, kv)
+        return self._residual(x, y if self.attn_out_norm is None else self.attn_out_norm(y))
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._residual(x, self.mlp(self.mlp_norm(x)))
+        y = self.mlp(self.mlp_norm(x))
+        return self._residual(x, y if self.mlp_out_norm is None else self.mlp_out_norm(y))
 
     def _residual(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return x + y if self.residual_multiplier == 1 else x + y * self.residual_multiplier
@@ -164,7 +184,12 @@ class Model(nn.Module):
         self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.embed.weight
-        self.rotary = Rotary(cfg.rope, cfg.head_dim, cfg.max_position_embeddings)
+        self.rotary = Rotary(cfg.rope, cfg.rotary_dim, cfg.max_position_embeddings)
+        # Gemma 3's sliding-window layers turn by their own rope: each layer reads its table by index
+        self.local_rotary = None
+        if cfg.local_rope is not None:
+            self.local_rotary = Rotary(cfg.local_rope, cfg.rotary_dim, cfg.max_position_embeddings)
+        self.layer_tables = tuple(int(cfg.layer_rope(i) is not cfg.rope) for i in range(cfg.num_layers))
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv: PagedBatch) -> torch.Tensor:
         """input_ids, positions [T] -> final hidden states [T, D]."""
@@ -186,10 +211,12 @@ class Model(nn.Module):
             x = x * self.cfg.embedding_multiplier
         # only dynamic RoPE needs the longest position (reading it back would stall a GPU)
         seq_len = int(positions.max()) + 1 if self.rotary.rope.type == "dynamic" else None
-        cos, sin = self.rotary.cos_sin(positions, seq_len=seq_len)  # [T, d]
+        tables = [self.rotary.cos_sin(positions, seq_len=seq_len)]  # (cos, sin) [T, rotary_dim] each
+        if self.local_rotary is not None:
+            tables.append(self.local_rotary.cos_sin(positions))
         layers = self.layers if layers is None else layers
         for i, layer in enumerate(layers):
-            x = layer.attend(x, cos, sin, kv)
+            x = layer.attend(x, *tables[self.layer_tables[i]], kv)
             yield None
             x = layer.feed_forward(x)
             if i < len(layers) - 1:
@@ -201,4 +228,6 @@ class Model(nn.Module):
         logits = self.lm_head(hidden)
         if self.cfg.logits_scaling != 1:
             logits = logits / self.cfg.logits_scaling
+        if self.cfg.final_softcap is not None:
+            logits = torch.tanh(logits / self.cfg.final_softcap) * self.cfg.final_softcap
         return logits.float()

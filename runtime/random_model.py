@@ -71,6 +71,10 @@ def tiny_config(family: str = "qwen3_moe", vocab_size: int = 512, hidden_size: i
         cfg.update(num_experts=num_experts, num_experts_per_tok=top_k)
     if family == "qwen3_moe" or family == "qwen3":
         cfg["head_dim"] = hidden_size // num_heads
+    if family in ("gemma2", "gemma3_text"):  # every other layer slides, over a window shorter than most prompts
+        cfg.update(head_dim=hidden_size // num_heads, hidden_activation="gelu_pytorch_tanh", sliding_window=16,
+                   query_pre_attn_scalar=hidden_size // num_heads, tie_word_embeddings=True,
+                   layer_types=["full_attention" if i % 2 else "sliding_attention" for i in range(num_layers)])
     return cfg
 
 
@@ -85,7 +89,7 @@ def write_random_model(folder: str | Path, config: dict | None = None, seed: int
     for parts in parameter_parts(cfg).values():
         for part in parts:
             if part.name.endswith("norm.weight") or part.name.endswith("layernorm.weight"):
-                tensors[part.name] = 1.0 + 0.1 * torch.randn(part.shape, generator=gen)
+                tensors[part.name] = 1.0 - part.offset + 0.1 * torch.randn(part.shape, generator=gen)
             else:
                 tensors[part.name] = std * torch.randn(part.shape, generator=gen)
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})

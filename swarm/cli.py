@@ -415,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("random-model", help="write a small random-weight model folder (for trying the runtime)")
     r.add_argument("out")
     r.add_argument("--family", default="qwen3_moe",
-                   choices=["llama", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "granitemoe"])
+                   choices=["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "mixtral",
+                            "qwen2_moe", "qwen3_moe", "olmoe", "granitemoe"])
     r.add_argument("--vocab", type=int, default=512)
     r.add_argument("--hidden", type=int, default=64)
     r.add_argument("--layers", type=int, default=2)

@@ -40,7 +40,7 @@ def hf_tensors(model: Model, dtype: torch.dtype = torch.float16) -> dict[str, to
             pieces = value.split([p.shape[0] for p in parts]) if len(parts) > 1 else [value]
         for part, piece in zip(parts, pieces, strict=True):
             assert tuple(piece.shape) == part.shape, (part.name, piece.shape, part.shape)
-            out[part.name] = piece.to(dtype).contiguous()
+            out[part.name] = (piece - part.offset if part.offset else piece).to(dtype).contiguous()
     return out
 
 

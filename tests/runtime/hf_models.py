@@ -31,6 +31,18 @@ def family_configs():
         "granitemoe": ("GraniteMoeConfig", dict(
             intermediate_size=40, num_local_experts=6, num_experts_per_tok=2, embedding_multiplier=2.0,
             attention_multiplier=0.3, residual_multiplier=0.5, logits_scaling=2.5)),
+        "mistral": ("MistralConfig", dict(intermediate_size=96, head_dim=24, sliding_window=8)),
+        "phi3": ("Phi3Config", dict(intermediate_size=96, sliding_window=12,
+                                    rope_parameters={"rope_type": "default", "rope_theta": 500.0,
+                                                     "partial_rotary_factor": 0.5})),
+        "gemma2": ("Gemma2Config", dict(
+            intermediate_size=96, num_hidden_layers=3, head_dim=24, sliding_window=8, query_pre_attn_scalar=20,
+            attn_logit_softcapping=3.0, final_logit_softcapping=5.0)),
+        "gemma3_text": ("Gemma3TextConfig", dict(
+            intermediate_size=96, num_hidden_layers=3, head_dim=24, sliding_window=8, sliding_window_pattern=2,
+            query_pre_attn_scalar=20, final_logit_softcapping=5.0,
+            rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1000.0},
+                             "sliding_attention": {"rope_type": "default", "rope_theta": 50.0}})),
     }
 
 

@@ -120,7 +120,8 @@ def test_every_field_the_reader_takes_is_checked():
     read = set(re.findall(r"""(?:cfg|params)(?:\.get\(|\[)["'](\w+)["']""", source))
     assert read and read <= set(config_mod.FIELDS) | set(config_mod.ROPE_FIELDS), read - set(config_mod.FIELDS)
     # ... and each expectation is enforced: a list of lists fits no field
-    for family in ("qwen3_moe", "llama", "mixtral", "qwen2_moe", "olmoe", "granitemoe"):
+    for family in ("qwen3_moe", "llama", "mixtral", "qwen2_moe", "olmoe", "granitemoe", "mistral", "phi3",
+                   "gemma2", "gemma3_text"):
         base = tiny_config(family)
         for field in config_mod.FIELDS:
             with pytest.raises(CheckpointError, match=f"field {field} is"):

@@ -44,7 +44,8 @@ def test_unsupported_model_type_names_it_and_the_supported_families(model_dir):
     with pytest.raises(ConfigError) as e:
         Engine.from_pretrained(model_dir)
     assert "'gpt_neox'" in str(e.value)
-    for family in ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "granitemoe", "llama", "qwen2", "qwen3"):
+    for family in ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "granitemoe", "llama", "qwen2", "qwen3", "mistral",
+                   "phi3", "gemma2", "gemma3_text"):
         assert family in str(e.value)
 
 

@@ -20,6 +20,7 @@ FAMILIES = {  # family -> (config changes, fused blocks per layer: attention, Mo
                     "logits_scaling": 1.5}, (True, True)),  # top-k on the logits, scalar multipliers
     "qwen2_moe": ({"shared_expert_intermediate_size": 96}, (True, False)),  # qkv bias; a shared expert
     "qwen2": ({}, (True, False)),  # dense MLP
+    "mistral": ({"sliding_window": 7}, (True, False)),  # every layer windowed
     "olmoe_clip": ({"clip_qkv": 0.5}, (False, True)),
 }
 
@@ -78,6 +79,21 @@ def test_fused_decode_equals_the_modules(tmp_path_factory, monkeypatch, name):
     attention, moe = FAMILIES[name][1]
     steps, layers = len(logits), fused.config.num_layers
     assert calls == {"attention": steps * layers * attention, "moe": steps * layers * moe}
+
+
+@pytest.mark.parametrize("family, changes", [
+    ("gemma2", {}),  # norms on each block's output, soft-capped attention
+    ("gemma3_text", {}),  # the same norms, and two rope tables
+    ("phi3", {"partial_rotary_factor": 0.5}),  # rope over part of each head
+])
+def test_blocks_the_c_code_does_not_compute_are_never_fused(tmp_path_factory, monkeypatch, family, changes):
+    cfg = tiny_config(family, vocab_size=384, hidden_size=64, num_heads=4, num_kv_heads=2)
+    engine = Engine.from_pretrained(write_random_model(tmp_path_factory.mktemp(family), {**cfg, **changes}))
+    assert engine.fused is None  # decided at load: no layer has a block the native code reproduces
+    tokens, logits, calls = _decode_logits(engine, monkeypatch)
+    assert calls == {"attention": 0, "moe": 0} and len(logits) > 0
+    plain = Engine.from_pretrained(engine.source, config=EngineConfig(fused_decode=False))
+    assert tokens == _decode_logits(plain, monkeypatch)[0]
 
 
 def test_expert_load_is_counted_when_fused(tmp_path_factory):

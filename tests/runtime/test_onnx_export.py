@@ -122,6 +122,11 @@ FAMILIES = {  # family -> config changes that exercise its quirks
     "olmoe": dict(clip_qkv=0.3),
     "granitemoe": dict(embedding_multiplier=2.0, residual_multiplier=0.6, logits_scaling=1.5,
                        attention_multiplier=0.2),
+    "mistral": dict(sliding_window=4),
+    "phi3": dict(partial_rotary_factor=0.5, sliding_window=5),
+    "gemma2": dict(sliding_window=4, attn_logit_softcapping=2.0, final_logit_softcapping=3.0),
+    "gemma3_text": dict(sliding_window=4, rope_local_base_freq=100.0, rope_scaling={"rope_type": "linear",
+                                                                                    "factor": 2.0}),
 }
 
 
