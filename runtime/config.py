@@ -118,7 +118,8 @@ class ModelConfig:
             raise ConfigError(f"unsupported hidden_act {self.hidden_act!r}; supported: {', '.join(ACTIVATIONS)}")
         if self.hidden_act != "silu" and any(self.moe_layers):
             raise ConfigError(f"hidden_act {self.hidden_act!r} is supported in dense MLPs only (experts are SwiGLU)")
-        if not 0 < self.partial_rotary_factor <= 1 or self.rotary_dim < 2 or self.rotary_dim % 2:
+        if self.partial_rotary_factor != 1 and not (0 < self.partial_rotary_factor < 1 and self.rotary_dim >= 2
+                                                    and self.rotary_dim % 2 == 0):
             raise ConfigError(f"partial_rotary_factor {self.partial_rotary_factor} of head_dim {self.head_dim} "
                               "must leave an even number of rotary dimensions (at least 2)")
         for name in ("attn_softcap", "final_softcap"):
