@@ -5,8 +5,10 @@ tensors are offered under the Hugging Face checkpoint names `loader.parameter_pa
 model is assembled, shape-checked and NaN-checked by the same code as a checkpoint folder. Quantised
 tensors (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K-Q6_K) are dequantised to float at load with the `gguf`
 package's own block decoders. Families: llama (Llama, SmolLM2; with experts, Mixtral), qwen2, qwen3,
-qwen2moe, qwen3moe. Anything the file holds that the model has no place for, and any metadata that would
-change the computation in a way the engine does not follow, is refused by name.
+qwen2moe, qwen3moe, phi3. Anything the file holds that the model has no place for, and any metadata that would
+change the computation in a way the engine does not follow, is refused by name. Gemma 2 and 3 files are
+refused: llama.cpp does not store their attention scale (query_pre_attn_scalar) nor Gemma 3's local rope base
+and layer pattern, but infers them from the model's size, and guessing them here could load a wrong model.
 
 llama.cpp's converter reorders the rows of each attention head's q and k projections in llama-family
 files (its rope pairs adjacent dimensions, Hugging Face's pairs the two halves); they are put back here.
@@ -29,7 +31,7 @@ from swarm.runtime.loader import Progress, TensorSource, few_names
 
 # general.architecture -> model_type; a llama file with experts is Mixtral
 ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2moe": "qwen2_moe",
-                 "qwen3moe": "qwen3_moe"}
+                 "qwen3moe": "qwen3_moe", "phi3": "phi3"}
 # families whose q/k rows llama.cpp's converter permutes for its adjacent-pair rope
 _PERMUTED = ("llama", "mixtral")
 TENSOR_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K",
@@ -128,9 +130,16 @@ def hf_config(f: GGUFFile) -> dict[str, Any]:
     if get("attention.value_length", head_dim) != head_dim:
         raise ConfigError(f"{f.path}: key and value heads of different widths are not supported")
     heads, hidden = get("attention.head_count"), get("embedding_length")
-    rotary = get("rope.dimension_count", None)
-    if rotary is not None and rotary != (head_dim or hidden // max(heads, 1)):
-        raise ConfigError(f"{f.path}: rope over {rotary} of each head's dimensions (partial rotary) is not supported")
+    rotary, whole = get("rope.dimension_count", None), head_dim or hidden // max(heads, 1)
+    partial = None
+    if rotary is not None and rotary != whole:
+        if arch != "phi3" or int(whole * (rotary / whole)) != rotary:
+            raise ConfigError(f"{f.path}: rope over {rotary} of each head's {whole} dimensions (partial rotary) is "
+                              f"supported for phi3 only")
+        partial = rotary / whole
+    if {"rope_factors_long.weight", "rope_factors_short.weight"} & set(f.tensors):
+        raise ConfigError(f"{f.path}: longrope rope scaling (rope_factors_long/short: the long-context Phi-3, "
+                          "Phi-3.5 and Phi-4-mini files) is not yet supported")
     tokens = f.get("tokenizer.ggml.tokens", None)
     eos = [f.get(k) for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id") if k in f.metadata]
     cfg: dict[str, Any] = {
@@ -169,6 +178,10 @@ def hf_config(f: GGUFFile) -> dict[str, Any]:
     if model_type == "llama":
         cfg["attention_bias"] = "blk.0.attn_q.bias" in f.tensors
         cfg["mlp_bias"] = "blk.0.ffn_down.bias" in f.tensors
+    if model_type == "phi3":
+        cfg["sliding_window"] = get("attention.sliding_window", None)
+        if partial is not None:
+            cfg["partial_rotary_factor"] = partial
     if experts:
         _experts(f, arch, model_type, get, cfg)
     return cfg
@@ -218,12 +231,15 @@ _LAYER = {
     "ffn_norm.weight": "post_attention_layernorm.weight",
     **{f"attn_{g}.{w}": f"self_attn.{h}_proj.{w}" for g, h in (("q", "q"), ("k", "k"), ("v", "v"), ("output", "o"))
        for w in ("weight", "bias")},
+    "attn_qkv.weight": "self_attn.qkv_proj.weight",  # Phi-3's fused q, k, v
     "attn_q_norm.weight": "self_attn.q_norm.weight",
     "attn_k_norm.weight": "self_attn.k_norm.weight",
     **{f"ffn_{p}.{w}": f"mlp.{p}_proj.{w}" for p in ("gate", "up", "down") for w in ("weight", "bias")},
     **{f"ffn_{p}_shexp.weight": f"mlp.shared_expert.{p}_proj.weight" for p in ("gate", "up", "down")},
     "ffn_gate_inp_shexp.weight": "mlp.shared_expert_gate.weight",
 }
+# Phi-3's ffn_up holds gate and up fused (gate first), as its Hugging Face gate_up_proj does
+_PHI3_LAYER = {**_LAYER, "ffn_up.weight": "mlp.gate_up_proj.weight"}
 _GLOBAL = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
            "output.weight": "lm_head.weight"}
 _BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")
@@ -249,6 +265,7 @@ def tensor_map(f: GGUFFile, cfg: ModelConfig) -> dict[str, _Source]:
     expert_names = {"gate": "w1", "up": "w3", "down": "w2"} if mixtral else {
         p: f"{p}_proj" for p in ("gate", "up", "down")}
     permute = cfg.model_type in _PERMUTED
+    layer_names = _layer_names(cfg)
     out: dict[str, _Source] = {}
     for name in f.tensors:
         if name in _GLOBAL:
@@ -260,14 +277,14 @@ def tensor_map(f: GGUFFile, cfg: ModelConfig) -> dict[str, _Source]:
             continue
         i, rest = m.groups()
         p = f"model.layers.{i}."
-        if rest in _LAYER:
+        if rest in layer_names:
             heads = 0
             if permute and rest.startswith(("attn_q.", "attn_k.")):
                 heads = cfg.num_heads if rest.startswith("attn_q.") else cfg.num_kv_heads
             shape = None
             if rest == "ffn_gate_inp_shexp.weight":
                 shape = (1, cfg.hidden_size)
-            out[p + _LAYER[rest]] = _Source(name, heads=heads, shape=shape)
+            out[p + layer_names[rest]] = _Source(name, heads=heads, shape=shape)
         elif rest == "ffn_gate_inp.weight":
             out[f"{p}{moe}.gate.weight"] = _Source(name)
         elif (e := _EXPERTS.match(rest)) is not None:
@@ -278,6 +295,10 @@ def tensor_map(f: GGUFFile, cfg: ModelConfig) -> dict[str, _Source]:
         else:
             out[name] = _Source(name)
     return out
+
+
+def _layer_names(cfg: ModelConfig) -> dict[str, str]:
+    return _PHI3_LAYER if cfg.model_type == "phi3" else _LAYER
 
 
 def _unpermute(w: torch.Tensor, heads: int) -> torch.Tensor:
@@ -320,7 +341,7 @@ class _GGUFTensors(TensorSource):
             return f"blk.{i}.ffn_{part}_exps.weight"
         if rest.endswith(".gate.weight"):
             return f"blk.{i}.ffn_gate_inp.weight"
-        return f"blk.{i}." + {v: k for k, v in _LAYER.items()}.get(rest, rest)
+        return f"blk.{i}." + {v: k for k, v in _layer_names(self.cfg).items()}.get(rest, rest)
 
     def label(self, name: str) -> str:
         src = self.map[name]

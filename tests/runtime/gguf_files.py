@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 GLOBAL = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
           "lm_head.weight": "output.weight"}
 ARCH = {"llama": "llama", "mixtral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2_moe": "qwen2moe",
-        "qwen3_moe": "qwen3moe"}
+        "qwen3_moe": "qwen3moe", "phi3": "phi3"}
 # block scale fields (f16) of the K-quants: byte offset in a block, the weights scale with them
 K_SCALES = {"Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,)}
 
@@ -37,6 +37,7 @@ def _layer_names(model_type: str) -> dict[str, str]:
         **{f"mlp.shared_expert.{p}_proj.weight": f"ffn_{p}_shexp.weight" for p in ("gate", "up", "down")},
         "mlp.shared_expert_gate.weight": "ffn_gate_inp_shexp.weight",
         f"{moe}.gate.weight": "ffn_gate_inp.weight",
+        "self_attn.qkv_proj.weight": "attn_qkv.weight", "mlp.gate_up_proj.weight": "ffn_up.weight",  # Phi-3
     }
     return names
 
@@ -142,7 +143,10 @@ def write_gguf(folder: Path, out: Path, qtype: str = "F32", pre: str = "gpt-2", 
     w.add_head_count_kv(kv_heads)
     w.add_rope_freq_base(cfg.get("rope_theta", 10000.0))
     w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
-    w.add_rope_dimension_count(head_dim)
+    rope = {**(cfg.get("rope_parameters") or {}), **(cfg.get("rope_scaling") or {})}
+    w.add_rope_dimension_count(int(head_dim * rope.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 1))))
+    if mt == "phi3" and cfg.get("sliding_window"):
+        w.add_sliding_window(cfg["sliding_window"])
     w.add_vocab_size(cfg["vocab_size"])
     if mt in ("qwen3", "qwen3_moe"):
         w.add_key_length(head_dim)

@@ -30,6 +30,7 @@ FAMILIES = {
     "qwen2_moe": {**tiny_config("qwen2_moe"), "norm_topk_prob": False, "shared_expert_intermediate_size": 64,
                   "mlp_only_layers": [1]},
     "qwen3_moe": tiny_config("qwen3_moe"),
+    "phi3": {**tiny_config("phi3"), "partial_rotary_factor": 0.5, "sliding_window": 6},
 }
 TEXTS = [
     "Once upon a time there was a village.",
@@ -120,6 +121,16 @@ def test_the_config_comes_from_the_metadata(folders, tmp_path):
         4, 2, 128, 64)
     assert cfg.moe_layers == (True, False) and cfg.intermediate_size == 128 and not cfg.norm_topk_prob
     assert cfg.max_position_embeddings == 2048 and cfg.rope.theta == 10000.0 and cfg.qkv_bias
+
+
+def test_phi3_fused_projections_partial_rotary_and_window_come_from_the_file(folders, tmp_path):
+    file = tmp_path / "model.gguf"
+    write_gguf(folders["phi3"], file)
+    cfg = Engine.from_pretrained(file).model.cfg
+    assert (cfg.model_type, cfg.rotary_dim, cfg.head_dim, cfg.sliding_windows) == ("phi3", 8, 16, (6, 6))
+    phi3 = {k.replace("llama.", "phi3."): v for k, v in _llama_metadata(**{"general.architecture": "phi3"}).items()}
+    with pytest.raises(ConfigError, match="longrope rope scaling .* is not yet supported"):
+        gguf_mod.read_config(_fake(phi3, ["rope_factors_long.weight", "rope_factors_short.weight"]))
 
 
 # -- the tokenizer and chat template ---------------------------------------------------------------------------
@@ -215,7 +226,7 @@ def _llama_metadata(**changes):
 
 @pytest.mark.parametrize("changes, message", [
     ({"general.architecture": "gemma3"}, "unsupported GGUF architecture 'gemma3'; supported: llama, qwen2"),
-    ({"llama.rope.dimension_count": 8}, "partial rotary"),
+    ({"llama.rope.dimension_count": 8}, "partial rotary.*phi3 only"),
     ({"llama.rope.scaling.type": "longrope"}, "rope scaling 'longrope' is not supported"),
     ({"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0,
       "llama.rope.scaling.original_context_length": 64, "llama.rope.scaling.yarn_log_multiplier": 0.1},
