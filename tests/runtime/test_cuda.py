@@ -129,6 +129,22 @@ def test_decode_steps_replayed_as_cuda_graphs_change_no_token(folder, params):
     assert ([o.token_ids for o in graphs.generate(ps, short)] == [o.token_ids for o in eager.generate(ps, short)])
 
 
+@pytest.mark.parametrize("family, changes", [
+    ("mistral", {"sliding_window": 24}),  # the Triton kernels' windows
+    ("phi3", {"partial_rotary_factor": 0.5}),  # rope over part of each head
+    ("gemma2", {"attn_logit_softcapping": 2.0, "final_logit_softcapping": 5.0}),  # torch's soft-capped attention
+    ("gemma3_text", {"rope_local_base_freq": 100.0}),  # two rope tables, each read by its layers
+])
+def test_dense_families_on_cuda_graphs_match_the_cpu_engine(tmp_path, family, changes):
+    cfg = {**tiny_config(family, vocab_size=384, max_position_embeddings=1024), **changes}
+    path = write_random_model(tmp_path / family, cfg)
+    cpu, gpu = Engine.from_pretrained(path), Engine.from_pretrained(path, device="cuda")
+    ps = prompts(11, seed=7)
+    close(gpu.logits(ps[0]), cpu.logits(ps[0]))
+    assert [o.token_ids for o in gpu.generate(ps, GREEDY)] == [o.token_ids for o in cpu.generate(ps, GREEDY)]
+    assert gpu.stats()["cuda_graph_replays"] > 0
+
+
 def test_int8_kv_on_cuda_graphs_and_eager_agree(folder):
     """An int8 pool is captured like a float one (its write is torch ops, its scales go to the Triton kernels)."""
     ps = prompts(11, seed=6)
