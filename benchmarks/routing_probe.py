@@ -4,6 +4,10 @@ accuracy of the model's Routes against the tickets' hidden truth, and the teache
 
     .venv/bin/python benchmarks/routing_probe.py                         # swarm-tiny, 120 turns
     .venv/bin/python benchmarks/routing_probe.py --model build/tiny3/model --cases 60 --temperature 0
+    .venv/bin/python benchmarks/routing_probe.py --model path/to/hf_folder --choice-only   # the queue choice alone
+
+`--choice-only` skips the sampled answers (minutes per turn for a model that writes long notes on 2 cores) and
+the copy probe: the teacher-forced queue choice is what says whether a model can route at all.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import time
 import torch
 
 from swarm.runtime import DEFAULT_MODEL, Engine
-from swarm.train.probe import heldout_seeds, routing_probe, triage_cases
+from swarm.train.probe import heldout_seeds, queue_choice, routing_probe, triage_cases
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,13 +30,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=int, default=6, help="held-out support_desk runs to take them from")
     p.add_argument("--ticks", type=int, default=40)
     p.add_argument("--temperature", type=float, default=0.7, help="as the simulation samples (0: greedy)")
+    p.add_argument("--choice-only", action="store_true", help="only the teacher-forced queue choice")
     p.add_argument("--output", help="also write the JSON here")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     engine = Engine.from_pretrained(args.model)
     seeds = heldout_seeds(args.seeds)
     cases = triage_cases(seeds, args.ticks, set(engine.adapters()), limit=args.cases)
-    result = routing_probe(engine, cases, args.temperature)
+    if args.choice_only:
+        from swarm.scenarios.support_desk import CATEGORIES
+
+        result = {"cases": len(cases), "chance": 1 / len(CATEGORIES), **queue_choice(engine, cases)}
+    else:
+        result = routing_probe(engine, cases, args.temperature)
     out = {"config": {"model": args.model, "seeds": seeds, "ticks": args.ticks, "torch": torch.__version__,
                       "threads": torch.get_num_threads()},
            **result, "seconds": round(time.perf_counter() - t0, 1)}
@@ -41,8 +51,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.output:
         with open(args.output, "w") as f:
             f.write(text + "\n")
-    print(f"queue accuracy {result['queue_accuracy']:.3f} over {result['routed']} routes (chance "
-          f"{result['chance']:.2f}); teacher-forced {result['queue_choice_accuracy']:.3f}", file=sys.stderr)
+    sampled = "" if args.choice_only else (f"queue accuracy {result['queue_accuracy']:.3f} over {result['routed']} "
+                                           "routes; ")
+    print(f"{sampled}teacher-forced {result['queue_choice_accuracy']:.3f} over {result['cases']} turns (chance "
+          f"{result['chance']:.2f})", file=sys.stderr)
 
 
 if __name__ == "__main__":
