@@ -146,9 +146,10 @@ def quantize_int8(model: nn.Module) -> nn.Module:
 # Decode steps (up to `LINEAR_MAX_ROWS` rows a projection) read the blocks in place (kernels/native: a block is
 # unpacked in registers and fed to the same FMAs the float32 kernel runs, so a projection equals the float32
 # one on the dequantised weight bit for bit). Prefill chunks (more rows) dequantise the weight for the call and
-# run torch's GEMM: measured on the benchmark model's lm_head (8192 x 384), unpacking costs about 0.3 ms next to
-# 10 to 40 ms for the matmul of a 128 to 512-token chunk, under 3%; a cached float32 copy would bring back the
-# 4 to 7 times the memory the blocks save. The routed experts read their blocks in place at any token count.
+# run torch's GEMM: measured on the benchmark model's lm_head (8192 x 384, 2 threads), unpacking takes about
+# 1.5 ms next to 23 to 42 ms for the matmul of a 128 to 512-token chunk (4 to 7%); a cached float32 copy would
+# bring back the 3.5 to 6 times the memory the blocks save. The routed experts read their blocks in place at
+# any token count.
 
 BLOCK_FORMATS = ("q8_0", "q4_0")
 
