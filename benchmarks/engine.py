@@ -12,6 +12,8 @@ Prints one JSON object on stdout (progress goes to stderr). Sections:
   persona_cache  the same workload with the prefix cache on and off: prefill tokens and time to first token
   eviction       a KV pool half the working set: hint-driven eviction vs plain LRU
   roofline       decode steps at batch 1 and 32 against the measured bandwidth and FLOP/s
+  kv_int8        int8 KV cache against float32: tokens a GiB holds, decode step times
+  weights        decode tokens/s at batch 1 and 32 with float32, int8, Q8_0 and Q4_0 weights (CPU)
   overhead       prefix-cache bookkeeping cost on a workload with no cache hits
 
 Every section carries its `target` and `meets_target`. All token ids are random
@@ -48,7 +50,8 @@ import roofline  # noqa: E402
 
 FIRST_ID = 5  # ids below are the tokenizer's special tokens (pad, bos, eos, im_start, im_end)
 PAD_ID = 0
-SECTIONS = ("hardware", "multi_agent", "persona_cache", "eviction", "roofline", "kv_int8", "overhead")
+SECTIONS = ("hardware", "multi_agent", "persona_cache", "eviction", "roofline", "kv_int8", "weights", "overhead")
+WEIGHT_FORMATS = ("float32", "int8", "q8_0", "q4_0")  # the weights section's formats (Engine quantize=)
 
 
 # -- sizes ---------------------------------------------------------------------------------
@@ -203,11 +206,11 @@ class Bench:
         self.hardware: dict | None = None
         self.cache_on_logs: list[TurnLog] | None = None
 
-    def engine(self, **config) -> Engine:
-        """A fresh engine (own KV pool and prefix cache) over the shared weights."""
+    def engine(self, model: Model | None = None, **config) -> Engine:
+        """A fresh engine (own KV pool and prefix cache) over the shared weights (or `model`'s)."""
         config.setdefault("max_batched_tokens", self.s.max_batched_tokens)
         config.setdefault("cuda_graphs", self.cuda_graphs)
-        return Engine(self.model, self.tokenizer, EngineConfig(**config), self.device)
+        return Engine(model or self.model, self.tokenizer, EngineConfig(**config), self.device)
 
     @property
     def hf(self):
@@ -647,11 +650,13 @@ def section_roofline(b: Bench, quick: bool) -> dict:
 # -- int8 KV cache -----------------------------------------------------------------------------
 
 
-def decode_ready(b: Bench, batch: int, context: int, steps: int, **config) -> tuple[Engine, list, list]:
+def decode_ready(b: Bench, batch: int, context: int, steps: int, model: Model | None = None,
+                 **config) -> tuple[Engine, list, list]:
     """An engine with `batch` sequences of `context` tokens prefilled and decoding, room left for `steps` more
-    decode steps: (engine, prompts, handles). `config`: EngineConfig fields."""
+    decode steps: (engine, prompts, handles). `config`: EngineConfig fields; `model`: other weights."""
     max_tokens = -(-batch * context // b.s.max_batched_tokens) + steps + 8
-    engine = b.engine(kv_cache_tokens=batch * (context + max_tokens + 2 * 16), enable_prefix_cache=False, **config)
+    engine = b.engine(model, kv_cache_tokens=batch * (context + max_tokens + 2 * 16), enable_prefix_cache=False,
+                      **config)
     gen = torch.Generator().manual_seed(b.seed + 3)
     prompts = [random_ids(gen, context, b.s.vocab) for _ in range(batch)]
     handles = [engine.submit(p, greedy(max_tokens)) for p in prompts]
@@ -692,6 +697,61 @@ def section_kv_int8(b: Bench, repeats: int = 5) -> dict:
         "target": f">= 3.5x the tokens per GiB; decode at batch {max(s.roof_batches)} no slower than float32",
         # timing noise on a shared machine: "no slower" allows 3%
         "meets_target": ratio_tokens >= 3.5 and big["int8_step_ms"] <= 1.03 * big["float32_step_ms"],
+    }
+
+
+# -- quantised weights ----------------------------------------------------------------------------
+
+
+def weights_model(b: Bench, fmt: str) -> Model:
+    """The benchmark model with its weights in `fmt` (a copy; float32 is the shared model)."""
+    if fmt == "float32":
+        return b.model
+    import copy
+
+    from swarm.runtime.quant import quantize_blocks, quantize_int8
+
+    model = copy.deepcopy(b.model)
+    return quantize_int8(model) if fmt == "int8" else quantize_blocks(model, fmt)
+
+
+def timed_steps(engine: Engine, batch: int, steps: int) -> float:
+    """Seconds for `steps` decode-only steps of `batch` sequences."""
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        computed = engine.stats()["tokens_computed"]
+        engine.step()
+        assert engine.stats()["tokens_computed"] - computed == batch, "a timed step was not decode-only"
+    return time.perf_counter() - t0
+
+
+def section_weights(b: Bench, repeats: int = 5) -> dict:
+    """Decode tokens/s at each roofline batch with the weights in float32, int8 (per-row scales, torch's packed
+    kernel) and Q8_0 / Q4_0 blocks (the native kernels, fused blocks included): the engines' timed blocks are
+    interleaved, and the median block of each reported (the CPU is shared: a block can be slowed by others)."""
+    s = b.s
+    if b.device.type != "cpu":
+        return {"skipped": "quantised weights are a CPU path", "meets_target": True}
+    models = {fmt: weights_model(b, fmt) for fmt in WEIGHT_FORMATS}
+    out = {"weights_mib": {fmt: sum(t.nbytes for t in m.state_dict().values()) / 2**20 for fmt, m in models.items()}}
+    for batch in s.roof_batches:
+        log(f"weights: decode at batch {batch}, context {s.roof_context}, {', '.join(WEIGHT_FORMATS)} interleaved")
+        runs = {fmt: decode_ready(b, batch, s.roof_context, repeats * s.roof_steps, model=m)[0]
+                for fmt, m in models.items()}
+        blocks = {fmt: [] for fmt in runs}
+        for _ in range(repeats):
+            for fmt, engine in runs.items():
+                blocks[fmt].append(batch * s.roof_steps / timed_steps(engine, batch, s.roof_steps))
+        med = {fmt: statistics.median(v) for fmt, v in blocks.items()}
+        out[f"batch_{batch}"] = {"tokens_per_s": med, "blocks_tokens_per_s": blocks,
+                                 "vs_float32": {fmt: med[fmt] / med["float32"] for fmt in med},
+                                 "fused": {fmt: e.fused is not None for fmt, e in runs.items()}}
+        del runs
+    one = out[f"batch_{min(s.roof_batches)}"]["vs_float32"]
+    return {
+        **out,
+        "target": "batch-1 decode: Q8_0 >= 1.8x float32, Q4_0 >= 3x (issue 27)",
+        "meets_target": one["q8_0"] >= 1.8 and one["q4_0"] >= 3.0,
     }
 
 
@@ -918,6 +978,7 @@ def main(argv: list[str] | None = None) -> dict:
             "eviction": lambda: section_eviction(b),
             "roofline": lambda: section_roofline(b, args.quick),
             "kv_int8": lambda: section_kv_int8(b, 3 if args.quick else 5),
+            "weights": lambda: section_weights(b, 3 if args.quick else 5),
             "overhead": lambda: section_overhead(b),
         }
         for name in SECTIONS:  # fixed order: persona_cache reuses multi_agent's run, roofline the hardware

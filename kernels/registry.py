@@ -57,6 +57,12 @@ _REGISTRY: dict[tuple[str, str], str | Callable] = {
     ("argmax", "torch"): "swarm.kernels.sample:argmax",
     ("argmax", "native"): "swarm.kernels.native.ops:argmax",
     ("argmax", "triton"): "swarm.kernels.sample:argmax",  # torch's own reduction
+    ("block_linear", "torch"): "swarm.kernels.quant:linear",
+    ("block_linear", "native"): "swarm.kernels.native.ops:block_linear",
+    ("block_linear", "triton"): "swarm.kernels.quant:linear",  # block weights are a CPU format: the reference
+    ("block_expert_ffn", "torch"): "swarm.kernels.quant:expert_ffn",
+    ("block_expert_ffn", "native"): "swarm.kernels.native.ops:block_expert_ffn",
+    ("block_expert_ffn", "triton"): "swarm.kernels.quant:expert_ffn",
     ("lora_gather", "torch"): "swarm.kernels.lora:lora_gather",
     ("lora_gather", "triton"): "swarm.kernels.triton.lora_gather:lora_gather",
     ("lora_segment", "torch"): "swarm.kernels.lora:lora_segment",

@@ -48,6 +48,8 @@ TIER_SHARE = 0.2  # of available RAM, the second KV tier's default size
 FIRST_PUMP_TOKENS = 32  # the token budget of `pump`'s first step, before any step time was measured
 
 
+QUANTIZE = (None, "int8", "q8_0", "q4_0")  # Engine.from_pretrained(quantize=...)
+
 @dataclass
 class _Pass:
     """A step in flight: its work runs in slices (each layer's attention, its MLP, the logits, sampling), so
@@ -211,16 +213,23 @@ class Engine:
         """Load a local Hugging Face folder (config.json, safetensors, tokenizer.json) or a GGUF file (its
         quantised tensors dequantised at load); float32 on the CPU.
 
-        `quantize="int8"` turns the weights into weight-only int8 (CPU only; see `swarm.runtime.quant`).
+        `quantize="int8"` turns the weights into weight-only int8 (per-row scales, torch's packed kernel);
+        `quantize="q8_0"` or `"q4_0"` into llama.cpp's blocks of 32 weights sharing a scale, which the native
+        CPU kernels unpack in registers during decode (the fused decode blocks included). Attention, MLPs,
+        routed experts and lm_head are quantised; routers stay float32. CPU only; see `swarm.runtime.quant`.
         """
-        if quantize not in (None, "int8"):
-            raise ValueError(f"unknown quantize={quantize!r}; supported: None, 'int8'")
+        if quantize not in QUANTIZE:
+            raise ValueError(f"unknown quantize={quantize!r}; supported: {', '.join(map(repr, QUANTIZE))}")
         path = model_path(path)  # a bundled model's name, a folder or a GGUF file
         model = load_model(path, dtype=torch.float32, progress=progress).to(device)
         if quantize == "int8":
             from swarm.runtime.quant import quantize_int8
 
             quantize_int8(model)
+        elif quantize is not None:
+            from swarm.runtime.quant import quantize_blocks
+
+            quantize_blocks(model, quantize)
         engine = cls(model, Tokenizer.from_pretrained(path), config, device)
         engine.source = str(path)
         # adapters shipped with the model (PEFT folders under adapters/) are registered by their folder name

@@ -11,7 +11,8 @@ values into their slots with the kernel `KVPool.write` uses, and its attention r
 
 Applied as a pass over the plain model, like the CUDA graphs: `FusedDecode(model).layers` stands in for
 `model.layers` in `Model.in_slices`. A block runs fused only where it is what the C code computes: float32
-weights on the CPU, plain `Linear` projections (no LoRA or int8 wrapper), no qkv clipping, rope over whole heads
+weights on the CPU (or Q8_0 / Q4_0 blocks, which the C code unpacks in registers as the separate ops do), plain
+`Linear` or `BlockLinear` projections (no LoRA or int8 wrapper), no qkv clipping, rope over whole heads
 from the model's one rope table, no attention soft-capping and no norm on the block's output (so Phi-3's partial
 rotary and every Gemma 2/3 layer run their modules), and for the MLP a routed MoE without a shared expert;
 anything else runs its modules. That is decided when the pass is built
@@ -28,11 +29,22 @@ from swarm.kernels.native import ops as native
 from swarm.runtime.block_pool import KVPool
 from swarm.runtime.kv import PagedBatch
 from swarm.runtime.model import DecoderLayer, Linear, Model, MoE, RMSNorm
+from swarm.runtime.quant import BlockLinear, BlockMoE
 
 
 def _plain(*modules) -> bool:
-    """Every module is exactly the class the C code reproduces (a LoRA or int8 wrapper is not)."""
-    return all(type(m) in (Linear, RMSNorm) for m in modules)
+    """Every module is exactly the class the C code reproduces (a LoRA or torch-int8 wrapper is not)."""
+    return all(type(m) in (Linear, BlockLinear, RMSNorm) for m in modules)
+
+
+def _weight(linear: Linear | BlockLinear):
+    """What the C code reads of a projection: its float32 weight, or its blocks."""
+    return linear.blocks if type(linear) is BlockLinear else linear.weight
+
+
+def _experts(moe: MoE) -> tuple:
+    """(gate_up, down) as the C code reads them: float32 tensors, or blocks."""
+    return moe.expert_blocks if type(moe) is BlockMoE else (moe.gate_up, moe.down)
 
 
 def _attention_fusable(layer: DecoderLayer, table: int) -> bool:
@@ -42,15 +54,15 @@ def _attention_fusable(layer: DecoderLayer, table: int) -> bool:
     return (attn.clip is None and attn.softcap is None and attn.rotary_dim == attn.d and table == 0
             and layer.attn_out_norm is None and attn.H <= native.MAX_HEADS
             and _plain(norm, attn.qkv, attn.o_proj, *norms)
-            and all(map(native.fits, (norm.weight, attn.qkv.weight, attn.qkv.bias, attn.o_proj.weight,
+            and all(map(native.fits, (norm.weight, _weight(attn.qkv), attn.qkv.bias, _weight(attn.o_proj),
                                       attn.o_proj.bias, *(n.weight for n in norms)))))
 
 
 def _moe_fusable(layer: DecoderLayer) -> bool:
     mlp, norm = layer.mlp, layer.mlp_norm
-    return (type(mlp) is MoE and mlp.shared is None and layer.mlp_out_norm is None and _plain(norm, mlp.router)
-            and mlp.router.bias is None and all(map(native.fits, (norm.weight, mlp.router.weight, mlp.gate_up,
-                                                                   mlp.down))))
+    return (type(mlp) in (MoE, BlockMoE) and mlp.shared is None and layer.mlp_out_norm is None
+            and type(mlp.router) is Linear and _plain(norm) and mlp.router.bias is None
+            and all(map(native.fits, (norm.weight, mlp.router.weight, *_experts(mlp)))))
 
 
 class FusedLayer:
@@ -64,13 +76,13 @@ class FusedLayer:
         if _attention_fusable(layer, table):
             normed = a.qk_norm != "none"
             self.attention = native.attention_layer(
-                norm.weight, norm.eps, a.qkv.weight, a.qkv.bias, a.H, a.qk_norm, a.q_norm.weight if normed else None,
+                norm.weight, norm.eps, _weight(a.qkv), a.qkv.bias, a.H, a.qk_norm, a.q_norm.weight if normed else None,
                 a.k_norm.weight if normed else None, a.q_norm.eps if normed else 0.0, pool.k[a.layer],
-                pool.v[a.layer], a.scale, a.o_proj.weight, a.o_proj.bias, layer.residual_multiplier,
+                pool.v[a.layer], a.scale, _weight(a.o_proj), a.o_proj.bias, layer.residual_multiplier,
                 *pool.scales(a.layer))
         if _moe_fusable(layer):
             self.moe = native.moe_layer(layer.mlp_norm.weight, layer.mlp_norm.eps, m.router.weight, m.top_k, m.mode,
-                                        m.renormalize, m.gate_up, m.down, layer.residual_multiplier)
+                                        m.renormalize, *_experts(m), layer.residual_multiplier)
 
     def attend(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: PagedBatch) -> torch.Tensor:
         if self.attention is None:

@@ -284,39 +284,216 @@ int swarm_rotary(float *x, int64_t T, int64_t R, int64_t D, int64_t st, const fl
     return 0;
 }
 
+/* ---- weights in blocks of 32: Q8_0 and Q4_0 ------------------------------------------------------------ */
+
+/* A weight matrix [N, K] as the projections read it: float32 rows, or rows of K / 32 blocks whose 32 weights
+ * share one float32 scale s: Q8_0 (int8 values q, w = q s) or Q4_0 (4-bit values q, w = (q - 8) s, two a byte:
+ * byte j of a block holds weight j in its low nibble and weight j + 16 in its high one, llama.cpp's order).
+ * Quantised weights are dequantised in registers as they stream in: each w is the float q s rounds to, the
+ * same float a dequantised copy would hold, and it enters the same FMAs in the same order as a float32 weight
+ * would, so a quantised projection equals the float32 kernel on the dequantised matrix bit for bit. */
+#define QBLOCK 32
+enum { W_F32 = 0, W_Q8 = 1, W_Q4 = 2 };
+
+struct qmat {
+    int64_t fmt;
+    const void *w; /* float [N, K], int8 [N, K] or uint8 [N, K / 2] */
+    const float *s; /* [N, K / 32]; NULL for float32 */
+};
+
+static inline int64_t qrow_bytes(int64_t fmt, int64_t K)
+{
+    return fmt == W_F32 ? K * (int64_t)sizeof(float) : fmt == W_Q8 ? K : K / 2;
+}
+
+/* the matrix from row r on (rows of K) */
+static inline struct qmat qmat_at(const struct qmat *m, int64_t r, int64_t K)
+{
+    struct qmat o = {m->fmt, (const char *)m->w + r * qrow_bytes(m->fmt, K), m->s ? m->s + r * (K / QBLOCK) : NULL};
+    return o;
+}
+
+/* The 32 weights of the block whose bytes start at q, scale s, as four vectors of 8. A Q4_0 weight (q - 8) s is
+ * computed as one FMA, q s + (-8 s): the same real number rounded once (-8 s is exact), so the same float. */
+static inline __attribute__((always_inline)) void deq_block(const char *q, float s, __m256 w[4], const int fmt)
+{
+    const __m256 vs = _mm256_set1_ps(s);
+    if (fmt == W_Q8) {
+        for (int z = 0; z < 4; z++)
+            w[z] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + 8 * z)))),
+                                 vs);
+        return;
+    }
+    const __m256 off = _mm256_set1_ps(-8.0f * s);
+    const __m128i v = _mm_loadu_si128((const __m128i *)q), mask = _mm_set1_epi8(0x0F);
+    const __m128i lo = _mm_and_si128(v, mask), hi = _mm_and_si128(_mm_srli_epi16(v, 4), mask); /* weights 0-15, 16-31 */
+    w[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), vs, off);
+    w[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(lo, lo))), vs, off);
+    w[2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), vs, off);
+    w[3] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(hi, hi))), vs, off);
+}
+
+/* rows r .. r + n - 1 of a quantised m (rows of K) dequantised into out [n, K]; the n rows after them are
+ * prefetched meanwhile (the next tile: the weights stream from DRAM once) */
+static inline __attribute__((always_inline)) void deq_rows_fmt(const struct qmat *m, int64_t r, int64_t n, int64_t K,
+                                                               float *out, const int fmt)
+{
+    const int64_t nbk = K / QBLOCK, rb = qrow_bytes(fmt, K), bb = rb / nbk;
+    for (int64_t i = 0; i < n; i++) {
+        const char *q = (const char *)m->w + (r + i) * rb;
+        const float *s = m->s + (r + i) * nbk;
+        for (int64_t b = 0; b < nbk; b++) {
+            if ((b * bb) % 64 == 0)
+                _mm_prefetch(q + n * rb + b * bb, _MM_HINT_T1);
+            if (b % 16 == 0)
+                _mm_prefetch((const char *)(s + n * nbk + b), _MM_HINT_T1);
+            __m256 w[4];
+            deq_block(q + b * bb, s[b], w, fmt);
+            for (int z = 0; z < 4; z++)
+                _mm256_storeu_ps(out + i * K + b * QBLOCK + 8 * z, w[z]);
+        }
+    }
+}
+
+static void deq_rows(const struct qmat *m, int64_t r, int64_t n, int64_t K, float *out)
+{
+    if (m->fmt == W_Q8)
+        deq_rows_fmt(m, r, n, K, out, W_Q8);
+    else
+        deq_rows_fmt(m, r, n, K, out, W_Q4);
+}
+
+/* tile4 on quantised weight rows n .. n + 3 of m, dequantised in registers: c0[j] = a0 . w_j (c1[j] = a1 . w_j
+ * unless a1 is NULL), each element's arithmetic exactly tile4's (K is a multiple of 32: no scalar tail). The
+ * next tile's bytes and scales are prefetched meanwhile. */
+static inline __attribute__((always_inline)) void qtile4_fmt(const float *a0, const float *a1, const struct qmat *m,
+                                                             int64_t n, int64_t K, float *c0, float *c1, const int fmt)
+{
+    const int64_t nbk = K / QBLOCK, rb = qrow_bytes(fmt, K), bb = rb / nbk;
+    const char *q = (const char *)m->w + n * rb;
+    const float *s = m->s + n * nbk;
+    __m256 acc0[4], acc1[4];
+    for (int j = 0; j < 4; j++)
+        acc0[j] = acc1[j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nbk; b++) {
+        if ((b * bb) % 64 == 0)
+            for (int j = 0; j < 4; j++)
+                _mm_prefetch(q + (4 + j) * rb + b * bb, _MM_HINT_T1);
+        if (b % 16 == 0)
+            for (int j = 0; j < 4; j++)
+                _mm_prefetch((const char *)(s + (4 + j) * nbk + b), _MM_HINT_T1);
+        const float *x0 = a0 + b * QBLOCK, *x1 = a1 ? a1 + b * QBLOCK : NULL;
+        for (int j = 0; j < 4; j++) {
+            __m256 w[4];
+            deq_block(q + j * rb + b * bb, s[j * nbk + b], w, fmt);
+            for (int z = 0; z < 4; z++)
+                acc0[j] = _mm256_fmadd_ps(_mm256_loadu_ps(x0 + 8 * z), w[z], acc0[j]);
+            if (a1)
+                for (int z = 0; z < 4; z++)
+                    acc1[j] = _mm256_fmadd_ps(_mm256_loadu_ps(x1 + 8 * z), w[z], acc1[j]);
+        }
+    }
+    _mm_storeu_ps(c0, hsum4(acc0[0], acc0[1], acc0[2], acc0[3]));
+    if (a1)
+        _mm_storeu_ps(c1, hsum4(acc1[0], acc1[1], acc1[2], acc1[3]));
+}
+
+/* rows_x_tile over any weight matrix: c[m][j] = A[m] . W[n + j] for m < M, j < width, the same bits as
+ * rows_x_tile on the float32 (or dequantised) weights. One or two rows against four weight rows dequantise in
+ * registers; more rows (or a last, narrower tile) dequantise the tile once into buf [4, K] and run the float
+ * tiles over it, so a tile's weights are unpacked once however many rows go by. */
+static void qrows_x_tile(const float *A, int64_t lda, int64_t M, const struct qmat *W, int64_t n, int width,
+                         int64_t K, float (*c)[4], float *buf)
+{
+    if (W->fmt == W_F32) {
+        rows_x_tile(A, lda, M, (const float *)W->w, K, n, width, K, c);
+        return;
+    }
+    if (width == 4 && M <= 2) {
+        if (W->fmt == W_Q8)
+            qtile4_fmt(A, M > 1 ? A + lda : NULL, W, n, K, c[0], M > 1 ? c[1] : NULL, W_Q8);
+        else
+            qtile4_fmt(A, M > 1 ? A + lda : NULL, W, n, K, c[0], M > 1 ? c[1] : NULL, W_Q4);
+        return;
+    }
+    deq_rows(W, n, width, K, buf);
+    rows_x_tile(A, lda, M, buf, K, 0, width, K, c);
+}
+
+/* Scratch for qrows_x_tile over rows of K: a dequantised tile for quantised weights, nothing for float32 (a
+ * pointer that is not NULL all the same, so NULL always means out of memory). Free with free(). */
+static float *qscratch(const struct qmat *W, int64_t K)
+{
+    return W->fmt == W_F32 ? malloc(1) : aligned_alloc(64, (4 * K * sizeof(float) + 63) / 64 * 64);
+}
+
+/* out [N, K] = the dequantised weights of m, threads splitting the rows. Returns 0, -1 for a format or a K
+ * the blocks cannot hold. */
+int swarm_dequantize(int64_t fmt, const void *w, const float *s, int64_t N, int64_t K, float *out)
+{
+    if ((fmt != W_Q8 && fmt != W_Q4) || K % QBLOCK)
+        return -1;
+    const struct qmat m = {fmt, w, s};
+#pragma omp parallel for if (N * K >= 65536)
+    for (int64_t r = 0; r < N; r += 4)
+        deq_rows(&m, r, N - r < 4 ? N - r : 4, K, out + r * K);
+    return 0;
+}
+
 /* ---- dense projections ------------------------------------------------------------------------------ */
 
 #define ROWS 64 /* rows of x per pass over a weight tile: the tile stays in L1 while they go by */
 
 /* Thread tid of nt's share of out[M, N] = x[M, K] W[N, K]^T (+ bias[N]): a contiguous run of 4-column tiles,
- * so its weight reads are one sequential stream; a row's arithmetic is the same whatever M is. */
-static void linear_part(const float *x, int64_t M, int64_t K, const float *w, int64_t N, const float *bias,
-                        float *out, int tid, int nt)
+ * so its weight reads are one sequential stream; a row's arithmetic is the same whatever M is. Returns 0, or
+ * -2 when its scratch cannot be allocated (nothing written). */
+static int linear_part(const float *x, int64_t M, int64_t K, const struct qmat *w, int64_t N, const float *bias,
+                       float *out, int tid, int nt)
 {
-    float c[ROWS][4];
+    float c[ROWS][4], *buf = qscratch(w, K);
+    if (!buf)
+        return -2;
     const int64_t tiles = (N + 3) / 4;
     for (int64_t t = tiles * tid / nt; t < tiles * (tid + 1) / nt; t++) {
         int64_t n = t * 4;
         int width = N - n < 4 ? (int)(N - n) : 4;
         for (int64_t m0 = 0; m0 < M; m0 += ROWS) {
             int64_t rows = M - m0 < ROWS ? M - m0 : ROWS;
-            rows_x_tile(x + m0 * K, K, rows, w, K, n, width, K, c);
+            qrows_x_tile(x + m0 * K, K, rows, w, n, width, K, c, buf);
             for (int64_t m = 0; m < rows; m++)
                 for (int j = 0; j < width; j++)
                     out[(m0 + m) * N + n + j] = bias ? c[m][j] + bias[n + j] : c[m][j];
         }
     }
+    free(buf);
+    return 0;
 }
 
 /* A weight this small runs on one thread: waking the others would cost more than it saves. */
 #define LINEAR_PARALLEL(N, K) ((N) * (K) >= 32768)
 
-/* out[M, N] = x[M, K] W[N, K]^T (+ bias[N]), threads splitting the columns. Returns 0. */
+/* out[M, N] = x[M, K] W[N, K]^T (+ bias[N]), threads splitting the columns; W float32 (fmt 0, s NULL), Q8_0
+ * (1) or Q4_0 (2) with its scales s [N, K / 32]. Returns 0, -1 for a format or a K the blocks cannot hold, -2
+ * when memory runs out. */
+int swarm_qlinear(const float *x, int64_t M, int64_t K, int64_t fmt, const void *w, const float *s, int64_t N,
+                  const float *bias, float *out)
+{
+    if (fmt < W_F32 || fmt > W_Q4 || (fmt != W_F32 && (K % QBLOCK || !s)))
+        return -1;
+    const struct qmat m = {fmt, w, s};
+    int failed = 0;
+#pragma omp parallel if (LINEAR_PARALLEL(N, K))
+    if (linear_part(x, M, K, &m, N, bias, out, omp_get_thread_num(), omp_get_num_threads())) {
+#pragma omp atomic write
+        failed = 1;
+    }
+    return failed ? -2 : 0;
+}
+
+/* out[M, N] = x[M, K] W[N, K]^T (+ bias[N]) for a float32 W. Returns 0, -2 when memory runs out. */
 int swarm_linear(const float *x, int64_t M, int64_t K, const float *w, int64_t N, const float *bias, float *out)
 {
-#pragma omp parallel if (LINEAR_PARALLEL(N, K))
-    linear_part(x, M, K, w, N, bias, out, omp_get_thread_num(), omp_get_num_threads());
-    return 0;
+    return swarm_qlinear(x, M, K, W_F32, w, NULL, N, bias, out);
 }
 
 /* ---- routing and greedy picks ------------------------------------------------------------------------ */
@@ -408,7 +585,7 @@ static void silu_mul(const float *g, const float *u, float *h, int64_t n)
 /* The routed experts of one call: token-expert pairs grouped by expert, each pair's token row copied next to
  * its group's (xs), the expert width's activations h, and the output. */
 struct experts {
-    const float *gate_up, *down; /* [E, 2I, D] (gate rows, then up rows), [E, D, I] */
+    struct qmat gate_up, down; /* [E, 2I, D] (gate rows, then up rows), [E, D, I], of one format */
     int64_t E, I, D, T;
     int64_t *start, *token; /* start[e] .. start[e + 1]: expert e's pairs; token[s]: pair s's token */
     float *pw, *xs, *h, *out; /* pair weights [P], rows [P, D], activations [P, I]; out [T, D] */
@@ -461,7 +638,8 @@ static void experts_run(const struct experts *e, int tid, int nt, int *failed)
 {
     const int64_t I = e->I, D = e->D, P = e->start[e->E], jt = (I + 3) / 4, dt = (D + 3) / 4;
     float (*g)[4] = malloc((P ? P : 1) * sizeof *g), (*u)[4] = malloc((P ? P : 1) * sizeof *u);
-    if (!g || !u) {
+    float *buf = qscratch(&e->gate_up, D > I ? D : I);
+    if (!g || !u || !buf) {
 #pragma omp atomic write
         *failed = 1;
     }
@@ -469,12 +647,13 @@ static void experts_run(const struct experts *e, int tid, int nt, int *failed)
     /* h = silu(xs gate^T) * (xs up^T), 4 columns of the expert width at a time */
     for (int64_t x = 0; x < e->E && !*failed; x++) {
         int64_t n = e->start[x + 1] - e->start[x];
-        const float *A = e->xs + e->start[x] * D, *W = e->gate_up + x * 2 * I * D;
+        const float *A = e->xs + e->start[x] * D;
+        const struct qmat W = qmat_at(&e->gate_up, x * 2 * I, D);
         for (int64_t t = jt * tid / nt; t < jt * (tid + 1) / nt && n; t++) {
             int64_t j = t * 4;
             int width = I - j < 4 ? (int)(I - j) : 4;
-            rows_x_tile(A, D, n, W, D, j, width, D, g);
-            rows_x_tile(A, D, n, W, D, I + j, width, D, u);
+            qrows_x_tile(A, D, n, &W, j, width, D, g, buf);
+            qrows_x_tile(A, D, n, &W, I + j, width, D, u, buf);
             silu_mul(&g[0][0], &u[0][0], &g[0][0], 4 * n);
             for (int64_t m = 0; m < n; m++)
                 memcpy(e->h + (e->start[x] + m) * I + j, g[m], width * sizeof(float));
@@ -484,10 +663,11 @@ static void experts_run(const struct experts *e, int tid, int nt, int *failed)
     /* out[token] += weight * (h down^T): a thread owns whole output columns; experts add in order */
     for (int64_t x = 0; x < e->E && !*failed; x++) {
         int64_t n = e->start[x + 1] - e->start[x];
+        const struct qmat W = qmat_at(&e->down, x * D, I);
         for (int64_t t = dt * tid / nt; t < dt * (tid + 1) / nt && n; t++) {
             int64_t j = t * 4;
             int width = D - j < 4 ? (int)(D - j) : 4;
-            rows_x_tile(e->h + e->start[x] * I, I, n, e->down + x * D * I, I, j, width, I, g);
+            qrows_x_tile(e->h + e->start[x] * I, I, n, &W, j, width, I, g, buf);
             for (int64_t m = 0; m < n; m++) {
                 float *o = e->out + e->token[e->start[x] + m] * D + j, w = e->pw[e->start[x] + m];
                 for (int c = 0; c < width; c++)
@@ -497,14 +677,20 @@ static void experts_run(const struct experts *e, int tid, int nt, int *failed)
     }
     free(g);
     free(u);
+    free(buf);
 }
 
-/* out[t] = sum_k weights[t, k] * FFN_{ids[t, k]}(x[t]). x [T, D], gate_up [E, 2I, D], down [E, D, I],
- * weights [T, K], ids [T, K], out [T, D]. Returns 0, or -1 for an expert id out of range, -2 when memory runs out. */
-int swarm_expert_ffn(const float *x, int64_t T, int64_t D, const float *gate_up, const float *down, int64_t E,
-                     int64_t I, const float *weights, const int64_t *ids, int64_t K, float *out)
+/* out[t] = sum_k weights[t, k] * FFN_{ids[t, k]}(x[t]). x [T, D], gate_up [E, 2I, D], down [E, D, I] of format
+ * fmt (as swarm_qlinear; scales gs [E, 2I, D / 32], ds [E, D, I / 32], NULL for float32), weights [T, K], ids
+ * [T, K], out [T, D]. Returns 0, or -1 for an expert id out of range (or a format or width the blocks cannot
+ * hold), -2 when memory runs out. */
+int swarm_expert_ffn(const float *x, int64_t T, int64_t D, int64_t fmt, const void *gate_up, const float *gs,
+                     const void *down, const float *ds, int64_t E, int64_t I, const float *weights,
+                     const int64_t *ids, int64_t K, float *out)
 {
-    struct experts e = {gate_up, down, E, I, D, T, NULL, NULL, NULL, NULL, NULL, out};
+    if (fmt < W_F32 || fmt > W_Q4 || (fmt != W_F32 && (D % QBLOCK || I % QBLOCK || !gs || !ds)))
+        return -1;
+    struct experts e = {{fmt, gate_up, gs}, {fmt, down, ds}, E, I, D, T, NULL, NULL, NULL, NULL, NULL, out};
     int code = experts_plan(&e, x, weights, ids, K), failed = 0;
     if (code)
         return code;
@@ -1009,7 +1195,8 @@ struct attention_layer {
     int64_t D;
     const float *norm_w;
     float eps;
-    const float *wqkv, *bqkv; /* [(H + 2G) d, D], bias or NULL */
+    struct qmat wqkv; /* [(H + 2G) d, D] */
+    const float *bqkv; /* bias or NULL */
     int64_t H, G, d, qk_norm;
     const float *q_norm_w, *k_norm_w;
     float qk_eps;
@@ -1017,7 +1204,8 @@ struct attention_layer {
     float *ks, *vs; /* [N, bs, G], NULL for a float32 cache */
     int64_t bs;
     float scale;
-    const float *wo, *bo; /* [D, H d], bias or NULL */
+    struct qmat wo; /* [D, H d] */
+    const float *bo; /* bias or NULL */
     float mult; /* residual multiplier */
 };
 
@@ -1030,14 +1218,18 @@ static void add_rows(float *x, const float *y, int64_t B, int64_t D, float mult)
             x[i] = mult == 1.0f ? x[i] + y[i] : x[i] + y[i] * mult;
 }
 
-/* Inside a team: h = RMSNorm(x) over rows [B, D], then out [B, N] = h W^T (+ bias), then a barrier. */
+/* Inside a team: h = RMSNorm(x) over rows [B, D], then out [B, N] = h W^T (+ bias), then a barrier. Sets
+ * *failed (shared) when this thread's scratch cannot be allocated. */
 static void norm_linear(const float *x, int64_t B, int64_t D, const float *norm_w, float eps, float *h,
-                        const float *w, int64_t N, const float *bias, float *out, int tid, int nt)
+                        const struct qmat *w, int64_t N, const float *bias, float *out, int tid, int nt, int *failed)
 {
 #pragma omp for
     for (int64_t b = 0; b < B; b++)
         rms_row(x + b * D, D, norm_w, eps, h + b * D);
-    linear_part(h, B, D, w, N, bias, out, tid, nt);
+    if (linear_part(h, B, D, w, N, bias, out, tid, nt)) {
+#pragma omp atomic write
+        *failed = 1;
+    }
 #pragma omp barrier
 }
 
@@ -1051,6 +1243,7 @@ int swarm_attention_block(const struct attention_layer *a, const struct decode_s
     if (G <= 0 || H % G != 0 || H > MAX_H || !a->ks != !a->vs)
         return -1;
     const struct paged kv = {a->kc, a->vc, a->ks, a->vs, a->bs, G};
+    int failed = 0;
     float *h = malloc((B * D + 1) * sizeof *h), *qkv = malloc((B * Nq + 1) * sizeof *qkv);
     float *att = malloc((B * H * d + 1) * sizeof *att), *o = malloc((B * D + 1) * sizeof *o);
     if (!h || !qkv || !att || !o) {
@@ -1060,9 +1253,11 @@ int swarm_attention_block(const struct attention_layer *a, const struct decode_s
 #pragma omp parallel
     {
         const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-        norm_linear(st->x, B, D, a->norm_w, a->eps, h, a->wqkv, Nq, a->bqkv, qkv, tid, nt);
+        norm_linear(st->x, B, D, a->norm_w, a->eps, h, &a->wqkv, Nq, a->bqkv, qkv, tid, nt, &failed);
 #pragma omp for
         for (int64_t b = 0; b < B; b++) {
+            if (failed) /* shared, set before norm_linear's barrier */
+                continue;
             float *q = qkv + b * Nq, *k = q + H * d, *v = k + G * d;
             if (a->qk_norm == 1) {
                 for (int64_t r = 0; r < H; r++)
@@ -1085,14 +1280,19 @@ int swarm_attention_block(const struct attention_layer *a, const struct decode_s
         }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t b = 0; b < B; b++)
-            attend_seq(qkv + b * Nq, H, H / G, d, &kv, st->table + b * st->nb, mask + b * S, S, a->scale,
-                       att + b * H * d);
-        linear_part(att, B, H * d, a->wo, D, a->bo, o, tid, nt);
+            if (!failed)
+                attend_seq(qkv + b * Nq, H, H / G, d, &kv, st->table + b * st->nb, mask + b * S, S, a->scale,
+                           att + b * H * d);
+        if (!failed && linear_part(att, B, H * d, &a->wo, D, a->bo, o, tid, nt)) {
+#pragma omp atomic write
+            failed = 1;
+        }
 #pragma omp barrier
-        add_rows(st->x, o, B, D, a->mult);
+        if (!failed) /* shared, read after the barrier: every thread takes the same branch */
+            add_rows(st->x, o, B, D, a->mult);
     }
     free(h); free(qkv); free(att); free(o);
-    return 0;
+    return failed ? -2 : 0;
 }
 
 /* A layer's MoE block (routed experts, no shared expert), fixed for the engine's life. */
@@ -1102,7 +1302,7 @@ struct moe_layer {
     float eps;
     const float *router_w; /* [E, D] */
     int64_t E, K, mode, renorm; /* as swarm_route */
-    const float *gate_up, *down; /* [E, 2I, D], [E, D, I] */
+    struct qmat gate_up, down; /* [E, 2I, D], [E, D, I] */
     int64_t I;
     float mult;
 };
@@ -1124,21 +1324,22 @@ int swarm_moe_block(const struct moe_layer *m, const struct decode_step *st, flo
 #pragma omp parallel
     {
         const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-        norm_linear(st->x, B, D, m->norm_w, m->eps, h, m->router_w, m->E, NULL, logits, tid, nt);
+        const struct qmat router = {W_F32, m->router_w, NULL};
+        norm_linear(st->x, B, D, m->norm_w, m->eps, h, &router, m->E, NULL, logits, tid, nt, &failed);
 #pragma omp single
-        {
+        if (!failed) {
             code = swarm_route(logits, B, m->E, m->K, m->mode, m->renorm, weights, ids);
             if (!code)
                 code = experts_plan(&e, h, weights, ids, m->K);
         }
-        if (!code) { /* shared, read after the single's barrier: every thread takes the same branch */
+        if (!code && !failed) { /* shared, read after the single's barrier: every thread takes the same branch */
             experts_run(&e, tid, nt, &failed);
 #pragma omp barrier
             if (!failed)
                 add_rows(st->x, out, B, D, m->mult);
         }
     }
-    if (!code)
+    if (!code && e.start)
         experts_free(&e);
     free(h); free(logits); free(out);
     return code ? code : failed ? -2 : 0;

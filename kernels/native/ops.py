@@ -17,14 +17,16 @@ import ctypes
 import torch
 import torch.nn.functional as F
 
-from swarm.kernels import attention, moe, norm, sample
+from swarm.kernels import attention, moe, norm, quant, sample
 from swarm.kernels.native.build import library
+from swarm.kernels.quant import Blocks
 from swarm.runtime.rope import apply_rotary
 
 _ERRORS = {-1: "invalid arguments", -2: "out of memory"}
 LINEAR_MAX_ROWS = 32  # more rows than this go to torch's matmul (MKL's packed GEMM wins from about here)
 MAX_HEADS = 64  # MAX_H in cpu.c: the query heads one sequence's attention keeps state for
 ROUTERS = ("softmax_topk", "topk_softmax")  # the routing modes swarm_route computes
+FORMATS = {"float32": 0, "q8_0": 1, "q4_0": 2}  # cpu.c's weight formats (struct qmat's fmt)
 
 
 def _check(op: str, code: int) -> None:
@@ -128,21 +130,91 @@ def expert_ffn(
     """SwiGLU experts: x [T, D], gate_up [E, 2I, D], down [E, D, I], weights/ids [T, K] -> [T, D]."""
     if not _native(x, gate_up, down):
         return moe.expert_ffn(x, gate_up, down, weights, ids)
+    return _experts(x, gate_up.contiguous(), down.contiguous(), weights, ids)
+
+
+def _experts(x: torch.Tensor, gate_up: torch.Tensor | Blocks, down: torch.Tensor | Blocks, weights: torch.Tensor,
+             ids: torch.Tensor) -> torch.Tensor:
+    """The C expert FFN over float32 or block weights (contiguous, on the CPU), shapes checked."""
     T, D = x.shape
     E, I2, _ = gate_up.shape
     if gate_up.shape[2] != D or down.shape != (E, D, I2 // 2) or ids.shape != weights.shape or ids.shape[0] != T:
         raise ValueError(f"expert_ffn: shapes x {tuple(x.shape)}, gate_up {tuple(gate_up.shape)}, "
                          f"down {tuple(down.shape)}, weights {tuple(weights.shape)}, ids {tuple(ids.shape)}")
-    x, gate_up, down = x.contiguous(), gate_up.contiguous(), down.contiguous()
+    (fmt, gu, gs), (_, dn, ds) = _weight_args(gate_up), _weight_args(down)
+    x = x.contiguous()
     w = weights.to(torch.float32).contiguous()
     i = ids.to(torch.int64).contiguous()
     out = torch.empty_like(x)
-    code = library().swarm_expert_ffn(x.data_ptr(), T, D, gate_up.data_ptr(), down.data_ptr(), E, I2 // 2,
-                                      w.data_ptr(), i.data_ptr(), ids.shape[1], out.data_ptr())
+    code = library().swarm_expert_ffn(x.data_ptr(), T, D, fmt, gu, gs, dn, ds, E, I2 // 2, w.data_ptr(),
+                                      i.data_ptr(), ids.shape[1], out.data_ptr())
     if code == -1:
         raise ValueError(f"expert_ffn: expert ids must lie in [0, {E}), got {ids.min().item()}..{ids.max().item()}")
     _check("expert_ffn", code)
     return out
+
+
+# -- weights in blocks of 32 (kernels/quant.py) -----------------------------------------------------------------
+
+
+def _weight_args(w: torch.Tensor | Blocks) -> tuple[int, int, int | None]:
+    """(format code, values pointer, scales pointer) of a contiguous float32 weight or blocks."""
+    if isinstance(w, Blocks):
+        return FORMATS[w.fmt], w.values.data_ptr(), w.scales.data_ptr()
+    return 0, w.data_ptr(), None
+
+
+def _blocks_ok(values: torch.Tensor, scales: torch.Tensor, fmt: str) -> bool:
+    """Whether the C code can read these blocks in place: on the CPU, contiguous, of the format's dtypes and
+    shapes (values [..., N, K] int8 or [..., N, K / 2] uint8 for scales [..., N, K / 32] float32)."""
+    want = {"q8_0": (torch.int8, quant.BLOCK), "q4_0": (torch.uint8, quant.BLOCK // 2)}.get(fmt)
+    return (want is not None and values.dtype is want[0] and scales.dtype is torch.float32 and values.is_cpu
+            and scales.is_cpu and values.is_contiguous() and scales.is_contiguous()
+            and values.shape == (*scales.shape[:-1], scales.shape[-1] * want[1]))
+
+
+def dequantize(values: torch.Tensor, scales: torch.Tensor, fmt: str) -> torch.Tensor:
+    """The float32 weight [..., N, K] of blocks, as `swarm.kernels.quant.dequantize` computes it (same bits)."""
+    if not _blocks_ok(values, scales, fmt) or scales.numel() == 0:
+        return quant.dequantize(values, scales, fmt)
+    out = torch.empty(*scales.shape[:-1], scales.shape[-1] * quant.BLOCK)
+    N, K = out.numel() // out.shape[-1], out.shape[-1]
+    _check("dequantize", library().swarm_dequantize(FORMATS[fmt], values.data_ptr(), scales.data_ptr(), N, K,
+                                                    out.data_ptr()))
+    return out
+
+
+def block_linear(x: torch.Tensor, values: torch.Tensor, scales: torch.Tensor, fmt: str,
+                 bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x [..., K] @ W^T (+ bias [N]) -> [..., N] for W [N, K] in blocks (`swarm.kernels.quant`), equal bit for bit
+    to `linear` on the dequantised W. Up to LINEAR_MAX_ROWS rows dequantise in registers; more rows (prefill)
+    dequantise the weight for this call and hand it to torch's matmul, as `linear` does with float32 ones."""
+    K = x.shape[-1]
+    if not _native(x, bias) or not _blocks_ok(values, scales, fmt):
+        return quant.linear(x, values, scales, fmt, bias)
+    N = scales.shape[0]
+    if scales.dim() != 2 or scales.shape[1] * quant.BLOCK != K or (bias is not None and bias.shape != (N,)):
+        raise ValueError(f"block_linear: x {tuple(x.shape)} against a {fmt} weight of {N} rows of "
+                         f"{scales.shape[-1] * quant.BLOCK}, bias {None if bias is None else tuple(bias.shape)}")
+    if x.numel() > LINEAR_MAX_ROWS * K:
+        return F.linear(x, dequantize(values, scales, fmt), bias)
+    rows = x if x.is_contiguous() else x.contiguous()
+    out = torch.empty((*x.shape[:-1], N))
+    code = library().swarm_qlinear(rows.data_ptr(), rows.numel() // K, K, FORMATS[fmt], values.data_ptr(),
+                                   scales.data_ptr(), N, None if bias is None else bias.contiguous().data_ptr(),
+                                   out.data_ptr())
+    if code:
+        _check("block_linear", code)
+    return out
+
+
+def block_expert_ffn(x: torch.Tensor, gate_up: Blocks, down: Blocks, weights: torch.Tensor,
+                     ids: torch.Tensor) -> torch.Tensor:
+    """`expert_ffn` with gate_up [E, 2I, D] and down [E, D, I] in blocks, read in place (any token count: the
+    C code unpacks each tile of weights once for all the rows that use it)."""
+    if not _native(x) or not (_blocks_ok(*gate_up) and _blocks_ok(*down)) or gate_up.fmt != down.fmt:
+        return quant.expert_ffn(x, gate_up, down, weights, ids)
+    return _experts(x, gate_up, down, weights, ids)
 
 
 def _native_cache(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k_scale: torch.Tensor | None,
@@ -256,44 +328,62 @@ class DecodeStep(ctypes.Structure):
     _fields_ = [("x", _P), ("B", _I), ("cos", _P), ("sin", _P), ("slots", _P), ("table", _P), ("nb", _I)]
 
 
+class QMat(ctypes.Structure):
+    """cpu.c's struct qmat: a weight in float32 (fmt 0) or in blocks (FORMATS), with its scales."""
+
+    _fields_ = [("fmt", _I), ("w", _P), ("s", _P)]
+
+
 class AttentionLayer(ctypes.Structure):
     """cpu.c's struct attention_layer; `tensors` keeps what it points into alive."""
 
-    _fields_ = [("D", _I), ("norm_w", _P), ("eps", _F), ("wqkv", _P), ("bqkv", _P), ("H", _I), ("G", _I), ("d", _I),
+    _fields_ = [("D", _I), ("norm_w", _P), ("eps", _F), ("wqkv", QMat), ("bqkv", _P), ("H", _I), ("G", _I), ("d", _I),
                 ("qk_norm", _I), ("q_norm_w", _P), ("k_norm_w", _P), ("qk_eps", _F), ("kc", _P), ("vc", _P),
-                ("ks", _P), ("vs", _P), ("bs", _I), ("scale", _F), ("wo", _P), ("bo", _P), ("mult", _F)]
+                ("ks", _P), ("vs", _P), ("bs", _I), ("scale", _F), ("wo", QMat), ("bo", _P), ("mult", _F)]
 
 
 class MoELayer(ctypes.Structure):
     """cpu.c's struct moe_layer; `tensors` keeps what it points into alive."""
 
     _fields_ = [("D", _I), ("norm_w", _P), ("eps", _F), ("router_w", _P), ("E", _I), ("K", _I), ("mode", _I),
-                ("renorm", _I), ("gate_up", _P), ("down", _P), ("I", _I), ("mult", _F)]
+                ("renorm", _I), ("gate_up", QMat), ("down", QMat), ("I", _I), ("mult", _F)]
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def fits(t: torch.Tensor | None) -> bool:
-    """A float tensor the fused blocks can point into (None: an absent bias or norm): contiguous float32 on the CPU."""
+def fits(t: torch.Tensor | Blocks | None) -> bool:
+    """A tensor the fused blocks can point into (None: an absent bias or norm): contiguous float32 on the CPU, or
+    a weight in blocks the C code reads in place."""
+    if isinstance(t, Blocks):
+        return _blocks_ok(*t)
     return t is None or (t.dtype is torch.float32 and t.is_cpu and t.is_contiguous())
 
 
-def _held(struct: ctypes.Structure, *floats: torch.Tensor | None, keep: tuple = ()) -> ctypes.Structure:
+def _qmat(w: torch.Tensor | Blocks) -> QMat:
+    return QMat(*_weight_args(w))
+
+
+def _held(struct: ctypes.Structure, *floats: torch.Tensor | Blocks | None, keep: tuple = ()) -> ctypes.Structure:
     """`struct`, holding the tensors it points into (`floats`, checked with `fits`, and `keep`) so they live
     as long as it does."""
     for t in floats:
         if not fits(t):
+            if isinstance(t, Blocks):
+                raise ValueError(f"{type(struct).__name__}: {t.fmt} weights must be contiguous on the CPU, got "
+                                 f"values {t.values.dtype} {tuple(t.values.shape)} {t.values.device}, scales "
+                                 f"{t.scales.dtype} {tuple(t.scales.shape)}")
             raise ValueError(f"{type(struct).__name__}: tensors must be contiguous float32 on the CPU, got "
                              f"{t.dtype} {t.device} contiguous={t.is_contiguous()}")
     struct.tensors = floats + keep
     return struct
 
 
-def attention_layer(norm_w: torch.Tensor, eps: float, wqkv: torch.Tensor, bqkv: torch.Tensor | None, heads: int,
-                    qk_norm: str, q_norm_w: torch.Tensor | None, k_norm_w: torch.Tensor | None, qk_eps: float,
-                    k_cache: torch.Tensor, v_cache: torch.Tensor, scale: float, wo: torch.Tensor,
+def attention_layer(norm_w: torch.Tensor, eps: float, wqkv: torch.Tensor | Blocks, bqkv: torch.Tensor | None,
+                    heads: int, qk_norm: str, q_norm_w: torch.Tensor | None, k_norm_w: torch.Tensor | None,
+                    qk_eps: float,
+                    k_cache: torch.Tensor, v_cache: torch.Tensor, scale: float, wo: torch.Tensor | Blocks,
                     bo: torch.Tensor | None, mult: float, k_scale: torch.Tensor | None = None,
                     v_scale: torch.Tensor | None = None) -> AttentionLayer:
     """A layer's attention block for `attention_block`: its modules' tensors (float32, contiguous, CPU) and its
@@ -316,24 +406,27 @@ def attention_layer(norm_w: torch.Tensor, eps: float, wqkv: torch.Tensor, bqkv: 
             raise ValueError(f"attention_layer: int8 caches must be contiguous int8 on the CPU, got {k_cache.dtype} "
                              f"{k_cache.device} / {v_cache.dtype} {v_cache.device}")
         caches = (k_scale, v_scale)
-    return _held(AttentionLayer(D, norm_w.data_ptr(), eps, wqkv.data_ptr(), _ptr(bqkv), heads, G, d,
+    return _held(AttentionLayer(D, norm_w.data_ptr(), eps, _qmat(wqkv), _ptr(bqkv), heads, G, d,
                                 QK_NORMS[qk_norm], _ptr(q_norm_w), _ptr(k_norm_w), qk_eps, k_cache.data_ptr(),
-                                v_cache.data_ptr(), _ptr(k_scale), _ptr(v_scale), bs, scale, wo.data_ptr(), _ptr(bo),
+                                v_cache.data_ptr(), _ptr(k_scale), _ptr(v_scale), bs, scale, _qmat(wo), _ptr(bo),
                                 mult),
                  norm_w, wqkv, bqkv, q_norm_w, k_norm_w, *caches, wo, bo, keep=(k_cache, v_cache))
 
 
 def moe_layer(norm_w: torch.Tensor, eps: float, router_w: torch.Tensor, top_k: int, mode: str, renormalize: bool,
-              gate_up: torch.Tensor, down: torch.Tensor, mult: float) -> MoELayer:
-    """A layer's MoE block (routed experts, no shared expert) for `moe_block`, checked once."""
+              gate_up: torch.Tensor | Blocks, down: torch.Tensor | Blocks, mult: float) -> MoELayer:
+    """A layer's MoE block (routed experts, no shared expert) for `moe_block`, checked once; the experts float32
+    or in blocks of one format."""
     D = norm_w.shape[0]
     E, I2, _ = gate_up.shape
     if (router_w.shape != (E, D) or gate_up.shape[2] != D or down.shape != (E, D, I2 // 2)
-            or mode not in ROUTERS or not 0 < top_k <= min(E, 64)):
+            or mode not in ROUTERS or not 0 < top_k <= min(E, 64)
+            or isinstance(gate_up, Blocks) != isinstance(down, Blocks)
+            or (isinstance(gate_up, Blocks) and gate_up.fmt != down.fmt)):
         raise ValueError(f"moe_layer: router {tuple(router_w.shape)}, gate_up {tuple(gate_up.shape)}, down "
                          f"{tuple(down.shape)} for hidden {D}, top-{top_k}, mode {mode!r}")
     return _held(MoELayer(D, norm_w.data_ptr(), eps, router_w.data_ptr(), E, top_k, mode == "topk_softmax",
-                          bool(renormalize), gate_up.data_ptr(), down.data_ptr(), I2 // 2, mult),
+                          bool(renormalize), _qmat(gate_up), _qmat(down), I2 // 2, mult),
                  norm_w, router_w, gate_up, down)
 
 

@@ -419,7 +419,8 @@ def test_registry_picks_native_or_torch_on_cpu_and_triton_on_cuda(monkeypatch):
     assert registry.get("decode_attention", "cpu") is attention.decode_attention
     assert registry.get("linear", "cpu") is F.linear
     assert set(registry.ops()) == {"linear", "rms_norm", "rotary", "moe_route", "moe_expert_ffn", "decode_attention",
-                                   "prefill_attention", "argmax", "lora_gather", "lora_segment"}
+                                   "prefill_attention", "argmax", "lora_gather", "lora_segment", "block_linear",
+                                   "block_expert_ffn"}
     assert all(set(b) >= {"torch", "triton"} for b in registry.ops().values())
 
 

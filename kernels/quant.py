@@ -1,0 +1,88 @@
+"""Weights in blocks of 32 sharing one scale, llama.cpp's Q8_0 and Q4_0: packing, unpacking and the torch
+reference ops (the native kernels in kernels/native compute the same thing without unpacking to memory).
+
+A weight [..., N, K] is cut along K into blocks of 32; each block keeps one float32 scale s
+(scales [..., N, K / 32]) and 32 small integers q:
+
+  q8_0  int8 values [..., N, K], w = q * s, s = max |w| / 127 over the block
+  q4_0  4-bit values two a byte, uint8 [..., N, K / 2], w = (q - 8) * s with q in 0..15; s = m / -8 where m
+        is the block's weight of largest magnitude (so m itself is exact, at q = 0). Byte j of a block holds
+        weight j in its low nibble and weight j + 16 in its high one, the order of llama.cpp's block_q4_0.
+
+llama.cpp keeps the scale as float16; here it is float32 (a float16 scale from a GGUF file converts exactly,
+and four bytes per 32 weights cost little next to the values).
+
+Legend: N out features, K in features, T tokens, D hidden, E experts, I expert width.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from swarm.kernels import moe
+
+BLOCK = 32
+FORMATS = ("q8_0", "q4_0")
+
+
+class Blocks(NamedTuple):
+    """A weight in blocks: `values` (int8 for q8_0, uint8 pairs for q4_0) and float32 `scales` [..., N, K / 32]."""
+
+    values: torch.Tensor
+    scales: torch.Tensor
+    fmt: str
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The logical shape of the weight, [..., N, K]."""
+        return (*self.scales.shape[:-1], self.scales.shape[-1] * BLOCK)
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown block format {fmt!r}; supported: {', '.join(FORMATS)}")
+
+
+def quantize(w: torch.Tensor, fmt: str) -> Blocks:
+    """w [..., N, K] float (K a multiple of 32) -> its blocks, rounded to nearest."""
+    check_format(fmt)
+    K = w.shape[-1]
+    if K % BLOCK:
+        raise ValueError(f"{fmt}: rows of {K} weights do not split into blocks of {BLOCK}")
+    blocks = w.detach().float().reshape(*w.shape[:-1], K // BLOCK, BLOCK)
+    if fmt == "q8_0":
+        scale = blocks.abs().amax(-1) / 127
+        q = torch.round(blocks / torch.where(scale > 0, scale, 1)[..., None]).clamp_(-127, 127)
+        return Blocks(q.to(torch.int8).reshape(w.shape).contiguous(), scale.contiguous(), fmt)
+    at = blocks.abs().argmax(-1, keepdim=True)
+    scale = blocks.gather(-1, at).squeeze(-1) / -8
+    q = (torch.round(blocks / torch.where(scale != 0, scale, 1)[..., None]) + 8).clamp_(0, 15).to(torch.uint8)
+    packed = q[..., : BLOCK // 2] | (q[..., BLOCK // 2 :] << 4)  # [..., K / 32, 16]
+    return Blocks(packed.reshape(*w.shape[:-1], K // 2).contiguous(), scale.contiguous(), fmt)
+
+
+def dequantize(values: torch.Tensor, scales: torch.Tensor, fmt: str) -> torch.Tensor:
+    """The float32 weight [..., N, K] the blocks stand for: each element one rounding of q * s."""
+    check_format(fmt)
+    lead, nb = scales.shape[:-1], scales.shape[-1]
+    if fmt == "q8_0":
+        q = values.reshape(*lead, nb, BLOCK).float()
+    else:
+        packed = values.reshape(*lead, nb, BLOCK // 2)
+        q = torch.cat(((packed & 0x0F), (packed >> 4)), dim=-1).float() - 8
+    return (q * scales.float()[..., None]).reshape(*lead, nb * BLOCK)
+
+
+def linear(x: torch.Tensor, values: torch.Tensor, scales: torch.Tensor, fmt: str,
+           bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x [..., K] @ W^T (+ bias) with W the dequantised blocks [N, K]."""
+    return F.linear(x, dequantize(values, scales, fmt).to(x.dtype), bias)
+
+
+def expert_ffn(x: torch.Tensor, gate_up: Blocks, down: Blocks, weights: torch.Tensor,
+               ids: torch.Tensor) -> torch.Tensor:
+    """`swarm.kernels.moe.expert_ffn` on the dequantised experts: gate_up [E, 2I, D], down [E, D, I] in blocks."""
+    return moe.expert_ffn(x, dequantize(*gate_up).to(x.dtype), dequantize(*down).to(x.dtype), weights, ids)

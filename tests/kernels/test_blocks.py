@@ -1,0 +1,96 @@
+"""Q8_0 / Q4_0 blocks: packing against its definition, and the native kernels against float32 math on the
+dequantised weights (bit for bit: a block is unpacked into the float the dequantised copy holds and enters the
+float32 kernel's FMAs in the same order)."""
+
+import pytest
+import torch
+
+from swarm.kernels import moe, quant
+from swarm.kernels.native import build, ops
+
+native = pytest.mark.skipif(not build.available(), reason="the native kernels cannot be built here")
+
+
+@pytest.mark.parametrize("fmt", quant.FORMATS)
+def test_blocks_round_trip_within_half_a_step(fmt):
+    """q4_0 takes -8..7 steps, its scale set by the block's largest magnitude at -8: a weight of the other sign
+    near that magnitude is clipped at +7, up to a whole step off (llama.cpp's rounding too)."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(3, 5, 96, generator=g) * torch.logspace(-3, 1, 5)[:, None]
+    b = quant.quantize(w, fmt)
+    assert b.shape == w.shape and b.scales.shape == (3, 5, 3) and b.scales.dtype == torch.float32
+    assert b.values.dtype == (torch.int8 if fmt == "q8_0" else torch.uint8)
+    assert b.values.shape[-1] == (96 if fmt == "q8_0" else 48)
+    step = b.scales.abs().repeat_interleave(32, -1)
+    bound = 0.5 if fmt == "q8_0" else 1.0
+    assert ((quant.dequantize(*b) - w).abs() <= bound * step * (1 + 1e-6) + 1e-12).all()
+
+
+def test_q4_0_layout_is_llama_cpp_s():
+    """Byte j of a block: weight j in the low nibble, weight j + 16 in the high one; w = (q - 8) * scale."""
+    q = torch.arange(32) % 16
+    values = (q[:16] | (q[16:] << 4)).to(torch.uint8)[None]
+    w = quant.dequantize(values, torch.tensor([[0.5]]), "q4_0")
+    assert torch.equal(w[0], (q.float() - 8) * 0.5)
+
+
+def test_refuses_rows_that_do_not_split_into_blocks():
+    with pytest.raises(ValueError, match="blocks of 32"):
+        quant.quantize(torch.randn(4, 40), "q8_0")
+    with pytest.raises(ValueError, match="q8_0, q4_0"):
+        quant.quantize(torch.randn(4, 64), "q5_0")
+
+
+@native
+@pytest.mark.parametrize("fmt", quant.FORMATS)
+# one row (registers), two, three and up (a dequantised tile), a last tile narrower than 4, 3-D input, and more
+# rows than decode (dequantise, then torch); the bigger weights run on every thread
+@pytest.mark.parametrize("shape,N,bias", [((1, 64), 48, False), ((2, 96), 13, True), ((3, 32), 8, False),
+                                          ((7, 384), 301, True), ((32, 256), 130, False), ((2, 5, 64), 9, True),
+                                          ((1, 768), 1000, False), ((40, 64), 20, True)])
+def test_block_linear_equals_the_float_kernel_on_the_dequantised_weight(fmt, shape, N, bias):
+    g = torch.Generator().manual_seed(N)
+    K = shape[-1]
+    b = quant.quantize(torch.randn(N, K, generator=g), fmt)
+    x, bb = torch.randn(*shape, generator=g), torch.randn(N, generator=g) if bias else None
+    deq = quant.dequantize(*b)
+    assert torch.equal(ops.dequantize(*b), deq)
+    got = ops.block_linear(x, *b, bias=bb)
+    assert torch.equal(got, ops.linear(x, deq, bb))
+    assert torch.allclose(got, quant.linear(x, *b, bias=bb), atol=1e-5 * got.abs().max().item(), rtol=1e-5)
+
+
+@native
+@pytest.mark.parametrize("fmt", quant.FORMATS)
+def test_block_linear_is_batch_invariant(fmt):
+    g = torch.Generator().manual_seed(3)
+    b = quant.quantize(torch.randn(70, 128, generator=g), fmt)
+    x = torch.randn(32, 128, generator=g)
+    batched = ops.block_linear(x, *b)
+    for rows in (slice(0, 1), slice(5, 7), slice(3, 6), slice(0, 32)):
+        assert torch.equal(ops.block_linear(x[rows], *b), batched[rows])
+
+
+@native
+def test_block_linear_refuses_mismatched_shapes_and_falls_back_off_the_fast_path():
+    b = quant.quantize(torch.randn(16, 64), "q8_0")
+    with pytest.raises(ValueError, match="block_linear"):
+        ops.block_linear(torch.randn(2, 32), *b)
+    # float64 activations run the torch reference
+    out = ops.block_linear(torch.randn(2, 64, dtype=torch.float64), *b)
+    assert out.dtype == torch.float64
+
+
+@native
+@pytest.mark.parametrize("fmt", quant.FORMATS)
+@pytest.mark.parametrize("T,D,E,I,K", [(1, 64, 4, 32, 2), (5, 96, 4, 64, 2), (33, 64, 8, 32, 1), (200, 64, 6, 96, 3)])
+def test_block_expert_ffn_equals_the_float_kernel_on_the_dequantised_experts(fmt, T, D, E, I, K):
+    g = torch.Generator().manual_seed(T)
+    x = torch.randn(T, D, generator=g)
+    gate_up = quant.quantize(torch.randn(E, 2 * I, D, generator=g) / D**0.5, fmt)
+    down = quant.quantize(torch.randn(E, D, I, generator=g) / I**0.5, fmt)
+    weights, ids = moe.route(torch.randn(T, E, generator=g), K, "softmax_topk", True)
+    got = ops.block_expert_ffn(x, gate_up, down, weights, ids)
+    dg, dd = quant.dequantize(*gate_up), quant.dequantize(*down)
+    assert torch.equal(got, ops.expert_ffn(x, dg, dd, weights, ids))
+    assert torch.allclose(got, quant.expert_ffn(x, gate_up, down, weights, ids), atol=1e-5, rtol=1e-4)

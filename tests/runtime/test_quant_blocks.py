@@ -1,0 +1,90 @@
+"""Q8_0 / Q4_0 weights in the engine: logits and decode steps (fused blocks included) against the float32 engine
+holding the same dequantised weights, greedy generation, and what is refused."""
+
+import pytest
+import torch
+
+from swarm.kernels import quant
+from swarm.kernels.native import build
+from swarm.runtime import Engine, EngineConfig, SamplingParams
+from swarm.runtime.model import Linear, MoE
+from swarm.runtime.quant import BlockLinear, BlockMoE
+from swarm.runtime.random_model import tiny_config, write_random_model
+from tests.runtime.test_fused import _decode_logits
+
+pytestmark = pytest.mark.skipif(not build.available(), reason="the native CPU kernels cannot be built here")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    cfg = tiny_config("qwen3_moe", vocab_size=384, hidden_size=64, num_heads=4, num_kv_heads=2, num_experts=4)
+    return write_random_model(tmp_path_factory.mktemp("blocks"), cfg)
+
+
+def dequantised_twin(folder, engine: Engine, **config) -> Engine:
+    """A float32 engine whose weights are `engine`'s blocks dequantised."""
+    twin = Engine.from_pretrained(folder, config=EngineConfig(**config))
+    mods = dict(twin.model.named_modules())
+    with torch.no_grad():
+        for name, m in engine.model.named_modules():
+            if isinstance(m, BlockLinear):
+                mods[name].weight.copy_(quant.dequantize(*m.blocks))
+            elif isinstance(m, BlockMoE):
+                gate_up, down = m.expert_blocks
+                mods[name].gate_up.copy_(quant.dequantize(*gate_up))
+                mods[name].down.copy_(quant.dequantize(*down))
+    return twin
+
+
+@pytest.mark.parametrize("fmt", quant.FORMATS)
+def test_block_engine_equals_the_float_engine_on_its_dequantised_weights(folder, monkeypatch, fmt):
+    engine = Engine.from_pretrained(folder, quantize=fmt)
+    kinds = {type(m) for m in engine.model.modules()}
+    assert {BlockLinear, BlockMoE} <= kinds and type(engine.model.lm_head) is BlockLinear
+    assert all(type(m.router) is Linear for m in engine.model.modules() if isinstance(m, MoE))  # float32 router
+    assert engine.fused is not None and engine.fused.layers[0].attention is not None
+    twin = dequantised_twin(folder, engine)
+    ids = list(range(5, 45))
+    assert torch.equal(engine.logits(ids), twin.logits(ids))  # prefill: dequantised per call, torch's GEMM
+    # decode: the blocks unpacked in registers, in the fused blocks, against the float32 fused blocks
+    tokens, logits, calls = _decode_logits(engine, monkeypatch)
+    ref_tokens, ref_logits, _ = _decode_logits(twin, monkeypatch)
+    layers = engine.config.num_layers
+    assert calls == {"attention": len(logits) * layers, "moe": len(logits) * layers}
+    assert tokens == ref_tokens and all(torch.equal(a, b) for a, b in zip(logits, ref_logits, strict=True))
+    # and the modules (no fused blocks) give the same steps
+    plain = Engine.from_pretrained(folder, config=EngineConfig(fused_decode=False), quantize=fmt)
+    _, plain_logits, _ = _decode_logits(plain, monkeypatch)
+    assert all(torch.equal(a, b) for a, b in zip(plain_logits, logits, strict=True))
+
+
+@pytest.mark.parametrize("fmt", quant.FORMATS)
+def test_block_engine_stays_close_to_float32_and_generates(folder, fmt):
+    f32, q = Engine.from_pretrained(folder), Engine.from_pretrained(folder, quantize=fmt)
+    ids = list(range(5, 37))
+    a, b = f32.logits(ids), q.logits(ids)
+    # random weights spread evenly over each block are q4_0's worst case: 4 bits leave about 10% noise per weight
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1).median().item()
+    print(f"{fmt}: median cosine of the logits to float32 {cos:.4f}")
+    assert cos > (0.999 if fmt == "q8_0" else 0.9), cos
+    out = q.generate(["The guard", "Once upon"], SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True))
+    assert [len(c.token_ids) for c in out] == [6, 6]
+
+
+def test_torch_kernels_run_the_blocks_too(folder, monkeypatch):
+    engine = Engine.from_pretrained(folder, quantize="q4_0")
+    ids = list(range(5, 25))
+    native = engine.logits(ids)
+    monkeypatch.setenv("SWARM_KERNELS", "torch")
+    torch_engine = Engine.from_pretrained(folder, quantize="q4_0")
+    assert torch_engine.fused is None
+    assert torch.allclose(torch_engine.logits(ids), native, atol=1e-4, rtol=1e-4)
+
+
+def test_widths_that_do_not_split_into_blocks_are_refused(tmp_path):
+    cfg = tiny_config("qwen3_moe", vocab_size=128, hidden_size=48, num_heads=4, num_kv_heads=2, num_experts=4)
+    folder = write_random_model(tmp_path / "m", cfg)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        Engine.from_pretrained(folder, quantize="q8_0")
+    with pytest.raises(ValueError, match="'q4_0'"):
+        Engine.from_pretrained(folder, quantize="q5_0")
