@@ -381,11 +381,20 @@ def check_unused(unused: list[str], cfg: ModelConfig, folder: Path) -> None:
 
 
 def _stderr_progress(start: float) -> Progress:
+    """On a terminal, one line rewritten as the bytes come; elsewhere (a log, CI) a line per quarter, so a
+    log is not filled with hundreds of rewrites."""
+    live = sys.stderr.isatty()
+    shown = [-1]  # the last quarter written, off a terminal
+
     def report(done: int, total: int) -> None:
         pct = 100 * done / max(total, 1)
-        end = "\n" if done >= total else ""
-        print(f"\rloading weights {pct:5.1f}% ({done / 2**20:,.0f}/{total / 2**20:,.0f} MiB, "
-              f"{time.monotonic() - start:.1f}s)", end=end, file=sys.stderr, flush=True)
+        line = (f"loading weights {pct:5.1f}% ({done / 2**20:,.0f}/{total / 2**20:,.0f} MiB, "
+                f"{time.monotonic() - start:.1f}s)")
+        if live:
+            print("\r" + line, end="\n" if done >= total else "", file=sys.stderr, flush=True)
+        elif (quarter := int(pct // 25)) > shown[0]:
+            shown[0] = quarter
+            print(line, file=sys.stderr, flush=True)
     return report
 
 
@@ -422,4 +431,6 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32, progress: P
             else:
                 value = torch.cat(tensors) if len(tensors) > 1 else tensors[0]
             target.copy_(value)
+    if source.progress and source.done < source.total:  # the headers' bytes are never read as tensors
+        source.progress(source.total, source.total)
     return model.eval()
