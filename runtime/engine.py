@@ -96,8 +96,13 @@ class EngineConfig:
     cuda_graphs: bool = True  # on a GPU, replay decode-only steps as captured CUDA graphs (runtime/cuda_graphs.py)
     fused_decode: bool = True  # on the CPU, decode steps run each layer block as one native call (runtime/fused.py)
     kv_dtype: str | None = None  # how K/V are stored: None = the model's dtype; "int8" = int8 + a scale per token/head
+    # the weights' format when `Engine.from_pretrained` loads the model (its `quantize`): None, "int8", "q8_0",
+    # "q4_0". A load option kept here so that what opens a model from a config (a simulation, a worker) can ask
+    quantize: str | None = None
 
     def __post_init__(self):
+        if self.quantize not in QUANTIZE:
+            raise ValueError(f"unknown quantize={self.quantize!r}; supported: {', '.join(map(repr, QUANTIZE))}")
         if self.kv_dtype is not None and self.kv_dtype not in KV_DTYPES:
             raise ValueError(f"kv_dtype {self.kv_dtype!r} is not supported; choose None (the model's dtype) or one "
                              f"of {', '.join(KV_DTYPES)}")
@@ -210,18 +215,31 @@ class Engine:
     @classmethod
     def from_pretrained(cls, path: str | Path, config: EngineConfig | None = None, device: str = "cpu",
                         progress: Progress | None = None, quantize: str | None = None) -> Engine:
-        """Load a local Hugging Face folder (config.json, safetensors, tokenizer.json) or a GGUF file (its
-        quantised tensors dequantised at load); float32 on the CPU.
+        """Load a local Hugging Face folder (config.json, safetensors, tokenizer.json) or a GGUF file; float32 on
+        the CPU.
+
+        With `quantize=None` (the default) a GGUF file's Q8_0 and Q4_0 weights (attention, MLPs, routed experts,
+        output) stay in their blocks on the CPU, repacked at load with no float32 copy: the engine computes
+        what the float32 engine computes on the dequantised weights. Its other tensors (embeddings, norms,
+        routers; F16, BF16, Q4_1, Q5_x and K-quant weights) are dequantised to float32, so a mixed file (Q4_0
+        with a Q6_K output, say) has those layers in float32. On another device every tensor is float32.
 
         `quantize="int8"` turns the weights into weight-only int8 (per-row scales, torch's packed kernel);
         `quantize="q8_0"` or `"q4_0"` into llama.cpp's blocks of 32 weights sharing a scale, which the native
         CPU kernels unpack in registers during decode (the fused decode blocks included). Attention, MLPs,
-        routed experts and lm_head are quantised; routers stay float32. CPU only; see `swarm.runtime.quant`.
+        routed experts and lm_head are quantised (a GGUF file's weights from their float32 values, whatever
+        their stored type); routers stay float32. CPU only; see `swarm.runtime.quant`. `config.quantize` asks
+        the same.
         """
         if quantize not in QUANTIZE:
             raise ValueError(f"unknown quantize={quantize!r}; supported: {', '.join(map(repr, QUANTIZE))}")
+        if config is not None and config.quantize is not None:
+            if quantize not in (None, config.quantize):
+                raise ValueError(f"quantize={quantize!r} and config.quantize={config.quantize!r} disagree: give one")
+            quantize = config.quantize
         path = model_path(path)  # a bundled model's name, a folder or a GGUF file
-        model = load_model(path, dtype=torch.float32, progress=progress).to(device)
+        keep = quantize is None and torch.device(device).type == "cpu"
+        model = load_model(path, dtype=torch.float32, progress=progress, keep_blocks=keep).to(device)
         if quantize == "int8":
             from swarm.runtime.quant import quantize_int8
 

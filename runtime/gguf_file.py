@@ -4,14 +4,18 @@ The file's metadata becomes the Hugging Face config dict that `ModelConfig.from_
 tensors are offered under the Hugging Face checkpoint names `loader.parameter_parts` asks for, so a GGUF
 model is assembled, shape-checked and NaN-checked by the same code as a checkpoint folder. Quantised
 tensors (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K-Q6_K) are dequantised to float at load with the `gguf`
-package's own block decoders. Families: llama (Llama, SmolLM2; with experts, Mixtral), qwen2, qwen3,
-qwen2moe, qwen3moe, phi3. Anything the file holds that the model has no place for, and any metadata that would
-change the computation in a way the engine does not follow, is refused by name. Gemma 2 and 3 files are
-refused: llama.cpp does not store their attention scale (query_pre_attn_scalar) nor Gemma 3's local rope base
-and layer pattern, but infers them from the model's size, and guessing them here could load a wrong model.
+package's own block decoders, except that Q8_0 and Q4_0 linear weights can be kept in their blocks
+(`load_model(keep_blocks=True)`, what `Engine.from_pretrained` does by default): llama.cpp's blocks hold the
+values swarm's q8_0 / q4_0 hold, with a float16 scale that converts to float32 exactly.
+Families: llama (Llama, SmolLM2; with experts, Mixtral), qwen2, qwen3, qwen2moe, qwen3moe, phi3. Anything
+the file holds that the model has no place for, and any metadata that would change the computation in a way
+the engine does not follow, is refused by name. Gemma 2 and 3 files are refused: llama.cpp does not store
+their attention scale (query_pre_attn_scalar) nor Gemma 3's local rope base and layer pattern, but infers
+them from the model's size, and guessing them here could load a wrong model.
 
 llama.cpp's converter reorders the rows of each attention head's q and k projections in llama-family
-files (its rope pairs adjacent dimensions, Hugging Face's pairs the two halves); they are put back here.
+files (its rope pairs adjacent dimensions, Hugging Face's pairs the two halves); they are put back here
+(rows of blocks with their scales, for weights kept in blocks).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from swarm.kernels.quant import BLOCK, Blocks
 from swarm.runtime.config import ModelConfig
 from swarm.runtime.errors import CheckpointError, ConfigError
 from swarm.runtime.loader import Progress, TensorSource, few_names
@@ -36,6 +41,8 @@ ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2moe
 _PERMUTED = ("llama", "mixtral")
 TENSOR_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K",
                 "Q6_K")
+# the GGML types whose blocks are swarm's block formats but for the scale's width (float16 there, float32 here)
+_BLOCK_FORMATS = {"Q8_0": "q8_0", "Q4_0": "q4_0"}
 INSTALL = "reading GGUF files needs the gguf package: pip install 'swarm-sim[gguf]'"
 
 
@@ -308,7 +315,8 @@ def _unpermute(w: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 class _GGUFTensors(TensorSource):
-    """A GGUF file's tensors under Hugging Face checkpoint names, dequantised to float32 as they are read."""
+    """A GGUF file's tensors under Hugging Face checkpoint names, dequantised to float32 as they are read, or
+    (Q8_0 and Q4_0, when the loader keeps blocks) repacked into swarm's blocks."""
 
     what = "GGUF file"
     config_name = "its metadata"
@@ -366,8 +374,36 @@ class _GGUFTensors(TensorSource):
         w = torch.from_numpy(np.require(values, np.float32, ["C", "W"])).reshape(self.shape(name))
         if src.heads:
             w = _unpermute(w, src.heads)
-        nbytes = int(t.n_bytes) // (1 if src.expert is None else int(t.data.shape[0]))
-        return w, nbytes
+        return w, self._nbytes(src)
+
+    def _nbytes(self, src: _Source) -> int:
+        t = self.file.tensors[src.tensor]
+        return int(t.n_bytes) // (1 if src.expert is None else int(t.data.shape[0]))
+
+    def block_format(self, name: str) -> str | None:
+        src = self.map[name]
+        if src.shape is not None:  # a reshaped vector (the shared expert gate), never kept in blocks
+            return None
+        return _BLOCK_FORMATS.get(self.file.tensors[src.tensor].tensor_type.name)
+
+    def read_blocks(self, name: str) -> tuple[Blocks, int]:
+        src = self.map[name]
+        t = self.file.tensors[src.tensor]
+        fmt = _BLOCK_FORMATS[t.tensor_type.name]
+        data = t.data if src.expert is None else t.data[src.expert]
+        # llama.cpp's block: a float16 scale, then the 32 weights' values (int8, or 4-bit pairs laid out as here)
+        raw = torch.from_numpy(np.require(data, np.uint8, ["C", "W"]))
+        raw = raw.reshape(*raw.shape[:-1], -1, 2 + (BLOCK if fmt == "q8_0" else BLOCK // 2))  # [..., N, K/32, B]
+        scales = raw[..., :2].contiguous().view(torch.float16)[..., 0].float()
+        values = raw[..., 2:].contiguous().reshape(*raw.shape[:-2], -1)
+        if fmt == "q8_0":
+            values = values.view(torch.int8)
+        if values.shape[:-1] != self.shape(name)[:-1] or scales.shape[-1] * BLOCK != self.shape(name)[-1]:
+            raise CheckpointError(f"tensor {self.label(name)} in {self.file.path.name} holds "
+                                  f"{tuple(values.shape)} values for a weight of shape {self.shape(name)}")
+        if src.heads:
+            values, scales = _unpermute(values, src.heads), _unpermute(scales, src.heads)
+        return Blocks(values.contiguous(), scales.contiguous(), fmt), self._nbytes(src)
 
     def check_unused(self, unused: list[str], cfg: ModelConfig) -> None:
         if "rope_freqs.weight" in unused:

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from swarm.kernels.quant import Blocks
 from swarm.runtime.bundled import is_gguf_file
 from swarm.runtime.config import ModelConfig
 from swarm.runtime.errors import CheckpointError, ConfigError
@@ -279,10 +280,31 @@ class TensorSource:
             why = ("holds NaN or infinite values (a diverged training run or a corrupt file?)" if not all_finite(t)
                    else f"holds values too large for {dtype} (load it in float32)")
             raise CheckpointError(f"tensor {self.label(part.name)} in {self.file_of(part.name)} {why}")
+        self._read_done(nbytes)
+        return out
+
+    def block_format(self, name: str) -> str | None:
+        """The block format ("q8_0" or "q4_0") `read_blocks` reads `name` in as stored, or None when the
+        source keeps no blocks for it."""
+        return None
+
+    def read_blocks(self, name: str) -> tuple[Blocks, int]:
+        """The tensor `name` in its stored blocks (rows [..., N, K] in swarm's layout), and the bytes read."""
+        raise NotImplementedError
+
+    def get_blocks(self, part: Part) -> Blocks:
+        """The blocks of `part`, refused if a scale is NaN or infinite."""
+        b, nbytes = self.read_blocks(part.name)
+        if not all_finite(b.scales):
+            raise CheckpointError(f"tensor {self.label(part.name)} in {self.file_of(part.name)} holds NaN or "
+                                  "infinite block scales (a corrupt file?)")
+        self._read_done(nbytes)
+        return b
+
+    def _read_done(self, nbytes: int) -> None:
         self.done += nbytes
         if self.progress:
             self.progress(min(self.done, self.total), self.total)
-        return out
 
 
 _FLOAT_TYPES = ("F64", "F32", "F16", "BF16")
@@ -398,8 +420,14 @@ def _stderr_progress(start: float) -> Progress:
     return report
 
 
-def load_model(path: str | Path, dtype: torch.dtype = torch.float32, progress: Progress | None = None) -> Model:
-    """Build the model for a checkpoint folder or a GGUF file and load its weights (compute dtype `dtype`)."""
+def load_model(path: str | Path, dtype: torch.dtype = torch.float32, progress: Progress | None = None,
+               keep_blocks: bool = False) -> Model:
+    """Build the model for a checkpoint folder or a GGUF file and load its weights (compute dtype `dtype`).
+
+    `keep_blocks`: the Linear and routed-expert weights a GGUF file stores as Q8_0 or Q4_0 stay in those blocks
+    (`BlockLinear`, `BlockMoE` of `swarm.runtime.quant`), repacked with no float32 copy ever made; every other
+    tensor (embeddings, norms, routers, other GGML types) is read as values. A weight assembled from parts in
+    different types (q, k and v fused into one projection, gate and up) is read as values too."""
     path = Path(path)
     if is_gguf_file(path):
         from swarm.runtime.gguf_file import open_gguf
@@ -415,22 +443,58 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32, progress: P
     parts = parameter_parts(cfg)
     source.check_unused(source.check([p for ps in parts.values() for p in ps]), cfg)
     with torch.device("meta"):
-        model = Model(cfg)
-    model = model.to_empty(device="cpu").to(dtype)
+        model = Model(cfg).to(dtype)
+    kept = _keep_blocks(model, parts, source) if keep_blocks else {}
+    model = model.to_empty(device="cpu")
     if cfg.tie_word_embeddings:
         model.lm_head.weight = model.embed.weight
     params = dict(model.named_parameters(remove_duplicate=False))
     with torch.no_grad():
         for name, plist in parts.items():
+            if name in kept:
+                got = [source.get_blocks(p) for p in plist]
+                params[name].copy_(_assemble(name, params[name], [b.values for b in got]))
+                params[kept[name]].copy_(_assemble(name, params[kept[name]], [b.scales for b in got]))
+                continue
             target = params[name]
-            tensors = [source.get(p, dtype) for p in plist]
-            if name.endswith(("mlp.gate_up", "mlp.down")) and len(tensors) > 1:  # per-expert tensors
-                E = target.shape[0]
-                per = len(tensors) // E
-                value = torch.stack([torch.cat(tensors[e * per : (e + 1) * per]) for e in range(E)])
-            else:
-                value = torch.cat(tensors) if len(tensors) > 1 else tensors[0]
-            target.copy_(value)
+            target.copy_(_assemble(name, target, [source.get(p, dtype) for p in plist]))
     if source.progress and source.done < source.total:  # the headers' bytes are never read as tensors
         source.progress(source.total, source.total)
     return model.eval()
+
+
+def _assemble(name: str, target: torch.Tensor, tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The parameter `name` from its parts' tensors (rows of a fused projection, or experts to stack)."""
+    if name.endswith(("mlp.gate_up", "mlp.down")) and len(tensors) > 1:  # per-expert tensors
+        E = target.shape[0]
+        per = len(tensors) // E
+        return torch.stack([torch.cat(tensors[e * per : (e + 1) * per]) for e in range(E)])
+    return torch.cat(tensors) if len(tensors) > 1 else tensors[0]
+
+
+def _keep_blocks(model: Model, parts: dict[str, list[Part]], source: TensorSource) -> dict[str, str]:
+    """Swap the (meta) model's Linears and MoEs whose weights `source` keeps in one block format for empty block
+    modules; returns each kept weight's name -> the name of its scales."""
+    from swarm.runtime.model import Linear, MoE
+    from swarm.runtime.quant import KEEP_FLOAT, BlockLinear, empty_block_moe
+
+    def fmt(name: str) -> str | None:
+        kinds = {source.block_format(p.name) for p in parts.get(name, ())}
+        return kinds.pop() if len(kinds) == 1 else None
+
+    kept: dict[str, str] = {}
+    for owner, module in list(model.named_modules()):
+        if type(module) is Linear and owner.rsplit(".", 1)[-1] not in KEEP_FLOAT:
+            f = fmt(owner + ".weight")
+            if f is None:
+                continue
+            parent, _, child = owner.rpartition(".")
+            setattr(model.get_submodule(parent), child, BlockLinear.empty(module, f, owner))
+            kept[owner + ".weight"] = owner + ".scale"
+        elif type(module) is MoE:
+            f = fmt(owner + ".gate_up")
+            if f is None or fmt(owner + ".down") != f:  # one format for all its experts
+                continue
+            empty_block_moe(module, f, owner)
+            kept.update({f"{owner}.{p}": f"{owner}.{p}_scale" for p in ("gate_up", "down")})
+    return kept

@@ -30,7 +30,7 @@ from swarm.kernels import quant as blocks
 from swarm.kernels import registry
 from swarm.runtime.model import Linear, MoE, kernels
 
-_KEEP_FLOAT = ("router", "shared_gate")
+KEEP_FLOAT = ("router", "shared_gate")
 
 
 def _int8mm() -> object:
@@ -124,7 +124,7 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     if devices != {"cpu"}:
         raise ValueError(f"int8 weights are a CPU path; the model is on {sorted(devices)}")
     targets = [(name, m) for name, m in model.named_modules()
-               if (isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] not in _KEEP_FLOAT)
+               if (isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] not in KEEP_FLOAT)
                or (isinstance(m, MoE) and not isinstance(m, Int8MoE))]
     for name, module in targets:  # check every shape before changing anything
         if isinstance(module, nn.Linear):
@@ -166,6 +166,20 @@ class BlockLinear(nn.Module):
         self.scale = nn.Parameter(scales, requires_grad=False)  # [N, C / 32] float32
         self.bias = linear.bias
 
+    @classmethod
+    def empty(cls, linear: nn.Linear, fmt: str, name: str = "linear") -> BlockLinear:
+        """A BlockLinear of `linear`'s shape whose blocks are left unset, on `linear`'s device (the meta device
+        while a loader builds the model): for blocks read from a file as they are, with no float32 weight."""
+        _check_blocks(name, linear.in_features, fmt)
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        self.in_features, self.out_features, self.fmt = linear.in_features, linear.out_features, fmt
+        values, scales = empty_blocks(tuple(linear.weight.shape), fmt, linear.weight.device)
+        self.weight = nn.Parameter(values, requires_grad=False)
+        self.scale = nn.Parameter(scales, requires_grad=False)
+        self.bias = linear.bias
+        return self
+
     @property
     def blocks(self) -> blocks.Blocks:
         return blocks.Blocks(self.weight, self.scale, self.fmt)
@@ -197,6 +211,28 @@ def _check_blocks(name: str, c: int, fmt: str) -> None:
                          f"{blocks.BLOCK} (quantize='int8' takes multiples of 8)")
 
 
+def empty_blocks(shape: tuple[int, ...], fmt: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unset values and float32 scales of a weight of `shape` [..., N, K] in `fmt`."""
+    *lead, K = shape
+    if fmt == "q8_0":
+        values = torch.empty(*lead, K, dtype=torch.int8, device=device)
+    else:
+        values = torch.empty(*lead, K // 2, dtype=torch.uint8, device=device)
+    return values, torch.empty(*lead, K // blocks.BLOCK, dtype=torch.float32, device=device)
+
+
+def empty_block_moe(moe: MoE, fmt: str, name: str = "moe") -> None:
+    """Turn `moe` into a BlockMoE whose expert blocks are left unset (see `BlockLinear.empty`)."""
+    for part in ("gate_up", "down"):
+        _check_blocks(f"{name}.{part}", getattr(moe, part).shape[2], fmt)
+    for part in ("gate_up", "down"):
+        values, scales = empty_blocks(tuple(getattr(moe, part).shape), fmt, getattr(moe, part).device)
+        setattr(moe, part, nn.Parameter(values, requires_grad=False))
+        setattr(moe, f"{part}_scale", nn.Parameter(scales, requires_grad=False))
+    moe.fmt = fmt
+    moe.__class__ = BlockMoE
+
+
 def _block_moe(moe: MoE, fmt: str) -> None:
     for name in ("gate_up", "down"):
         values, scales, _ = blocks.quantize(getattr(moe, name), fmt)
@@ -218,7 +254,7 @@ def quantize_blocks(model: nn.Module, fmt: str) -> nn.Module:
     if devices != {"cpu"}:
         raise ValueError(f"{fmt} weights are a CPU path; the model is on {sorted(devices)}")
     targets = [(name, m) for name, m in model.named_modules()
-               if (type(m) in (nn.Linear, Linear) and name.rsplit(".", 1)[-1] not in _KEEP_FLOAT)
+               if (type(m) in (nn.Linear, Linear) and name.rsplit(".", 1)[-1] not in KEEP_FLOAT)
                or type(m) is MoE]
     for name, module in targets:  # check every shape before changing anything
         if isinstance(module, nn.Linear):

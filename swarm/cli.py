@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from swarm.bus.base import BusError
-from swarm.engine_options import add_engine_options, engine_config
+from swarm.engine_options import add_engine_options, add_quantize_option, engine_config
 from swarm.runtime.errors import SwarmError
 
 
@@ -20,7 +20,7 @@ def _generate(args: argparse.Namespace) -> int:
     from swarm.runtime import Engine, SamplingParams
 
     t0 = time.perf_counter()
-    engine = Engine.from_pretrained(args.model)
+    engine = Engine.from_pretrained(args.model, quantize=args.quantize)
     adapter = None
     if args.adapter:
         adapter = Path(args.adapter).name
@@ -134,7 +134,7 @@ def _resume(args: argparse.Namespace) -> int:
           + "".join(f" {k}={v!r}" for k, v in options.items() if v is not None)
           + f" (its build code runs), model {args.model or info['model']}, bus {args.bus or info['bus']}"
           + (f", log {record}" if record else ""), file=sys.stderr)
-    for option in ("kv_memory", "kv_dtype"):  # as the run was started, unless given again
+    for option in ("kv_memory", "kv_dtype", "quantize"):  # as the run was started, unless given again
         if getattr(args, option) is None:
             setattr(args, option, run.get(option))
     # sampling as the run was started: a resumed run goes on as the uninterrupted one would have
@@ -153,6 +153,7 @@ def _drive(sim, total: int, args: argparse.Namespace) -> int:
         every = args.checkpoint_every or CHECKPOINT_EVERY
         sim.autosave(args.checkpoint, every, run={
             "ticks": total, "every": every, "kv_memory": args.kv_memory, "kv_dtype": args.kv_dtype,
+            "quantize": args.quantize,
             "temperature": args.temperature, "top_p": args.top_p,
             "history": str(Path(args.history).resolve()) if args.history else None})
     engine = getattr(sim.model, "engine", None)
@@ -324,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--adapter", help="a PEFT LoRA adapter folder to generate with")
+    add_quantize_option(g)
     g.set_defaults(func=_generate)
 
     run = sub.add_parser("run", help="run a scenario headless and print its report")

@@ -1,4 +1,4 @@
-"""The command line's KV-memory options, shared by `swarm run` and `swarm serve`."""
+"""The command line's engine options (KV memory, weight format), shared by the commands that load a model."""
 
 from __future__ import annotations
 
@@ -22,12 +22,20 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kv-dtype", choices=[d for d in KV_DTYPES if d == "int8"],
                         help="store keys and values as int8 with a scale per token and head (about 3.8x the tokens "
                         "of float32 in the same memory)")
+    add_quantize_option(parser)
+
+
+def add_quantize_option(parser: argparse.ArgumentParser) -> None:
+    # Engine.from_pretrained's formats, named here so that building the parser does not import the engine
+    parser.add_argument("--quantize", choices=("int8", "q8_0", "q4_0"), help="weight-only quantisation at load, "
+                        "CPU only: int8 (a scale per row), q8_0 or q4_0 (blocks of 32 weights, native kernels); by "
+                        "default float32, except a GGUF file's Q8_0 and Q4_0 weights, kept in their blocks")
 
 
 def engine_config(args: argparse.Namespace):
     """An EngineConfig from the options, or None when none was given (the engine's defaults)."""
-    if args.kv_memory is None and args.kv_dtype is None:
+    if args.kv_memory is None and args.kv_dtype is None and args.quantize is None:
         return None
     from swarm.runtime import EngineConfig
 
-    return EngineConfig(kv_memory=args.kv_memory, kv_dtype=args.kv_dtype)
+    return EngineConfig(kv_memory=args.kv_memory, kv_dtype=args.kv_dtype, quantize=args.quantize)

@@ -124,9 +124,10 @@ def _finish(writer) -> None:
 
 
 def write_gguf(folder: Path, out: Path, qtype: str = "F32", pre: str = "gpt-2", seed: int = 0,
-               one_tensor_per_expert: bool = False, extra=None) -> Path:
+               one_tensor_per_expert: bool = False, extra=None, types: dict[str, str] | None = None) -> Path:
     """Write `folder`'s model to the GGUF file `out`; return a float folder of the weights the file holds.
-    `extra(writer)` may add metadata and tensors before the file is written."""
+    `extra(writer)` may add metadata and tensors before the file is written; `types` stores the Hugging Face
+    tensors whose names end with a key in that type instead of `qtype` (a mixed file)."""
     import gguf
 
     rng = np.random.default_rng(seed)
@@ -171,8 +172,8 @@ def write_gguf(folder: Path, out: Path, qtype: str = "F32", pre: str = "gpt-2", 
     stacked: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
 
     def store(name: str, value: np.ndarray, heads: int = 0) -> tuple[np.ndarray, str]:
-        kind = qtype
-        if value.ndim != 2 or "norm" in name or value.shape[1] % (256 if qtype in K_SCALES else 32):
+        kind = next((t for end, t in (types or {}).items() if name.endswith(end)), qtype)
+        if value.ndim != 2 or "norm" in name or value.shape[1] % (256 if kind in K_SCALES else 32):
             kind = "F32"  # llama.cpp keeps norms (and rows no block divides) in float32
         data, back = encode(value, kind, rng)
         decoded[name] = torch.from_numpy(np.ascontiguousarray(back))

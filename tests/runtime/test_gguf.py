@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from torch import nn
 
 from swarm.runtime import CheckpointError, Engine, SamplingParams, model_path
 from swarm.runtime import gguf_file as gguf_mod
 from swarm.runtime.errors import ConfigError
+from swarm.runtime.model import Linear, MoE
+from swarm.runtime.quant import KEEP_FLOAT, BlockLinear, BlockMoE, Int8Linear
 from swarm.runtime.random_model import CHATML, SPECIAL, tiny_config, write_random_model
 from swarm.runtime.tokenizer import Tokenizer as SwarmTokenizer
 from tests.runtime.gguf_files import write_gguf, write_tokenizer_gguf
@@ -68,6 +71,64 @@ def test_more_block_types(folders, tmp_path, qtype):
     file = tmp_path / "model.gguf"
     reference = write_gguf(folders["llama"], file, qtype)
     assert torch.allclose(_logits(file), _logits(reference), atol=1e-5, rtol=0)
+
+
+def _param_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0"])
+@pytest.mark.parametrize("family", ["llama", "qwen3_moe", "qwen2_moe"])
+def test_q8_0_and_q4_0_weights_stay_in_their_blocks(folders, tmp_path, monkeypatch, family, qtype):
+    file = tmp_path / "model.gguf"
+    reference = write_gguf(folders[family], file, qtype)
+    read_as_values, read = set(), gguf_mod._GGUFTensors.read
+
+    def spy(source, name):
+        t = source.file.tensors[source.map[name].tensor]
+        read_as_values.add(t.name if t.tensor_type.name == qtype else t.tensor_type.name)
+        return read(source, name)
+
+    monkeypatch.setattr(gguf_mod._GGUFTensors, "read", spy)
+    engine = Engine.from_pretrained(file)
+    # norms (F32), the token embeddings and the routers were read as values; no other block was made float32
+    assert {n for n in read_as_values if "ffn_gate_inp" not in n} == {"F32", "token_embd.weight"}
+    fmt = qtype.lower()
+    model = engine.model
+    linears = [m for name, m in model.named_modules() if isinstance(m, (nn.Linear, BlockLinear)) and
+               name.rsplit(".", 1)[-1] not in KEEP_FLOAT]
+    assert linears and all(type(m) is BlockLinear and m.fmt == fmt for m in linears)
+    assert type(model.lm_head) is BlockLinear and type(model.layers[0].attn.qkv) is BlockLinear
+    moes = [m for m in model.modules() if isinstance(m, MoE)]
+    assert all(type(m) is BlockMoE and m.fmt == fmt and type(m.router) is Linear for m in moes)
+    # the memory is the blocks' (what quantize= makes of the same shapes), not float32's
+    requantised = Engine.from_pretrained(reference, quantize=fmt).model
+    assert _param_bytes(model) == _param_bytes(requantised) < _param_bytes(Engine.from_pretrained(reference).model) / 2
+    assert torch.allclose(engine.logits(IDS), _logits(reference), atol=1e-6, rtol=0)
+    out = engine.generate([IDS], SamplingParams(max_tokens=6, temperature=0, ignore_eos=True))[0]
+    assert out.token_ids == Engine.from_pretrained(reference).generate(
+        [IDS], SamplingParams(max_tokens=6, temperature=0, ignore_eos=True))[0].token_ids
+
+
+def test_a_mixed_file_keeps_the_blocks_it_can_and_reads_the_rest_as_float32(folders, tmp_path):
+    file = tmp_path / "model.gguf"
+    # q, k in Q4_0 and v in F16 make one fused projection of two types; down in Q5_0, lm_head in Q8_0
+    reference = write_gguf(folders["llama"], file, "Q4_0", types={
+        "v_proj.weight": "F16", "down_proj.weight": "Q5_0", "lm_head.weight": "Q8_0"})
+    model = Engine.from_pretrained(file).model
+    layer = model.layers[0]
+    assert (model.lm_head.fmt, layer.attn.o_proj.fmt, layer.mlp.gate_up.fmt) == ("q8_0", "q4_0", "q4_0")
+    assert type(layer.attn.qkv) is Linear and type(layer.mlp.down) is Linear
+    assert layer.attn.qkv.weight.dtype == torch.float32
+    assert torch.allclose(Engine.from_pretrained(file).logits(IDS), _logits(reference), atol=1e-6, rtol=0)
+
+
+def test_quantize_still_requantises_a_gguf_file(folders, tmp_path):
+    file = tmp_path / "model.gguf"
+    write_gguf(folders["qwen3_moe"], file, "Q4_0")
+    model = Engine.from_pretrained(file, quantize="q8_0").model
+    assert model.lm_head.fmt == "q8_0" and all(m.fmt == "q8_0" for m in model.modules() if isinstance(m, MoE))
+    assert type(Engine.from_pretrained(file, quantize="int8").model.lm_head) is Int8Linear
 
 
 @pytest.fixture(scope="module")
