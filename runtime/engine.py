@@ -48,7 +48,7 @@ TIER_SHARE = 0.2  # of available RAM, the second KV tier's default size
 FIRST_PUMP_TOKENS = 32  # the token budget of `pump`'s first step, before any step time was measured
 
 
-QUANTIZE = (None, "int8", "q8_0", "q4_0")  # Engine.from_pretrained(quantize=...)
+QUANTIZE = (None, "int8", "q8_0", "q4_0", "bf16", "f16")  # Engine.from_pretrained(quantize=...)
 
 @dataclass
 class _Pass:
@@ -215,7 +215,9 @@ class Engine:
 
         `quantize="int8"` turns the weights into weight-only int8 (per-row scales, torch's packed kernel);
         `quantize="q8_0"` or `"q4_0"` into llama.cpp's blocks of 32 weights sharing a scale, which the native
-        CPU kernels unpack in registers during decode (the fused decode blocks included). Attention, MLPs,
+        CPU kernels unpack in registers during decode (the fused decode blocks included); `quantize="bf16"` or
+        `"f16"` stores them as bfloat16 or float16 (half the bytes), widened to float32 the same way, so the
+        arithmetic stays float32 (the logits equal a float32 engine on the rounded weights). Attention, MLPs,
         routed experts and lm_head are quantised; routers stay float32. CPU only; see `swarm.runtime.quant`.
         """
         if quantize not in QUANTIZE:
