@@ -94,7 +94,9 @@ class Rotary:
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [T, H, dim]; cos, sin [T, dim]. Rotates the two halves of each head (the HF/Llama convention)."""
+    """x [T, H, dim]; cos, sin [T, dim] float32. Rotates the two halves of each head (the HF/Llama convention).
+    The rotation is computed in float32 and comes back in x's dtype (bfloat16 / float16 heads stay so: the KV
+    cache and the attention kernels take q's dtype)."""
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos[:, None, :] + rotated * sin[:, None, :]
+    return (x.float() * cos[:, None, :] + rotated.float() * sin[:, None, :]).to(x.dtype)
