@@ -24,6 +24,14 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
                         "of float32 in the same memory)")
 
 
+def add_dtype_option(parser: argparse.ArgumentParser) -> None:
+    """--dtype, for the commands that take --device."""
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
+                        help="on CUDA, the dtype of weights, activations and KV cache (float32 accumulation; "
+                        "default: the checkpoint's torch_dtype when bfloat16 or float16, else float32); the CPU "
+                        "computes in float32")
+
+
 def engine_config(args: argparse.Namespace):
     """An EngineConfig from the options, or None when none was given (the engine's defaults)."""
     if args.kv_memory is None and args.kv_dtype is None:
