@@ -51,7 +51,7 @@ import roofline  # noqa: E402
 FIRST_ID = 5  # ids below are the tokenizer's special tokens (pad, bos, eos, im_start, im_end)
 PAD_ID = 0
 SECTIONS = ("hardware", "multi_agent", "persona_cache", "eviction", "roofline", "kv_int8", "weights", "overhead")
-WEIGHT_FORMATS = ("float32", "int8", "q8_0", "q4_0")  # the weights section's formats (Engine quantize=)
+WEIGHT_FORMATS = ("float32", "int8", "q8_0", "q4_0", "bf16", "f16")  # the weights section's formats (Engine quantize=)
 
 
 # -- sizes ---------------------------------------------------------------------------------
@@ -727,8 +727,9 @@ def timed_steps(engine: Engine, batch: int, steps: int) -> float:
 
 def section_weights(b: Bench, repeats: int = 5) -> dict:
     """Decode tokens/s at each roofline batch with the weights in float32, int8 (per-row scales, torch's packed
-    kernel) and Q8_0 / Q4_0 blocks (the native kernels, fused blocks included): the engines' timed blocks are
-    interleaved, and the median block of each reported (the CPU is shared: a block can be slowed by others)."""
+    kernel), Q8_0 / Q4_0 blocks and bf16 / f16 halves (the native kernels, fused blocks included): the engines'
+    timed blocks are interleaved, and the median block of each reported (the CPU is shared: a block can be
+    slowed by others)."""
     s = b.s
     if b.device.type != "cpu":
         return {"skipped": "quantised weights are a CPU path", "meets_target": True}

@@ -12,6 +12,10 @@ A weight [..., N, K] is cut along K into blocks of 32; each block keeps one floa
 llama.cpp keeps the scale as float16; here it is float32 (a float16 scale from a GGUF file converts exactly,
 and four bytes per 32 weights cost little next to the values).
 
+The half formats, bf16 and f16, are the weight itself rounded to bfloat16 or float16 ([..., N, K], half the
+bytes of float32) with no scales (an empty tensor stands in for them); the native kernels read them as blocks
+of 32 with no scale. Any K fits them (kernels/native widens other widths than multiples of 32 per call).
+
 Legend: N out features, K in features, T tokens, D hidden, E experts, I expert width.
 """
 
@@ -25,11 +29,13 @@ import torch.nn.functional as F
 from swarm.kernels import moe
 
 BLOCK = 32
-FORMATS = ("q8_0", "q4_0")
+FORMATS = ("q8_0", "q4_0", "bf16", "f16")
+HALF = {"bf16": torch.bfloat16, "f16": torch.float16}  # formats that are the weight in a 16-bit float dtype
 
 
 class Blocks(NamedTuple):
-    """A weight in blocks: `values` (int8 for q8_0, uint8 pairs for q4_0) and float32 `scales` [..., N, K / 32]."""
+    """A weight in blocks: `values` (int8 for q8_0, uint8 pairs for q4_0) and float32 `scales` [..., N, K / 32];
+    for bf16 / f16 the 16-bit weight [..., N, K] and an empty `scales`."""
 
     values: torch.Tensor
     scales: torch.Tensor
@@ -38,6 +44,8 @@ class Blocks(NamedTuple):
     @property
     def shape(self) -> tuple[int, ...]:
         """The logical shape of the weight, [..., N, K]."""
+        if self.fmt in HALF:
+            return tuple(self.values.shape)
         return (*self.scales.shape[:-1], self.scales.shape[-1] * BLOCK)
 
 
@@ -49,6 +57,8 @@ def check_format(fmt: str) -> None:
 def quantize(w: torch.Tensor, fmt: str) -> Blocks:
     """w [..., N, K] float (K a multiple of 32) -> its blocks, rounded to nearest."""
     check_format(fmt)
+    if fmt in HALF:
+        return Blocks(w.detach().to(HALF[fmt]).contiguous(), torch.empty(0), fmt)
     K = w.shape[-1]
     if K % BLOCK:
         raise ValueError(f"{fmt}: rows of {K} weights do not split into blocks of {BLOCK}")
@@ -67,6 +77,8 @@ def quantize(w: torch.Tensor, fmt: str) -> Blocks:
 def dequantize(values: torch.Tensor, scales: torch.Tensor, fmt: str) -> torch.Tensor:
     """The float32 weight [..., N, K] the blocks stand for: each element one rounding of q * s."""
     check_format(fmt)
+    if fmt in HALF:
+        return values.float()  # exact: every half is a float32
     lead, nb = scales.shape[:-1], scales.shape[-1]
     if fmt == "q8_0":
         q = values.reshape(*lead, nb, BLOCK).float()

@@ -27,7 +27,7 @@ from swarm.runtime.fused import FusedDecode
 from swarm.runtime.grammar import GrammarCompiler, GrammarState
 from swarm.runtime.kv import DenseBatch, PagedBatch, index_tensor
 from swarm.runtime.kv_tier import KVTier
-from swarm.runtime.loader import Progress, load_model
+from swarm.runtime.loader import Progress, checkpoint_dtype, load_model
 from swarm.runtime.lora import LoRAManager
 from swarm.runtime.memory import format_size, free_memory, parse_size
 from swarm.runtime.model import Model, MoE
@@ -48,7 +48,24 @@ TIER_SHARE = 0.2  # of available RAM, the second KV tier's default size
 FIRST_PUMP_TOKENS = 32  # the token budget of `pump`'s first step, before any step time was measured
 
 
-QUANTIZE = (None, "int8", "q8_0", "q4_0")  # Engine.from_pretrained(quantize=...)
+QUANTIZE = (None, "int8", "q8_0", "q4_0", "bf16", "f16")  # Engine.from_pretrained(quantize=...)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}  # (dtype=...)
+
+
+def compute_dtype(path: str | Path, device: str | torch.device, dtype: str | torch.dtype | None) -> torch.dtype:
+    """The dtype an engine on `device` holds its weights and activations in: `dtype` when given (a DTYPES name
+    or torch dtype); else on CUDA the checkpoint's own `torch_dtype` when it is bfloat16 or float16, float32
+    otherwise (the CPU always: its kernels compute in float32, and half weights there are `quantize="bf16"`)."""
+    if dtype is None:
+        named = checkpoint_dtype(path) if torch.device(device).type == "cuda" else None
+        return DTYPES[named] if named in ("bfloat16", "float16") else torch.float32
+    chosen = DTYPES.get(dtype) if isinstance(dtype, str) else dtype
+    if chosen not in DTYPES.values():
+        raise ValueError(f"unknown dtype={dtype!r}; supported: {', '.join(DTYPES)}")
+    if chosen is not torch.float32 and torch.device(device).type == "cpu":
+        raise ValueError(f"dtype={dtype!r} on the CPU: the CPU computes in float32; quantize='bf16' or 'f16' "
+                         "stores its weights in half precision")
+    return chosen
 
 @dataclass
 class _Pass:
@@ -214,7 +231,8 @@ class Engine:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, config: EngineConfig | None = None, device: str = "cpu",
-                        progress: Progress | None = None, quantize: str | None = None) -> Engine:
+                        progress: Progress | None = None, quantize: str | None = None,
+                        dtype: str | torch.dtype | None = None) -> Engine:
         """Load a local Hugging Face folder (config.json, safetensors, tokenizer.json) or a GGUF file; float32 on
         the CPU.
 
@@ -224,9 +242,17 @@ class Engine:
         routers; F16, BF16, Q4_1, Q5_x and K-quant weights) are dequantised to float32, so a mixed file (Q4_0
         with a Q6_K output, say) has those layers in float32. On another device every tensor is float32.
 
+        `dtype` ("float32", "bfloat16" or "float16") is what weights, activations and the KV cache are held in
+        on CUDA; by default the checkpoint's `torch_dtype` when that is bfloat16 or float16, else float32. In
+        half precision the Triton kernels (attention, MoE routing and experts, LoRA) and torch's matmuls
+        accumulate in float32, RMSNorm's mean and the rotary rotation are float32, and the logits come back
+        float32; residual adds and each layer's outputs are rounded to `dtype`, as in transformers.
+
         `quantize="int8"` turns the weights into weight-only int8 (per-row scales, torch's packed kernel);
         `quantize="q8_0"` or `"q4_0"` into llama.cpp's blocks of 32 weights sharing a scale, which the native
-        CPU kernels unpack in registers during decode (the fused decode blocks included). Attention, MLPs,
+        CPU kernels unpack in registers during decode (the fused decode blocks included); `quantize="bf16"` or
+        `"f16"` stores them as bfloat16 or float16 (half the bytes), widened to float32 the same way, so the
+        arithmetic stays float32 (the logits equal a float32 engine on the rounded weights). Attention, MLPs,
         routed experts and lm_head are quantised (a GGUF file's weights from their float32 values, whatever
         their stored type); routers stay float32. CPU only; see `swarm.runtime.quant`. `config.quantize` asks
         the same.
@@ -238,8 +264,11 @@ class Engine:
                 raise ValueError(f"quantize={quantize!r} and config.quantize={config.quantize!r} disagree: give one")
             quantize = config.quantize
         path = model_path(path)  # a bundled model's name, a folder or a GGUF file
+        dtype = compute_dtype(path, device, dtype)
+        if quantize is not None and dtype is not torch.float32:
+            raise ValueError(f"quantize={quantize!r} is a CPU path over float32 compute; dtype={dtype} is for CUDA")
         keep = quantize is None and torch.device(device).type == "cpu"
-        model = load_model(path, dtype=torch.float32, progress=progress, keep_blocks=keep).to(device)
+        model = load_model(path, dtype=dtype, progress=progress, keep_blocks=keep).to(device)
         if quantize == "int8":
             from swarm.runtime.quant import quantize_int8
 

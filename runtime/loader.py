@@ -420,6 +420,17 @@ def _stderr_progress(start: float) -> Progress:
     return report
 
 
+def checkpoint_dtype(path: str | Path) -> str | None:
+    """The dtype a checkpoint folder's config.json names its weights in (`torch_dtype`, or `dtype` as newer
+    transformers writes it), e.g. "bfloat16"; None for a GGUF file or a config that names none."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return None
+    raw = read_json(config, ConfigError)
+    named = raw.get("torch_dtype") or raw.get("dtype") if isinstance(raw, dict) else None
+    return named.removeprefix("torch.") if isinstance(named, str) else None
+
+
 def load_model(path: str | Path, dtype: torch.dtype = torch.float32, progress: Progress | None = None,
                keep_blocks: bool = False) -> Model:
     """Build the model for a checkpoint folder or a GGUF file and load its weights (compute dtype `dtype`).

@@ -151,7 +151,13 @@ def quantize_int8(model: nn.Module) -> nn.Module:
 # bring back the 3.5 to 6 times the memory the blocks save. The routed experts read their blocks in place at
 # any token count.
 
-BLOCK_FORMATS = ("q8_0", "q4_0")
+BLOCK_FORMATS = blocks.FORMATS  # q8_0, q4_0 and the half formats bf16 / f16
+#
+# bf16 / f16 ride the same path: the weight rounded to a 16-bit float (half the bytes of float32, one rounding
+# per weight, no scales), widened to float32 in registers by the decode kernels (exactly: the result equals the
+# float32 kernel on the widened weight bit for bit) and per call for prefill's GEMM. Activations and
+# accumulation stay float32. Their rows may have any width (other widths than multiples of 32 are widened per
+# call for the float32 kernels).
 
 
 class BlockLinear(nn.Module):
@@ -163,7 +169,7 @@ class BlockLinear(nn.Module):
         self.in_features, self.out_features, self.fmt = linear.in_features, linear.out_features, fmt
         values, scales, _ = blocks.quantize(linear.weight, fmt)
         self.weight = nn.Parameter(values, requires_grad=False)  # [N, C] int8 or [N, C / 2] uint8
-        self.scale = nn.Parameter(scales, requires_grad=False)  # [N, C / 32] float32
+        self.scale = nn.Parameter(scales, requires_grad=False)  # [N, C / 32] float32 (empty for bf16 / f16)
         self.bias = linear.bias
 
     @classmethod
@@ -206,7 +212,7 @@ class BlockMoE(MoE):
 
 
 def _check_blocks(name: str, c: int, fmt: str) -> None:
-    if c % blocks.BLOCK:
+    if c % blocks.BLOCK and fmt not in blocks.HALF:
         raise ValueError(f"{fmt}: {name} has {c} input features; blocks of {blocks.BLOCK} need a multiple of "
                          f"{blocks.BLOCK} (quantize='int8' takes multiples of 8)")
 
@@ -244,11 +250,12 @@ def _block_moe(moe: MoE, fmt: str) -> None:
 
 @torch.no_grad()
 def quantize_blocks(model: nn.Module, fmt: str) -> nn.Module:
-    """Replace the model's float Linear and routed-expert weights by `fmt` blocks ("q8_0" or "q4_0") in place;
-    returns the model. The router and shared-expert gate stay float32, as with int8.
+    """Replace the model's float Linear and routed-expert weights by `fmt` blocks ("q8_0" or "q4_0") or half
+    weights ("bf16" or "f16") in place; returns the model. The router and shared-expert gate stay float32, as
+    with int8.
 
-    CPU only. Raises, changing nothing, if a weight is not on the CPU or has an input width that is not a
-    multiple of 32."""
+    CPU only. Raises, changing nothing, if a weight is not on the CPU or (blocks) has an input width that is
+    not a multiple of 32."""
     blocks.check_format(fmt)
     devices = {p.device.type for p in model.parameters()}
     if devices != {"cpu"}:

@@ -27,9 +27,18 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
 
 def add_quantize_option(parser: argparse.ArgumentParser) -> None:
     # Engine.from_pretrained's formats, named here so that building the parser does not import the engine
-    parser.add_argument("--quantize", choices=("int8", "q8_0", "q4_0"), help="weight-only quantisation at load, "
-                        "CPU only: int8 (a scale per row), q8_0 or q4_0 (blocks of 32 weights, native kernels); by "
+    parser.add_argument("--quantize", choices=("int8", "q8_0", "q4_0", "bf16", "f16"),
+                        help="how the weights are stored, CPU only, computing in float32: int8 (a scale per row), "
+                        "q8_0 or q4_0 (blocks of 32 weights, native kernels), bf16 or f16 (half the bytes); by "
                         "default float32, except a GGUF file's Q8_0 and Q4_0 weights, kept in their blocks")
+
+
+def add_dtype_option(parser: argparse.ArgumentParser) -> None:
+    """--dtype, for the commands that take --device."""
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
+                        help="on CUDA, the dtype of weights, activations and KV cache (float32 accumulation; "
+                        "default: the checkpoint's torch_dtype when bfloat16 or float16, else float32); the CPU "
+                        "computes in float32")
 
 
 def engine_config(args: argparse.Namespace):

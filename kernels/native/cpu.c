@@ -28,7 +28,7 @@
 int swarm_cpu_supported(void)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
 
 /* ---- vector helpers ----------------------------------------------------------------------------- */
@@ -291,19 +291,23 @@ int swarm_rotary(float *x, int64_t T, int64_t R, int64_t D, int64_t st, const fl
  * byte j of a block holds weight j in its low nibble and weight j + 16 in its high one, llama.cpp's order).
  * Quantised weights are dequantised in registers as they stream in: each w is the float q s rounds to, the
  * same float a dequantised copy would hold, and it enters the same FMAs in the same order as a float32 weight
- * would, so a quantised projection equals the float32 kernel on the dequantised matrix bit for bit. */
+ * would, so a quantised projection equals the float32 kernel on the dequantised matrix bit for bit.
+ * Half-precision weights (bfloat16, float16) go through the same code as blocks of 32 without a scale: a half
+ * widens to float32 exactly (bfloat16: its 16 bits shifted into the top of a float's; float16: F16C's
+ * conversion), so they too equal the float32 kernel on the widened matrix bit for bit. */
 #define QBLOCK 32
-enum { W_F32 = 0, W_Q8 = 1, W_Q4 = 2 };
+enum { W_F32 = 0, W_Q8 = 1, W_Q4 = 2, W_BF16 = 3, W_F16 = 4 };
+#define W_HALF(fmt) ((fmt) >= W_BF16) /* no scales */
 
 struct qmat {
     int64_t fmt;
-    const void *w; /* float [N, K], int8 [N, K] or uint8 [N, K / 2] */
+    const void *w; /* float [N, K], int8 [N, K], uint8 [N, K / 2] or 16-bit [N, K] */
     const float *s; /* [N, K / 32]; NULL for float32 */
 };
 
 static inline int64_t qrow_bytes(int64_t fmt, int64_t K)
 {
-    return fmt == W_F32 ? K * (int64_t)sizeof(float) : fmt == W_Q8 ? K : K / 2;
+    return fmt == W_F32 ? K * (int64_t)sizeof(float) : W_HALF(fmt) ? 2 * K : fmt == W_Q8 ? K : K / 2;
 }
 
 /* the matrix from row r on (rows of K) */
@@ -313,10 +317,22 @@ static inline struct qmat qmat_at(const struct qmat *m, int64_t r, int64_t K)
     return o;
 }
 
-/* The 32 weights of the block whose bytes start at q, scale s, as four vectors of 8. A Q4_0 weight (q - 8) s is
- * computed as one FMA, q s + (-8 s): the same real number rounded once (-8 s is exact), so the same float. */
+/* The 32 weights of the block whose bytes start at q, scale s (unused for halves), as four vectors of 8. A Q4_0
+ * weight (q - 8) s is computed as one FMA, q s + (-8 s): the same real number rounded once (-8 s is exact), so
+ * the same float. */
 static inline __attribute__((always_inline)) void deq_block(const char *q, float s, __m256 w[4], const int fmt)
 {
+    if (fmt == W_BF16) {
+        for (int z = 0; z < 4; z++)
+            w[z] = _mm256_castsi256_ps(
+                _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(q + 16 * z))), 16));
+        return;
+    }
+    if (fmt == W_F16) {
+        for (int z = 0; z < 4; z++)
+            w[z] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(q + 16 * z)));
+        return;
+    }
     const __m256 vs = _mm256_set1_ps(s);
     if (fmt == W_Q8) {
         for (int z = 0; z < 4; z++)
@@ -341,14 +357,14 @@ static inline __attribute__((always_inline)) void deq_rows_fmt(const struct qmat
     const int64_t nbk = K / QBLOCK, rb = qrow_bytes(fmt, K), bb = rb / nbk;
     for (int64_t i = 0; i < n; i++) {
         const char *q = (const char *)m->w + (r + i) * rb;
-        const float *s = m->s + (r + i) * nbk;
+        const float *s = W_HALF(fmt) ? NULL : m->s + (r + i) * nbk;
         for (int64_t b = 0; b < nbk; b++) {
             if ((b * bb) % 64 == 0)
                 _mm_prefetch(q + n * rb + b * bb, _MM_HINT_T1);
-            if (b % 16 == 0)
+            if (!W_HALF(fmt) && b % 16 == 0)
                 _mm_prefetch((const char *)(s + n * nbk + b), _MM_HINT_T1);
             __m256 w[4];
-            deq_block(q + b * bb, s[b], w, fmt);
+            deq_block(q + b * bb, W_HALF(fmt) ? 0.0f : s[b], w, fmt);
             for (int z = 0; z < 4; z++)
                 _mm256_storeu_ps(out + i * K + b * QBLOCK + 8 * z, w[z]);
         }
@@ -357,10 +373,12 @@ static inline __attribute__((always_inline)) void deq_rows_fmt(const struct qmat
 
 static void deq_rows(const struct qmat *m, int64_t r, int64_t n, int64_t K, float *out)
 {
-    if (m->fmt == W_Q8)
-        deq_rows_fmt(m, r, n, K, out, W_Q8);
-    else
-        deq_rows_fmt(m, r, n, K, out, W_Q4);
+    switch (m->fmt) {
+    case W_Q8: deq_rows_fmt(m, r, n, K, out, W_Q8); break;
+    case W_Q4: deq_rows_fmt(m, r, n, K, out, W_Q4); break;
+    case W_BF16: deq_rows_fmt(m, r, n, K, out, W_BF16); break;
+    default: deq_rows_fmt(m, r, n, K, out, W_F16);
+    }
 }
 
 /* tile4 on quantised weight rows n .. n + 3 of m, dequantised in registers: c0[j] = a0 . w_j (c1[j] = a1 . w_j
@@ -371,7 +389,7 @@ static inline __attribute__((always_inline)) void qtile4_fmt(const float *a0, co
 {
     const int64_t nbk = K / QBLOCK, rb = qrow_bytes(fmt, K), bb = rb / nbk;
     const char *q = (const char *)m->w + n * rb;
-    const float *s = m->s + n * nbk;
+    const float *s = W_HALF(fmt) ? NULL : m->s + n * nbk;
     __m256 acc0[4], acc1[4];
     for (int j = 0; j < 4; j++)
         acc0[j] = acc1[j] = _mm256_setzero_ps();
@@ -379,13 +397,13 @@ static inline __attribute__((always_inline)) void qtile4_fmt(const float *a0, co
         if ((b * bb) % 64 == 0)
             for (int j = 0; j < 4; j++)
                 _mm_prefetch(q + (4 + j) * rb + b * bb, _MM_HINT_T1);
-        if (b % 16 == 0)
+        if (!W_HALF(fmt) && b % 16 == 0)
             for (int j = 0; j < 4; j++)
                 _mm_prefetch((const char *)(s + (4 + j) * nbk + b), _MM_HINT_T1);
         const float *x0 = a0 + b * QBLOCK, *x1 = a1 ? a1 + b * QBLOCK : NULL;
         for (int j = 0; j < 4; j++) {
             __m256 w[4];
-            deq_block(q + j * rb + b * bb, s[j * nbk + b], w, fmt);
+            deq_block(q + j * rb + b * bb, W_HALF(fmt) ? 0.0f : s[j * nbk + b], w, fmt);
             for (int z = 0; z < 4; z++)
                 acc0[j] = _mm256_fmadd_ps(_mm256_loadu_ps(x0 + 8 * z), w[z], acc0[j]);
             if (a1)
@@ -410,10 +428,14 @@ static void qrows_x_tile(const float *A, int64_t lda, int64_t M, const struct qm
         return;
     }
     if (width == 4 && M <= 2) {
-        if (W->fmt == W_Q8)
-            qtile4_fmt(A, M > 1 ? A + lda : NULL, W, n, K, c[0], M > 1 ? c[1] : NULL, W_Q8);
-        else
-            qtile4_fmt(A, M > 1 ? A + lda : NULL, W, n, K, c[0], M > 1 ? c[1] : NULL, W_Q4);
+        const float *a1 = M > 1 ? A + lda : NULL;
+        float *c1 = M > 1 ? c[1] : NULL;
+        switch (W->fmt) {
+        case W_Q8: qtile4_fmt(A, a1, W, n, K, c[0], c1, W_Q8); break;
+        case W_Q4: qtile4_fmt(A, a1, W, n, K, c[0], c1, W_Q4); break;
+        case W_BF16: qtile4_fmt(A, a1, W, n, K, c[0], c1, W_BF16); break;
+        default: qtile4_fmt(A, a1, W, n, K, c[0], c1, W_F16);
+        }
         return;
     }
     deq_rows(W, n, width, K, buf);
@@ -431,7 +453,7 @@ static float *qscratch(const struct qmat *W, int64_t K)
  * the blocks cannot hold. */
 int swarm_dequantize(int64_t fmt, const void *w, const float *s, int64_t N, int64_t K, float *out)
 {
-    if ((fmt != W_Q8 && fmt != W_Q4) || K % QBLOCK)
+    if (fmt < W_Q8 || fmt > W_F16 || K % QBLOCK || (!W_HALF(fmt) && !s))
         return -1;
     const struct qmat m = {fmt, w, s};
 #pragma omp parallel for if (N * K >= 65536)
@@ -473,12 +495,12 @@ static int linear_part(const float *x, int64_t M, int64_t K, const struct qmat *
 #define LINEAR_PARALLEL(N, K) ((N) * (K) >= 32768)
 
 /* out[M, N] = x[M, K] W[N, K]^T (+ bias[N]), threads splitting the columns; W float32 (fmt 0, s NULL), Q8_0
- * (1) or Q4_0 (2) with its scales s [N, K / 32]. Returns 0, -1 for a format or a K the blocks cannot hold, -2
+ * (1) or Q4_0 (2) with its scales s [N, K / 32], bfloat16 (3) or float16 (4) (s NULL). Returns 0, -1 for a format or a K the blocks cannot hold, -2
  * when memory runs out. */
 int swarm_qlinear(const float *x, int64_t M, int64_t K, int64_t fmt, const void *w, const float *s, int64_t N,
                   const float *bias, float *out)
 {
-    if (fmt < W_F32 || fmt > W_Q4 || (fmt != W_F32 && (K % QBLOCK || !s)))
+    if (fmt < W_F32 || fmt > W_F16 || (fmt != W_F32 && (K % QBLOCK || (!W_HALF(fmt) && !s))))
         return -1;
     const struct qmat m = {fmt, w, s};
     int failed = 0;
@@ -688,7 +710,7 @@ int swarm_expert_ffn(const float *x, int64_t T, int64_t D, int64_t fmt, const vo
                      const void *down, const float *ds, int64_t E, int64_t I, const float *weights,
                      const int64_t *ids, int64_t K, float *out)
 {
-    if (fmt < W_F32 || fmt > W_Q4 || (fmt != W_F32 && (D % QBLOCK || I % QBLOCK || !gs || !ds)))
+    if (fmt < W_F32 || fmt > W_F16 || (fmt != W_F32 && (D % QBLOCK || I % QBLOCK || (!W_HALF(fmt) && (!gs || !ds)))))
         return -1;
     struct experts e = {{fmt, gate_up, gs}, {fmt, down, ds}, E, I, D, T, NULL, NULL, NULL, NULL, NULL, out};
     int code = experts_plan(&e, x, weights, ids, K), failed = 0;

@@ -26,7 +26,7 @@ _ERRORS = {-1: "invalid arguments", -2: "out of memory"}
 LINEAR_MAX_ROWS = 32  # more rows than this go to torch's matmul (MKL's packed GEMM wins from about here)
 MAX_HEADS = 64  # MAX_H in cpu.c: the query heads one sequence's attention keeps state for
 ROUTERS = ("softmax_topk", "topk_softmax")  # the routing modes swarm_route computes
-FORMATS = {"float32": 0, "q8_0": 1, "q4_0": 2}  # cpu.c's weight formats (struct qmat's fmt)
+FORMATS = {"float32": 0, "q8_0": 1, "q4_0": 2, "bf16": 3, "f16": 4}  # cpu.c's weight formats (struct qmat's fmt)
 
 
 def _check(op: str, code: int) -> None:
@@ -160,13 +160,17 @@ def _experts(x: torch.Tensor, gate_up: torch.Tensor | Blocks, down: torch.Tensor
 def _weight_args(w: torch.Tensor | Blocks) -> tuple[int, int, int | None]:
     """(format code, values pointer, scales pointer) of a contiguous float32 weight or blocks."""
     if isinstance(w, Blocks):
-        return FORMATS[w.fmt], w.values.data_ptr(), w.scales.data_ptr()
+        return FORMATS[w.fmt], w.values.data_ptr(), None if w.fmt in quant.HALF else w.scales.data_ptr()
     return 0, w.data_ptr(), None
 
 
 def _blocks_ok(values: torch.Tensor, scales: torch.Tensor, fmt: str) -> bool:
     """Whether the C code can read these blocks in place: on the CPU, contiguous, of the format's dtypes and
-    shapes (values [..., N, K] int8 or [..., N, K / 2] uint8 for scales [..., N, K / 32] float32)."""
+    shapes (values [..., N, K] int8 or [..., N, K / 2] uint8 for scales [..., N, K / 32] float32; bf16 / f16
+    values [..., N, K] with K a multiple of 32)."""
+    if fmt in quant.HALF:
+        return (values.dtype is quant.HALF[fmt] and values.is_cpu and values.is_contiguous() and values.dim() >= 2
+                and values.shape[-1] % quant.BLOCK == 0)
     want = {"q8_0": (torch.int8, quant.BLOCK), "q4_0": (torch.uint8, quant.BLOCK // 2)}.get(fmt)
     return (want is not None and values.dtype is want[0] and scales.dtype is torch.float32 and values.is_cpu
             and scales.is_cpu and values.is_contiguous() and scales.is_contiguous()
@@ -175,8 +179,8 @@ def _blocks_ok(values: torch.Tensor, scales: torch.Tensor, fmt: str) -> bool:
 
 def dequantize(values: torch.Tensor, scales: torch.Tensor, fmt: str) -> torch.Tensor:
     """The float32 weight [..., N, K] of blocks, as `swarm.kernels.quant.dequantize` computes it (same bits)."""
-    if not _blocks_ok(values, scales, fmt) or scales.numel() == 0:
-        return quant.dequantize(values, scales, fmt)
+    if fmt in quant.HALF or not _blocks_ok(values, scales, fmt) or scales.numel() == 0:
+        return quant.dequantize(values, scales, fmt)  # (torch widens halves exactly, vectorised)
     out = torch.empty(*scales.shape[:-1], scales.shape[-1] * quant.BLOCK)
     N, K = out.numel() // out.shape[-1], out.shape[-1]
     _check("dequantize", library().swarm_dequantize(FORMATS[fmt], values.data_ptr(), scales.data_ptr(), N, K,
@@ -191,18 +195,21 @@ def block_linear(x: torch.Tensor, values: torch.Tensor, scales: torch.Tensor, fm
     dequantise the weight for this call and hand it to torch's matmul, as `linear` does with float32 ones."""
     K = x.shape[-1]
     if not _native(x, bias) or not _blocks_ok(values, scales, fmt):
+        if fmt in quant.HALF and _native(x, bias):  # half rows the C code cannot read in place: widen them
+            return linear(x, quant.dequantize(values, scales, fmt), bias)
         return quant.linear(x, values, scales, fmt, bias)
-    N = scales.shape[0]
-    if scales.dim() != 2 or scales.shape[1] * quant.BLOCK != K or (bias is not None and bias.shape != (N,)):
+    shape = Blocks(values, scales, fmt).shape
+    N = shape[0]
+    if len(shape) != 2 or shape[1] != K or (bias is not None and bias.shape != (N,)):
         raise ValueError(f"block_linear: x {tuple(x.shape)} against a {fmt} weight of {N} rows of "
-                         f"{scales.shape[-1] * quant.BLOCK}, bias {None if bias is None else tuple(bias.shape)}")
+                         f"{shape[-1]}, bias {None if bias is None else tuple(bias.shape)}")
     if x.numel() > LINEAR_MAX_ROWS * K:
         return F.linear(x, dequantize(values, scales, fmt), bias)
     rows = x if x.is_contiguous() else x.contiguous()
     out = torch.empty((*x.shape[:-1], N))
-    code = library().swarm_qlinear(rows.data_ptr(), rows.numel() // K, K, FORMATS[fmt], values.data_ptr(),
-                                   scales.data_ptr(), N, None if bias is None else bias.contiguous().data_ptr(),
-                                   out.data_ptr())
+    _, w, s = _weight_args(Blocks(values, scales, fmt))
+    code = library().swarm_qlinear(rows.data_ptr(), rows.numel() // K, K, FORMATS[fmt], w, s, N,
+                                   None if bias is None else bias.contiguous().data_ptr(), out.data_ptr())
     if code:
         _check("block_linear", code)
     return out
@@ -213,6 +220,8 @@ def block_expert_ffn(x: torch.Tensor, gate_up: Blocks, down: Blocks, weights: to
     """`expert_ffn` with gate_up [E, 2I, D] and down [E, D, I] in blocks, read in place (any token count: the
     C code unpacks each tile of weights once for all the rows that use it)."""
     if not _native(x) or not (_blocks_ok(*gate_up) and _blocks_ok(*down)) or gate_up.fmt != down.fmt:
+        if gate_up.fmt in quant.HALF and down.fmt in quant.HALF and _native(x):  # widened, as block_linear does
+            return expert_ffn(x, quant.dequantize(*gate_up), quant.dequantize(*down), weights, ids)
         return quant.expert_ffn(x, gate_up, down, weights, ids)
     return _experts(x, gate_up, down, weights, ids)
 

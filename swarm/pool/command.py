@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 
-from swarm.engine_options import add_engine_options, engine_config
+from swarm.engine_options import add_dtype_option, add_engine_options, engine_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--id", help="this worker's id in the pool (default: host name and process id)")
     p.add_argument("--capacity", type=int, help="turns it takes at once (default: the engine's max_seqs)")
     p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:1, ...")
+    add_dtype_option(p)
     add_engine_options(p)
     p.set_defaults(func=run)
 
@@ -39,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--capacity is 1 or more turns, got {args.capacity}")
     logging.basicConfig(level=logging.INFO, format="swarm worker: %(message)s", stream=sys.stderr)
     t0 = time.perf_counter()
-    engine = Engine.from_pretrained(args.model, config=engine_config(args), device=args.device)
+    engine = Engine.from_pretrained(args.model, config=engine_config(args), device=args.device,
+                                    dtype=args.dtype)
     print(f"swarm worker: loaded {args.model} in {time.perf_counter() - t0:.1f}s; {engine.memory_summary()}",
           file=sys.stderr)
     asyncio.run(work(engine, args.bus, args.pool, args.id or default_worker_id(), args.model, args.capacity))

@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 
-from swarm.engine_options import add_engine_options, engine_config
+from swarm.engine_options import add_dtype_option, add_engine_options, engine_config
 
 SESSION_EXPIRY = 60  # seconds: a reconnect takes a few; a request older than a minute has no one waiting
 DEFAULT_BUS = "mqtt://127.0.0.1:1883"
@@ -42,6 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="this server's id among those under one name, in its status topic and MQTT client id "
                    "(default HOST-PID); give a restarted server its old id to take its session back")
     p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:1, ...")
+    add_dtype_option(p)
     p.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
                    help="also serve this PEFT LoRA adapter folder under NAME (repeatable)")
     p.add_argument("--grace", type=float, default=5.0,
@@ -80,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     if args.verbose:
         logging.getLogger("swarm.serve").setLevel(logging.DEBUG)
     t0 = time.perf_counter()
-    engine = Engine.from_pretrained(args.model, config=engine_config(args), device=args.device)
+    engine = Engine.from_pretrained(args.model, config=engine_config(args), device=args.device,
+                                    dtype=args.dtype)
     for name, path in adapters:
         engine.add_adapter(name, path)
     print(f"swarm serve: loaded {args.model} in {time.perf_counter() - t0:.1f}s; {engine.memory_summary()}",

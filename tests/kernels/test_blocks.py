@@ -1,6 +1,6 @@
-"""Q8_0 / Q4_0 blocks: packing against its definition, and the native kernels against float32 math on the
-dequantised weights (bit for bit: a block is unpacked into the float the dequantised copy holds and enters the
-float32 kernel's FMAs in the same order)."""
+"""Q8_0 / Q4_0 blocks and bf16 / f16 weights: packing against its definition, and the native kernels against
+float32 math on the dequantised weights (bit for bit: a block is unpacked into the float the dequantised copy
+holds and enters the float32 kernel's FMAs in the same order)."""
 
 import pytest
 import torch
@@ -11,7 +11,7 @@ from swarm.kernels.native import build, ops
 native = pytest.mark.skipif(not build.available(), reason="the native kernels cannot be built here")
 
 
-@pytest.mark.parametrize("fmt", quant.FORMATS)
+@pytest.mark.parametrize("fmt", ["q8_0", "q4_0"])
 def test_blocks_round_trip_within_half_a_step(fmt):
     """q4_0 takes -8..7 steps, its scale set by the block's largest magnitude at -8: a weight of the other sign
     near that magnitude is clipped at +7, up to a whole step off (llama.cpp's rounding too)."""
@@ -24,6 +24,22 @@ def test_blocks_round_trip_within_half_a_step(fmt):
     step = b.scales.abs().repeat_interleave(32, -1)
     bound = 0.5 if fmt == "q8_0" else 1.0
     assert ((quant.dequantize(*b) - w).abs() <= bound * step * (1 + 1e-6) + 1e-12).all()
+
+
+@pytest.mark.parametrize("fmt", list(quant.HALF))
+def test_half_formats_are_the_weight_rounded_once(fmt):
+    w = torch.randn(3, 5, 40)
+    b = quant.quantize(w, fmt)
+    assert b.shape == w.shape and b.values.dtype == quant.HALF[fmt] and b.scales.numel() == 0
+    assert b.values.element_size() * b.values.numel() == w.element_size() * w.numel() // 2
+    assert torch.equal(b.values, w.to(quant.HALF[fmt])) and torch.equal(quant.dequantize(*b), b.values.float())
+
+
+@native
+@pytest.mark.parametrize("fmt", list(quant.HALF))
+def test_half_rows_that_are_not_blocks_are_widened_for_the_float_kernel(fmt):
+    b, x = quant.quantize(torch.randn(9, 40), fmt), torch.randn(2, 40)
+    assert torch.equal(ops.block_linear(x, *b), ops.linear(x, b.values.float()))
 
 
 def test_q4_0_layout_is_llama_cpp_s():

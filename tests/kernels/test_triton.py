@@ -84,6 +84,16 @@ def test_route_matches_torch(tr, mode, renormalize, T, E, K):
     close(w, rw, 1e-6)
 
 
+def test_route_takes_half_logits(tr):
+    """A bfloat16 / float16 engine's router logits: the softmax and top-k run in float32."""
+    logits = torch.randn(9, 8, generator=torch.Generator().manual_seed(1))
+    for dtype in (torch.bfloat16, torch.float16):
+        w, ids = tr.m["moe_route"].route(*tr.to(logits.to(dtype)), 2, "softmax_topk", True)
+        rw, rids = moe.route(logits.to(dtype).float(), 2, "softmax_topk", True)
+        assert w.dtype == torch.float32 and torch.equal(ids.cpu(), rids)
+        close(w, rw, 1e-6)
+
+
 def _moe_inputs(T, D, I, E, K, routing, dtype=torch.float32, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(T, D, generator=g)
@@ -259,6 +269,21 @@ def test_lora_gather_matches_torch(tr):
     close(got, lora.lora_gather(x, a, b, slots, scale), 1e-5)
     none = tr.m["lora_gather"].lora_gather(*tr.to(x, a, b, torch.full((11,), -1), scale))
     assert not none.any()
+
+
+def test_lora_takes_half_activations(tr):
+    """A bfloat16 engine's activations against its float32 adapter weights: float32 inside, bfloat16 out."""
+    x, a, b, scale = _lora_inputs()
+    xh, slots = x.bfloat16(), torch.tensor([0, -1, 2, 1, 1, 0, -1, 2, 2, 0, 1])
+    want = lora.lora_gather(xh.float(), a, b, slots, scale)
+    got = tr.m["lora_gather"].lora_gather(*tr.to(xh, a, b, slots, scale))
+    assert got.dtype == torch.bfloat16
+    close(got, want, 1e-2)
+    starts, runs = [0, 3, 4, 4, 11], [1, -1, 0, 2]
+    xd, ad, bd, sd = tr.to(xh, a, b, scale)
+    got = tr.m["lora_segment"].lora_segment(xd, ad, bd, starts, runs, sd)
+    assert got.dtype == torch.bfloat16
+    close(got, lora.lora_segment(xh.float(), a, b, starts, runs, scale), 1e-2)
 
 
 @pytest.mark.parametrize("starts,slots", [
