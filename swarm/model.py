@@ -207,6 +207,15 @@ def wire_schema(constraint: Any) -> dict:
     return constraint.json_schema() if isinstance(constraint, Narrowed) else closed_json_schema(constraint)
 
 
+def wire_schemas(turns: Sequence[Turn]) -> list[dict]:
+    """Each turn's `wire_schema`, made once per distinct constraint (a tick's agents share most of them)."""
+    made: dict[Any, dict] = {}
+    for t in turns:
+        if t.request.constraint not in made:
+            made[t.request.constraint] = wire_schema(t.request.constraint)
+    return [made[t.request.constraint] for t in turns]
+
+
 def answer_of(completion, seconds: float | None = None) -> Answer | NoAction:
     """A constrained completion as a turn's answer: its decoded value and text, or why there is none."""
     if completion.value is not None:

@@ -38,7 +38,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from swarm.model import Answer, NoAction, Turn, TurnModel, check_sampling, hashed_bag_of_words, wire_schema
+from swarm.model import Answer, NoAction, Turn, TurnModel, check_sampling, hashed_bag_of_words, wire_schemas
 
 log = logging.getLogger("swarm.openai")
 
@@ -117,13 +117,9 @@ class OpenAIModel(TurnModel):
     # -- turns ---------------------------------------------------------------------------------
 
     def decide(self, turns: Sequence[Turn]) -> list[Any]:
-        schemas: dict[Any, dict] = {}
-        for t in turns:
-            key = t.request.constraint
-            if key not in schemas:
-                schemas[key] = wire_schema(key)
         t0 = time.perf_counter()
-        futures = [self._pool.submit(self._turn, t, schemas[t.request.constraint], t0) for t in turns]
+        futures = [self._pool.submit(self._turn, t, schema, t0) for t, schema in zip(turns, wire_schemas(turns),
+                                                                                        strict=True)]
         values = [f.result() for f in futures]
         unreached = [v for v in values if isinstance(v, _Unreached)]
         if unreached and len(unreached) == len(values):
@@ -149,6 +145,7 @@ class OpenAIModel(TurnModel):
             self._count(errors=1)
             return NoAction(f"the server refused the turn: {_reason(e)}", time.perf_counter() - t0)
         seconds = time.perf_counter() - t0
+        self._count(requests=1)
         self._count_usage(out.usage)
         choice = out.choices[0]
         text = choice.message.content or ""
@@ -165,7 +162,7 @@ class OpenAIModel(TurnModel):
         if usage is None:
             return
         details = getattr(usage, "prompt_tokens_details", None)
-        self._count(requests=1, prompt_tokens=usage.prompt_tokens or 0,
+        self._count(prompt_tokens=usage.prompt_tokens or 0,
                     tokens_generated=usage.completion_tokens or 0,
                     cached_tokens=(getattr(details, "cached_tokens", None) or 0) if details is not None else 0)
 

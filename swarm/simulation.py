@@ -171,10 +171,6 @@ class Simulation:
         self._model_tokens[name] = (opened, _token_totals(opened.stats()))
         return opened
 
-    def model_of(self, agent: str) -> TurnModel:
-        """The model that decides `agent`'s turns."""
-        return self._model(_model_name(self.agents[agent].persona))
-
     def use_model(self, agent: str, name: str) -> None:
         """From the next tick on, `agent` is played by model `name` ("default": the simulation's own). Its
         adapter follows: the one it had, or the one of its style, if the new model serves it; else none."""
@@ -482,8 +478,10 @@ class Simulation:
     async def _record(self, events: list[Event]) -> None:
         self.counters["events"] += len(events)
         self.counters.update(f"events.{e.kind}" for e in events)
-        stats = self.model.stats() if self.model is not None else {}
-        tokens = self._count_tokens()
+        models = self.models
+        stats_of = {name: model.stats() for name, model in models.items()}  # each model asked once a tick
+        stats = stats_of.get(DEFAULT, {})
+        tokens = self._count_tokens(models, stats_of)
         metrics = self._metrics_now(stats)  # once a tick: the history row, the bus and the TUI's report share it
         row = self._history_row(metrics, tokens)
         self.history.append(row)
@@ -502,13 +500,13 @@ class Simulation:
             "tick": self.world.tick, "metrics": metrics, "row": row, **self._model_label(), "stats": stats},
             retain=True)
 
-    def _count_tokens(self) -> dict[str, int]:
+    def _count_tokens(self, models: dict[str, TurnModel], stats_of: dict[str, dict]) -> dict[str, int]:
         """This tick's token counts (the report's names), all models together, from each model's running
-        totals; added to the counters (also per model), so the report's totals cover this simulation's ticks,
-        across checkpoints."""
+        totals in `stats_of`; added to the counters (also per model), so the report's totals cover this
+        simulation's ticks, across checkpoints."""
         tick: dict[str, int] = {}
-        for name, model in self.models.items():
-            totals = _token_totals(model.stats())
+        for name, model in models.items():
+            totals = _token_totals(stats_of[name])
             was, seen = self._model_tokens.get(name, (None, {}))
             if was is not model:  # a model put in place since: everything it counted is this simulation's
                 seen = {}

@@ -31,7 +31,7 @@ import numpy as np
 
 from swarm.bus import open_bus, topics
 from swarm.bus.url import redact, strip_password
-from swarm.model import Answer, NoAction, Turn, TurnModel, check_sampling, wire_schema
+from swarm.model import Answer, NoAction, Turn, TurnModel, check_sampling, wire_schemas
 from swarm.pool.protocol import (
     OFFLINE,
     ONLINE,
@@ -175,14 +175,10 @@ class PoolModel(TurnModel):
     # -- turns -------------------------------------------------------------------------------
 
     def decide(self, turns: Sequence[Turn]) -> list[Any]:
-        schemas: dict[Any, dict] = {}
         jobs = []
-        for t in turns:
+        for t, schema in zip(turns, wire_schemas(turns), strict=True):
             r = t.request
-            key = r.constraint  # hashable: one schema per distinct narrowing
-            if key not in schemas:
-                schemas[key] = wire_schema(key)
-            jobs.append(TurnJob(id=next(self._ids), messages=r.messages, schema=schemas[key], max_tokens=r.max_tokens,
+            jobs.append(TurnJob(id=next(self._ids), messages=r.messages, schema=schema, max_tokens=r.max_tokens,
                                 seed=t.seed, persona=r.persona, adapter=r.adapter, temperature=self.temperature,
                                 top_p=self.top_p))
         done = self._call(self._decide(jobs))

@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 
 from swarm.events import Event, InboxMessage
+from swarm.simulation import DEFAULT
 from swarm.tui.data import TREND_TICKS, AgentDetail, AgentRow, Partial, TickData, model_label
 
 __all__ = ["SPEEDS", "AgentDetail", "AgentRow", "Control", "LiveSource", "Partial", "TickData"]
@@ -131,8 +132,8 @@ class LiveSource:
 
     @property
     def model(self) -> str:
-        m, more = self.sim.model, self.sim.models
-        more = {name: o.ref or type(o).__name__ for name, o in more.items() if o is not m}
+        m = self.sim.model
+        more = {name: o.ref or type(o).__name__ for name, o in self.sim.models.items() if name != DEFAULT}
         return model_label("none" if m is None else str(m.ref or type(m).__name__), getattr(m, "device", None), more)
 
     def run(self, post: Callable[[Any], None], finished: Callable[[str], None],
