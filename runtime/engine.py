@@ -52,6 +52,11 @@ QUANTIZE = (None, "int8", "q8_0", "q4_0", "bf16", "f16")  # Engine.from_pretrain
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}  # (dtype=...)
 
 
+def check_quantize(quantize: str | None) -> None:
+    if quantize not in QUANTIZE:
+        raise ValueError(f"unknown quantize={quantize!r}; supported: {', '.join(map(repr, QUANTIZE))}")
+
+
 def compute_dtype(path: str | Path, device: str | torch.device, dtype: str | torch.dtype | None) -> torch.dtype:
     """The dtype an engine on `device` holds its weights and activations in: `dtype` when given (a DTYPES name
     or torch dtype); else on CUDA the checkpoint's own `torch_dtype` when it is bfloat16 or float16, float32
@@ -66,6 +71,7 @@ def compute_dtype(path: str | Path, device: str | torch.device, dtype: str | tor
         raise ValueError(f"dtype={dtype!r} on the CPU: the CPU computes in float32; quantize='bf16' or 'f16' "
                          "stores its weights in half precision")
     return chosen
+
 
 @dataclass
 class _Pass:
@@ -113,13 +119,12 @@ class EngineConfig:
     cuda_graphs: bool = True  # on a GPU, replay decode-only steps as captured CUDA graphs (runtime/cuda_graphs.py)
     fused_decode: bool = True  # on the CPU, decode steps run each layer block as one native call (runtime/fused.py)
     kv_dtype: str | None = None  # how K/V are stored: None = the model's dtype; "int8" = int8 + a scale per token/head
-    # the weights' format when `Engine.from_pretrained` loads the model (its `quantize`): None, "int8", "q8_0",
-    # "q4_0". A load option kept here so that what opens a model from a config (a simulation, a worker) can ask
+    # the weights' format when `Engine.from_pretrained` loads the model (its `quantize`): one of QUANTIZE.
+    # A load option kept here so that what opens a model from a config (a simulation, a worker) can ask
     quantize: str | None = None
 
     def __post_init__(self):
-        if self.quantize not in QUANTIZE:
-            raise ValueError(f"unknown quantize={self.quantize!r}; supported: {', '.join(map(repr, QUANTIZE))}")
+        check_quantize(self.quantize)
         if self.kv_dtype is not None and self.kv_dtype not in KV_DTYPES:
             raise ValueError(f"kv_dtype {self.kv_dtype!r} is not supported; choose None (the model's dtype) or one "
                              f"of {', '.join(KV_DTYPES)}")
@@ -240,7 +245,7 @@ class Engine:
         output) stay in their blocks on the CPU, repacked at load with no float32 copy: the engine computes
         what the float32 engine computes on the dequantised weights. Its other tensors (embeddings, norms,
         routers; F16, BF16, Q4_1, Q5_x and K-quant weights) are dequantised to float32, so a mixed file (Q4_0
-        with a Q6_K output, say) has those layers in float32. On another device every tensor is float32.
+        with a Q6_K output, say) has those layers in float32. On another device no tensor stays in blocks.
 
         `dtype` ("float32", "bfloat16" or "float16") is what weights, activations and the KV cache are held in
         on CUDA; by default the checkpoint's `torch_dtype` when that is bfloat16 or float16, else float32. In
@@ -257,8 +262,7 @@ class Engine:
         their stored type); routers stay float32. CPU only; see `swarm.runtime.quant`. `config.quantize` asks
         the same.
         """
-        if quantize not in QUANTIZE:
-            raise ValueError(f"unknown quantize={quantize!r}; supported: {', '.join(map(repr, QUANTIZE))}")
+        check_quantize(quantize)
         if config is not None and config.quantize is not None:
             if quantize not in (None, config.quantize):
                 raise ValueError(f"quantize={quantize!r} and config.quantize={config.quantize!r} disagree: give one")
