@@ -78,14 +78,17 @@ def encode(w: np.ndarray, qtype: str, rng: np.random.Generator) -> tuple[np.ndar
     return data, set_scale(float(w.std() / spread))
 
 
-def _tokenizer_metadata(writer, folder: Path, pre: str) -> None:
+def _tokenizer_metadata(writer, folder: Path, pre: str, vocab_size: int = 0) -> None:
+    """The tokenizer of `folder`, its list padded to `vocab_size` tokens with user-defined "[PAD<id>]" ones, as
+    llama.cpp's converter pads it to the model's embedding rows (llama.cpp refuses a file whose list is shorter;
+    it prints a user-defined token's text, as swarm does)."""
     tok = json.loads((folder / "tokenizer.json").read_text())
     config = json.loads((folder / "tokenizer_config.json").read_text())
     vocab = tok["model"]["vocab"]
     added = {t["id"]: t for t in tok.get("added_tokens", [])}
     size = max([*vocab.values(), *added]) + 1
-    tokens = [""] * size
-    types = [1] * size
+    tokens = [f"[PAD{i}]" for i in range(max(size, vocab_size))]
+    types = [1] * size + [4] * (len(tokens) - size)
     for text, i in vocab.items():
         tokens[i] = text
     for i, t in added.items():
@@ -164,7 +167,7 @@ def write_gguf(folder: Path, out: Path, qtype: str = "F32", pre: str = "gpt-2", 
             w.add_expert_feed_forward_length(cfg["moe_intermediate_size"])
         if cfg.get("shared_expert_intermediate_size"):
             w.add_expert_shared_feed_forward_length(cfg["shared_expert_intermediate_size"])
-    _tokenizer_metadata(w, folder, pre)
+    _tokenizer_metadata(w, folder, pre, cfg["vocab_size"])
 
     hf = {k: v.float().numpy() for k, v in load_file(folder / "model.safetensors").items()}
     decoded: dict[str, torch.Tensor] = {}
