@@ -988,6 +988,33 @@ static void attend_seq(const float *q, int64_t H, int64_t R, int64_t d, const st
         attend_body(q, H, R, d, kv, table, mask, S, scale, acc, 0);
 }
 
+/* Decode attention's work items: one per sequence, or, when the sequences are fewer than the threads, one per
+ * key/value head of each (its R query heads against that head's keys and values), so one sequence's attention
+ * uses every thread. A head's arithmetic is the same either way. */
+static int64_t attend_items(int64_t B, int64_t G, int nt)
+{
+    return B < nt ? B * G : B;
+}
+
+/* Work item i of `items` (attend_items) over B sequences: sequence b's queries [H, d] at q + b ldq, its output
+ * out [B, H, d]; table [B, nb], mask [B, nb bs]. */
+static void attend_item(int64_t i, int64_t items, int64_t B, const float *q, int64_t ldq, int64_t H, int64_t d,
+                        const struct paged *kv, const int64_t *table, int64_t nb, const uint8_t *mask, float scale,
+                        float *out)
+{
+    const int64_t G = kv->G, R = H / G, S = nb * kv->bs, per = items / B, b = i / per, g = i % per;
+    if (per == 1) {
+        attend_seq(q + b * ldq, H, R, d, kv, table + b * nb, mask + b * S, S, scale, out + b * H * d);
+        return;
+    }
+    /* key/value head g of every slot starts g d elements in (a slot is [G, d]; int8 scales [G]) */
+    const int64_t esz = kv->ks ? 1 : (int64_t)sizeof(float);
+    const struct paged one = {(const char *)kv->k + g * d * esz, (const char *)kv->v + g * d * esz,
+                              kv->ks ? kv->ks + g : NULL, kv->vs ? kv->vs + g : NULL, kv->bs, G};
+    attend_seq(q + b * ldq + g * R * d, R, R, d, &one, table + b * nb, mask + b * S, S, scale,
+               out + (b * H + g * R) * d);
+}
+
 /* out[b, h] = softmax(scale q[b, h] K_b^T) V_b over the visible slots of sequence b.
  * q [B, H, d]; kc/vc [N, bs, G, d] float32, or int8 with scales ks/vs [N, bs, G] (NULL for float32);
  * table [B, nb]; mask [B, nb * bs] (1 = visible); out [B, H, d].
@@ -999,10 +1026,13 @@ int swarm_decode_attention(const float *q, int64_t B, int64_t H, int64_t d, cons
     if (G <= 0 || H % G != 0 || H > MAX_H || !ks != !vs)
         return -1;
     const struct paged kv = {kc, vc, ks, vs, bs, G};
-    int64_t S = nb * bs;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t b = 0; b < B; b++)
-        attend_seq(q + b * H * d, H, H / G, d, &kv, table + b * nb, mask + b * S, S, scale, out + b * H * d);
+#pragma omp parallel
+    {
+        const int64_t items = attend_items(B, G, omp_get_num_threads());
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t i = 0; i < items; i++)
+            attend_item(i, items, B, q, H * d, H, d, &kv, table, nb, mask, scale, out);
+    }
     return 0;
 }
 
@@ -1261,7 +1291,7 @@ static void norm_linear(const float *x, int64_t B, int64_t D, const float *norm_
  * theirs bit for bit. Returns 0, -1 for heads the attention kernel cannot take, -2 when memory runs out. */
 int swarm_attention_block(const struct attention_layer *a, const struct decode_step *st, const uint8_t *mask)
 {
-    const int64_t B = st->B, D = a->D, H = a->H, G = a->G, d = a->d, Nq = (H + 2 * G) * d, S = st->nb * a->bs;
+    const int64_t B = st->B, D = a->D, H = a->H, G = a->G, d = a->d, Nq = (H + 2 * G) * d;
     if (G <= 0 || H % G != 0 || H > MAX_H || !a->ks != !a->vs)
         return -1;
     const struct paged kv = {a->kc, a->vc, a->ks, a->vs, a->bs, G};
@@ -1300,11 +1330,11 @@ int swarm_attention_block(const struct attention_layer *a, const struct decode_s
                 memcpy((float *)a->vc + st->slots[b] * G * d, v, G * d * sizeof(float));
             }
         }
+        const int64_t items = attend_items(B, G, nt);
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t b = 0; b < B; b++)
+        for (int64_t i = 0; i < items; i++)
             if (!failed)
-                attend_seq(qkv + b * Nq, H, H / G, d, &kv, st->table + b * st->nb, mask + b * S, S, a->scale,
-                           att + b * H * d);
+                attend_item(i, items, B, qkv, Nq, H, d, &kv, st->table, st->nb, mask, a->scale, att);
         if (!failed && linear_part(att, B, H * d, &a->wo, D, a->bo, o, tid, nt)) {
 #pragma omp atomic write
             failed = 1;
