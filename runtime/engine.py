@@ -451,6 +451,7 @@ class Engine:
         self._pass = _Pass(batch, self._slices(batch), sum(s.samples for s in batch), busy=time.perf_counter() - t0)
         return True
 
+    @torch.inference_mode()  # once per call, not once per resumption of the pass's generator
     def _advance(self, deadline: float | None, at_least_one: bool = True) -> list[RequestHandle] | None:
         """Run the pass in flight to its end, or (given a `deadline`) while its next slice, guessed to take
         as long as its last one, ends before it. Returns the requests it finished once the pass is
@@ -478,10 +479,10 @@ class Engine:
         if self._pass is not None:
             self._advance(None)
 
-    @torch.inference_mode()
     def _slices(self, batch: list[Scheduled]) -> Iterator[list[RequestHandle] | None]:
         """The step's work in slices: the model's (`Model.in_slices`), then the logits, then sampling and
-        bookkeeping. Yields None after each slice but the last, then the requests the step finished."""
+        bookkeeping. Yields None after each slice but the last, then the requests the step finished. Resumed
+        by `_advance` only, under its inference mode."""
         if self.graphs is not None and self.graphs.accepts(batch):  # one replay: the forward pass and logits
             logits = self.graphs.run(batch)
             self._stats.record_experts(self._moe)
@@ -514,10 +515,11 @@ class Engine:
 
     def _logits(self, batch: list[Scheduled], hidden: torch.Tensor) -> torch.Tensor:
         """Final hidden states -> logits [R, V] for the R requests that sample this step."""
-        last = index_tensor([s.num_tokens for s in batch], self.device).cumsum(0) - 1
-        rows = last[[i for i, s in enumerate(batch) if s.samples]]
         self._stats.record_experts(self._moe)
-        return self.model.compute_logits(hidden[rows]).cpu()
+        if len(hidden) != len(batch) or not all(s.samples for s in batch):  # not one sampled token per request
+            last = index_tensor([s.num_tokens for s in batch], self.device).cumsum(0) - 1
+            hidden = hidden[last[[i for i, s in enumerate(batch) if s.samples]]]
+        return self.model.compute_logits(hidden).cpu()
 
     def _postprocess(self, batch: list[Scheduled], logits: torch.Tensor) -> list[RequestHandle]:
         finished, row = [], 0

@@ -34,6 +34,12 @@ def index_tensor(values: Sequence, device: torch.device) -> torch.Tensor:
     return t if device.type == "cpu" else t.to(device)
 
 
+@functools.lru_cache(maxsize=64)
+def key_positions(n: int, device: torch.device) -> torch.Tensor:
+    """[1, n]: 0 .. n - 1, the key slots of a decode mask (kept: a step would otherwise build it again)."""
+    return torch.arange(n, device=device)[None, :]
+
+
 class PagedBatch:
     def __init__(self, pool: KVPool, block_tables: list[list[int]], query_lens: list[int],
                  context_lens: list[int], device: torch.device):
@@ -56,10 +62,10 @@ class PagedBatch:
             nb = max(len(block_tables[i]) for i in self.decode)
             padded = [block_tables[i] + [0] * (nb - len(block_tables[i])) for i in self.decode]
             self.decode_table = index_tensor(padded, device)  # [B, nb]
-            self.decode_rows = index_tensor([starts[i] for i in self.decode], device)
-            lens = index_tensor([context_lens[i] for i in self.decode], device)
-            self.key_pos = torch.arange(nb * bs, device=device)[None, :]  # [1, S]
-            self.decode_lens = lens[:, None]  # [B, 1]
+            if self.prefill:  # a mixed step scatters the decode rows' attention
+                self.decode_rows = index_tensor([starts[i] for i in self.decode], device)
+            self.key_pos = key_positions(nb * bs, device)  # [1, S]
+            self.decode_lens = index_tensor([[context_lens[i]] for i in self.decode], device)  # [B, 1]
             self._masks: dict[int | None, torch.Tensor] = {}
             self._decode_attention = registry.get("decode_attention", device)
 

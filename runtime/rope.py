@@ -78,19 +78,34 @@ class Rotary:
         self.rope, self.dim, self.max_pos = rope, head_dim, max_pos
         self._freq, self._scale = inv_freq(rope, head_dim, max_pos)
         self._on_device: dict[torch.device, torch.Tensor] = {}
+        self._cpu_table: tuple[torch.Tensor, torch.Tensor] | None = None  # cos, sin [n, head_dim] of positions < n
 
     def cos_sin(self, positions: torch.Tensor, seq_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """positions [T] -> cos, sin [T, head_dim] (float32)."""
         freq, scale = self._freq, self._scale
         if self.rope.type == "dynamic" and seq_len is not None and seq_len > self.max_pos:
             freq, scale = inv_freq(self.rope, self.dim, self.max_pos, seq_len)
+        elif positions.device.type == "cpu":  # rows of a table: a decode step's few are cheaper looked up
+            cos, sin = self._table(int(positions.max()) + 1 if positions.numel() else 0)
+            return cos[positions], sin[positions]
         if freq is self._freq:  # kept on each device it is used on: a copy per call could not be graph-captured
             freq = self._on_device.get(positions.device)
             if freq is None:
                 freq = self._on_device[positions.device] = self._freq.to(positions.device)
-        angles = positions.float()[:, None] * freq.to(positions.device)[None, :]  # [T, dim/2]
+        return self._angles(positions.float(), freq, scale)
+
+    @staticmethod
+    def _angles(positions: torch.Tensor, freq: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        angles = positions[:, None] * freq.to(positions.device)[None, :]  # [T, dim/2]
         emb = torch.cat((angles, angles), dim=-1)
         return emb.cos() * scale, emb.sin() * scale
+
+    def _table(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The CPU table of at least n positions, grown by doubling."""
+        if self._cpu_table is None or self._cpu_table[0].shape[0] < n:
+            size = max(256, 1 << max(n - 1, 1).bit_length())
+            self._cpu_table = self._angles(torch.arange(size, dtype=torch.float32), self._freq, self._scale)
+        return self._cpu_table
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

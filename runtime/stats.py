@@ -18,7 +18,8 @@ class EngineStats:
         self.seqs_total = 0
         self.budget_closed = 0  # constrained completions whose value was closed to fit max_tokens
         self.recent = deque(maxlen=64)  # (time, duration, computed, generated, seqs) of recent steps
-        self.expert_load = torch.zeros(num_moe_layers, max(num_experts, 1), dtype=torch.long)
+        self._load = torch.zeros(num_moe_layers, max(num_experts, 1), dtype=torch.long)
+        self._routed: list[tuple[list[int], torch.Tensor]] = []  # steps' routing not yet counted into _load
 
     def record_step(self, batch, generated: int, duration: float) -> None:
         computed = sum(s.num_tokens for s in batch)
@@ -44,14 +45,31 @@ class EngineStats:
         return max(0.0, mt - per_token * mx), per_token
 
     def record_experts(self, moe_layers) -> None:
-        """Add the last step's routing: every layer's ids counted in one bincount (layer i's offset by i * E)."""
+        """Keep the last step's routing (its layers' ids) to count with the steps after it: counting costs a
+        few tensor ops however many steps it covers, which a decode step of one sequence would feel."""
         rows = [i for i, layer in enumerate(moe_layers) if layer.last_ids is not None]
-        if not rows:
-            return
-        E = self.expert_load.shape[1]
-        ids = torch.stack([moe_layers[i].last_ids for i in rows]).flatten(1)  # [layers, T * K]
-        ids = ids + torch.arange(0, len(rows) * E, E, device=ids.device)[:, None]
-        self.expert_load[rows] += torch.bincount(ids.flatten().cpu(), minlength=len(rows) * E).view(len(rows), E)
+        if rows:
+            self._routed.append((rows, torch.stack([moe_layers[i].last_ids for i in rows]).flatten(1)))
+            if len(self._routed) >= 256:
+                self._count_experts()
+
+    def _count_experts(self) -> None:
+        """Add the kept routing to the load: each group of steps with the same layers in one bincount (layer
+        row r's ids offset by r * E)."""
+        E = self._load.shape[1]
+        groups: dict[tuple[int, ...], list[torch.Tensor]] = {}
+        for rows, ids in self._routed:
+            groups.setdefault(tuple(rows), []).append(ids.cpu())
+        self._routed.clear()
+        for rows, parts in groups.items():
+            ids = torch.cat(parts, dim=1) + torch.arange(0, len(rows) * E, E)[:, None]  # [layers, steps' T * K]
+            self._load[list(rows)] += torch.bincount(ids.flatten(), minlength=len(rows) * E).view(len(rows), E)
+
+    @property
+    def expert_load(self) -> torch.Tensor:
+        """[MoE layers, experts]: how many tokens each expert of each layer took so far."""
+        self._count_experts()
+        return self._load
 
     def summary(self, prompt_tokens: int, cached_tokens: int, kv_blocks_total: int, kv_blocks_used: int,
                 **extra) -> dict:
