@@ -5,6 +5,8 @@ Legend: T tokens, D hidden, E experts, K top-k, I expert width.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -28,9 +30,11 @@ def route(logits: torch.Tensor, top_k: int, mode: str, renormalize: bool) -> tup
 
 
 def expert_ffn(
-    x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor
+    x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor,
+    down_input: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """SwiGLU experts over grouped tokens. x [T, D], gate_up [E, 2I, D], down [E, D, I] -> [T, D].
+    """SwiGLU experts over grouped tokens. x [T, D], gate_up [E, 2I, D], down [E, D, I] -> [T, D]. `down_input`
+    maps the activations silu(gate) * up before the down projection (a quantised one rounds them).
 
     Token-expert pairs are sorted by expert (the torch form of a fused-MoE
     kernel's sort-and-align) and each expert's tokens go through its weights in
@@ -42,11 +46,12 @@ def expert_ffn(
     """
     T, K = ids.shape
     E = gate_up.shape[0]
+    act = down_input or (lambda h: h)
     if T * K <= 4:  # a decode step of one or two tokens: sorting costs more than it saves
         out = torch.zeros_like(x)
         for (t, j), e in zip(((t, j) for t in range(T) for j in range(K)), ids.reshape(-1).tolist(), strict=True):
             g, u = F.linear(x[t], gate_up[e]).chunk(2, dim=-1)  # [I] each
-            out[t] += F.linear(F.silu(g) * u, down[e]) * weights[t, j].to(x.dtype)
+            out[t] += F.linear(act(F.silu(g) * u), down[e]) * weights[t, j].to(x.dtype)
         return out
     flat = ids.reshape(-1)  # [T*K]
     order = flat.argsort(stable=True)
@@ -62,7 +67,7 @@ def expert_ffn(
         grouped = x.new_zeros(E, widest, x.shape[1])  # [E, n, D]
         grouped[expert, rank] = x[token]
         g, u = torch.bmm(grouped, gate_up.transpose(1, 2)).chunk(2, dim=-1)  # [E, n, I] each
-        y = torch.bmm(F.silu(g) * u, down.transpose(1, 2))[expert, rank]  # [T*K, D] in sorted order
+        y = torch.bmm(act(F.silu(g) * u), down.transpose(1, 2))[expert, rank]  # [T*K, D] in sorted order
         return torch.zeros_like(x).index_add_(0, token, y * weight[:, None])
     out = torch.zeros_like(x)
     start = 0
@@ -71,6 +76,6 @@ def expert_ffn(
             continue
         rows = token[start : start + n]
         g, u = F.linear(x[rows], gate_up[e]).chunk(2, dim=-1)  # [n, I] each
-        out.index_add_(0, rows, F.linear(F.silu(g) * u, down[e]) * weight[start : start + n, None])
+        out.index_add_(0, rows, F.linear(act(F.silu(g) * u), down[e]) * weight[start : start + n, None])
         start += n
     return out

@@ -12,6 +12,12 @@ A weight [..., N, K] is cut along K into blocks of 32; each block keeps one floa
 llama.cpp keeps the scale as float16; here it is float32 (a float16 scale from a GGUF file converts exactly,
 and four bytes per 32 weights cost little next to the values).
 
+A product with Q8_0 or Q4_0 weights rounds its activations to Q8_0 blocks first, as llama.cpp does (and for the
+same reason: the native kernels then multiply integers and apply one scale per block, about twice as fast as
+unpacking every weight to a float): per 32 values of a row d = max |x| / 127, q = x (1 / d) rounded to nearest
+even. `round_activations` is that rounding; `linear` and `expert_ffn` here apply it, so they compute what the
+native kernels do up to the order of the float32 sums.
+
 The half formats, bf16 and f16, are the weight itself rounded to bfloat16 or float16 ([..., N, K], half the
 bytes of float32) with no scales (an empty tensor stands in for them); the native kernels read them as blocks
 of 32 with no scale. Any K fits them (kernels/native widens other widths than multiples of 32 per call).
@@ -31,6 +37,7 @@ from swarm.kernels import moe
 BLOCK = 32
 FORMATS = ("q8_0", "q4_0", "bf16", "f16")
 HALF = {"bf16": torch.bfloat16, "f16": torch.float16}  # formats that are the weight in a 16-bit float dtype
+ROUNDED = ("q8_0", "q4_0")  # formats whose products take activations rounded to Q8_0 blocks
 
 
 class Blocks(NamedTuple):
@@ -88,13 +95,33 @@ def dequantize(values: torch.Tensor, scales: torch.Tensor, fmt: str) -> torch.Te
     return (q * scales.float()[..., None]).reshape(*lead, nb * BLOCK)
 
 
+def round_activations(x: torch.Tensor) -> torch.Tensor:
+    """x [..., K] (K a multiple of 32) as its Q8_0 blocks stand for it: per 32 values d = max |x| / 127 and
+    q = round(x (1 / d)), returned as q d (the same dtype as x)."""
+    K = x.shape[-1]
+    if K % BLOCK:
+        raise ValueError(f"rows of {K} activations do not split into blocks of {BLOCK}")
+    blocks = x.float().reshape(*x.shape[:-1], K // BLOCK, BLOCK)
+    d = blocks.abs().amax(-1, keepdim=True) / 127
+    q = torch.round(blocks * torch.where(d != 0, 1 / d, 0))
+    return (q * d).reshape(x.shape).to(x.dtype)
+
+
+def activations(x: torch.Tensor, fmt: str) -> torch.Tensor:
+    """What a product with weights in `fmt` multiplies: x rounded to Q8_0 blocks for Q8_0 / Q4_0, else x."""
+    return round_activations(x) if fmt in ROUNDED else x
+
+
 def linear(x: torch.Tensor, values: torch.Tensor, scales: torch.Tensor, fmt: str,
            bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x [..., K] @ W^T (+ bias) with W the dequantised blocks [N, K]."""
-    return F.linear(x, dequantize(values, scales, fmt).to(x.dtype), bias)
+    """x [..., K] @ W^T (+ bias) with W the dequantised blocks [N, K] (x rounded as `activations` says)."""
+    return F.linear(activations(x, fmt), dequantize(values, scales, fmt).to(x.dtype), bias)
 
 
 def expert_ffn(x: torch.Tensor, gate_up: Blocks, down: Blocks, weights: torch.Tensor,
                ids: torch.Tensor) -> torch.Tensor:
-    """`swarm.kernels.moe.expert_ffn` on the dequantised experts: gate_up [E, 2I, D], down [E, D, I] in blocks."""
-    return moe.expert_ffn(x, dequantize(*gate_up).to(x.dtype), dequantize(*down).to(x.dtype), weights, ids)
+    """`swarm.kernels.moe.expert_ffn` on the dequantised experts: gate_up [E, 2I, D], down [E, D, I] in blocks
+    (one format); the inputs of both projections rounded as `activations` says."""
+    return moe.expert_ffn(activations(x, gate_up.fmt), dequantize(*gate_up).to(x.dtype),
+                          dequantize(*down).to(x.dtype), weights, ids,
+                          down_input=(lambda h: activations(h, down.fmt)) if down.fmt in ROUNDED else None)

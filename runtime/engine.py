@@ -243,7 +243,9 @@ class Engine:
 
         With `quantize=None` (the default) a GGUF file's Q8_0 and Q4_0 weights (attention, MLPs, routed experts,
         output) stay in their blocks on the CPU, repacked at load with no float32 copy: the engine computes
-        what the float32 engine computes on the dequantised weights. Its other tensors (embeddings, norms,
+        what the float32 engine computes on the dequantised weights, except that, as in llama.cpp, a product
+        with those blocks first rounds its activations to Q8_0 blocks (`swarm.kernels.quant`). Its other
+        tensors (embeddings, norms,
         routers; F16, BF16, Q4_1, Q5_x and K-quant weights) are dequantised to float32, so a mixed file (Q4_0
         with a Q6_K output, say) has those layers in float32. On another device no tensor stays in blocks.
 
@@ -255,7 +257,8 @@ class Engine:
 
         `quantize="int8"` turns the weights into weight-only int8 (per-row scales, torch's packed kernel);
         `quantize="q8_0"` or `"q4_0"` into llama.cpp's blocks of 32 weights sharing a scale, which the native
-        CPU kernels unpack in registers during decode (the fused decode blocks included); `quantize="bf16"` or
+        CPU kernels read in place during decode (the fused decode blocks included), multiplying them with the
+        activations rounded to Q8_0 blocks in integer arithmetic, as llama.cpp does; `quantize="bf16"` or
         `"f16"` stores them as bfloat16 or float16 (half the bytes), widened to float32 the same way, so the
         arithmetic stays float32 (the logits equal a float32 engine on the rounded weights). Attention, MLPs,
         routed experts and lm_head are quantised (a GGUF file's weights from their float32 values, whatever

@@ -11,7 +11,7 @@ values into their slots with the kernel `KVPool.write` uses, and its attention r
 
 Applied as a pass over the plain model, like the CUDA graphs: `FusedDecode(model).layers` stands in for
 `model.layers` in `Model.in_slices`. A block runs fused only where it is what the C code computes: float32
-weights on the CPU (or Q8_0 / Q4_0 blocks, which the C code unpacks in registers as the separate ops do), plain
+weights on the CPU (or Q8_0 / Q4_0 blocks, which the C code reads in place as the separate ops do), plain
 `Linear` or `BlockLinear` projections (no LoRA or int8 wrapper), no qkv clipping, rope over whole heads
 from the model's one rope table, no attention soft-capping and no norm on the block's output (so Phi-3's partial
 rotary and every Gemma 2/3 layer run their modules), and for the MLP a routed MoE without a shared expert;

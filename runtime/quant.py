@@ -141,15 +141,16 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     return model
 
 
-# -- Q8_0 / Q4_0: blocks of 32 weights sharing a scale, native kernels that unpack them in registers ------------
+# -- Q8_0 / Q4_0: blocks of 32 weights sharing a scale, native kernels that read them in place -----------------
 #
-# Decode steps (up to `LINEAR_MAX_ROWS` rows a projection) read the blocks in place (kernels/native: a block is
-# unpacked in registers and fed to the same FMAs the float32 kernel runs, so a projection equals the float32
-# one on the dequantised weight bit for bit). Prefill chunks (more rows) dequantise the weight for the call and
-# run torch's GEMM: measured on the benchmark model's lm_head (8192 x 384, 2 threads), unpacking takes about
-# 1.5 ms next to 23 to 42 ms for the matmul of a 128 to 512-token chunk (4 to 7%); a cached float32 copy would
-# bring back the 3.5 to 6 times the memory the blocks save. The routed experts read their blocks in place at
-# any token count.
+# A product with these weights rounds its activations to Q8_0 blocks first, as llama.cpp does
+# (`swarm.kernels.quant.round_activations`): decode steps (up to `LINEAR_MAX_ROWS` rows a projection) then
+# multiply integer blocks in kernels/native, one scale per block, each row's arithmetic its own whatever the
+# batch. Prefill chunks (more rows) round the activations, dequantise the weight for the call and run torch's
+# GEMM (the same product up to the order of the float32 sums): measured on the benchmark model's lm_head
+# (8192 x 384, 2 threads), unpacking takes about 1.5 ms next to 23 to 42 ms for the matmul of a 128 to 512-token
+# chunk (4 to 7%); a cached float32 copy would bring back the 3.5 to 6 times the memory the blocks save. The
+# routed experts read their blocks in place at any token count.
 
 BLOCK_FORMATS = blocks.FORMATS  # q8_0, q4_0 and the half formats bf16 / f16
 #

@@ -416,30 +416,171 @@ static inline __attribute__((always_inline)) void qtile4_fmt(const float *a0, co
         _mm_storeu_ps(c1, hsum4(acc1[0], acc1[1], acc1[2], acc1[3]));
 }
 
-/* rows_x_tile over any weight matrix: c[m][j] = A[m] . W[n + j] for m < M, j < width, the same bits as
- * rows_x_tile on the float32 (or dequantised) weights. One or two rows against four weight rows dequantise in
- * registers; more rows (or a last, narrower tile) dequantise the tile once into buf [4, K] and run the float
- * tiles over it, so a tile's weights are unpacked once however many rows go by. */
-static void qrows_x_tile(const float *A, int64_t lda, int64_t M, const struct qmat *W, int64_t n, int width,
-                         int64_t K, float (*c)[4], float *buf)
+/* ---- Q8_0 / Q4_0 weights against activations rounded to Q8_0 blocks -------------------------------------
+ *
+ * As llama.cpp does, a product with Q8_0 or Q4_0 weights first rounds each row of activations to Q8_0 blocks:
+ * per 32 values d = max |x| / 127 and q = x (1 / d) rounded to nearest even (q in -127..127). A block pair's
+ * product is then the exact int32 dot of its two blocks' integers, scaled once by d_w d_x and accumulated in
+ * float32: about twice the speed of unpacking every weight to a float (one scale per block rather than one
+ * per weight), for the activations' rounding (about 0.4% of a dot product's size). Each row's arithmetic is
+ * the same whatever the rows beside it, so the products stay batch-invariant. Half weights (bf16, f16) keep
+ * float activations. */
+#define QX(fmt) ((fmt) == W_Q8 || (fmt) == W_Q4) /* weight formats that round their activations */
+
+/* The rows of A a projection reads: float32 rows x (ld apart) and, for Q8_0 / Q4_0 weights, the same rows in
+ * Q8_0 blocks: values q (ld apart) and scales d (ld / 32 apart). */
+struct xrows {
+    const float *x;
+    const int8_t *q;
+    const float *d;
+    int64_t ld;
+};
+
+static inline struct xrows xrows_at(const struct xrows *a, int64_t m)
 {
-    if (W->fmt == W_F32) {
-        rows_x_tile(A, lda, M, (const float *)W->w, K, n, width, K, c);
+    struct xrows o = {a->x + m * a->ld, a->q ? a->q + m * a->ld : NULL, a->d ? a->d + m * (a->ld / QBLOCK) : NULL,
+                      a->ld};
+    return o;
+}
+
+/* x [K] (K a multiple of 32) -> q [K], d [K / 32], as described above */
+static void quantize_row_q8(const float *x, int64_t K, int8_t *q, float *d)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7); /* undoes the packs' lane interleave */
+    for (int64_t b = 0; b < K / QBLOCK; b++) {
+        __m256 v[4], mx = _mm256_setzero_ps();
+        for (int z = 0; z < 4; z++) {
+            v[z] = _mm256_loadu_ps(x + b * QBLOCK + 8 * z);
+            mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, v[z]));
+        }
+        const float db = hmax1(mx) / 127.0f, id = db != 0.0f ? 1.0f / db : 0.0f;
+        d[b] = db;
+        __m256i i32[4];
+        for (int z = 0; z < 4; z++) /* the default rounding mode: to nearest even */
+            i32[z] = _mm256_cvtps_epi32(_mm256_mul_ps(v[z], _mm256_set1_ps(id)));
+        const __m256i i16 = _mm256_packs_epi16(_mm256_packs_epi32(i32[0], i32[1]), _mm256_packs_epi32(i32[2], i32[3]));
+        _mm256_storeu_si256((__m256i *)(q + b * QBLOCK), _mm256_permutevar8x32_epi32(i16, order));
+    }
+}
+
+/* rows a (M of them, K wide) rounded into q [M, K] and d [M, K / 32]: the xrows of a for block weights */
+static struct xrows quantize_rows(const float *a, int64_t lda, int64_t M, int64_t K, int8_t *q, float *d)
+{
+    for (int64_t m = 0; m < M; m++)
+        quantize_row_q8(a + m * lda, K, q + m * K, d + m * (K / QBLOCK));
+    struct xrows o = {a, q, d, K};
+    return o;
+}
+
+/* The 32 weights of a Q4_0 block as signed bytes q - 8, in the order of the weights */
+static inline __m256i q4_bytes(const char *q)
+{
+    const __m128i v = _mm_loadu_si128((const __m128i *)q);
+    const __m256i both = _mm256_insertf128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1);
+    return _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8));
+}
+
+/* the int32 dot of two blocks of 32 signed bytes (each |value| <= 127, or 8 for Q4_0), as 8 int32 lanes turned
+ * float: maddubs takes |w| and x carrying w's sign, whose pair sums stay inside int16 */
+static inline __m256 block_dot(__m256i w, __m256i x)
+{
+    const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+}
+
+/* One or two rows (m, m + 1 when two) of A in blocks against weight rows n .. n + width - 1 (bytes q, scales s,
+ * rows rb bytes and nbk blocks apart; wbuf: the tile unpacked, when unpacked): c[m][j] = sum over blocks of
+ * block_dot * (d_w d_x). With m == 0 the next tile's bytes and scales are prefetched meanwhile. Inlined with
+ * fmt, two and unpacked constant, so each case gets its own loop. */
+static inline __attribute__((always_inline)) void qxrows(const struct xrows *A, int64_t m, const char *q,
+                                                          const float *s, int64_t rb, int64_t nbk, int width,
+                                                          const int8_t *wbuf, int64_t K, float (*c)[4],
+                                                          const int fmt, const int two, const int unpacked)
+{
+    const int64_t bb = rb / nbk;
+    const int8_t *x0 = A->q + m * A->ld, *x1 = x0 + A->ld;
+    const float *d0 = A->d + m * (A->ld / QBLOCK), *d1 = d0 + A->ld / QBLOCK;
+    __m256 acc0[4], acc1[4];
+    for (int j = 0; j < 4; j++)
+        acc0[j] = acc1[j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nbk; b++) {
+        if (m == 0 && (b * bb) % 64 == 0)
+            for (int j = 0; j < 4; j++)
+                _mm_prefetch(q + (4 + j) * rb + b * bb, _MM_HINT_T1);
+        if (m == 0 && b % 16 == 0)
+            for (int j = 0; j < 4; j++)
+                _mm_prefetch((const char *)(s + (4 + j) * nbk + b), _MM_HINT_T1);
+        const __m256i xa = _mm256_loadu_si256((const __m256i *)(x0 + b * QBLOCK));
+        const __m256i xb = two ? _mm256_loadu_si256((const __m256i *)(x1 + b * QBLOCK)) : xa;
+        for (int j = 0; j < width; j++) {
+            const __m256i w = fmt == W_Q8 ? _mm256_loadu_si256((const __m256i *)(q + j * rb + b * bb))
+                              : unpacked ? _mm256_loadu_si256((const __m256i *)(wbuf + j * K + b * QBLOCK))
+                                         : q4_bytes(q + j * rb + b * bb);
+            const float sw = s[j * nbk + b];
+            acc0[j] = _mm256_fmadd_ps(block_dot(w, xa), _mm256_set1_ps(sw * d0[b]), acc0[j]);
+            if (two)
+                acc1[j] = _mm256_fmadd_ps(block_dot(w, xb), _mm256_set1_ps(sw * d1[b]), acc1[j]);
+        }
+    }
+    for (int j = 0; j < width; j++) {
+        c[m][j] = hsum1(acc0[j]);
+        if (two)
+            c[m + 1][j] = hsum1(acc1[j]);
+    }
+}
+
+/* c[m][j] = A[m] . W[n + j] for m < M, j < width, with W's rows n .. n + width - 1 in Q8_0 or Q4_0 and A's rows
+ * in Q8_0 blocks. Rows go by two at a time against the tile; with more than two rows a Q4_0 tile is unpacked
+ * once into wbuf [4, K] bytes first. */
+static inline __attribute__((always_inline)) void qxtile_fmt(const struct xrows *A, int64_t M, const struct qmat *W,
+                                                              int64_t n, int width, int64_t K, float (*c)[4],
+                                                              int8_t *wbuf, const int fmt)
+{
+    const int64_t nbk = K / QBLOCK, rb = qrow_bytes(fmt, K);
+    const char *q = (const char *)W->w + n * rb;
+    const float *s = W->s + n * nbk;
+    if (M <= 2 || fmt == W_Q8) {
+        int64_t m = 0;
+        for (; m + 2 <= M; m += 2)
+            qxrows(A, m, q, s, rb, nbk, width, NULL, K, c, fmt, 1, 0);
+        if (m < M)
+            qxrows(A, m, q, s, rb, nbk, width, NULL, K, c, fmt, 0, 0);
         return;
     }
+    for (int j = 0; j < width; j++)
+        for (int64_t b = 0; b < nbk; b++)
+            _mm256_storeu_si256((__m256i *)(wbuf + j * K + b * QBLOCK), q4_bytes(q + j * rb + b * (rb / nbk)));
+    int64_t m = 0;
+    for (; m + 2 <= M; m += 2)
+        qxrows(A, m, q, s, rb, nbk, width, wbuf, K, c, fmt, 1, 1);
+    if (m < M)
+        qxrows(A, m, q, s, rb, nbk, width, wbuf, K, c, fmt, 0, 1);
+}
+
+/* rows_x_tile over any weight matrix: c[m][j] = A[m] . W[n + j] for m < M, j < width. Float32 weights run
+ * rows_x_tile; Q8_0 / Q4_0 ones the integer tiles above (A's rows in blocks); half ones the same bits as
+ * rows_x_tile on the widened weights: one or two rows against four weight rows widen in registers, more rows
+ * (or a last, narrower tile) widen the tile once into buf [4, K] and run the float tiles over it. */
+static void qrows_x_tile(const struct xrows *A, int64_t M, const struct qmat *W, int64_t n, int width, int64_t K,
+                         float (*c)[4], float *buf)
+{
+    switch (W->fmt) {
+    case W_F32: rows_x_tile(A->x, A->ld, M, (const float *)W->w, K, n, width, K, c); return;
+    case W_Q8: qxtile_fmt(A, M, W, n, width, K, c, (int8_t *)buf, W_Q8); return;
+    case W_Q4: qxtile_fmt(A, M, W, n, width, K, c, (int8_t *)buf, W_Q4); return;
+    }
     if (width == 4 && M <= 2) {
-        const float *a1 = M > 1 ? A + lda : NULL;
+        const float *a1 = M > 1 ? A->x + A->ld : NULL;
         float *c1 = M > 1 ? c[1] : NULL;
-        switch (W->fmt) {
-        case W_Q8: qtile4_fmt(A, a1, W, n, K, c[0], c1, W_Q8); break;
-        case W_Q4: qtile4_fmt(A, a1, W, n, K, c[0], c1, W_Q4); break;
-        case W_BF16: qtile4_fmt(A, a1, W, n, K, c[0], c1, W_BF16); break;
-        default: qtile4_fmt(A, a1, W, n, K, c[0], c1, W_F16);
-        }
+        if (W->fmt == W_BF16)
+            qtile4_fmt(A->x, a1, W, n, K, c[0], c1, W_BF16);
+        else
+            qtile4_fmt(A->x, a1, W, n, K, c[0], c1, W_F16);
         return;
     }
     deq_rows(W, n, width, K, buf);
-    rows_x_tile(A, lda, M, buf, K, 0, width, K, c);
+    rows_x_tile(A->x, A->ld, M, buf, K, 0, width, K, c);
 }
 
 /* Scratch for qrows_x_tile over rows of K: a dequantised tile for quantised weights, nothing for float32 (a
@@ -472,22 +613,33 @@ int swarm_dequantize(int64_t fmt, const void *w, const float *s, int64_t N, int6
 static int linear_part(const float *x, int64_t M, int64_t K, const struct qmat *w, int64_t N, const float *bias,
                        float *out, int tid, int nt)
 {
-    float c[ROWS][4], *buf = qscratch(w, K);
-    if (!buf)
+    const int64_t tiles = (N + 3) / 4, t0 = tiles * tid / nt, t1 = tiles * (tid + 1) / nt;
+    float c[ROWS][4], *buf = qscratch(w, K), *xd = NULL;
+    int8_t *xq = NULL;
+    struct xrows a = {x, NULL, NULL, K};
+    if (buf && QX(w->fmt) && t0 < t1) { /* this thread's own copy of the rows in blocks (a few us at most) */
+        xq = malloc(M * K + 1);
+        xd = malloc((M * (K / QBLOCK) + 1) * sizeof *xd);
+        if (xq && xd)
+            a = quantize_rows(x, K, M, K, xq, xd);
+    }
+    if (!buf || (QX(w->fmt) && t0 < t1 && !a.q)) {
+        free(buf); free(xq); free(xd);
         return -2;
-    const int64_t tiles = (N + 3) / 4;
-    for (int64_t t = tiles * tid / nt; t < tiles * (tid + 1) / nt; t++) {
+    }
+    for (int64_t t = t0; t < t1; t++) {
         int64_t n = t * 4;
         int width = N - n < 4 ? (int)(N - n) : 4;
         for (int64_t m0 = 0; m0 < M; m0 += ROWS) {
             int64_t rows = M - m0 < ROWS ? M - m0 : ROWS;
-            qrows_x_tile(x + m0 * K, K, rows, w, n, width, K, c, buf);
+            const struct xrows am = xrows_at(&a, m0);
+            qrows_x_tile(&am, rows, w, n, width, K, c, buf);
             for (int64_t m = 0; m < rows; m++)
                 for (int j = 0; j < width; j++)
                     out[(m0 + m) * N + n + j] = bias ? c[m][j] + bias[n + j] : c[m][j];
         }
     }
-    free(buf);
+    free(buf); free(xq); free(xd);
     return 0;
 }
 
@@ -611,11 +763,14 @@ struct experts {
     int64_t E, I, D, T;
     int64_t *start, *token; /* start[e] .. start[e + 1]: expert e's pairs; token[s]: pair s's token */
     float *pw, *xs, *h, *out; /* pair weights [P], rows [P, D], activations [P, I]; out [T, D] */
+    int8_t *xq, *hq; /* Q8_0 / Q4_0 experts: xs and h in Q8_0 blocks, with their scales xd, hd (else NULL) */
+    float *xd, *hd;
 };
 
 static void experts_free(struct experts *e)
 {
     free(e->start); free(e->token); free(e->pw); free(e->xs); free(e->h);
+    free(e->xq); free(e->hq); free(e->xd); free(e->hd);
 }
 
 /* Groups the T x K pairs of ids/weights [T, K] by expert (stable) and zeroes out. Runs on one thread.
@@ -632,7 +787,15 @@ static int experts_plan(struct experts *e, const float *x, const float *weights,
     e->pw = malloc(n * sizeof *e->pw);
     e->xs = aligned_alloc(64, (n * D * sizeof(float) + 63) / 64 * 64);
     e->h = aligned_alloc(64, (n * e->I * sizeof(float) + 63) / 64 * 64);
-    if (!fill || !e->start || !e->token || !e->pw || !e->xs || !e->h) {
+    const int blocks = QX(e->gate_up.fmt);
+    if (blocks) {
+        e->xq = malloc(n * D);
+        e->hq = malloc(n * e->I);
+        e->xd = malloc(n * (D / QBLOCK) * sizeof(float));
+        e->hd = malloc(n * (e->I / QBLOCK) * sizeof(float));
+    }
+    if (!fill || !e->start || !e->token || !e->pw || !e->xs || !e->h
+        || (blocks && (!e->xq || !e->hq || !e->xd || !e->hd))) {
         free(fill);
         experts_free(e);
         return -2;
@@ -665,31 +828,41 @@ static void experts_run(const struct experts *e, int tid, int nt, int *failed)
 #pragma omp atomic write
         *failed = 1;
     }
+    if (e->xq) /* the rows in blocks, the threads taking a share each */
+        quantize_rows(e->xs + P * tid / nt * D, D, P * (tid + 1) / nt - P * tid / nt, D, e->xq + P * tid / nt * D,
+                      e->xd + P * tid / nt * (D / QBLOCK));
 #pragma omp barrier
+    const struct xrows xs = {e->xs, e->xq, e->xd, D}, hs = {e->h, e->hq, e->hd, I};
     /* h = silu(xs gate^T) * (xs up^T), 4 columns of the expert width at a time */
     for (int64_t x = 0; x < e->E && !*failed; x++) {
         int64_t n = e->start[x + 1] - e->start[x];
-        const float *A = e->xs + e->start[x] * D;
+        const struct xrows A = xrows_at(&xs, e->start[x]);
         const struct qmat W = qmat_at(&e->gate_up, x * 2 * I, D);
         for (int64_t t = jt * tid / nt; t < jt * (tid + 1) / nt && n; t++) {
             int64_t j = t * 4;
             int width = I - j < 4 ? (int)(I - j) : 4;
-            qrows_x_tile(A, D, n, &W, j, width, D, g, buf);
-            qrows_x_tile(A, D, n, &W, I + j, width, D, u, buf);
+            qrows_x_tile(&A, n, &W, j, width, D, g, buf);
+            qrows_x_tile(&A, n, &W, I + j, width, D, u, buf);
             silu_mul(&g[0][0], &u[0][0], &g[0][0], 4 * n);
             for (int64_t m = 0; m < n; m++)
                 memcpy(e->h + (e->start[x] + m) * I + j, g[m], width * sizeof(float));
         }
     }
 #pragma omp barrier
+    if (e->hq) {
+        quantize_rows(e->h + P * tid / nt * I, I, P * (tid + 1) / nt - P * tid / nt, I, e->hq + P * tid / nt * I,
+                      e->hd + P * tid / nt * (I / QBLOCK));
+#pragma omp barrier
+    }
     /* out[token] += weight * (h down^T): a thread owns whole output columns; experts add in order */
     for (int64_t x = 0; x < e->E && !*failed; x++) {
         int64_t n = e->start[x + 1] - e->start[x];
+        const struct xrows A = xrows_at(&hs, e->start[x]);
         const struct qmat W = qmat_at(&e->down, x * D, I);
         for (int64_t t = dt * tid / nt; t < dt * (tid + 1) / nt && n; t++) {
             int64_t j = t * 4;
             int width = D - j < 4 ? (int)(D - j) : 4;
-            qrows_x_tile(e->h + e->start[x] * I, I, n, &W, j, width, I, g, buf);
+            qrows_x_tile(&A, n, &W, j, width, I, g, buf);
             for (int64_t m = 0; m < n; m++) {
                 float *o = e->out + e->token[e->start[x] + m] * D + j, w = e->pw[e->start[x] + m];
                 for (int c = 0; c < width; c++)
@@ -712,7 +885,8 @@ int swarm_expert_ffn(const float *x, int64_t T, int64_t D, int64_t fmt, const vo
 {
     if (fmt < W_F32 || fmt > W_F16 || (fmt != W_F32 && (D % QBLOCK || I % QBLOCK || (!W_HALF(fmt) && (!gs || !ds)))))
         return -1;
-    struct experts e = {{fmt, gate_up, gs}, {fmt, down, ds}, E, I, D, T, NULL, NULL, NULL, NULL, NULL, out};
+    struct experts e = {{fmt, gate_up, gs}, {fmt, down, ds}, E, I, D, T, NULL, NULL, NULL, NULL, NULL, out, NULL,
+                        NULL, NULL, NULL};
     int code = experts_plan(&e, x, weights, ids, K), failed = 0;
     if (code)
         return code;
@@ -1367,7 +1541,8 @@ int swarm_moe_block(const struct moe_layer *m, const struct decode_step *st, flo
     const int64_t B = st->B, D = m->D;
     float *h = malloc((B * D + 1) * sizeof *h), *logits = malloc((B * m->E + 1) * sizeof *logits);
     float *out = malloc((B * D + 1) * sizeof *out);
-    struct experts e = {m->gate_up, m->down, m->E, m->I, D, B, NULL, NULL, NULL, NULL, NULL, out};
+    struct experts e = {m->gate_up, m->down, m->E, m->I, D, B, NULL, NULL, NULL, NULL, NULL, out, NULL, NULL, NULL,
+                        NULL};
     int code = 0, failed = 0;
     if (!h || !logits || !out) {
         free(h); free(logits); free(out);

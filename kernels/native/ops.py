@@ -190,9 +190,10 @@ def dequantize(values: torch.Tensor, scales: torch.Tensor, fmt: str) -> torch.Te
 
 def block_linear(x: torch.Tensor, values: torch.Tensor, scales: torch.Tensor, fmt: str,
                  bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x [..., K] @ W^T (+ bias [N]) -> [..., N] for W [N, K] in blocks (`swarm.kernels.quant`), equal bit for bit
-    to `linear` on the dequantised W. Up to LINEAR_MAX_ROWS rows dequantise in registers; more rows (prefill)
-    dequantise the weight for this call and hand it to torch's matmul, as `linear` does with float32 ones."""
+    """x [..., K] @ W^T (+ bias [N]) -> [..., N] for W [N, K] in blocks (`swarm.kernels.quant`): `quant.linear`'s
+    product (Q8_0 / Q4_0 weights take x rounded to Q8_0 blocks; halves equal `linear` on the widened W bit for
+    bit). Up to LINEAR_MAX_ROWS rows run the C kernels on the blocks in place; more rows (prefill) dequantise the
+    weight for this call and hand it to torch's matmul, as `linear` does with float32 ones."""
     K = x.shape[-1]
     if not _native(x, bias) or not _blocks_ok(values, scales, fmt):
         if fmt in quant.HALF and _native(x, bias):  # half rows the C code cannot read in place: widen them
@@ -204,7 +205,7 @@ def block_linear(x: torch.Tensor, values: torch.Tensor, scales: torch.Tensor, fm
         raise ValueError(f"block_linear: x {tuple(x.shape)} against a {fmt} weight of {N} rows of "
                          f"{shape[-1]}, bias {None if bias is None else tuple(bias.shape)}")
     if x.numel() > LINEAR_MAX_ROWS * K:
-        return F.linear(x, dequantize(values, scales, fmt), bias)
+        return F.linear(quant.activations(x, fmt), dequantize(values, scales, fmt), bias)
     rows = x if x.is_contiguous() else x.contiguous()
     out = torch.empty((*x.shape[:-1], N))
     _, w, s = _weight_args(Blocks(values, scales, fmt))

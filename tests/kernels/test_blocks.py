@@ -1,6 +1,8 @@
 """Q8_0 / Q4_0 blocks and bf16 / f16 weights: packing against its definition, and the native kernels against
-float32 math on the dequantised weights (bit for bit: a block is unpacked into the float the dequantised copy
-holds and enters the float32 kernel's FMAs in the same order)."""
+the torch reference. Halves against float32 math on the widened weights, bit for bit (a half is widened into
+the float the widened copy holds and enters the float32 kernel's FMAs in the same order); Q8_0 / Q4_0 against
+float32 math on the dequantised weights and the activations rounded to Q8_0 blocks, up to the order of the
+float32 sums (the C code sums integer block products, then scales them)."""
 
 import pytest
 import torch
@@ -72,8 +74,26 @@ def test_block_linear_equals_the_float_kernel_on_the_dequantised_weight(fmt, sha
     deq = quant.dequantize(*b)
     assert torch.equal(ops.dequantize(*b), deq)
     got = ops.block_linear(x, *b, bias=bb)
-    assert torch.equal(got, ops.linear(x, deq, bb))
-    assert torch.allclose(got, quant.linear(x, *b, bias=bb), atol=1e-5 * got.abs().max().item(), rtol=1e-5)
+    if fmt in quant.HALF:
+        assert torch.equal(got, ops.linear(x, deq, bb))
+    else:  # one activation rounded differently would move its output by about 1e-3 of the largest
+        assert torch.allclose(got, ops.linear(quant.round_activations(x), deq, bb),
+                              atol=2e-6 * got.abs().max().item(), rtol=1e-5)
+        plain = ops.linear(x, deq, bb)  # the rounding itself: small, and not nothing
+        assert 0 < (got - plain).abs().max() < 0.02 * plain.abs().max()
+    assert torch.allclose(got, quant.linear(x, *b, bias=bb), atol=2e-6 * got.abs().max().item(), rtol=1e-5)
+
+
+def test_activations_round_to_q8_0_blocks():
+    """d = max |x| / 127 per 32, q = round(x / d) to nearest even; an all-zero block stays zero."""
+    x = torch.cat((torch.linspace(-2.54, 2.54, 32), torch.zeros(32), torch.full((32,), 0.5)))
+    got = quant.round_activations(x)
+    assert torch.allclose(got[:32], torch.round(x[:32] * (127 / 2.54)) * (2.54 / 127), rtol=1e-6)
+    assert torch.equal(got[32:64], torch.zeros(32)) and torch.allclose(got[64:], x[64:])
+    assert (got[:32] - x[:32]).abs().max() <= 0.5 * 2.54 / 127 * (1 + 1e-6)
+    assert torch.equal(quant.activations(x, "bf16"), x)
+    with pytest.raises(ValueError, match="blocks of 32"):
+        quant.round_activations(torch.randn(40))
 
 
 @native
@@ -108,5 +128,8 @@ def test_block_expert_ffn_equals_the_float_kernel_on_the_dequantised_experts(fmt
     weights, ids = moe.route(torch.randn(T, E, generator=g), K, "softmax_topk", True)
     got = ops.block_expert_ffn(x, gate_up, down, weights, ids)
     dg, dd = quant.dequantize(*gate_up), quant.dequantize(*down)
-    assert torch.equal(got, ops.expert_ffn(x, dg, dd, weights, ids))
+    if fmt in quant.HALF:
+        assert torch.equal(got, ops.expert_ffn(x, dg, dd, weights, ids))
     assert torch.allclose(got, quant.expert_ffn(x, gate_up, down, weights, ids), atol=1e-5, rtol=1e-4)
+    for rows in (slice(0, 1), slice(T // 2, T)):  # each token's arithmetic is its own (batch-invariant)
+        assert torch.equal(ops.block_expert_ffn(x[rows], gate_up, down, weights[rows], ids[rows]), got[rows])
