@@ -481,11 +481,11 @@ static inline __m256i q4_bytes(const char *q)
     return _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8));
 }
 
-/* the int32 dot of two blocks of 32 signed bytes (each |value| <= 127, or 8 for Q4_0), as 8 int32 lanes turned
- * float: maddubs takes |w| and x carrying w's sign, whose pair sums stay inside int16 */
-static inline __m256 block_dot(__m256i w, __m256i x)
+/* the int32 dot of two blocks of 32 signed bytes w, x (each |value| <= 127, or 8 for Q4_0; u = |w|), as 8 int32
+ * lanes turned float: maddubs takes |w| and x carrying w's sign, whose pair sums stay inside int16 */
+static inline __m256 block_dot(__m256i u, __m256i w, __m256i x)
 {
-    const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+    const __m256i pairs = _mm256_maddubs_epi16(u, _mm256_sign_epi8(x, w));
     return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
 }
 
@@ -513,14 +513,16 @@ static inline __attribute__((always_inline)) void qxrows(const struct xrows *A, 
                 _mm_prefetch((const char *)(s + (4 + j) * nbk + b), _MM_HINT_T1);
         const __m256i xa = _mm256_loadu_si256((const __m256i *)(x0 + b * QBLOCK));
         const __m256i xb = two ? _mm256_loadu_si256((const __m256i *)(x1 + b * QBLOCK)) : xa;
+        const __m256 da = _mm256_broadcast_ss(d0 + b), db = _mm256_broadcast_ss(d1 + b);
         for (int j = 0; j < width; j++) {
             const __m256i w = fmt == W_Q8 ? _mm256_loadu_si256((const __m256i *)(q + j * rb + b * bb))
                               : unpacked ? _mm256_loadu_si256((const __m256i *)(wbuf + j * K + b * QBLOCK))
                                          : q4_bytes(q + j * rb + b * bb);
-            const float sw = s[j * nbk + b];
-            acc0[j] = _mm256_fmadd_ps(block_dot(w, xa), _mm256_set1_ps(sw * d0[b]), acc0[j]);
+            const __m256i u = _mm256_sign_epi8(w, w); /* |w|, shared by both rows */
+            const __m256 sw = _mm256_broadcast_ss(s + j * nbk + b);
+            acc0[j] = _mm256_fmadd_ps(block_dot(u, w, xa), _mm256_mul_ps(sw, da), acc0[j]);
             if (two)
-                acc1[j] = _mm256_fmadd_ps(block_dot(w, xb), _mm256_set1_ps(sw * d1[b]), acc1[j]);
+                acc1[j] = _mm256_fmadd_ps(block_dot(u, w, xb), _mm256_mul_ps(sw, db), acc1[j]);
         }
     }
     for (int j = 0; j < width; j++) {
