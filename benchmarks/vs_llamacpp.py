@@ -95,11 +95,16 @@ def llama_rates(bin_dir: Path, path: Path, args: argparse.Namespace) -> dict[str
     base = [tool(bin_dir, "llama-batched-bench"), "-m", str(path), "-t", str(args.threads),
             "-c", str(1024 * (n * (args.prompt + args.new) // 1024 + 2)), "-b", "2048", "-ub", "512",
             "-npp", str(args.prompt), "-ntg", str(args.new), "--output-format", "jsonl"]
-    rows = [json.loads(line) for cmd in (base + ["-npl", f"1,{n}"], base + ["-npl", str(n), "-pps"])
-            for line in run(cmd).splitlines() if line.startswith("{")]
-    rates = {f"shared_{n}" if r["is_pp_shared"] else f"batch_{r['pl']}": r["speed_tg"] for r in rows}
-    if len(rates) != 3:
-        raise SystemExit(f"llama-batched-bench skipped a row (its context too small?): got {sorted(rates)}")
+    rates: dict[str, float] = {}
+    for cmd, want in ((base + ["-npl", f"1,{n}"], 2), (base + ["-npl", str(n), "-pps"], 1)):
+        # llama.cpp's logger writes from its own thread, and now and then the last row is lost at exit: run again
+        for _ in range(5):
+            rows = [json.loads(line) for line in run(cmd).splitlines() if line.startswith("{")]
+            if len(rows) == want:
+                break
+        else:
+            raise SystemExit(f"llama-batched-bench printed {len(rows)} of its {want} rows five times: {' '.join(cmd)}")
+        rates.update({f"shared_{n}" if r["is_pp_shared"] else f"batch_{r['pl']}": r["speed_tg"] for r in rows})
     return rates
 
 
