@@ -245,9 +245,9 @@ class Engine:
         output) stay in their blocks on the CPU, repacked at load with no float32 copy: the engine computes
         what the float32 engine computes on the dequantised weights, except that, as in llama.cpp, a product
         with those blocks first rounds its activations to Q8_0 blocks (`swarm.kernels.quant`). Its other
-        tensors (embeddings, norms,
-        routers; F16, BF16, Q4_1, Q5_x and K-quant weights) are dequantised to float32, so a mixed file (Q4_0
-        with a Q6_K output, say) has those layers in float32. On another device no tensor stays in blocks.
+        tensors (embeddings, norms, routers; F16, BF16, Q4_1, Q5_x and K-quant weights) are dequantised to
+        float32, so a mixed file (Q4_0 with a Q6_K output, say) has those layers in float32. On another device
+        no tensor stays in blocks.
 
         `dtype` ("float32", "bfloat16" or "float16") is what weights, activations and the KV cache are held in
         on CUDA; by default the checkpoint's `torch_dtype` when that is bfloat16 or float16, else float32. In

@@ -289,12 +289,12 @@ int swarm_rotary(float *x, int64_t T, int64_t R, int64_t D, int64_t st, const fl
 /* A weight matrix [N, K] as the projections read it: float32 rows, or rows of K / 32 blocks whose 32 weights
  * share one float32 scale s: Q8_0 (int8 values q, w = q s) or Q4_0 (4-bit values q, w = (q - 8) s, two a byte:
  * byte j of a block holds weight j in its low nibble and weight j + 16 in its high one, llama.cpp's order).
- * Quantised weights are dequantised in registers as they stream in: each w is the float q s rounds to, the
- * same float a dequantised copy would hold, and it enters the same FMAs in the same order as a float32 weight
- * would, so a quantised projection equals the float32 kernel on the dequantised matrix bit for bit.
- * Half-precision weights (bfloat16, float16) go through the same code as blocks of 32 without a scale: a half
- * widens to float32 exactly (bfloat16: its 16 bits shifted into the top of a float's; float16: F16C's
- * conversion), so they too equal the float32 kernel on the widened matrix bit for bit. */
+ * Products with Q8_0 / Q4_0 weights are integer products against activations rounded to Q8_0 blocks (below,
+ * qxtile_fmt); deq_block unpacks a block to the floats q s for a dequantised copy (prefill's GEMM).
+ * Half-precision weights (bfloat16, float16) are read as blocks of 32 without a scale: a half widens to
+ * float32 exactly (bfloat16: its 16 bits shifted into the top of a float's; float16: F16C's conversion) and
+ * enters the same FMAs in the same order as a float32 weight would, so a half projection equals the float32
+ * kernel on the widened matrix bit for bit. */
 #define QBLOCK 32
 enum { W_F32 = 0, W_Q8 = 1, W_Q4 = 2, W_BF16 = 3, W_F16 = 4 };
 #define W_HALF(fmt) ((fmt) >= W_BF16) /* no scales */
@@ -381,9 +381,9 @@ static void deq_rows(const struct qmat *m, int64_t r, int64_t n, int64_t K, floa
     }
 }
 
-/* tile4 on quantised weight rows n .. n + 3 of m, dequantised in registers: c0[j] = a0 . w_j (c1[j] = a1 . w_j
+/* tile4 on half-precision weight rows n .. n + 3 of m, widened in registers: c0[j] = a0 . w_j (c1[j] = a1 . w_j
  * unless a1 is NULL), each element's arithmetic exactly tile4's (K is a multiple of 32: no scalar tail). The
- * next tile's bytes and scales are prefetched meanwhile. */
+ * next tile's bytes are prefetched meanwhile. */
 static inline __attribute__((always_inline)) void qtile4_fmt(const float *a0, const float *a1, const struct qmat *m,
                                                              int64_t n, int64_t K, float *c0, float *c1, const int fmt)
 {
