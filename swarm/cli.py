@@ -68,6 +68,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.checkpoint_every is not None and not args.checkpoint:
         raise ValueError("--checkpoint-every needs --checkpoint FILE")
+    if not args.record_demos and (args.demos_successful or args.demo_agents or args.demo_kinds):
+        raise ValueError("--demos-successful, --demo-agents and --demo-kinds need --record-demos FILE")
     if args.checkpoint and Path(args.checkpoint).exists():
         raise ValueError(f"{args.checkpoint} already holds a checkpoint: continue that run with `swarm resume "
                          f"{args.checkpoint}`, or remove the file to start again")
@@ -78,7 +80,19 @@ def _run(args: argparse.Namespace) -> int:
     model, config = _sampled_model(args.model, engine_config(args), args)
     sim = Simulation.from_scenario(args.scenario, model=model, seed=args.seed, bus=args.bus, record=args.record,
                                    engine_config=config, **options, **({"name": args.name} if args.name else {}))
+    if args.record_demos:
+        try:
+            sim.record_demos(args.record_demos, successful_only=args.demos_successful,
+                             agents=_names(args.demo_agents), kinds=_names(args.demo_kinds))
+        except BaseException:
+            sim.close()
+            raise
     return _drive(sim, args.ticks, args)
+
+
+def _names(value: str | None) -> list[str] | None:
+    """A comma-separated flag's names (None when the flag was not given)."""
+    return None if value is None else [n.strip() for n in value.split(",") if n.strip()]
 
 
 def _scenario_options(args: argparse.Namespace) -> dict:
@@ -182,6 +196,8 @@ def _drive(sim, total: int, args: argparse.Namespace) -> int:
     finally:
         if args.record:
             print(f"swarm: events recorded in {args.record}", file=sys.stderr)
+        if sim.demos is not None:
+            print(f"swarm: {sim.demos.written:,} demonstrations written to {sim.demos.path}", file=sys.stderr)
     if args.checkpoint:
         if not cut_short:  # a tick cut short left the checkpoint at the state before it
             sim.save(args.checkpoint)
@@ -352,6 +368,14 @@ def build_parser() -> argparse.ArgumentParser:
                      "the password comes from SWARM_MQTT_PASSWORD")
     run.add_argument("--name", help="the simulation's name in bus topics (default: the scenario's)")
     run.add_argument("--record", help="write the event log (JSON lines) to this file")
+    run.add_argument("--record-demos", metavar="FILE", help="write every answered turn as chat fine-tuning data "
+                     "(JSON lines: the messages and the answer, with scenario, agent, tick, persona, adapter, model "
+                     "and the answer's schema) to this new file")
+    run.add_argument("--demos-successful", action="store_true",
+                     help="with --record-demos: leave out act turns whose action failed")
+    run.add_argument("--demo-agents", metavar="A,B", help="with --record-demos: only these agents")
+    run.add_argument("--demo-kinds", metavar="KINDS", help="with --record-demos: only these turn kinds (act, "
+                     "reflect, plan)")
     run.add_argument("--checkpoint", help="keep a checkpoint here: every --checkpoint-every ticks, at the end, and "
                      "when the run fails or is stopped (SIGINT, SIGTERM); `swarm resume FILE` continues the run")
     run.add_argument("--checkpoint-every", type=_positive, metavar="N",

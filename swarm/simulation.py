@@ -36,6 +36,7 @@ from swarm.bus import BusError, topics
 from swarm.bus.ratelog import RateLimitedLog
 from swarm.bus.url import strip_password
 from swarm.choices import Menu
+from swarm.demonstrations import DemoWriter
 from swarm.events import Event, InboxMessage, Report
 from swarm.model import Answer, NoAction, Turn, TurnModel, open_model
 from swarm.recorder import Recorder
@@ -125,6 +126,7 @@ class Simulation:
         self._record_path = Path(record) if record is not None else None
         self.recorder: Recorder | None = None
         self._autosave: _Autosave | None = None
+        self._demos: DemoWriter | None = None
         self.stopped = False  # set by stop(): run() returns after the tick in progress
 
     # -- building ------------------------------------------------------------------------
@@ -183,6 +185,27 @@ class Simulation:
         served = self.models[name].adapters()
         adapter = next((x for x in (a.persona.adapter, a.persona.style) if x is not None and x in served), None)
         a.persona = msgspec.structs.replace(a.persona, model=None if name == DEFAULT else name, adapter=adapter)
+
+    def record_demos(self, path: str | Path, *, successful_only: bool = False, agents: Iterable[str] | None = None,
+                     kinds: Iterable[str] | None = None, append: bool = False) -> DemoWriter:
+        """From the next tick on, write every answered turn to `path` as chat fine-tuning data (JSON lines, see
+        `swarm.demonstrations`): the messages the model was given and the answer, with the scenario, agent,
+        tick, persona, adapter, model and the answer's schema. `successful_only` leaves out act turns whose
+        action failed; `agents` and `kinds` ("act", "reflect", "plan") keep only those. An existing file is
+        refused unless `append`."""
+        if self._demos is not None:
+            self._demos.close()
+        self._demos = DemoWriter(path, successful_only=successful_only, agents=agents, kinds=kinds, append=append)
+        return self._demos
+
+    @property
+    def demos(self) -> DemoWriter | None:
+        """The writer `record_demos` opened (its `path`, and how many it has `written`), or None."""
+        return self._demos
+
+    def _model_of(self, turn: Turn) -> tuple[str, TurnModel]:
+        name = _model_name(turn.agent.persona)
+        return name, self._model(name)
 
     def _model(self, name: str) -> TurnModel:
         if name == DEFAULT:
@@ -337,6 +360,8 @@ class Simulation:
         values = await self._act(turns)
         events += self._resolve(turns, values)
         events += self._run_hooks(events)
+        if self._demos is not None:
+            self._demos.write(self, turns, values, events, self._model_of)
         self._observe(events)
         events, self._pending = self._pending + events, []  # those made between ticks were observed then
         await self._record(events)
@@ -814,6 +839,9 @@ class Simulation:
     async def aclose(self) -> None:
         if self.recorder is not None:
             self.recorder.close()
+        if self._demos is not None:
+            self._demos.close()
+            self._demos = None
         await self.bus.close()
 
     def _close_if_left_open(self) -> None:

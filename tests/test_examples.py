@@ -163,3 +163,12 @@ def test_a_manager_on_one_model_and_the_crowd_on_another():
     models = json.loads(out.stdout.strip().splitlines()[-1])
     assert models["manager"]["turns"] > 0 and models["default"]["turns"] > 0
     assert models["default"]["generated_tokens"] > 0 and "generated_tokens" not in models["manager"]
+
+
+def test_recording_demonstrations(tmp_path):
+    out = run(EXAMPLES / "record_demos.py", "--ticks", "4", "--out", tmp_path / "demos.jsonl")
+    assert out.returncode == 0, out.stderr
+    lines = (tmp_path / "demos.jsonl").read_text().splitlines()
+    assert f"{len(lines)} demonstrations in" in out.stdout and "assistant: " in out.stdout
+    first = json.loads(lines[0])
+    assert first["messages"][-1]["role"] == "assistant" and first["kind"] == "act" and first["source"] == "scripted"
