@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import signal
@@ -88,6 +89,25 @@ def _run(args: argparse.Namespace) -> int:
             sim.close()
             raise
     return _drive(sim, args.ticks, args)
+
+
+def _train_adapter(args: argparse.Namespace) -> int:
+    """`swarm train adapter`: progress on stderr, the summary as the last line of stdout (JSON)."""
+    from swarm.train.adapter import AdapterRecipe, print_progress, train_adapter
+
+    if not 0 <= args.heldout < 1:
+        raise ValueError(f"--heldout is a share in [0, 1), got {args.heldout}")
+    if Path(args.adapter_out).exists() and any(Path(args.adapter_out).iterdir()):
+        raise ValueError(f"{args.adapter_out} is not empty: pick a new folder for the adapter")
+    recipe = AdapterRecipe(steps=args.adapter_steps, rank=args.rank, alpha=2.0 * args.rank, lr=args.lr,
+                           heldout=args.heldout, targets=tuple(_names(args.targets) or ()), seed=args.seed)
+    summary = train_adapter(args.base, args.demos, args.adapter_out, recipe, progress=print_progress)
+    print(f"adapter in {args.adapter_out}: held-out loss {summary['heldout_loss_before']:.3f} -> "
+          f"{summary['heldout_loss_after']:.3f} nats/token on {summary['heldout']} demonstrations (the weights of "
+          f"step {summary['best_step']} of {args.adapter_steps}; {summary['train']} trained on, "
+          f"{summary['seconds']:.0f} s)", file=sys.stderr)
+    print(json.dumps(summary))
+    return 0
 
 
 def _names(value: str | None) -> list[str] | None:
@@ -279,6 +299,11 @@ def _train(args: argparse.Namespace) -> int:
 
     from swarm.train.pipeline import SMOKE, Recipe, train_swarm_tiny
 
+    if args.what == "adapter":
+        return _train_adapter(args)
+    if not args.out:
+        raise ValueError("swarm train needs --out FOLDER (or: swarm train adapter --base ... --demos ... --out ...)")
+
     recipe = SMOKE if args.smoke else Recipe()
     changes = {"seed": args.seed}
     if args.scenario:
@@ -402,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     rs.set_defaults(func=_resume)
 
     t = sub.add_parser("train", help="train a small MoE and persona adapters on scenario demonstrations")
-    t.add_argument("--out", required=True, help="folder for the data (out/data) and the model (out/model)")
+    t.add_argument("--out", help="folder for the data (out/data) and the model (out/model)")
     t.add_argument("--smoke", action="store_true", help="a tiny recipe that runs in seconds (tests the pipeline)")
     t.add_argument("--scenario", action="append", help="a scenario to learn from (repeatable; default: all four)")
     t.add_argument("--seeds", type=int, help="runs per scenario")
@@ -411,6 +436,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--adapter-steps", type=int, help="optimiser steps per adapter")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=_train)
+
+    ta = t.add_subparsers(dest="what", metavar="{adapter}").add_parser(
+        "adapter", help="tune a persona's LoRA adapter on recorded demonstrations (swarm run --record-demos)")
+    ta.add_argument("--base", default="swarm-tiny", help="the model to tune: swarm-tiny (default) or a checkpoint "
+                    "folder")
+    ta.add_argument("--demos", nargs="+", required=True, metavar="FILE", help="demonstration files (JSON lines)")
+    ta.add_argument("--out", dest="adapter_out", required=True, help="the adapter folder to write (PEFT format)")
+    ta.add_argument("--steps", dest="adapter_steps", type=_positive, default=200, help="optimiser steps (200)")
+    ta.add_argument("--rank", type=_positive, default=8, help="LoRA rank (8)")
+    ta.add_argument("--lr", type=float, default=1e-3, help="learning rate (1e-3)")
+    ta.add_argument("--heldout", type=float, default=0.1, help="share of the demonstrations held out (0.1)")
+    ta.add_argument("--targets", default=",".join(("q_proj", "k_proj", "v_proj", "o_proj")),
+                    help="modules to put LoRA on (default: the attention projections)")
+    ta.add_argument("--seed", type=int, default=0)
 
     rp = sub.add_parser("replay", help="print a recorded event log")
     rp.add_argument("file")
