@@ -66,3 +66,19 @@ def test_bad_input_gets_clear_errors(tmp_path, capsys):
     assert main(["train", "adapter", "--demos", str(empty), "--out", str(tmp_path / "a"), "--steps", "1"]) == 2
     assert "no demonstrations in" in capsys.readouterr().err
     assert main(["train"]) == 2 and "needs --out" in capsys.readouterr().err
+
+
+def test_the_demos_benchmark_runs_as_the_readme_says(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "demos.py"), "--quick", "--output",
+                          str(tmp_path / "demos.json")], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads((tmp_path / "demos.json").read_text())
+    tiny = result["models"][DEFAULT_MODEL]
+    assert result["demonstrations"] > 0 and result["main_metric"] == "trades"
+    assert set(tiny) >= {"heldout_loss_before", "heldout_loss_after", "without_adapter", "with_adapter", "gap_closed"}
+    assert result["scripted"]["main"] >= result["random"]["main"]
