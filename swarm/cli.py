@@ -69,8 +69,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.checkpoint_every is not None and not args.checkpoint:
         raise ValueError("--checkpoint-every needs --checkpoint FILE")
-    if not args.record_demos and (args.demos_successful or args.demo_agents or args.demo_kinds):
-        raise ValueError("--demos-successful, --demo-agents and --demo-kinds need --record-demos FILE")
+    if not args.record_demos and (args.demos_successful or args.demo_agents or args.demo_kinds or args.demo_actions):
+        raise ValueError("--demos-successful, --demo-agents, --demo-kinds and --demo-actions need --record-demos FILE")
     if args.checkpoint and Path(args.checkpoint).exists():
         raise ValueError(f"{args.checkpoint} already holds a checkpoint: continue that run with `swarm resume "
                          f"{args.checkpoint}`, or remove the file to start again")
@@ -84,7 +84,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.record_demos:
         try:
             sim.record_demos(args.record_demos, successful_only=args.demos_successful,
-                             agents=_names(args.demo_agents), kinds=_names(args.demo_kinds))
+                             agents=_names(args.demo_agents), kinds=_names(args.demo_kinds),
+                             actions=_names(args.demo_actions))
         except BaseException:
             sim.close()
             raise
@@ -401,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--demo-agents", metavar="A,B", help="with --record-demos: only these agents")
     run.add_argument("--demo-kinds", metavar="KINDS", help="with --record-demos: only these turn kinds (act, "
                      "reflect, plan)")
+    run.add_argument("--demo-actions", metavar="A,B", help="with --record-demos: only act turns that chose these "
+                     "actions (say, bid, ...)")
     run.add_argument("--checkpoint", help="keep a checkpoint here: every --checkpoint-every ticks, at the end, and "
                      "when the run fails or is stopped (SIGINT, SIGTERM); `swarm resume FILE` continues the run")
     run.add_argument("--checkpoint-every", type=_positive, metavar="N",

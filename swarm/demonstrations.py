@@ -18,7 +18,9 @@ cannot hold them drops the oldest exchanges of the history first (see `fit_promp
 no answer are never written.
 
 Filters: `successful_only` leaves out the act turns of agents whose action failed that tick (a `fail`
-event: not there, not allowed, ...), `agents` and `kinds` keep only those agents and turn kinds.
+event: not there, not allowed, ...), `agents` and `kinds` keep only those agents and turn kinds, and
+`actions` only the act turns that chose those actions (their JSON "type": say, bid, ...), to balance data
+where one action (often `wait`) would drown the rest.
 The file is written line by line and flushed every tick, so a run cut short keeps every finished tick.
 """
 
@@ -58,11 +60,12 @@ class DemoWriter:
     """Appends a run's demonstrations to `path` (a new file: one that exists is refused unless `append`)."""
 
     def __init__(self, path: str | Path, *, successful_only: bool = False, agents: Iterable[str] | None = None,
-                 kinds: Iterable[str] | None = None, append: bool = False):
+                 kinds: Iterable[str] | None = None, actions: Iterable[str] | None = None, append: bool = False):
         self.path = Path(path)
         self.successful_only = successful_only
         self.agents = None if agents is None else frozenset(agents)
         self.kinds = None if kinds is None else frozenset(kinds)
+        self.actions = None if actions is None else frozenset(actions)
         if self.kinds is not None and not self.kinds <= set(KINDS):
             raise ValueError(f"unknown turn kinds {sorted(self.kinds - set(KINDS))}; choose from {', '.join(KINDS)}")
         if self.path.exists() and not append:
@@ -85,6 +88,9 @@ class DemoWriter:
                 continue
             if (self.kinds is not None and r.kind not in self.kinds) or (r.kind == "act" and agent.id in failed):
                 continue
+            chosen = value.value if isinstance(value, Answer) else value
+            if self.actions is not None and r.kind == "act" and _action(chosen) not in self.actions:
+                continue
             text = value.text if isinstance(value, Answer) else msgspec.json.encode(value).decode()
             name, model = model_of(turn)
             if r.constraint not in self._schemas:
@@ -103,6 +109,12 @@ class DemoWriter:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _action(value: Any) -> str | None:
+    """The action an act turn chose: its JSON "type" tag."""
+    plain = msgspec.to_builtins(value)
+    return plain.get("type") if isinstance(plain, dict) else None
 
 
 def read_demos(path: str | Path) -> list[Demonstration]:

@@ -187,15 +187,17 @@ class Simulation:
         a.persona = msgspec.structs.replace(a.persona, model=None if name == DEFAULT else name, adapter=adapter)
 
     def record_demos(self, path: str | Path, *, successful_only: bool = False, agents: Iterable[str] | None = None,
-                     kinds: Iterable[str] | None = None, append: bool = False) -> DemoWriter:
+                     kinds: Iterable[str] | None = None, actions: Iterable[str] | None = None,
+                     append: bool = False) -> DemoWriter:
         """From the next tick on, write every answered turn to `path` as chat fine-tuning data (JSON lines, see
         `swarm.demonstrations`): the messages the model was given and the answer, with the scenario, agent,
         tick, persona, adapter, model and the answer's schema. `successful_only` leaves out act turns whose
-        action failed; `agents` and `kinds` ("act", "reflect", "plan") keep only those. An existing file is
-        refused unless `append`."""
+        action failed; `agents` and `kinds` ("act", "reflect", "plan") keep only those, `actions` only the act
+        turns that chose those actions ("say", "bid", ...). An existing file is refused unless `append`."""
         if self._demos is not None:
             self._demos.close()
-        self._demos = DemoWriter(path, successful_only=successful_only, agents=agents, kinds=kinds, append=append)
+        self._demos = DemoWriter(path, successful_only=successful_only, agents=agents, kinds=kinds, actions=actions,
+                                 append=append)
         return self._demos
 
     @property

@@ -78,6 +78,14 @@ def test_filters_keep_successful_actions_some_agents_and_kinds(tmp_path):
     bob = read_demos(tmp_path / "bob.jsonl")
     assert bob and {(d.agent, d.kind) for d in bob} == {("Bob", "act")}
 
+    for name, actions in (("all.jsonl", None), ("says.jsonl", ["say"])):  # the same run twice (same seed)
+        sim = tavern(ScriptedModel(policy))
+        sim.record_demos(tmp_path / name, actions=actions)
+        sim.run(3)
+    every, says = read_demos(tmp_path / "all.jsonl"), read_demos(tmp_path / "says.jsonl")
+    kept = [d for d in every if d.kind != "act" or json.loads(d.messages[-1]["content"])["type"] == "say"]
+    assert says == kept and any(d.kind == "act" for d in says) and len(says) < len(every)
+
 
 def test_a_models_answer_is_its_text_as_written(tmp_path):
     class Writer(ScriptedModel):
@@ -105,7 +113,7 @@ def test_bad_input_gets_clear_errors(tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown turn kinds"):
         sim.record_demos(tmp_path / "e.jsonl", kinds=["dance"])
     assert main(["run", "village", "--model", "scripted", "--ticks", "1", "--headless", "--demo-agents", "Mira"]) == 2
-    assert "--demo-agents and --demo-kinds need --record-demos FILE" in capsys.readouterr().err
+    assert "and --demo-actions need --record-demos FILE" in capsys.readouterr().err
 
 
 def test_swarm_run_records_demos(tmp_path, capsys):
