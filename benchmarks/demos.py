@@ -32,6 +32,7 @@ import real_model  # noqa: E402
 import roofline  # noqa: E402
 from scale import revision  # noqa: E402
 
+from swarm.demonstrations import read_demos  # noqa: E402
 from swarm.model import EngineModel, TurnModel  # noqa: E402
 from swarm.runtime import Engine, model_path  # noqa: E402
 from swarm.scenario import load_module  # noqa: E402
@@ -68,7 +69,7 @@ def record(spec: str, path: Path, seeds: int, ticks: int) -> int:
         sim.record_demos(path, successful_only=True, kinds=["act"], append=True)
         sim.run(ticks)
         sim.close()
-    return sum(1 for _ in open(path))
+    return len(read_demos(path))
 
 
 def base_folder(name: str, work: Path) -> Path | None:
@@ -111,10 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     p.add_argument("--output", type=Path, default=None, help="also write the JSON to this file")
     args = p.parse_args(argv)
-    small = {"seeds": 1, "ticks": 6, "steps": 4, "eval_seeds": 1, "eval_ticks": 4} if args.quick else {}
-    for key, full in (("seeds", 4), ("ticks", 30), ("steps", 100), ("eval_seeds", 2), ("eval_ticks", 20)):
-        if getattr(args, key) is None:
-            setattr(args, key, small.get(key, full))
+    roofline.fill_sizes(args, {"seeds": 4, "ticks": 30, "steps": 100, "eval_seeds": 2, "eval_ticks": 20},
+                        {"seeds": 1, "ticks": 6, "steps": 4, "eval_seeds": 1, "eval_ticks": 4})
     spec = real_model.SCENARIOS.get(args.scenario, args.scenario)
     eval_seeds = [1000 + i for i in range(args.eval_seeds)]
     started = time.perf_counter()

@@ -122,6 +122,13 @@ def weight_bytes(model: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
+def fill_sizes(args, full: dict, quick: dict) -> None:
+    """Give each size flag left unset (None) its value: `quick`'s with --quick, else `full`'s."""
+    for key, value in full.items():
+        if getattr(args, key) is None:
+            setattr(args, key, quick.get(key, value) if args.quick else value)
+
+
 def emit(result: dict, output=None) -> dict:
     """Print the benchmark's JSON object (and write it to `output`, a Path, when given)."""
     import json

@@ -210,10 +210,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work-dir", type=Path, default=None, help="keep the model and GGUF files here")
     p.add_argument("--output", type=Path, default=None, help="also write the JSON to this file")
     args = p.parse_args(argv)
-    quick = {"prompt": 64, "new": 8, "batch": 4, "repeats": 1} if args.quick else {}
-    for key, full in (("prompt", 512), ("new", 32), ("batch", 32), ("repeats", 3)):
-        if getattr(args, key) is None:
-            setattr(args, key, quick.get(key, full))
+    roofline.fill_sizes(args, {"prompt": 512, "new": 32, "batch": 32, "repeats": 3},
+                        {"prompt": 64, "new": 8, "batch": 4, "repeats": 1})
     args.threads = args.threads or os.cpu_count() or 1
     return args
 

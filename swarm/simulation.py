@@ -126,7 +126,7 @@ class Simulation:
         self._record_path = Path(record) if record is not None else None
         self.recorder: Recorder | None = None
         self._autosave: _Autosave | None = None
-        self._demos: DemoWriter | None = None
+        self.demos: DemoWriter | None = None  # record_demos's writer (its `path`, how many it has `written`)
         self.stopped = False  # set by stop(): run() returns after the tick in progress
 
     # -- building ------------------------------------------------------------------------
@@ -194,16 +194,11 @@ class Simulation:
         tick, persona, adapter, model and the answer's schema. `successful_only` leaves out act turns whose
         action failed; `agents` and `kinds` ("act", "reflect", "plan") keep only those, `actions` only the act
         turns that chose those actions ("say", "bid", ...). An existing file is refused unless `append`."""
-        if self._demos is not None:
-            self._demos.close()
-        self._demos = DemoWriter(path, successful_only=successful_only, agents=agents, kinds=kinds, actions=actions,
+        if self.demos is not None:
+            self.demos.close()
+        self.demos = DemoWriter(path, successful_only=successful_only, agents=agents, kinds=kinds, actions=actions,
                                  append=append)
-        return self._demos
-
-    @property
-    def demos(self) -> DemoWriter | None:
-        """The writer `record_demos` opened (its `path`, and how many it has `written`), or None."""
-        return self._demos
+        return self.demos
 
     def _model_of(self, turn: Turn) -> tuple[str, TurnModel]:
         name = _model_name(turn.agent.persona)
@@ -362,8 +357,8 @@ class Simulation:
         values = await self._act(turns)
         events += self._resolve(turns, values)
         events += self._run_hooks(events)
-        if self._demos is not None:
-            self._demos.write(self, turns, values, events, self._model_of)
+        if self.demos is not None:
+            self.demos.write(self, turns, values, events, self._model_of)
         self._observe(events)
         events, self._pending = self._pending + events, []  # those made between ticks were observed then
         await self._record(events)
@@ -841,9 +836,9 @@ class Simulation:
     async def aclose(self) -> None:
         if self.recorder is not None:
             self.recorder.close()
-        if self._demos is not None:
-            self._demos.close()
-            self._demos = None
+        if self.demos is not None:
+            self.demos.close()
+            self.demos = None
         await self.bus.close()
 
     def _close_if_left_open(self) -> None:

@@ -389,7 +389,6 @@ static inline __attribute__((always_inline)) void qtile4_fmt(const float *a0, co
 {
     const int64_t nbk = K / QBLOCK, rb = qrow_bytes(fmt, K), bb = rb / nbk;
     const char *q = (const char *)m->w + n * rb;
-    const float *s = W_HALF(fmt) ? NULL : m->s + n * nbk;
     __m256 acc0[4], acc1[4];
     for (int j = 0; j < 4; j++)
         acc0[j] = acc1[j] = _mm256_setzero_ps();
@@ -397,13 +396,10 @@ static inline __attribute__((always_inline)) void qtile4_fmt(const float *a0, co
         if ((b * bb) % 64 == 0)
             for (int j = 0; j < 4; j++)
                 _mm_prefetch(q + (4 + j) * rb + b * bb, _MM_HINT_T1);
-        if (!W_HALF(fmt) && b % 16 == 0)
-            for (int j = 0; j < 4; j++)
-                _mm_prefetch((const char *)(s + (4 + j) * nbk + b), _MM_HINT_T1);
         const float *x0 = a0 + b * QBLOCK, *x1 = a1 ? a1 + b * QBLOCK : NULL;
         for (int j = 0; j < 4; j++) {
             __m256 w[4];
-            deq_block(q + j * rb + b * bb, W_HALF(fmt) ? 0.0f : s[j * nbk + b], w, fmt);
+            deq_block(q + j * rb + b * bb, 0.0f, w, fmt); /* halves: no scale */
             for (int z = 0; z < 4; z++)
                 acc0[j] = _mm256_fmadd_ps(_mm256_loadu_ps(x0 + 8 * z), w[z], acc0[j]);
             if (a1)
@@ -513,7 +509,7 @@ static inline __attribute__((always_inline)) void qxrows(const struct xrows *A, 
                 _mm_prefetch((const char *)(s + (4 + j) * nbk + b), _MM_HINT_T1);
         const __m256i xa = _mm256_loadu_si256((const __m256i *)(x0 + b * QBLOCK));
         const __m256i xb = two ? _mm256_loadu_si256((const __m256i *)(x1 + b * QBLOCK)) : xa;
-        const __m256 da = _mm256_broadcast_ss(d0 + b), db = _mm256_broadcast_ss(d1 + b);
+        const __m256 da = _mm256_broadcast_ss(d0 + b), db = two ? _mm256_broadcast_ss(d1 + b) : da;
         for (int j = 0; j < width; j++) {
             const __m256i w = fmt == W_Q8 ? _mm256_loadu_si256((const __m256i *)(q + j * rb + b * bb))
                               : unpacked ? _mm256_loadu_si256((const __m256i *)(wbuf + j * K + b * QBLOCK))
@@ -649,8 +645,8 @@ static int linear_part(const float *x, int64_t M, int64_t K, const struct qmat *
 #define LINEAR_PARALLEL(N, K) ((N) * (K) >= 32768)
 
 /* out[M, N] = x[M, K] W[N, K]^T (+ bias[N]), threads splitting the columns; W float32 (fmt 0, s NULL), Q8_0
- * (1) or Q4_0 (2) with its scales s [N, K / 32], bfloat16 (3) or float16 (4) (s NULL). Returns 0, -1 for a format or a K the blocks cannot hold, -2
- * when memory runs out. */
+ * (1) or Q4_0 (2) with its scales s [N, K / 32], bfloat16 (3) or float16 (4) (s NULL). Returns 0, -1 for a
+ * format or a K the blocks cannot hold, -2 when memory runs out. */
 int swarm_qlinear(const float *x, int64_t M, int64_t K, int64_t fmt, const void *w, const float *s, int64_t N,
                   const float *bias, float *out)
 {

@@ -218,8 +218,8 @@ def block_linear(x: torch.Tensor, values: torch.Tensor, scales: torch.Tensor, fm
 
 def block_expert_ffn(x: torch.Tensor, gate_up: Blocks, down: Blocks, weights: torch.Tensor,
                      ids: torch.Tensor) -> torch.Tensor:
-    """`expert_ffn` with gate_up [E, 2I, D] and down [E, D, I] in blocks, read in place (any token count: the
-    C code unpacks each tile of weights once for all the rows that use it)."""
+    """`expert_ffn` with gate_up [E, 2I, D] and down [E, D, I] in blocks, read in place at any token count
+    (`quant.expert_ffn`'s product: Q8_0 / Q4_0 experts take their inputs rounded to Q8_0 blocks)."""
     if not _native(x) or not (_blocks_ok(*gate_up) and _blocks_ok(*down)) or gate_up.fmt != down.fmt:
         if gate_up.fmt in quant.HALF and down.fmt in quant.HALF and _native(x):  # widened, as block_linear does
             return expert_ffn(x, quant.dequantize(*gate_up), quant.dequantize(*down), weights, ids)
