@@ -63,10 +63,10 @@ class WithAdapter(TurnModel):
         return self.inner.stats()
 
 
-def record(spec: str, path: Path, seeds: int, ticks: int) -> int:
+def record(spec: str, path: Path, seeds: int, ticks: int, actions: list[str] | None = None) -> int:
     for seed in range(seeds):
         sim = Simulation.from_scenario(spec, model="scripted", seed=seed, bus=None)
-        sim.record_demos(path, successful_only=True, kinds=["act"], append=True)
+        sim.record_demos(path, successful_only=True, kinds=["act"], actions=actions, append=True)
         sim.run(ticks)
         sim.close()
     return len(read_demos(path))
@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--models", default="swarm-tiny", help="comma-separated: swarm-tiny, smollm2")
     p.add_argument("--seeds", type=int, default=None, help="recorded seeds (default 4)")
     p.add_argument("--ticks", type=int, default=None, help="ticks per recorded seed (default 30)")
+    p.add_argument("--actions", default=None,
+                   help="comma-separated: record only act turns that chose these actions (say bid,offer: a scripted "
+                        "play that mostly waits would teach waiting)")
     p.add_argument("--steps", type=int, default=None, help="adapter training steps (default 100)")
     p.add_argument("--eval-seeds", type=int, default=None, help="unseen seeds played (default 2)")
     p.add_argument("--eval-ticks", type=int, default=None, help="ticks per played seed (default 20)")
@@ -121,7 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
         work = Path(tmp)
         demos = work / "demos.jsonl"
         t0 = time.perf_counter()
-        count = record(spec, demos, args.seeds, args.ticks)
+        actions = [a.strip() for a in args.actions.split(",") if a.strip()] if args.actions else None
+        count = record(spec, demos, args.seeds, args.ticks, actions)
         log(f"{count} demonstrations from {args.seeds} scripted seeds of {args.ticks} ticks")
         result = {"config": {**{k: v for k, v in vars(args).items() if k != "output"}, "spec": spec,
                              "eval_seeds": eval_seeds, "git": revision()},

@@ -77,19 +77,65 @@ def _run(args: argparse.Namespace) -> int:
     if args.history and not Path(args.history).resolve().parent.is_dir():
         raise ValueError(f"cannot write the history to {args.history}: folder {Path(args.history).parent} "
                          "does not exist")
+    if args.play and args.headless:
+        raise ValueError("--play needs the TUI: a person answers the agent's turns there (drop --headless)")
     options = _scenario_options(args)
     model, config = _sampled_model(args.model, engine_config(args), args)
     sim = Simulation.from_scenario(args.scenario, model=model, seed=args.seed, bus=args.bus, record=args.record,
                                    engine_config=config, **options, **({"name": args.name} if args.name else {}))
-    if args.record_demos:
-        try:
+    try:
+        unknown = sorted(set(_names(args.play) or ()) - set(sim.agents))
+        if unknown:
+            raise ValueError(f"--play: no agent called {', '.join(unknown)}; agents: {', '.join(sim.agents)}")
+        args.adapters = _adapter_specs(args.adapter)
+        _add_adapters(sim, args.adapters, assign=True)
+        if args.record_demos:
             sim.record_demos(args.record_demos, successful_only=args.demos_successful,
                              agents=_names(args.demo_agents), kinds=_names(args.demo_kinds),
                              actions=_names(args.demo_actions))
-        except BaseException:
-            sim.close()
-            raise
+    except BaseException:
+        sim.close()
+        raise
     return _drive(sim, args.ticks, args)
+
+
+def _adapter_specs(specs: list[str] | None) -> list[tuple[list[str] | None, str]]:
+    """--adapter [AGENT,AGENT=]FOLDER values -> (the agents, or None for all of them; the folder, absolute)."""
+    out = []
+    for spec in specs or ():
+        agents, _, folder = spec.rpartition("=")
+        if not folder:
+            raise ValueError(f"--adapter takes [AGENT,AGENT=]FOLDER, got {spec!r}")
+        out.append((_names(agents) if agents else None, str(Path(folder).resolve())))
+    return out
+
+
+def _add_adapters(sim, specs: list[tuple[list[str] | None, str]], assign: bool) -> None:
+    """Register each adapter folder on the simulation's engine, under the folder's name, and (`assign`) give it
+    to its agents. A resumed run only registers them: its personas kept their adapters."""
+    if not specs:
+        return
+    engine = getattr(sim.model, "engine", None)
+    if engine is None:
+        raise ValueError("--adapter needs a model swarm runs itself (swarm-tiny, a checkpoint folder or a GGUF file), "
+                         f"not {sim.model.ref or type(sim.model).__name__}")
+    added: dict[str, str] = {}  # name -> folder, registered here
+    for agents, folder in specs:
+        name = Path(folder).name
+        if added.get(name, folder) != folder or (name not in added and name in engine.adapters()):
+            raise ValueError(f"--adapter {folder}: an adapter called {name!r} is already loaded (from "
+                             f"{added.get(name, 'the model folder')}): give the folder another name")
+        if name not in added:
+            engine.add_adapter(name, folder)
+            added[name] = folder
+        for agent in (agents or list(sim.agents)) if assign else ():
+            sim.use_adapter(agent, name)
+
+
+def _tui(sim, ticks: int, play: list[str]):
+    from swarm.tui import run_tui
+
+    return run_tui(sim, ticks, play=play)
 
 
 def _train_adapter(args: argparse.Namespace) -> int:
@@ -176,6 +222,12 @@ def _resume(args: argparse.Namespace) -> int:
     args.temperature, args.top_p, args.history = run.get("temperature"), run.get("top_p"), run.get("history")
     model, config = _sampled_model(args.model or info["model"], engine_config(args), args)
     sim = Simulation.load(args.checkpoint, model=model, bus=args.bus, engine_config=config)
+    args.adapters = [(agents, folder) for agents, folder in run.get("adapters") or ()]
+    try:
+        _add_adapters(sim, args.adapters, assign=False)
+    except BaseException:
+        sim.close()
+        raise
     args.record, args.checkpoint_every = record, args.checkpoint_every or run.get("every")
     return _drive(sim, run["ticks"], args)
 
@@ -188,20 +240,21 @@ def _drive(sim, total: int, args: argparse.Namespace) -> int:
         every = args.checkpoint_every or CHECKPOINT_EVERY
         sim.autosave(args.checkpoint, every, run={
             "ticks": total, "every": every, "kv_memory": args.kv_memory, "kv_dtype": args.kv_dtype,
-            "quantize": args.quantize,
+            "quantize": args.quantize, "adapters": getattr(args, "adapters", None),
             "temperature": args.temperature, "top_p": args.top_p,
             "history": str(Path(args.history).resolve()) if args.history else None})
     engine = getattr(sim.model, "engine", None)
     if engine is not None and hasattr(engine, "memory_summary"):
         print(f"swarm: {engine.memory_summary()}; {len(sim.agents):,} agents", file=sys.stderr)
-    # the live UI when asked, or by default on a terminal; headless (progress on stderr) otherwise
-    tui = args.tui or (not args.headless and sys.stdin.isatty() and sys.stdout.isatty())
+    # the live UI when asked (or to play an agent), or by default on a terminal; headless otherwise
+    play = _names(getattr(args, "play", None)) or []
+    tui = args.tui or bool(play) or (not args.headless and sys.stdin.isatty() and sys.stdout.isatty())
     remaining = max(0, total - sim.counters["ticks"])
     stop = _StopOnSignal(sim) if not tui else None
     status, cut_short = 0, False
     try:
         with stop or contextlib.nullcontext():
-            report = sim.run(remaining, tui=True) if tui else sim.run(
+            report = _tui(sim, remaining, play) if tui else sim.run(
                 remaining, progress=Progress(total, start=sim.counters["ticks"]))
         if stop is not None and stop.signal is not None:
             print(f"swarm: stopped by {stop.signal.name} after tick {sim.counters['ticks']}", file=sys.stderr)
@@ -410,6 +463,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"ticks between checkpoint writes (default {CHECKPOINT_EVERY})")
     run.add_argument("--headless", action="store_true", help="no TUI: progress on stderr, report on stdout")
     run.add_argument("--tui", action="store_true", help="watch it live (the default on a terminal)")
+    run.add_argument("--adapter", action="append", metavar="[AGENT,AGENT=]FOLDER",
+                     help="a LoRA adapter folder (PEFT, e.g. from `swarm train adapter`) for these agents, or all of "
+                     "them; repeatable; it is registered under the folder's name")
+    run.add_argument("--play", metavar="AGENT[,AGENT]", help="play these agents yourself in the TUI: on their turns a "
+                     "form asks for their action (c on the roster takes or gives back any agent)")
     run.add_argument("--json", action="store_true", help="print the report as one JSON line, last (with the "
                      "per-tick history)")
     run.add_argument("--history", metavar="FILE.csv", help="write the per-tick metrics (the report's history) "

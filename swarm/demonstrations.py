@@ -9,11 +9,12 @@ text answered), with what the turn was:
   agent, persona, style       who (`persona` is the persona's name)
   kind                        act, reflect or plan
   adapter, model              the persona's LoRA adapter and the model's name in the simulation
-  source                      "model" (a language model wrote it) or "scripted" (a Python policy chose it)
+  source                      "model" (a language model wrote it), "scripted" (a Python policy chose it) or
+                              "person" (someone played the agent: `Simulation.play` with a `Player`)
   schema                      the JSON schema the answer had to follow (narrowed to that tick's choices)
 
-A model's answer is its text as generated; a scripted policy's is the value as compact JSON, the text the
-agent's history keeps either way. The messages are the ones the simulation built: a model whose context
+A model's answer is its text as generated; a scripted policy's or a person's is the value as compact JSON, the
+text the agent's history keeps either way. The messages are the ones the simulation built: a model whose context
 cannot hold them drops the oldest exchanges of the history first (see `fit_prompt`). Turns that produced
 no answer are never written.
 
@@ -33,7 +34,7 @@ from typing import Any
 import msgspec
 
 from swarm.events import Event
-from swarm.model import Answer, NoAction, ScriptedModel, Turn, wire_schema
+from swarm.model import Answer, NoAction, Player, ScriptedModel, Turn, wire_schema
 
 KINDS = ("act", "reflect", "plan")
 
@@ -100,7 +101,7 @@ class DemoWriter:
                 scenario=sim.scenario.spec if sim.scenario is not None else None, sim=sim.name, seed=sim.seed,
                 tick=turn.world.tick, agent=agent.id, persona=agent.persona.name, style=agent.persona.style,
                 kind=r.kind, adapter=r.adapter, model=name,
-                source="scripted" if isinstance(model, ScriptedModel) else "model",
+                source=_source(model),
                 schema=self._schemas[r.constraint])))
         if lines:
             self._file.write(b"\n".join(lines) + b"\n")
@@ -109,6 +110,10 @@ class DemoWriter:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _source(model: Any) -> str:
+    return "person" if isinstance(model, Player) else "scripted" if isinstance(model, ScriptedModel) else "model"
 
 
 def _action(value: Any) -> str | None:

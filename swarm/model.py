@@ -3,8 +3,8 @@
 `TurnModel` is the contract; `EngineModel` serves it with the runtime engine (all turns
 submitted together, so they share batched forward passes and the persona prefix cache),
 `ScriptedModel` with a plain Python policy (scenario baselines, demonstrations for
-training, fast tests of the loop). `open_model` turns what a user passes as `model=`
-into one of them.
+training, fast tests of the loop), `Player` with whoever answers one turn at a time (a
+person in the TUI). `open_model` turns what a user passes as `model=` into one of them.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from swarm.agents import Agent, TurnRequest
@@ -237,6 +238,37 @@ class ScriptedModel(TurnModel):
 
     def embed(self, texts: list[str]) -> np.ndarray:
         return hashed_bag_of_words(texts, self.dim)
+
+
+class Player(TurnModel):
+    """Turns decided one at a time by `ask(turn)`: a person at a UI (the TUI's take-control), a test, a bot.
+    `ask` may block until the answer is in; it returns a value of the turn's schema type, or a `NoAction`
+    to give the turn up (the agent waits, and a `fail` event says why). An `ask` that raises, or answers with
+    something the schema's type does not decode, gives its turn up the same way: one bad answer never stops
+    the tick. Give an agent to a player with `Simulation.play`;
+    its memory stays embedded by its own model (`embed` here is only the contract's bag of words)."""
+
+    def __init__(self, ask: Callable[[Turn], Any], ref: str = "player", clock: Callable[[], float] = time.monotonic):
+        self.ask, self.ref, self.clock = ask, ref, clock
+
+    def decide(self, turns: Sequence[Turn]) -> list[Any]:
+        out: list[Any] = []
+        for t in turns:
+            t0 = self.clock()
+            try:
+                value = self.ask(t)
+                if not isinstance(value, NoAction):  # checked as a model's answer is: the schema's type decodes it
+                    value = msgspec.convert(msgspec.to_builtins(value), getattr(t.request.constraint, "type",
+                                                                                t.request.constraint))
+            except Exception as e:  # the contract: one bad turn never raises out of decide
+                value = NoAction(f"the player's answer failed: {type(e).__name__}: {e}")
+            seconds = self.clock() - t0
+            out.append(value if isinstance(value, NoAction) else Answer(value, msgspec.json.encode(value).decode(),
+                                                                       seconds))
+        return out
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return hashed_bag_of_words(texts)
 
 
 def hashed_bag_of_words(texts: list[str], dim: int = 256) -> np.ndarray:

@@ -49,6 +49,7 @@ log = logging.getLogger("swarm.simulation")
 CHECKPOINT_FORMAT = 1
 WAKE_AFTER = 5  # ticks an agent with nothing new waits before it is asked again (None: never)
 DEFAULT = "default"  # the name of the simulation's own model= (for Persona(model=...) and the report)
+PLAYER = "player"  # the name turns decided by `play`'s players go under (counters, demonstrations)
 Hook = Callable[["Simulation", list[Event]], "Event | Iterable[Event] | None"]
 
 # the loop's counts a history row gives for its tick alone: the row's name -> the counter that totals it
@@ -127,6 +128,7 @@ class Simulation:
         self.recorder: Recorder | None = None
         self._autosave: _Autosave | None = None
         self.demos: DemoWriter | None = None  # record_demos's writer (its `path`, how many it has `written`)
+        self.players: dict[str, TurnModel] = {}  # agent -> who plays it instead of its model (`play`)
         self.stopped = False  # set by stop(): run() returns after the tick in progress
 
     # -- building ------------------------------------------------------------------------
@@ -162,9 +164,9 @@ class Simulation:
         tick decide at once."""
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"a model needs a non-empty name, got {name!r}")
-        if name == DEFAULT or name in self._more_models:
-            raise ValueError(f"a model called {name!r} already exists"
-                             + (" (the simulation's own model=)" if name == DEFAULT else ""))
+        if name in (DEFAULT, PLAYER) or name in self._more_models:
+            why = {DEFAULT: " (the simulation's own model=)", PLAYER: " (the agents' players)"}.get(name, "")
+            raise ValueError(f"a model called {name!r} already exists{why}")
         if self.scenario is not None:
             model = _named_model(model, self.scenario.spec)
         sampling = {k: v for k, v in (("temperature", temperature), ("top_p", top_p)) if v is not None}
@@ -186,6 +188,21 @@ class Simulation:
         adapter = next((x for x in (a.persona.adapter, a.persona.style) if x is not None and x in served), None)
         a.persona = msgspec.structs.replace(a.persona, model=None if name == DEFAULT else name, adapter=adapter)
 
+    def use_adapter(self, agent: str, adapter: str | None) -> None:
+        """From the next tick on, `agent`'s turns run with the LoRA adapter `adapter` (None: the base model), which
+        the agent's model must serve (`engine.add_adapter(name, folder)` registers one). A checkpoint keeps it:
+        the resumed model must serve it too."""
+        if agent not in self.agents:
+            raise ValueError(f"unknown agent {agent!r}")
+        a = self.agents[agent]
+        if adapter is not None:
+            name = _model_name(a.persona)
+            served = self._model(name).adapters()
+            if adapter not in served:
+                raise ValueError(f"model {name!r} of {agent} serves no adapter {adapter!r}; it serves: "
+                                 f"{', '.join(sorted(served)) or 'none'} (register one with engine.add_adapter)")
+        a.persona = msgspec.structs.replace(a.persona, adapter=adapter)
+
     def record_demos(self, path: str | Path, *, successful_only: bool = False, agents: Iterable[str] | None = None,
                      kinds: Iterable[str] | None = None, actions: Iterable[str] | None = None,
                      append: bool = False) -> DemoWriter:
@@ -200,7 +217,25 @@ class Simulation:
                                  append=append)
         return self.demos
 
+    def play(self, agent: str, player: TurnModel | None) -> None:
+        """From the next tick on, `player` (a `Player`: a person in the TUI, or any TurnModel) decides `agent`'s
+        turns in place of its model; `None` gives them back. The persona is unchanged (its memory stays embedded
+        by its own model), so nothing of this is checkpointed; demonstrations record such turns with the
+        source "person" for a `Player`."""
+        if agent not in self.agents:
+            raise ValueError(f"unknown agent {agent!r}")
+        if player is None:
+            self.players.pop(agent, None)
+        elif not isinstance(player, TurnModel):
+            raise TypeError(f"play takes a TurnModel (say, a Player) or None, got {type(player).__name__}")
+        else:
+            self.players[agent] = player
+
     def _model_of(self, turn: Turn) -> tuple[str, TurnModel]:
+        """(the model's name, the model) that decides `turn`: the agent's player ("player") when it has one."""
+        player = self.players.get(turn.agent.id)
+        if player is not None:
+            return PLAYER, player
         name = _model_name(turn.agent.persona)
         return name, self._model(name)
 
@@ -420,14 +455,15 @@ class Simulation:
         if not turns:
             return []
         t0 = time.perf_counter()
-        groups: dict[str, list[int]] = {}  # model name -> its turns' places in `turns`
+        groups: dict[int, tuple[str, TurnModel, list[int]]] = {}  # id(model) -> its name, it, its turns' places
         for i, turn in enumerate(turns):
-            groups.setdefault(_model_name(turn.agent.persona), []).append(i)
+            name, model = self._model_of(turn)
+            groups.setdefault(id(model), (name, model, []))[2].append(i)
         loop = asyncio.get_running_loop()
-        decided = await asyncio.gather(*(loop.run_in_executor(None, self._model(name).decide, [turns[i] for i in at])
-                                         for name, at in groups.items()))
+        decided = await asyncio.gather(*(loop.run_in_executor(None, model.decide, [turns[i] for i in at])
+                                         for _, model, at in groups.values()))
         values: list[Any] = [None] * len(turns)
-        for (name, at), out in zip(groups.items(), decided, strict=True):
+        for (name, _, at), out in zip(groups.values(), decided, strict=True):
             for i, value in zip(at, out, strict=True):
                 values[i] = value
             self.counters[f"model.{name}.turns"] += len(at)

@@ -172,3 +172,13 @@ def test_recording_demonstrations(tmp_path):
     assert f"{len(lines)} demonstrations in" in out.stdout and "assistant: " in out.stdout
     first = json.loads(lines[0])
     assert first["messages"][-1]["role"] == "assistant" and first["kind"] == "act" and first["source"] == "scripted"
+
+
+def test_teaching_a_persona_records_tunes_and_plays_with_the_adapter():
+    pytest.importorskip("peft", reason="tuning an adapter needs the train extra (peft)")
+    out = run(EXAMPLES / "teach_persona.py", "--seeds", "2", "--ticks", "8", "--steps", "2", "--play-ticks", "3")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("1. recorded ") and "'bid'" in lines[0]
+    assert lines[1].startswith("2. tuned: held-out loss ")
+    assert "without the adapter {'trades': " in lines[2] and lines[3].startswith("   with it: {'trades': ")

@@ -4,18 +4,26 @@ follows a simulation running elsewhere over an MQTT broker."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from swarm.events import Report
 from swarm.tui.source import Control, LiveSource, TickData
 
 __all__ = ["Control", "LiveSource", "TickData", "finish", "replay_tui", "run_tui", "watch_tui"]
 
 
-def run_tui(sim, ticks: int | None = None, *, delay: float = 0.0) -> Report:
+def run_tui(sim, ticks: int | None = None, *, delay: float = 0.0, play: Iterable[str] = ()) -> Report:
     """Run `sim` in the TUI until the user quits (after `ticks` ticks it pauses, still shown); returns the
-    report over the ticks that ran. The caller keeps owning `sim` (close it afterwards)."""
+    report over the ticks that ran. The person plays the agents in `play` from the start (their turns ask
+    for an action in a form; c on the roster takes or gives back any agent). The caller keeps owning `sim`
+    (close it afterwards)."""
     from swarm.tui.app import SwarmApp  # textual loads only when the UI is wanted
 
     source = LiveSource(sim, ticks, Control(delay=delay))
+    for agent in play:
+        if agent not in sim.agents:
+            raise ValueError(f"no agent called {agent!r} to play; agents: {', '.join(sim.agents)}")
+        source.control.take(agent)
     SwarmApp(source).run()
     return finish(source)
 

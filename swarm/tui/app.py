@@ -1,9 +1,10 @@
 """The live app: a simulation ticking in a worker thread, watched and steered from the terminal.
 
-Messages go up (the worker posts `Ticked` per tick and `Streamed` while the selected agent's action
-is written; the roster posts `AgentSelected`), attributes go down (the app sets the widgets'
-reactives). Ticks can come far faster than a terminal redraws, so the app keeps only the latest
-data and what events arrived, and a timer shows them a few times a second.
+Messages go up (the worker posts `Ticked` per tick, `Streamed` while the selected agent's action
+is written and `TurnAsked` when an agent the person plays has a turn; the roster posts
+`AgentSelected`), attributes go down (the app sets the widgets' reactives). Ticks can come far
+faster than a terminal redraws, so the app keeps only the latest data and what events arrived, and
+a timer shows them a few times a second.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, TabbedContent, TabPane
 
 from swarm.events import Event
-from swarm.tui.messages import AgentSelected, Finished, Streamed, Ticked
-from swarm.tui.source import SPEEDS, LiveSource, Partial, TickData
+from swarm.model import NoAction
+from swarm.tui.messages import AgentSelected, Finished, Streamed, Ticked, TurnAsked
+from swarm.tui.source import SPEEDS, Asked, LiveSource, Partial, TickData
 from swarm.tui.widgets import AgentDetailPane, EventLog, MetricsPanel, Roster, RuntimePanel, SimHeader, WorldView
 
 REFRESH_S = 0.25  # the views redraw at most this often, however fast ticks come
@@ -36,6 +38,7 @@ class SwarmApp(App):
         Binding("plus,equals_sign", "faster", "Faster", key_display="+"),
         Binding("minus", "slower", "Slower", key_display="-"),
         Binding("i", "inject", "Inject"),
+        Binding("c", "take_control", "Play agent"),
         Binding("f", "filter_agents", "Filter agents"),
         Binding("slash", "filter", "Filter events", key_display="/"),
         Binding("w", "toggle_world", "World/agent"),
@@ -98,9 +101,11 @@ class SwarmApp(App):
         self.run_worker(self._simulate, thread=True, exclusive=True, name="simulation")
 
     def _simulate(self) -> None:
-        streams = {"streamed": lambda: self.post_message(Streamed())} if isinstance(self.source, LiveSource) else {}
+        live = {} if not isinstance(self.source, LiveSource) else {
+            "streamed": lambda: self.post_message(Streamed()),
+            "asked": lambda asked: self.post_message(TurnAsked(asked))}
         self.source.run(lambda data: self.post_message(Ticked(data)), lambda why: self.post_message(Finished(why)),
-                        **streams)
+                        **live)
 
     # -- messages up ---------------------------------------------------------------------
 
@@ -124,6 +129,18 @@ class SwarmApp(App):
         self.finished = message.why
         self.query_one(SimHeader).status = message.why
         self.notify(message.why, severity="error" if message.why.startswith("error") else "information")
+
+    def on_turn_asked(self, message: TurnAsked) -> None:
+        from swarm.tui.play import PlayScreen  # the form's widgets load when someone plays
+
+        asked = message.asked
+        self.push_screen(PlayScreen(asked), lambda value: self._answer(asked, value))
+
+    def _answer(self, asked: Asked, value: object) -> None:
+        if isinstance(value, NoAction):  # given back: this turn waits, the model plays from the next tick
+            self.control.give_back(asked.agent)
+            self.notify(f"{asked.agent} is played by its model again", timeout=2)
+        asked.reply.put(value)
 
     def on_agent_selected(self, message: AgentSelected) -> None:
         self.control.select(message.agent)
@@ -219,9 +236,20 @@ class SwarmApp(App):
         box.display = True
         box.focus()
 
+    def action_take_control(self) -> None:
+        agent = self.query_one(Roster).selected
+        if agent is None:
+            self.notify("no agent selected", severity="warning")
+        elif agent in self.control.played:
+            self.control.give_back(agent)
+            self.notify(f"{agent} is played by its model again from its next turn", timeout=2)
+        else:
+            self.control.take(agent)
+            self.notify(f"you play {agent} from its next turn: a form asks for its action", timeout=3)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         replay = hasattr(self.control, "seek")
-        if action == "inject":
+        if action in ("inject", "take_control"):
             return not replay
         if action in self.SEEK_ACTIONS:
             return replay and not isinstance(self.focused, Input)
@@ -284,6 +312,8 @@ class SwarmApp(App):
         yield SystemCommand("Faster", "Less delay between ticks (+)", self.action_faster)
         yield SystemCommand("Slower", "More delay between ticks (-)", self.action_slower)
         yield SystemCommand("Inject a message", "Send a message to the selected agent (i)", self.action_inject)
+        yield SystemCommand("Play the agent", "Take control of the selected agent, or give it back (c)",
+                            self.action_take_control)
         yield SystemCommand("Filter events", "Show only events containing a text (/)", self.action_filter)
         yield SystemCommand("Filter agents", "Show only agents whose name, place or action contains a text (f)",
                             self.action_filter_agents)

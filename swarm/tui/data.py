@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,13 +11,15 @@ from swarm.events import Event
 
 @dataclass(frozen=True)
 class AgentRow:
-    """One roster line. `latency`: model seconds of the agent's last turn (None: scripted, or not yet)."""
+    """One roster line. `latency`: model seconds of the agent's last turn (None: scripted, or not yet);
+    `played`: a person at the TUI plays the agent."""
 
     name: str
     place: str
     action: str
     step: str
     latency: float | None = None
+    played: bool = False
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,21 @@ class Partial:
     agent: str
     text: str
     done: bool = False
+
+
+@dataclass(frozen=True)
+class Asked:
+    """A played agent's turn, waiting for the person: who, what kind (act, reflect, plan), at which tick, the
+    messages its model would have been given, the turn's JSON schema (`wire_schema`) and its constraint (to
+    check the answer). The UI puts the answer (the value, or a `NoAction`) on `reply`."""
+
+    agent: str
+    kind: str
+    tick: int
+    messages: list[dict[str, str]]
+    schema: dict
+    constraint: Any
+    reply: queue.SimpleQueue = field(default_factory=queue.SimpleQueue, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from swarm.tui.source import TickData
+from swarm.tui.source import Asked, TickData
 
 
 class Ticked(Message):
@@ -34,3 +34,11 @@ class AgentSelected(Message):
     def __init__(self, agent: str | None) -> None:
         super().__init__()
         self.agent = agent
+
+
+class TurnAsked(Message):
+    """A played agent's turn waits for the person's answer (see `LiveSource`)."""
+
+    def __init__(self, asked: Asked) -> None:
+        super().__init__()
+        self.asked = asked

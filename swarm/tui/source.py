@@ -2,8 +2,11 @@
 
 The worker owns the simulation while it runs: only it calls `sim.tick()` and reads agents, and it
 hands the UI plain data (`TickData`), never the simulation's objects. The UI steers it through a
-`Control` (pause, step, speed, the selected agent, messages to inject), which is safe to call from
-the UI thread. Later sources (a replay file, an MQTT bus) produce the same `TickData`.
+`Control` (pause, step, speed, the selected agent, messages to inject, the agents a person plays), which
+is safe to call from the UI thread. Later sources (a replay file, an MQTT bus) produce the same `TickData`.
+
+A played agent's turns go to the UI: the tick waits on the model's thread (as it would for a model) while
+the UI shows an `Asked` and puts the person's answer on its `reply` queue.
 
 While a tick runs, a model that can stream (`EngineModel.progress`) reports the selected agent's
 action as it is written; the worker keeps only the newest text and has at most one `Partial` on
@@ -23,10 +26,11 @@ from typing import Any
 import msgspec
 
 from swarm.events import Event, InboxMessage
+from swarm.model import NoAction, Player, Turn, wire_schema
 from swarm.simulation import DEFAULT
-from swarm.tui.data import TREND_TICKS, AgentDetail, AgentRow, Partial, TickData, model_label
+from swarm.tui.data import TREND_TICKS, AgentDetail, AgentRow, Asked, Partial, TickData, model_label
 
-__all__ = ["SPEEDS", "AgentDetail", "AgentRow", "Control", "LiveSource", "Partial", "TickData"]
+__all__ = ["SPEEDS", "AgentDetail", "AgentRow", "Asked", "Control", "LiveSource", "Partial", "TickData"]
 
 SPEEDS = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)  # seconds between ticks
 MEMORIES_SHOWN = 5
@@ -44,6 +48,8 @@ class Control:
     _stop: bool = False
     _detail_wanted: bool = False
     inbox: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    played: set[str] = field(default_factory=set)  # the agents a person plays (as the UI asked)
+    seats: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)  # (agent, played?) for the worker
     done: threading.Event = field(default_factory=threading.Event)
     idle: threading.Event = field(default_factory=threading.Event)  # set while the worker waits, paused
 
@@ -70,6 +76,18 @@ class Control:
     def inject(self, agent: str, text: str, sender: str = "tui") -> None:
         self.inbox.put((agent, InboxMessage(text=text, sender=sender)))
         self._poke()
+
+    def take(self, agent: str) -> None:
+        """Play `agent` from its next turn on (its turns come to the UI as `Asked`)."""
+        self.played.add(agent)
+        self.seats.put((agent, True))
+        self._poke(_detail_wanted=True)  # the worker applies it now (or before the next tick) and shows it
+
+    def give_back(self, agent: str) -> None:
+        """`agent`'s turns go to its model again from the next tick on."""
+        self.played.discard(agent)
+        self.seats.put((agent, False))
+        self._poke(_detail_wanted=True)
 
     def stop(self) -> None:
         self._poke(_stop=True)
@@ -124,6 +142,8 @@ class LiveSource:
         self._partial: Partial | None = None  # the newest streamed text, until the UI takes it
         self._partial_sent = False  # a notice is on its way to the UI (it has not taken the text yet)
         self._partial_lock = threading.Lock()
+        self.player = Player(self._ask, ref="tui")  # decides the played agents' turns
+        self._asked: Callable[[Asked], None] | None = None  # hands a played turn to the UI (set by `run`)
 
     @property
     def scenario(self) -> str:
@@ -137,11 +157,13 @@ class LiveSource:
         return model_label("none" if m is None else str(m.ref or type(m).__name__), getattr(m, "device", None), more)
 
     def run(self, post: Callable[[Any], None], finished: Callable[[str], None],
-            streamed: Callable[[], None] | None = None) -> None:
+            streamed: Callable[[], None] | None = None, asked: Callable[[Asked], None] | None = None) -> None:
         """Tick until stopped or `ticks` ran; `post(TickData)` after every tick, `finished(why)` at the end,
-        `streamed()` when the selected agent's action has new text to `take_partial()` (if the model streams)."""
+        `streamed()` when the selected agent's action has new text to `take_partial()` (if the model streams),
+        `asked(Asked)` when a played agent's turn waits for the person's answer (without it, such turns wait)."""
         c = self.control
         self.started = True
+        self._asked = asked
         self._stream_to(streamed)
         try:
             if not c.stopped:
@@ -151,10 +173,12 @@ class LiveSource:
                 if todo == "stop":
                     break
                 if todo == "detail":
+                    self._seat()
                     post(self.snapshot([]))
                     continue
                 if self._over(finished):
                     continue
+                self._seat()
                 self._deliver()
                 t0 = time.perf_counter()
                 events = self.sim.tick()
@@ -207,6 +231,29 @@ class LiveSource:
             finished(f"finished {self.ticks} ticks")
         return True
 
+    def _seat(self) -> None:
+        """Who plays whom, as the UI last asked: the person (`player`) or the agent's own model."""
+        while not self.control.seats.empty():
+            agent, played = self.control.seats.get_nowait()
+            if agent in self.sim.agents:
+                self.sim.play(agent, self.player if played else None)
+
+    def _ask(self, turn: Turn) -> Any:
+        """A played agent's turn (on the model's thread, during a tick): hand it to the UI and wait for the
+        answer. A UI that is gone, or closes meanwhile, gives the turn up."""
+        if self._asked is None:
+            return NoAction("the agent is played, and no one is at the TUI to answer")
+        r = turn.request
+        asked = Asked(r.agent_id, r.kind, turn.world.tick, [dict(m) for m in r.messages], wire_schema(r.constraint),
+                      r.constraint)
+        self._asked(asked)
+        while True:
+            try:
+                return asked.reply.get(timeout=0.1)
+            except queue.Empty:
+                if self.control.stopped:
+                    return NoAction("the TUI closed before the player answered")
+
     def _deliver(self) -> None:
         """Messages the UI injected go on the simulation's bus, on its own loop, before the tick."""
         sim = self.sim
@@ -240,7 +287,8 @@ def _place(sim, agent: str) -> str:
 def _row(sim, agent) -> AgentRow:
     action = readable(agent.history[-1]["content"]) if agent.history else ""
     step = agent.plan.next_step(math.inf)
-    return AgentRow(agent.id, _place(sim, agent.id), action, step.text if step is not None else "", agent.last_latency)
+    return AgentRow(agent.id, _place(sim, agent.id), action, step.text if step is not None else "", agent.last_latency,
+                    agent.id in sim.players)
 
 
 def readable(action: str) -> str:

@@ -267,4 +267,4 @@ class WatchApp(SwarmApp):
         self._show_status()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return action not in ("inject", "faster", "slower", "step") and action not in self.SEEK_ACTIONS
+        return action not in ("inject", "take_control", "faster", "slower", "step") and action not in self.SEEK_ACTIONS

@@ -82,3 +82,29 @@ def test_an_action_streaming_in_with_the_runtime_stats(snap_compare):
         engine.ungate()
         finish(app.source)
         sim.close()
+
+
+def test_playing_an_agent_shows_its_prompt_and_the_form(snap_compare):
+    from textual.widgets import Select
+
+    from swarm.tui.play import PlayScreen
+
+    app = SwarmApp(LiveSource(tavern(), None, Control()), refresh_s=0.05, paused=True)
+
+    async def take_bob(pilot):
+        await idle(pilot, app)
+        await pilot.press("down", "c")
+        await until(pilot, lambda: "Bob" in app.source.sim.players)
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, PlayScreen))
+        form = app.screen
+        form.query_one("#play-action", Select).value = [a.tag for a in form.actions].index("say")
+        await pilot.pause(0.2)
+
+    try:
+        return_value = snap_compare(app, terminal_size=(140, 40), run_before=take_bob)
+    finally:
+        app.control.stop()  # the waiting turn gives up, and the worker ends
+        finish(app.source)
+        app.source.sim.close()
+    assert return_value

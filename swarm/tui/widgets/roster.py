@@ -150,6 +150,8 @@ def _latency_key(seconds: float | None) -> float:
 
 def _cell(row: AgentRow, column: str) -> str:
     if column == "latency":
+        if row.played:
+            return "you"
         s = row.latency
         return "-" if s is None else f"{s:.2f} s" if s < 10 else f"{s:.1f} s"
     text = " ".join(getattr(row, column).split())
