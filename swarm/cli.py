@@ -500,8 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ta = t.add_subparsers(dest="what", metavar="{adapter}").add_parser(
         "adapter", help="tune a persona's LoRA adapter on recorded demonstrations (swarm run --record-demos)")
-    ta.add_argument("--base", default="swarm-tiny", help="the model to tune: swarm-tiny (default) or a checkpoint "
-                    "folder")
+    ta.add_argument("--base", default="swarm-tiny", help="the model to tune: swarm-tiny (default), a checkpoint "
+                    "folder, or a .gguf file transformers reads")
     ta.add_argument("--demos", nargs="+", required=True, metavar="FILE", help="demonstration files (JSON lines)")
     ta.add_argument("--out", dest="adapter_out", required=True, help="the adapter folder to write (PEFT format)")
     ta.add_argument("--steps", dest="adapter_steps", type=_positive, default=200, help="optimiser steps (200)")

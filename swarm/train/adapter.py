@@ -1,6 +1,8 @@
 """`swarm train adapter`: a LoRA adapter for a persona, tuned on recorded demonstrations with PEFT.
 
-The base is any checkpoint folder transformers loads (swarm-tiny by name, a Hugging Face folder). Each
+The base is any checkpoint folder transformers loads (swarm-tiny by name, a Hugging Face folder) or a GGUF
+file of a family transformers reads (its blocks decoded to float32 for training: the weights the engine
+runs; the tokenizer and chat template are the file's own). Each
 demonstration (a line of `swarm run --record-demos`, see `swarm.demonstrations`) becomes one example: the
 chat messages through the model's chat template, with the loss on the assistant turn only (its answer and
 the template's end of turn); the prompt's tokens are context. A share of the lines (whole lines, picked by a
@@ -28,6 +30,7 @@ from pathlib import Path
 import torch
 
 from swarm.demonstrations import Demonstration, read_demos
+from swarm.runtime.bundled import is_gguf_file
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 
@@ -113,13 +116,11 @@ def train_adapter(base: str | Path, demos: Sequence[str | Path], out: str | Path
     from swarm.runtime.tokenizer import Tokenizer
 
     t0 = time.perf_counter()
-    folder = model_path(base)
-    if Path(folder).suffix == ".gguf":
-        raise ValueError(f"{base}: GGUF bases are not supported for training yet; train on the checkpoint folder")
+    folder = Path(model_path(base))
     rows = [d for path in demos for d in read_demos(path)]
     if not rows:
         raise ValueError(f"no demonstrations in {', '.join(map(str, demos))}")
-    tokenizer = Tokenizer.from_folder(folder)
+    tokenizer = Tokenizer.from_pretrained(folder)  # a folder's, or a GGUF file's own
     if not tokenizer.chat_template:
         raise ValueError(f"{base} has no chat template: demonstrations are chat messages")
     train, held, too_long = [], [], 0
@@ -132,7 +133,7 @@ def train_adapter(base: str | Path, demos: Sequence[str | Path], out: str | Path
     if not train:
         raise ValueError("every demonstration went to the held-out share (or was too long): give more")
     torch.manual_seed(recipe.seed)
-    model = transformers.AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
+    model = _base_model(transformers, folder)
     config = peft.LoraConfig(r=recipe.rank, lora_alpha=recipe.alpha, lora_dropout=0.0,
                              target_modules=list(recipe.targets), task_type="CAUSAL_LM")
     model = peft.get_peft_model(model, config)
@@ -174,6 +175,18 @@ def train_adapter(base: str | Path, demos: Sequence[str | Path], out: str | Path
                "recipe": asdict(recipe)}
     (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _base_model(transformers, path: Path):
+    """The base as a float32 transformers model: a checkpoint folder, or a GGUF file with its blocks decoded (the
+    adapter trains on the weights the file decodes to, which the engine runs)."""
+    if not is_gguf_file(path):
+        return transformers.AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32)
+    try:
+        return transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                                 torch_dtype=torch.float32)
+    except (ValueError, KeyError, ImportError) as e:
+        raise ValueError(f"transformers cannot read the GGUF file {path} to train on: {e}") from e
 
 
 def print_progress(step: int, steps: int, loss: float) -> None:

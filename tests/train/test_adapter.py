@@ -82,3 +82,31 @@ def test_the_demos_benchmark_runs_as_the_readme_says(tmp_path):
     assert result["demonstrations"] > 0 and result["main_metric"] == "trades"
     assert set(tiny) >= {"heldout_loss_before", "heldout_loss_after", "without_adapter", "with_adapter", "gap_closed"}
     assert result["scripted"]["main"] >= result["random"]["main"]
+
+
+@pytest.mark.parametrize("qtype", ["F32", "Q8_0"])
+def test_an_adapter_tuned_on_a_gguf_base_loads_on_the_engine_running_that_file(demos, tmp_path, qtype):
+    """A GGUF base trains on the weights it decodes to (transformers reads it), with the file's own tokenizer and
+    chat template; the adapter then runs on the engine serving the file, blocks and all."""
+    from swarm.runtime.random_model import tiny_config, write_random_model
+    from swarm.train.adapter import AdapterRecipe, train_adapter
+    from tests.runtime.gguf_files import write_gguf
+
+    pytest.importorskip("gguf", reason="transformers reads GGUF files with the gguf package (the gguf extra)")
+    file = tmp_path / "llama.gguf"
+    write_gguf(write_random_model(tmp_path / "llama", tiny_config("llama"), seed=3), file, qtype)
+    out = tmp_path / "adapter"
+    summary = train_adapter(file, [demos], out, AdapterRecipe(steps=3, heldout=0.0, max_len=4096))
+    assert summary["train"] > 0 and summary["best_step"] == 3  # no held-out share: the last step is kept
+    engine = Engine.from_pretrained(file)
+    engine.add_adapter("tuned", out)
+    ids = engine.tokenizer.encode("Tick 3. You are at the tavern.")
+    tuned = engine.logits(ids, adapter="tuned")
+    assert not torch.allclose(engine.logits(ids), tuned)
+    if qtype == "F32":  # the same adapter on the same decoded weights in transformers + PEFT
+        import transformers
+
+        hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=file.name, dtype=torch.float32)
+        with torch.no_grad():
+            ref = peft.PeftModel.from_pretrained(hf, out)(torch.tensor([ids])).logits[0]
+        assert torch.allclose(tuned, ref, atol=1e-4, rtol=1e-4), (tuned - ref).abs().max()
