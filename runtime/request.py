@@ -134,6 +134,8 @@ class RequestHandle:
 
     def __init__(self, engine: Engine, request: Request):
         self._engine, self._request = engine, request
+        self._decoded = (0, "")  # (tokens, their text): decoded once per new token, however many readers
+        self._sent = 0  # characters `new_text` has handed out
 
     @property
     def id(self) -> int:
@@ -154,9 +156,19 @@ class RequestHandle:
         req = self._request
         if req.finished:
             return req.out.text
-        text = self._engine.tokenizer.decode(req.out.token_ids)
+        ids = req.out.token_ids
+        if self._decoded[0] != len(ids):
+            self._decoded = (len(ids), self._engine.tokenizer.decode(ids))
+        text = self._decoded[1]
         hold = max((len(s) for s in req.params.stop), default=1) - 1
         return text[: len(text) - hold].rstrip("\ufffd")
+
+    def new_text(self) -> str:
+        """The text generated since the last call ("" when none), safe to show as `partial_text` is: the
+        pieces join into the final text (the stream every consumer of the engine reads)."""
+        text = self.partial_text()
+        piece, self._sent = text[self._sent :], max(self._sent, len(text))
+        return piece
 
     def result(self) -> Completion:
         """The completion; steps the engine until this request is done if it is not yet."""

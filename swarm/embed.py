@@ -288,16 +288,16 @@ class Runtime:
         """Turn new tokens into text pieces and finished requests into endings (queued for the callbacks)."""
         still = []
         for line in self._live:
-            out = line._handle._request.out
-            finished = line._handle.done
-            line.tokens = len(out.token_ids)
-            text = out.text if finished else self.engine.tokenizer.decode(out.token_ids).rstrip("\ufffd")
-            if len(text) > len(line.text) and text.startswith(line.text):
-                self._events.put((line, text[len(line.text) :]))
-                line.text = text
-            if not finished:
+            handle = line._handle
+            line.tokens = len(handle.token_ids)
+            piece = handle.new_text()
+            if piece:
+                self._events.put((line, piece))
+                line.text += piece
+            if not handle.done:
                 still.append(line)
                 continue
+            out = handle.result()
             line.text, line.finish_reason, line.value, line.error = out.text, out.finish_reason, out.value, out.error
             if out.finish_reason in ("stop", "length"):
                 line.character.remember(line.prompt_text, out.text)

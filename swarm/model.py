@@ -144,7 +144,6 @@ class EngineModel(TurnModel):
                 handles.append(NoAction(str(e)))
         seconds: list[float | None] = [None] * len(handles)
         pending = [i for i, h in enumerate(handles) if not isinstance(h, NoAction)]
-        shown: dict[int, int] = {}  # turn -> tokens it had when last reported to `progress`
         while pending:
             self.engine.step()
             now = self.clock() - t0
@@ -155,11 +154,11 @@ class EngineModel(TurnModel):
                 else:
                     left.append(i)
             if self.progress is not None:
-                self._report(turns, handles, pending, shown)
+                self._report(turns, handles, pending)
             pending = left
         return [h if isinstance(h, NoAction) else answer_of(h.result(), seconds[i]) for i, h in enumerate(handles)]
 
-    def _report(self, turns: Sequence[Turn], handles: list[Any], stepped: list[int], shown: dict[int, int]) -> None:
+    def _report(self, turns: Sequence[Turn], handles: list[Any], stepped: list[int]) -> None:
         """Tell `progress` about the act turns of the step just run whose text grew since last told."""
         for i in stepped:
             r = turns[i].request
@@ -168,11 +167,8 @@ class EngineModel(TurnModel):
             h = handles[i]
             if h.done:
                 self.progress(r.agent_id, h.result().text, True)
-                continue
-            ids = h.token_ids
-            if len(ids) != shown.get(i, 0):
-                shown[i] = len(ids)
-                self.progress(r.agent_id, self.engine.tokenizer.decode(ids), False)
+            elif h.new_text():
+                self.progress(r.agent_id, h.partial_text(), False)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         return self.engine.embed(texts).numpy()

@@ -45,6 +45,7 @@ class FakeHandle:
         self.id, self._engine, self.persona = id, engine, persona
         self.value, self.text = value, text
         self.out = Completion(prompt_token_ids=list(prompt))
+        self._sent = 0  # characters new_text handed out
 
     @property
     def done(self) -> bool:
@@ -53,6 +54,14 @@ class FakeHandle:
     @property
     def token_ids(self) -> list[int]:
         return list(self.out.token_ids)
+
+    def partial_text(self) -> str:
+        return self.out.text if self.done else self._engine.tokenizer.decode(self.out.token_ids)
+
+    def new_text(self) -> str:
+        text = self.partial_text()
+        piece, self._sent = text[self._sent :], max(self._sent, len(text))
+        return piece
 
     def result(self) -> Completion:
         while not self.done:

@@ -32,7 +32,6 @@ class Job:
     correlation: bytes | None  # MQTT v5 Correlation Data, echoed on every reply
     received: float = field(default_factory=time.perf_counter)
     handle: RequestHandle | None = None
-    sent: int = 0  # characters of the text already sent as tokens
     first_token_s: float | None = None  # seconds from receipt to the first generated token
 
     @property
@@ -70,10 +69,9 @@ class Job:
         handle, replies = self.handle, []
         if self.first_token_s is None and (handle.done or handle.token_ids):
             self.first_token_s = time.perf_counter() - self.received
-        text = handle.partial_text()
-        if self.request.stream and len(text) > self.sent:
-            replies.append(Token(id=self.id, token=text[self.sent :]))
-            self.sent = len(text)
+        piece = handle.new_text() if self.request.stream else ""
+        if piece:
+            replies.append(Token(id=self.id, token=piece))
         if handle.done:
             replies.append(self._final())
         return replies

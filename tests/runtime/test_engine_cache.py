@@ -263,19 +263,21 @@ async def test_stream_stops_before_a_stop_string(folder):
     assert text == free[: free.find(stop)]
 
 
-def test_partial_text_only_grows_into_the_final_text(folder):
+def test_partial_text_only_grows_into_the_final_text_and_new_text_hands_it_out_in_pieces(folder):
     engine = make(folder)
     free = engine.generate("Once", GREEDY)[0].text
     params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True, stop=[free[5:9]])
     handles = [engine.submit("Once", params), engine.submit("Once", GREEDY)]
-    seen = [[], []]
+    seen, pieces = [[], []], [[], []]
     while not all(h.done for h in handles):
         engine.step()
-        for h, texts in zip(handles, seen, strict=True):
+        for h, texts, new in zip(handles, seen, pieces, strict=True):
             texts.append(h.partial_text())
-    for h, texts in zip(handles, seen, strict=True):
+            new.append(h.new_text())
+    for h, texts, new in zip(handles, seen, pieces, strict=True):
         final = h.result().text
         assert texts[-1] == final and all(final.startswith(t) for t in texts)
+        assert "".join(new) == final and h.new_text() == ""  # the pieces join into it, each handed out once
     assert seen[0][-1] == free[: free.find(free[5:9])] and seen[1][-1] == free
 
 

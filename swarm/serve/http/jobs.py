@@ -97,11 +97,10 @@ class CompletionJob:
     def progress(self) -> list[Piece | Finished | Failed]:
         """The replies since the last call: the new text (when streaming) and, once done, the final reply."""
         handle, replies = self.handle, []
-        if self.gen.stream:
-            text = handle.partial_text()
-            if len(text) > len(self.streamed):
-                replies.append(Piece(text[len(self.streamed) :]))
-                self.streamed = text
+        piece = handle.new_text() if self.gen.stream else ""
+        if piece:
+            replies.append(Piece(piece))
+            self.streamed += piece
         if handle.done:
             replies.append(self._final())
         return replies
