@@ -39,9 +39,9 @@ _REGISTRY: dict[tuple[str, str], str | Callable] = {
     ("rms_norm", "torch"): "swarm.kernels.norm:rms_norm",
     ("rms_norm", "native"): "swarm.kernels.native.ops:rms_norm",
     ("rms_norm", "triton"): "swarm.kernels.norm:rms_norm",  # torch's CUDA ops (a decode step is a CUDA graph)
-    ("rotary", "torch"): "swarm.runtime.rope:apply_rotary",
+    ("rotary", "torch"): "swarm.kernels.rope:apply_rotary",
     ("rotary", "native"): "swarm.kernels.native.ops:rotary",
-    ("rotary", "triton"): "swarm.runtime.rope:apply_rotary",
+    ("rotary", "triton"): "swarm.kernels.rope:apply_rotary",
     ("moe_route", "torch"): "swarm.kernels.moe:route",
     ("moe_route", "native"): "swarm.kernels.native.ops:route",
     ("moe_route", "triton"): "swarm.kernels.triton.moe_route:route",

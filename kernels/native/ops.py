@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from swarm.kernels import attention, moe, norm, quant, sample
 from swarm.kernels.native.build import library
 from swarm.kernels.quant import Blocks
-from swarm.runtime.rope import apply_rotary
+from swarm.kernels.rope import apply_rotary
 
 _ERRORS = {-1: "invalid arguments", -2: "out of memory"}
 LINEAR_MAX_ROWS = 32  # more rows than this go to torch's matmul (MKL's packed GEMM wins from about here)

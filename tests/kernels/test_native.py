@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from swarm.kernels import attention, lora, moe, norm, registry
 from swarm.kernels.native import build, ops
-from swarm.runtime.rope import apply_rotary
+from swarm.kernels.rope import apply_rotary
 
 pytestmark = pytest.mark.skipif(not build.available(), reason="the native kernels cannot be built here "
                                 "(no C compiler or no AVX2): the CPU runs the torch kernels")

@@ -9,11 +9,11 @@ import json
 import pytest
 import torch
 
+from swarm.kernels.rope import apply_rotary
 from swarm.runtime import Engine, EngineConfig, SamplingParams
 from swarm.runtime.engine import compute_dtype
 from swarm.runtime.loader import load_model
 from swarm.runtime.random_model import tiny_config, write_random_model
-from swarm.runtime.rope import apply_rotary
 from swarm.runtime.tokenizer import Tokenizer
 
 HALVES = [torch.bfloat16, torch.float16]
