@@ -34,8 +34,9 @@ from pathlib import Path
 import torch
 
 from swarm.baselines import random_policy
-from swarm.model import EngineModel, NoAction, ScriptedModel, TurnModel, render_chat
+from swarm.model import EngineModel, NoAction, ScriptedModel, TurnModel
 from swarm.runtime import DEFAULT_MODEL, Engine
+from swarm.runtime.chat import render_chat
 from swarm.scenario import load_module, scripted_model
 from swarm.simulation import Simulation
 

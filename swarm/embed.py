@@ -28,7 +28,7 @@ from typing import Any
 
 from swarm.agents.agent import add_exchange
 from swarm.agents.persona import ACT_INSTRUCTION, Persona
-from swarm.model import fit_prompt, render_chat
+from swarm.runtime.chat import fit_prompt, render_chat
 
 __all__ = ["ACT_INSTRUCTION", "CHAT_INSTRUCTION", "Character", "Line", "Runtime"]
 

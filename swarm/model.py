@@ -22,6 +22,7 @@ import msgspec
 import numpy as np
 
 from swarm.agents import Agent, TurnRequest
+from swarm.runtime.chat import fit_prompt
 
 
 @dataclass(frozen=True)
@@ -80,24 +81,6 @@ class TurnModel(ABC):
     def adapters(self) -> set[str]:
         """Names of the LoRA adapters this model can serve."""
         return set()
-
-
-def render_chat(tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-    """Chat messages as the model's prompt text: its chat template, or plain "role: content" blocks."""
-    if tokenizer.chat_template:
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
-    text = "".join(f"{m['role']}: {m['content']}\n\n" for m in messages)
-    return text + "assistant: " if add_generation_prompt else text
-
-
-def fit_prompt(engine, messages: list[dict[str, str]], max_tokens: int) -> list[int]:
-    """The prompt's token ids, leaving out the oldest exchanges of the history (never the system
-    message or the newest turn) until the prompt and its answer fit the model's context."""
-    ids = engine.tokenizer.encode(render_chat(engine.tokenizer, messages))
-    while len(ids) + max_tokens > engine.max_context and len(messages) > 3:
-        messages = [messages[0], *messages[3:]]  # one (user, assistant) exchange less
-        ids = engine.tokenizer.encode(render_chat(engine.tokenizer, messages))
-    return ids
 
 
 Progress = Callable[[str, str, bool], None]  # (agent id, the text of its act turn so far, whether it is done)

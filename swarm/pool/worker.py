@@ -51,8 +51,8 @@ class _Turn:
         self.received = time.perf_counter()
 
     def submit(self, engine: Engine) -> None:
-        from swarm.model import fit_prompt
         from swarm.runtime import JsonSchema, SamplingParams
+        from swarm.runtime.chat import fit_prompt
 
         j = self.job
         params = SamplingParams(max_tokens=j.max_tokens, temperature=j.temperature, top_p=j.top_p, seed=j.seed)

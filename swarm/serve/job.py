@@ -95,7 +95,7 @@ def _persona(spec: str | PersonaSpec | None) -> Persona | None:
 
 
 def _render(engine: Engine, persona: Persona | None, messages: list[ChatMessage]) -> str:
-    from swarm.model import render_chat
+    from swarm.runtime.chat import render_chat
 
     turns = [{"role": m.role, "content": m.content} for m in messages]
     if persona is not None and turns[0]["role"] != "system":

@@ -62,7 +62,7 @@ def _heldout(demo: Demonstration, share: float, seed: int) -> bool:
 def encode(tokenizer, demo: Demonstration) -> Example:
     """The demonstration through the chat template, tokenized as the engine tokenizes a prompt (`tokenizer`:
     swarm's); the loss starts where the assistant's turn does."""
-    from swarm.model import render_chat
+    from swarm.runtime.chat import render_chat
 
     if not demo.messages or demo.messages[-1]["role"] != "assistant":
         raise ValueError(f"a demonstration must end with the assistant's turn ({demo.agent}, tick {demo.tick})")

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from swarm.model import EngineModel, ScriptedModel, Turn, render_chat
+from swarm.model import EngineModel, ScriptedModel, Turn
+from swarm.runtime.chat import render_chat
 from swarm.simulation import Simulation
 from swarm.train.demos import DemoPlan
 

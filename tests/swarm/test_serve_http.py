@@ -16,8 +16,8 @@ import numpy as np
 import openai
 import pytest
 
-from swarm.model import fit_prompt, render_chat
 from swarm.runtime import Engine, EngineConfig, JsonSchema, SamplingParams
+from swarm.runtime.chat import fit_prompt, render_chat
 from swarm.runtime.grammar import closed_json_schema
 from swarm.serve.http.app import MAX_BODY
 

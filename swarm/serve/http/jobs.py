@@ -133,7 +133,7 @@ class CompletionJob:
 def prompt_ids(engine: Engine, gen: Generation) -> list[int]:
     """The prompt's token ids: the chat rendered by the model's template exactly as an in-process simulation
     renders it (`swarm.model.render_chat`, and with `fit_history` `fit_prompt`), or the text prompt."""
-    from swarm.model import fit_prompt, render_chat
+    from swarm.runtime.chat import fit_prompt, render_chat
 
     if gen.chat and gen.fit_history:
         return fit_prompt(engine, gen.messages, gen.max_tokens)
