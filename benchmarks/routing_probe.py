@@ -1,6 +1,6 @@
 """Support-desk routing on held-out triage turns, as the simulation serves them: queue and priority
 accuracy of the model's Routes against the tickets' hidden truth, and the teacher-forced queue choice
-(see `swarm.train.probe`).
+(see `swarm.scenarios.support_desk.probe`).
 
     .venv/bin/python benchmarks/routing_probe.py                         # swarm-tiny, 120 turns
     .venv/bin/python benchmarks/routing_probe.py --model build/tiny3/model --cases 60 --temperature 0
@@ -20,7 +20,7 @@ import time
 import torch
 
 from swarm.runtime import DEFAULT_MODEL, Engine
-from swarm.train.probe import heldout_seeds, queue_choice, routing_probe, triage_cases
+from swarm.scenarios.support_desk.probe import heldout_seeds, queue_choice, routing_probe, triage_cases
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -121,8 +121,8 @@ def process_cpu(pid: int) -> float:
 
 def direct(engine, clients: int, max_tokens: int) -> dict:
     """The same chats on the engine in this process: no HTTP, no JSON. Call it on the engine thread."""
-    from swarm.runtime.chat import render_chat
     from swarm.runtime import SamplingParams
+    from swarm.runtime.chat import render_chat
 
     prompts = [engine.tokenizer.encode(render_chat(engine.tokenizer, chat(i))) for i in range(clients)]
     t0, cpu0 = time.perf_counter(), process_cpu(os.getpid())

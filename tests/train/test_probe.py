@@ -9,10 +9,10 @@ from swarm.runtime import Engine, EngineConfig
 from swarm.runtime.config import ModelConfig
 from swarm.runtime.model import Model
 from swarm.scenarios.support_desk import CATEGORIES
+from swarm.scenarios.support_desk.probe import heldout_seeds, routing_probe, score, triage_cases
 from swarm.train.demos import DemoPlan
 from swarm.train.export import save_model
 from swarm.train.pipeline import SMOKE, train_tokenizer
-from swarm.train.probe import heldout_seeds, routing_probe, score, triage_cases
 from swarm.train.trainer import init_weights
 
 
@@ -72,7 +72,7 @@ class _Reader:
 
 
 def test_copy_probe_tells_a_model_that_reads_its_context_from_one_that_does_not():
-    from swarm.train.probe import copy_probe
+    from swarm.scenarios.support_desk.probe import copy_probe
 
     texts = ["abcdefgh", "Refund please"[:8]]
     reader, blind = copy_probe(_Reader(True), texts), copy_probe(_Reader(False), texts)
