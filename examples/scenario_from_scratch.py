@@ -37,7 +37,7 @@ def build(sim, agents: int = 6):
         if why:
             return world.fail(actor, action, why)
         return world.event("whisper", f'{actor} whispers to {action.to}: "{action.text}"', actor=actor,
-                           place=world.place_of(actor), target=action.to, data={"audience": [action.to]})
+                           place=world.place_of(actor), target=action.to, audience=[action.to])
 
     @sim.every_tick
     def spread(sim, events):

@@ -431,7 +431,7 @@ def build(sim, agents: int = 5):
             st["announced"] = True
             return _tell(world, "request", f"New feature request. {st['feature']['request']}", list(st["roles"]),
                          importance=7.0)
-        told = {a for e in events for a in e.data.get("audience", ())}
+        told = {a for e in events for a in e.audience or ()}
         return [_tell(world, "reminder", text, [who], importance=4.0) for who in st["roles"]
                 if who not in told and (text := _reminder(st, who)) is not None]
 
@@ -506,7 +506,7 @@ def _publish(st: dict, world, kind: str, author: str, text: str, name: str | Non
 
 def _tell(world, kind: str, text: str, audience: list[str], actor: str | None = None, importance: float = 6.0):
     return world.event(kind, text, actor=actor, place=world.place_of(actor) if actor else None,
-                       data={"audience": audience}, importance=importance)
+                       audience=audience, importance=importance)
 
 
 def _refuse(st: dict, world, actor: str, action, role: str, ok: bool, why: str):

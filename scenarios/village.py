@@ -160,7 +160,7 @@ def build(sim, agents: int = 12, gathering: str = "18:30"):
             return world.fail(actor, action, f"you work at the {mine}, and this is the {here}")
         # nobody else is woken by someone at their work: only talk wakes people
         return world.event("work", f"{actor} works at the {here}: {action.task}.", actor=actor, place=here,
-                           data={"audience": [], "task": action.task}, importance=1.0)
+                           audience=[], data={"task": action.task}, importance=1.0)
 
     @sim.on(Tell)
     def tell(world, actor, action):
@@ -169,7 +169,7 @@ def build(sim, agents: int = 12, gathering: str = "18:30"):
             return world.fail(actor, action, why)
         return world.event("tell", f'{actor} tells {action.to}: "{action.news}"', actor=actor,
                            place=world.place_of(actor), target=action.to, importance=6.0,
-                           data={"audience": [action.to], "text": action.news})
+                           audience=[action.to], data={"text": action.news})
 
     @sim.every_tick
     def town(sim, events):
@@ -180,7 +180,7 @@ def build(sim, agents: int = 12, gathering: str = "18:30"):
             out.append(world.event("news", f"A runner from the reeve tells {first}: the {g['topic']} is at the "
                                    f"{g['place']} at {g['time']} tonight. Pass it on!", actor="runner",
                                    place=world.place_of(first), target=first, importance=7.0,
-                                   data={"audience": [first]}))
+                                   audience=[first]))
             _learn(sim, first)
         for e in events:
             if e.kind in ("say", "tell"):

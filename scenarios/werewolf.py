@@ -163,7 +163,7 @@ def build(sim, agents: int = 7, wolves: int | None = None, seer: bool = True, da
         s["kills"][actor] = action.target
         return world.event("kill", f"{actor} chooses to kill {action.target} tonight.", actor=actor, place=GREEN,
                            target=action.target, importance=7.0,
-                           data={"audience": _pack(s), "target": action.target})
+                           audience=_pack(s), data={"target": action.target})
 
     @sim.on(Inspect)
     def inspect(world, actor, action):
@@ -177,7 +177,7 @@ def build(sim, agents: int = 7, wolves: int | None = None, seer: bool = True, da
         return world.event("inspect", f"{actor}, the seer, sees that {action.target} is "
                            f"{'a werewolf' if wolf else 'not a werewolf'}.", actor=actor, place=GREEN,
                            target=action.target, importance=7.0,
-                           data={"audience": [actor], "target": action.target, "werewolf": wolf})
+                           audience=[actor], data={"target": action.target, "werewolf": wolf})
 
     @sim.on(Accuse)
     def accuse(world, actor, action):
@@ -280,8 +280,7 @@ def _scene(sim, phase: str, description: str, ticks: int = 1) -> None:
 
 
 def _announce(sim, kind: str, text: str, importance: float = 6.0, audience: list[str] | None = None):
-    data = {} if audience is None else {"audience": audience}
-    return sim.world.event(kind, text, place=GREEN, importance=importance, data=data)
+    return sim.world.event(kind, text, place=GREEN, importance=importance, audience=audience)
 
 
 def _nightfall(sim) -> list:
@@ -339,7 +338,7 @@ def _die(sim, who: str, text: str):
     sim.state["alive"].remove(who)
     sim.state["dead"][who] = sim.state["roles"][who]
     sim.world.place_agent(who, CHURCHYARD)  # off the green: the dead see nothing more of the game
-    return sim.world.event("death", text, place=CHURCHYARD, target=who, importance=7.0, data={"audience": [who]})
+    return sim.world.event("death", text, place=CHURCHYARD, target=who, importance=7.0, audience=[who])
 
 
 def _game_over(sim) -> list:

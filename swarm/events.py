@@ -18,7 +18,9 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     `kind` is the action's tag for actions ("say", "move", ...) and a world word otherwise
     ("join", "arrive", "fail", "reflect", "plan", "inbox", or a scenario's own). `text` is
     how an observer reads it; `data` holds the structured fields (the action itself for
-    actions). `importance` (0-10) is how much an observer's memory weighs it.
+    actions). `audience` names who perceives it (None: everyone at its place but the actor,
+    see `World.observers`; []: nobody). `importance` (0-10) is how much an observer's memory
+    weighs it.
     """
 
     tick: int
@@ -30,6 +32,12 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     target: str | None = None
     data: dict[str, Any] = {}
     importance: float = 3.0
+    audience: list[str] | None = None
+
+    @property
+    def heard_by(self) -> list[str] | None:
+        """`audience`, or, for an event of a log written before it was a field, its `data["audience"]`."""
+        return self.audience if self.audience is not None else self.data.get("audience")
 
 
 _SENDER = re.compile(r"\w[\w .'-]{0,39}")

@@ -418,7 +418,7 @@ class Simulation:
                 continue
             events.append(self.world.event("inbox", f"{m.sender} tells {agent}: {m.text}", actor=m.sender,
                                            target=agent, importance=m.importance,
-                                           data={"audience": [agent], "sender": m.sender}))
+                                           audience=[agent], data={"sender": m.sender}))
         return events
 
     def _plan(self) -> list[Turn]:
@@ -551,7 +551,7 @@ class Simulation:
             self.recorder.flush()
         for e in events:
             await self.bus.publish(topics.events(self.name), e)
-            if e.place is not None and "audience" not in e.data:
+            if e.place is not None and e.audience is None:
                 await self.bus.publish(topics.place(self.name, e.place), e)
         await self.bus.publish(topics.world(self.name), self.world.snapshot(), retain=True)
         await self.bus.publish(topics.report(self.name), {

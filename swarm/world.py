@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -229,14 +230,14 @@ class World:
         return "\n".join(lines)
 
     def observers(self, event: Event) -> list[str]:
-        """Who perceives `event`: `data["audience"]` when the event names one, else everyone at its
+        """Who perceives `event`: its `audience` when the event names one, else everyone at its
         place but the actor; fail events only the actor; waits, reflections and plans nobody.
         Taken when the event happened: who left the tavern later in the same tick still heard it."""
         seen = self._seen.get(event.seq)
         return list(seen) if seen is not None else self._observers(event)
 
     def _observers(self, event: Event) -> list[str]:
-        audience = event.data.get("audience")
+        audience = event.heard_by
         if audience is not None:
             return [a for a in audience if a in self.positions]
         if event.kind == "fail":
@@ -248,7 +249,13 @@ class World:
     # -- changing ----------------------------------------------------------------------
 
     def event(self, kind: str, text: str, **fields: Any) -> Event:
-        """A new event at the current tick with the next sequence number."""
+        """A new event at the current tick with the next sequence number (`fields`: Event's)."""
+        data = fields.get("data") or {}
+        if "audience" in data and fields.get("audience") is None:  # scenarios written before it was a field
+            warnings.warn('data={"audience": ...} is now Event(audience=...): pass world.event(..., audience=...)',
+                          DeprecationWarning, stacklevel=2)
+            fields["data"] = {k: v for k, v in data.items() if k != "audience"}
+            fields["audience"] = list(data["audience"])
         self.seq += 1
         event = Event(tick=self.tick, seq=self.seq, kind=kind, text=text, **fields)
         self._seen[event.seq] = self._observers(event)

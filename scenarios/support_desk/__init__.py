@@ -447,14 +447,14 @@ def build(sim, agents: int = 8, rate: float = 0.12, specialists: int | None = No
         stats["route_correct"] += a.queue == t["category"]
         stats["priority_correct"] += a.priority == t["priority"]
         events = [world.event("route", f"{actor} routes {t['id']} to {a.queue} ({a.priority}).", actor=actor,
-                              place=world.place_of(actor), data={**msgspec.to_builtins(a), "audience": []})]
+                              place=world.place_of(actor), data=msgspec.to_builtins(a), audience=[])]
         if st["roles"][actor] == "triage":
             st["inbox"][actor].remove(t["id"])
         else:  # a specialist passing a misrouted ticket on: its triage agent hears why
             st["holding"][actor] = None
             events.append(world.event("rerouted", f'{actor} moved {t["id"]} from {t["queue"]} to {a.queue}: '
                                                   f'"{a.note}"', actor=actor,
-                                      data={"audience": [t["triage"]], "ticket": t["id"]}, importance=6.0))
+                                      audience=[t["triage"]], data={"ticket": t["id"]}, importance=6.0))
         t.update(queue=a.queue, routed_priority=a.priority, note=a.note, holder=None)
         st["queues"][a.queue].append(t["id"])
         return events
@@ -467,14 +467,14 @@ def build(sim, agents: int = 8, rate: float = 0.12, specialists: int | None = No
             return fail
         st["holding"][actor] = None
         said = world.event("answer", f'{actor} answers {t["id"]}: "{a.text}"', actor=actor,
-                           place=world.place_of(actor), data={**msgspec.to_builtins(a), "audience": []})
+                           place=world.place_of(actor), data=msgspec.to_builtins(a), audience=[])
         if st["roles"][actor] == "senior" or (st["desk"][actor] == t["category"] and not t["senior"]):
             ticks = world.tick - t["arrived"]
             st["stats"]["resolved"] += 1
             st["stats"]["resolution_ticks"] += ticks
             del st["tickets"][t["id"]]
             return [said, world.event("resolved", f"{t['id']} is resolved after {ticks} ticks.",
-                                      data={"audience": []})]
+                                      audience=[])]
         # the wrong desk, or a plain answer where a senior was needed: the customer writes back
         st["stats"]["reopened"] += 1
         t.update(queue=None, holder=None, routed_priority=None, reopened=t.get("reopened", 0) + 1)
@@ -482,7 +482,7 @@ def build(sim, agents: int = 8, rate: float = 0.12, specialists: int | None = No
         follow = random.Random(f"{t['id']}:{world.tick}").choice(FOLLOW_UP)
         back = world.event("reopen", f'{t["id"]} is back: {t["customer"]} replied to {actor}: "{follow}" '
                                      f'Original: "{t["text"]}"', actor=t["customer"],
-                           data={"audience": [t["triage"]], "ticket": t["id"]}, importance=6.0)
+                           audience=[t["triage"]], data={"ticket": t["id"]}, importance=6.0)
         return [said, back]
 
     @sim.on(Escalate)
@@ -498,7 +498,7 @@ def build(sim, agents: int = 8, rate: float = 0.12, specialists: int | None = No
         t.update(holder=None, escalated_by=actor, reason=a.reason)
         st["queues"]["senior"].append(t["id"])
         return world.event("escalate", f"{actor} escalates {t['id']}: {a.reason}", actor=actor,
-                           place=world.place_of(actor), data={**msgspec.to_builtins(a), "audience": []})
+                           place=world.place_of(actor), data=msgspec.to_builtins(a), audience=[])
 
     @sim.every_tick
     def desk(sim, events):
@@ -607,7 +607,7 @@ def _breaches(world, st, tick: int) -> list:
             st["stats"]["breaches"] += 1
             who = [t["holder"]] if t["holder"] else [t["triage"]] if t["id"] in st["inbox"][t["triage"]] else []
             out.append(world.event("sla", f"{t['id']} breached its {SLA[t['priority']]}-tick SLA.",
-                                   data={"audience": who, "ticket": t["id"]}, importance=8.0))
+                                   audience=who, data={"ticket": t["id"]}, importance=8.0))
     return out
 
 
@@ -671,7 +671,7 @@ def _reminders(world, st, tick: int, events: list) -> list:
     something, and the ticket to act on is then the last thing it was told."""
     last = {}  # agent -> the last event addressed to them this tick
     for e in events:
-        for who in e.data.get("audience", ()):
+        for who in e.audience or ():
             last[who] = e
 
     def shown(who: str, tid: str) -> bool:
@@ -752,7 +752,7 @@ def _arrivals_for_triage(sim, st: dict, tick: int) -> dict[str, int]:
 
 
 def _event(world, kind: str, text: str, audience: list, ticket: str, importance: float, actor=None):
-    return world.event(kind, text, actor=actor, data={"audience": audience, "ticket": ticket}, importance=importance)
+    return world.event(kind, text, actor=actor, audience=audience, data={"ticket": ticket}, importance=importance)
 
 
 # -- the scripted staff (the teacher for demonstrations) ------------------------------------------

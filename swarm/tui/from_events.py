@@ -54,7 +54,7 @@ def detail(events: list[Event], agent: str) -> AgentDetail | None:
             plan = [("pending", str(step)) for step in e.data.get("steps", [])]
         if mine and e.kind not in NOT_ACTIONS:
             action = e.text
-        audience = e.data.get("audience")
+        audience = e.heard_by
         if mine or e.target == agent or e.kind not in PRIVATE and (
                 agent in audience if audience is not None else e.place == place):
             seen.append(f"(tick {e.tick}, {e.kind}) {e.text}")

@@ -2,9 +2,11 @@
 
 import random
 
+import msgspec
 import pytest
 
 from swarm.agents.actions import Action, Give, Move, Say, Use, Wait
+from swarm.events import Event
 from swarm.world import World
 
 
@@ -119,10 +121,18 @@ def test_wait_is_private_and_custom_actions_need_a_handler():
     @w.on(Dance)
     def dance(world, actor, action):
         return world.event("dance", f"{actor} dances a {action.style}.", actor=actor, place=world.place_of(actor),
-                           data={"audience": ["ann"]})
+                           audience=["ann"])
 
     [e] = resolve(w, ("mira", Dance(style="jig")))
     assert e.text == "mira dances a jig." and w.observers(e) == ["ann"]  # the event's own audience wins
+    # a scenario written before `audience` was a field still whispers: warned, and moved to the field
+    with pytest.warns(DeprecationWarning, match="Event\\(audience=...\\)"):
+        old = w.event("whisper", "mira whispers.", actor="mira", place="square", data={"audience": ["bob"], "x": 1})
+    assert old.audience == ["bob"] and old.data == {"x": 1} and w.observers(old) == ["bob"]
+    # and an event of an older log (its audience in data) is read the same way
+    logged = msgspec.json.decode(b'{"tick":0,"seq":9,"kind":"whisper","text":"t","data":{"audience":["ann"]}}',
+                                 type=Event)
+    assert logged.heard_by == ["ann"]
 
 
 def test_resolution_order_is_seeded_and_sequence_numbers_increase():

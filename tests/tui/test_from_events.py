@@ -16,7 +16,7 @@ EVENTS = [
     ev(3, "plan", "Mira plans: sweep; pour", actor="Mira", place="tavern", data={"steps": ["sweep", "pour"]}),
     ev(4, "say", 'Bob says: "anyone?"', actor="Bob", place="square", tick=1),
     ev(5, "wait", "Bob waits.", actor="Bob", place="square", tick=1),
-    ev(6, "whisper", "Bob whispers to Mira", actor="Bob", place="square", data={"audience": ["Mira"]}, tick=1),
+    ev(6, "whisper", "Bob whispers to Mira", actor="Bob", place="square", audience=["Mira"], tick=1),
     ev(7, "inbox", "tui tells Mira: hello", actor="tui", target="Mira", tick=1),
     ev(8, "move", "Mira leaves the tavern for the square.", actor="Mira", place="tavern", target="square", tick=2),
     ev(9, "fail", "Mira cannot give", actor="Mira", tick=2),
