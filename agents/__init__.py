@@ -12,7 +12,7 @@ from swarm.agents.actions import (
     Wait,
     action_union,
 )
-from swarm.agents.agent import Agent, Observation, TurnRequest
+from swarm.agents.agent import Agent, Observation, TurnKind, TurnRequest
 from swarm.agents.memory import Memory, MemoryStream, embed_pending
 from swarm.agents.persona import Persona
 from swarm.agents.plans import Plan, Step
@@ -32,6 +32,7 @@ __all__ = [
     "PlanUpdate",
     "Say",
     "Step",
+    "TurnKind",
     "TurnRequest",
     "Use",
     "Wait",

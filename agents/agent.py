@@ -9,11 +9,12 @@ only grows between trims, so consecutive turns share a long prefix.
 
 from __future__ import annotations
 
+import enum
 import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
@@ -22,7 +23,16 @@ from swarm.agents.memory import KINDS, Memory, MemoryStream
 from swarm.agents.persona import Persona
 from swarm.agents.plans import Plan
 
-__all__ = ["Agent", "Observation", "TurnRequest"]
+__all__ = ["Agent", "Observation", "TurnKind", "TurnRequest"]
+
+class TurnKind(enum.StrEnum):
+    """What a turn asks of the model: an action, a reflection (an `Insight`) or a plan (a `PlanUpdate`). A str:
+    `kind == "act"` holds, and it is written as its value in JSON."""
+
+    ACT = "act"
+    REFLECT = "reflect"
+    PLAN = "plan"
+
 
 ACT_TOKENS, REFLECT_TOKENS, PLAN_TOKENS = 200, 160, 200  # above the longest JSON the schemas allow, in practice
 MAX_LISTED_OBSERVATIONS = 12  # per prompt; older unanswered ones stay in memory
@@ -58,7 +68,7 @@ class TurnRequest:
     """
 
     agent_id: str
-    kind: Literal["act", "reflect", "plan"]
+    kind: TurnKind
     messages: list[dict[str, str]]
     schema: Any
     max_tokens: int
@@ -190,7 +200,7 @@ class Agent:
             out.append(self._plan(system))
         return out
 
-    def _request(self, kind: str, messages: list[dict[str, str]], schema: Any, max_tokens: int,
+    def _request(self, kind: TurnKind, messages: list[dict[str, str]], schema: Any, max_tokens: int,
                  **extra: Any) -> TurnRequest:
         return TurnRequest(self.id, kind, messages, schema, max_tokens, self.id, self.persona.adapter, **extra)
 
@@ -215,13 +225,13 @@ class Agent:
             sections.append(f"Now: {focus}")
         sections.append("Answer with one action as JSON.")
         user = {"role": "user", "content": "\n\n".join(sections)}
-        return self._request("act", [system, *self.history, user], schema, max_tokens,
+        return self._request(TurnKind.ACT, [system, *self.history, user], schema, max_tokens,
                              step=step.id if step else None, observed=len(self.new_observations), choices=choices)
 
     def _reflect(self, system: dict) -> TurnRequest:
         user = ("Your recent memories:\n" + _memories(self.memory.reflection_sources()) + "\n\n"
                 "What is the most important conclusion you draw from them? Answer as JSON with one \"text\".")
-        return self._request("reflect", [system, {"role": "user", "content": user}], Insight, REFLECT_TOKENS)
+        return self._request(TurnKind.REFLECT, [system, {"role": "user", "content": user}], Insight, REFLECT_TOKENS)
 
     def _plan(self, system: dict) -> TurnRequest:
         sections = []
@@ -235,7 +245,7 @@ class Agent:
             sections.append("Your recent memories:\n" + _memories(sources))
         sections.append("Answer with your next steps (at most 4) as JSON with a \"steps\" list.")
         user = {"role": "user", "content": "\n\n".join(sections)}
-        return self._request("plan", [system, user], PlanUpdate, PLAN_TOKENS)
+        return self._request(TurnKind.PLAN, [system, user], PlanUpdate, PLAN_TOKENS)
 
     # -- answers ------------------------------------------------------------------------------
 
@@ -248,11 +258,11 @@ class Agent:
         if request.agent_id != self.id:
             raise ValueError(f"request of agent {request.agent_id!r} given to agent {self.id!r}")
         text = text if text is not None else msgspec.json.encode(value).decode()
-        if request.kind == "act":
+        if request.kind == TurnKind.ACT:
             self._acted(request, text, tick)
-        elif request.kind == "reflect":
+        elif request.kind == TurnKind.REFLECT:
             self.memory.add_reflection(tick, value.text)
-        elif request.kind == "plan":
+        elif request.kind == TurnKind.PLAN:
             self.plan.prune()
             goal = self.plan.top_goal()
             if goal is None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from swarm.agents import TurnKind
 from swarm.agents.actions import Insight, PlanUpdate
 from swarm.runtime.grammar import CHOICE_KEY
 
@@ -22,9 +23,9 @@ _WORDS = ("yes", "no", "maybe", "now", "later", "here", "there", "help", "wait",
 def random_policy(turn) -> Any:
     rng = random.Random(turn.seed)
     kind = turn.request.kind
-    if kind == "reflect":
+    if kind == TurnKind.REFLECT:
         return Insight(text=_words(rng))
-    if kind == "plan":
+    if kind == TurnKind.PLAN:
         return PlanUpdate(steps=[_words(rng)])
     options = typing.get_args(turn.request.schema) or (turn.request.schema,)
     action_type = rng.choice(options)

@@ -33,10 +33,11 @@ from typing import Any
 
 import msgspec
 
+from swarm.agents import TurnKind
 from swarm.events import Event
 from swarm.model import Answer, NoAction, Player, ScriptedModel, Turn, wire_schema
 
-KINDS = ("act", "reflect", "plan")
+KINDS = tuple(TurnKind)
 
 
 class Demonstration(msgspec.Struct, kw_only=True):
@@ -87,10 +88,10 @@ class DemoWriter:
             r, agent = turn.request, turn.agent
             if isinstance(value, NoAction) or (self.agents is not None and agent.id not in self.agents):
                 continue
-            if (self.kinds is not None and r.kind not in self.kinds) or (r.kind == "act" and agent.id in failed):
+            if (self.kinds is not None and r.kind not in self.kinds) or (r.kind == TurnKind.ACT and agent.id in failed):
                 continue
             chosen = value.value if isinstance(value, Answer) else value
-            if self.actions is not None and r.kind == "act" and _action(chosen) not in self.actions:
+            if self.actions is not None and r.kind == TurnKind.ACT and _action(chosen) not in self.actions:
                 continue
             text = value.text if isinstance(value, Answer) else msgspec.json.encode(value).decode()
             name, model = model_of(turn)

@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from swarm.agents import Agent, TurnRequest
+from swarm.agents import Agent, TurnKind, TurnRequest
 from swarm.runtime.chat import fit_prompt
 
 
@@ -145,7 +145,7 @@ class EngineModel(TurnModel):
         """Tell `progress` about the act turns of the step just run whose text grew since last told."""
         for i in stepped:
             r = turns[i].request
-            if r.kind != "act" or (self.streams is not None and not self.streams(r.agent_id)):
+            if r.kind != TurnKind.ACT or (self.streams is not None and not self.streams(r.agent_id)):
                 continue
             h = handles[i]
             if h.done:

@@ -29,7 +29,7 @@ from typing import Any
 import msgspec
 
 from swarm import bus as busmod
-from swarm.agents import Agent, Observation, Persona
+from swarm.agents import Agent, Observation, Persona, TurnKind
 from swarm.agents.actions import BASE_ACTIONS, Action, Wait
 from swarm.agents.memory import embed_pending
 from swarm.bus import BusError, topics
@@ -480,7 +480,7 @@ class Simulation:
             agent.last_latency = value.seconds if isinstance(value, (Answer, NoAction)) else None
             if isinstance(value, NoAction):
                 self.counters["no_action"] += 1
-                if kind == "act":  # the agent waits this tick and learns why
+                if kind == TurnKind.ACT:  # the agent waits this tick and learns why
                     agent.receive(turn.request, Wait(), self.world.tick)
                     events.append(self.world.fail(agent.id, Wait(), value.reason))
                 continue
@@ -488,12 +488,12 @@ class Simulation:
             if isinstance(value, Answer):
                 value, text = value.value, value.text
             result = agent.receive(turn.request, value, self.world.tick, text=text)
-            if kind == "act":
+            if kind == TurnKind.ACT:
                 actions.append((agent.id, result))
-            elif kind == "reflect":
+            elif kind == TurnKind.REFLECT:
                 events.append(self.world.event("reflect", f"{agent.id} reflects: {value.text}", actor=agent.id,
                                                place=self.world.place_of(agent.id), data=msgspec.to_builtins(value)))
-            elif kind == "plan":
+            elif kind == TurnKind.PLAN:
                 events.append(self.world.event("plan", f"{agent.id} plans: {'; '.join(value.steps)}",
                                                actor=agent.id, place=self.world.place_of(agent.id),
                                                data=msgspec.to_builtins(value)))

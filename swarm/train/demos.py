@@ -27,6 +27,7 @@ from typing import Any
 
 import msgspec
 
+from swarm.agents import TurnKind
 from swarm.baselines import random_policy
 from swarm.model import ScriptedModel, Turn
 from swarm.scenario import load_module
@@ -72,7 +73,8 @@ class _Recorder(ScriptedModel):
         values = super().decide(turns)
         played = []
         for turn, value in zip(turns, values, strict=True):
-            explored = turn.request.kind == "act" and random.Random(f"explore:{turn.seed}").random() < self.explore
+            acting = turn.request.kind == TurnKind.ACT
+            explored = acting and random.Random(f"explore:{turn.seed}").random() < self.explore
             instead = random_policy(turn) if explored else None
             self.emit(turn, value, instead)
             played.append(value if instead is None else instead)

@@ -17,6 +17,7 @@ import msgspec
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from swarm.agents import TurnKind
 from swarm.runtime.config import ModelConfig
 from swarm.runtime.model import Model
 from swarm.runtime.tokenizer import Tokenizer as SwarmTokenizer
@@ -113,7 +114,7 @@ def episodes(demos, turns: int) -> list[list]:
     runs: dict[tuple, list] = defaultdict(list)
     groups = []
     for d in demos:
-        if d.kind == "act":
+        if d.kind == TurnKind.ACT:
             runs[(d.scenario, d.seed, d.agent)].append(d)
         else:
             groups.append([d])
@@ -142,7 +143,7 @@ def focus_drills(demos, copies: dict[str, int]) -> list:
     out = []
     for d in demos:
         name = d.scenario.rsplit("/", 1)[-1].removesuffix(".py")
-        n = copies.get(name, copies.get("*", 0)) if d.kind == "act" else 0
+        n = copies.get(name, copies.get("*", 0)) if d.kind == TurnKind.ACT else 0
         blocks = d.messages[-1]["content"].split("\n\n")
         if n and len(blocks) > 1 and blocks[-2].startswith("Now: "):
             drill = msgspec.structs.replace(d, messages=[{"role": "user", "content": "\n\n".join(blocks[-2:])}])
