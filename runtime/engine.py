@@ -334,15 +334,25 @@ class Engine:
         `Choice`; the completion's `.value` holds the result. A schema that cannot be
         used raises SchemaError here.
         """
-        self._check_adapter(adapter)
-        params = params or SamplingParams()
-        ids = self._prompt_ids(prompt)
-        self._check_fits(len(ids), params.max_tokens)
-        grammar = None if schema is None else self._grammar_state(schema, params)
+        ids, params, grammar = self._checked(prompt, params, adapter, schema)
         req = Request(ids, params, persona, adapter, frozenset(self.eos_token_ids), grammar)
         req.handle = RequestHandle(self, req)
         self.scheduler.add(req)
         return req.handle
+
+    def check(self, prompt: Prompt, params: SamplingParams | None = None, adapter: Hashable = None,
+              schema: Any = None) -> None:
+        """Raise what `submit` would raise for this request (an unknown adapter, a prompt past the context, a
+        schema that cannot be used), queueing nothing: for a caller that submits later, from another thread."""
+        self._checked(prompt, params, adapter, schema)
+
+    def _checked(self, prompt: Prompt, params: SamplingParams | None, adapter: Hashable,
+                 schema: Any) -> tuple[list[int], SamplingParams, GrammarState | None]:
+        self._check_adapter(adapter)
+        params = params or SamplingParams()
+        ids = self._prompt_ids(prompt)
+        self._check_fits(len(ids), params.max_tokens)
+        return ids, params, None if schema is None else self._grammar_state(schema, params)
 
     def _grammar_state(self, schema: Any, params: SamplingParams) -> GrammarState:
         if params.stop or params.stop_token_ids:

@@ -22,7 +22,7 @@ import pygame
 import torch
 
 from swarm.agents.actions import Say
-from swarm.embed import ACT_INSTRUCTION, Runtime
+from swarm.game import ACT_INSTRUCTION, GameRuntime
 from swarm.scenarios.village import CAST, PLACES, PREAMBLE
 
 SIZE = (720, 480)
@@ -34,7 +34,7 @@ BUBBLE_S = 3.0  # a finished line stays up this long
 
 
 class Villager:
-    def __init__(self, name: str, role: str, traits: str, style: str, rng: random.Random, runtime: Runtime):
+    def __init__(self, name: str, role: str, traits: str, style: str, rng: random.Random, runtime: GameRuntime):
         from swarm import Persona
 
         adapter = style if style in runtime.engine.adapters() else None
@@ -88,7 +88,7 @@ def spoken(raw: str) -> str:
 class Game:
     def __init__(self, args: argparse.Namespace):
         self.args, self.rng = args, random.Random(args.seed)
-        self.runtime = Runtime(args.model, world=PREAMBLE, instruction=ACT_INSTRUCTION, threaded=args.threaded,
+        self.runtime = GameRuntime(args.model, world=PREAMBLE, instruction=ACT_INSTRUCTION, threaded=args.threaded,
                                max_tokens=40, temperature=0.8)
         self.villagers = [Villager(*c, random.Random(args.seed * 100 + i), self.runtime)
                           for i, c in enumerate(CAST[: args.villagers])]

@@ -1,8 +1,8 @@
-"""A game loop with many characters talking: frame times with swarm.embed against calling the engine
+"""A game loop with many characters talking: frame times with swarm.game against calling the engine
 synchronously inside the frame, side by side in one run.
 
-    .venv/bin/python benchmarks/embed.py                  # 50 characters, 600 frames at 60 FPS, update(4)
-    .venv/bin/python benchmarks/embed.py --quick          # 10 characters, 120 frames
+    .venv/bin/python benchmarks/game_loop.py                  # 50 characters, 600 frames at 60 FPS, update(4)
+    .venv/bin/python benchmarks/game_loop.py --quick          # 10 characters, 120 frames
 
 Every mode plays the same script: character i starts a line (its own seeded sampling) every
 `period` seconds of game time, staggered, and each frame does `game_ms` of plain Python work (the
@@ -11,7 +11,7 @@ frame's time is its work: the game's logic plus whatever the model took on the g
 
 - `update`: `runtime.update(budget_ms)` once per frame (the model runs on the game's thread, in
   slices that fit the budget, a pass spread over frames when it must);
-- `threaded`: `Runtime(threaded=True)`, the model in a background thread, `update()` only fires the
+- `threaded`: `GameRuntime(threaded=True)`, the model in a background thread, `update()` only fires the
   callbacks (the game's thread still shares the interpreter with the worker);
 - `sync`: a character's line is generated to the end inside the frame that asks for it
   (`engine.generate`, the way an engine is called when it has no frame-budgeted API).
@@ -31,7 +31,7 @@ import time
 
 import torch
 
-from swarm.embed import Runtime
+from swarm.game import GameRuntime
 from swarm.runtime import Engine, SamplingParams
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
@@ -43,7 +43,7 @@ LINES = ["Any news today?", "What do you make of the weather?", "Seen the miller
 
 
 def log(msg: str) -> None:
-    print(f"[embed {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    print(f"[game-loop {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def busy(ms: float) -> None:
@@ -66,7 +66,7 @@ def script(args) -> dict[int, list[int]]:
 
 def play(args, engine: Engine, mode: str) -> dict:
     engine.scheduler.cache.clear()
-    runtime = Runtime(engine=engine, world="A small town by a river.", threaded=mode == "threaded",
+    runtime = GameRuntime(engine=engine, world="A small town by a river.", threaded=mode == "threaded",
                       max_tokens=args.tokens, temperature=0.8)
     cast = [runtime.character(f"{NAMES[i % len(NAMES)]}{i}", ROLES[i % len(ROLES)]) for i in range(args.characters)]
     plan, frame_s, model_s = script(args), [], []

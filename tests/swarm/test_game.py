@@ -1,4 +1,4 @@
-"""swarm.embed: character handles on one shared engine, a frame budget, callbacks on the game's thread."""
+"""swarm.game: character handles on one shared engine, a frame budget, callbacks on the game's thread."""
 
 import threading
 
@@ -7,7 +7,7 @@ import pytest
 
 from swarm.agents.actions import Say
 from swarm.agents.persona import Persona
-from swarm.embed import Runtime
+from swarm.game import GameRuntime
 from swarm.runtime import Engine, PromptTooLongError, SamplingParams, SchemaError
 
 WORLD = "A small village: a tavern, a square and a mill."
@@ -18,12 +18,12 @@ def engine():
     return Engine.from_pretrained("swarm-tiny")
 
 
-def runtime(engine, **kw) -> Runtime:
+def runtime(engine, **kw) -> GameRuntime:
     engine.scheduler.cache.clear()  # each test starts with a cold prefix cache
-    return Runtime(engine=engine, world=WORLD, **kw)
+    return GameRuntime(engine=engine, world=WORLD, **kw)
 
 
-def drain(rt: Runtime, budget_ms: float = 4.0, frames: int = 2000) -> int:
+def drain(rt: GameRuntime, budget_ms: float = 4.0, frames: int = 2000) -> int:
     n = 0
     while rt.busy and n < frames:
         rt.update(budget_ms)
@@ -178,3 +178,23 @@ def test_close_cancels_what_is_unfinished_and_tells_the_caller(engine):
         assert sorted(ended, key=id) == sorted(lines, key=id)
         assert all(line.done and line.finish_reason in ("cancelled", "stop", "length") for line in lines)
         assert not rt.busy
+
+
+def test_the_old_names_still_import():
+    from swarm.embed import Runtime
+
+    assert Runtime is GameRuntime
+
+
+def test_engine_check_refuses_what_submit_would_and_queues_nothing(engine):
+    from swarm.runtime import PromptTooLongError, SamplingParams, SchemaError
+
+    ids = engine.tokenizer.encode("hello")
+    engine.check(ids, SamplingParams(max_tokens=4))
+    with pytest.raises(ValueError, match="unknown adapter 'nope'"):
+        engine.check(ids, adapter="nope")
+    with pytest.raises(PromptTooLongError):
+        engine.check(ids, SamplingParams(max_tokens=engine.max_context))
+    with pytest.raises(SchemaError):
+        engine.check(ids, SamplingParams(stop=["x"]), schema=dict)
+    assert not engine.scheduler.has_work
