@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
-import os
 import random
 import sys
 import threading
@@ -29,6 +28,7 @@ from typing import Any
 import msgspec
 
 from swarm import bus as busmod
+from swarm import checkpoint
 from swarm.agents import Agent, Observation, Persona, TurnKind
 from swarm.agents.actions import BASE_ACTIONS, Action, Wait
 from swarm.agents.memory import embed_pending
@@ -39,17 +39,15 @@ from swarm.choices import Menu
 from swarm.demonstrations import DemoWriter
 from swarm.events import Event, InboxMessage, Report
 from swarm.model import Answer, NoAction, Turn, TurnModel, open_model
+from swarm.model_names import DEFAULT, PLAYER, by_model, model_name, named_model
 from swarm.recorder import Recorder
 from swarm.runtime.bundled import DEFAULT_MODEL
-from swarm.scenario import ScenarioError, ScenarioRef, run_build, scripted_model
+from swarm.scenario import ScenarioError, ScenarioRef, run_build
 from swarm.world import World
 
 log = logging.getLogger("swarm.simulation")
 
-CHECKPOINT_FORMAT = 1
 WAKE_AFTER = 5  # ticks an agent with nothing new waits before it is asked again (None: never)
-DEFAULT = "default"  # the name of the simulation's own model= (for Persona(model=...) and the report)
-PLAYER = "player"  # the name turns decided by `play`'s players go under (counters, demonstrations)
 Hook = Callable[["Simulation", list[Event]], "Event | Iterable[Event] | None"]
 
 # the loop's counts a history row gives for its tick alone: the row's name -> the counter that totals it
@@ -126,7 +124,7 @@ class Simulation:
         self._left_open: weakref.finalize | None = None  # closes the bus if close() is never called
         self._record_path = Path(record) if record is not None else None
         self.recorder: Recorder | None = None
-        self._autosave: _Autosave | None = None
+        self._autosave: checkpoint.Autosave | None = None
         self.demos: DemoWriter | None = None  # record_demos's writer (its `path`, how many it has `written`)
         self.players: dict[str, TurnModel] = {}  # agent -> who plays it instead of its model (`play`)
         self.stopped = False  # set by stop(): run() returns after the tick in progress
@@ -142,7 +140,7 @@ class Simulation:
         options = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
         if "name" not in kwargs:
             kwargs["name"] = Path(spec).stem if spec.endswith(".py") else spec
-        model = _named_model(model, spec)
+        model = named_model(model, spec)
         sim = cls(model, **kwargs)
         sim.scenario = ScenarioRef(str(Path(spec).resolve()) if spec.endswith(".py") else spec, options)
         run_build(sim, sim.scenario)
@@ -168,7 +166,7 @@ class Simulation:
             why = {DEFAULT: " (the simulation's own model=)", PLAYER: " (the agents' players)"}.get(name, "")
             raise ValueError(f"a model called {name!r} already exists{why}")
         if self.scenario is not None:
-            model = _named_model(model, self.scenario.spec)
+            model = named_model(model, self.scenario.spec)
         sampling = {k: v for k, v in (("temperature", temperature), ("top_p", top_p)) if v is not None}
         opened = open_model(model, engine_config, **sampling)
         self._more_models[name] = opened
@@ -196,7 +194,7 @@ class Simulation:
             raise ValueError(f"unknown agent {agent!r}")
         a = self.agents[agent]
         if adapter is not None:
-            name = _model_name(a.persona)
+            name = model_name(a.persona)
             served = self._model(name).adapters()
             if adapter not in served:
                 raise ValueError(f"model {name!r} of {agent} serves no adapter {adapter!r}; it serves: "
@@ -236,7 +234,7 @@ class Simulation:
         player = self.players.get(turn.agent.id)
         if player is not None:
             return PLAYER, player
-        name = _model_name(turn.agent.persona)
+        name = model_name(turn.agent.persona)
         return name, self._model(name)
 
     def _model(self, name: str) -> TurnModel:
@@ -255,7 +253,7 @@ class Simulation:
             raise ValueError(f"{persona.name}'s persona names model {persona.model!r}, which this simulation does "
                              f"not have: add it first, sim.add_model({persona.model!r}, ...); models: "
                              f"{', '.join(self.models) or 'none'}")
-        model = self.models.get(_model_name(persona))
+        model = self.models.get(model_name(persona))
         if persona.adapter is None and persona.style is not None and model is not None \
                 and persona.style in model.adapters():
             persona = msgspec.structs.replace(persona, adapter=persona.style)
@@ -370,9 +368,9 @@ class Simulation:
         await self._start()
         saver = self._autosave
         if saver is not None:
-            saver.before = self._encode_state()  # what a failed or interrupted tick leaves to resume from
+            saver.before = checkpoint.encode(self)  # what a failed or interrupted tick leaves to resume from
             if not saver.written:  # from the first tick on there is always a checkpoint to resume from
-                _write_atomically(saver.path, saver.before)
+                checkpoint.write_atomically(saver.path, saver.before)
                 saver.written = True
         try:
             events = await self._tick()
@@ -429,8 +427,8 @@ class Simulation:
             return []
         t0 = time.perf_counter()
         queries = {}  # agent -> its query vector, in the embedding space of its own model
-        for name, group in _by_model(self.agents.values()).items():
-            mine = [a for a in acting if _model_name(a.persona) == name]
+        for name, group in by_model(self.agents.values()).items():
+            mine = [a for a in acting if model_name(a.persona) == name]
             vectors = embed_pending([a.memory for a in group], self._model(name).embed,
                                     queries=[a.query_texts() for a in mine])
             queries.update(zip((a.id for a in mine), vectors, strict=True))
@@ -601,7 +599,7 @@ class Simulation:
         for agent in self.agents.values():
             expect = None if hook is None else partial(hook, self, agent)  # asked only if the agent is idle
             when = nxt + agent.ticks_until_next_act(nxt, arrives=positions[agent.id].arrive_tick, expect=expect)
-            model = models.get(_model_name(agent.persona))
+            model = models.get(model_name(agent.persona))
             if model is not None and self._hinted.get(agent.id) != when:
                 self._hinted[agent.id] = when
                 model.hint(agent.id, when)
@@ -739,12 +737,12 @@ class Simulation:
         path = Path(path)
         if not path.parent.is_dir():
             raise ValueError(f"cannot keep a checkpoint at {path}: folder {path.parent} does not exist")
-        self._autosave = _Autosave(path, every, run)
+        self._autosave = checkpoint.Autosave(path, every, run)
 
     def _save_before_tick(self) -> None:
         saver = self._autosave
         if saver is not None and saver.before is not None:
-            _write_atomically(saver.path, saver.before)
+            checkpoint.write_atomically(saver.path, saver.before)
             saver.before = None
             log.warning("tick %d did not finish; checkpoint %s holds the state before it", self.world.tick,
                         saver.path)
@@ -753,35 +751,13 @@ class Simulation:
         """Checkpoint everything a run needs to go on: world, agents (memories, plans), the scenario's
         state, the random generator, counters, the model reference and where the log stands. Written
         atomically: a crash mid-save leaves the previous checkpoint whole."""
-        return _write_atomically(Path(path), self._encode_state())
-
-    def _encode_state(self) -> bytes:
-        if self.recorder is not None:
-            self.recorder.flush()  # the log holds every byte up to the offset the checkpoint records
-        state = {
-            "format": CHECKPOINT_FORMAT, "name": self.name, "seed": self.seed,
-            "model": self.model.ref if self.model is not None else None, "bus": self.bus_url,
-            "models": {name: m.ref for name, m in self._more_models.items()},
-            "scenario": None if self.scenario is None else {"spec": self.scenario.spec,
-                                                            "options": self.scenario.options},
-            "action_types": [t.__name__ for t in self.action_types],
-            "world": self.world.to_state(), "agents": [a.to_state() for a in self.agents.values()],
-            "state": self.state, "rng": _rng_state(self.rng), "counters": dict(self.counters),
-            "history": self.history, "pending": self._pending, "hinted": self._hinted,
-            "record": None if self.recorder is None else {"path": str(self.recorder.path.resolve()),
-                                                          "offset": self.recorder.tell()},
-            "run": None if self._autosave is None else self._autosave.run,
-        }
-        return msgspec.msgpack.encode(state)
+        return checkpoint.write_atomically(Path(path), checkpoint.encode(self))
 
     @staticmethod
     def checkpoint_info(path: str | Path) -> dict:
         """What a checkpoint holds, without loading it: name, tick, scenario (spec and options), model,
         bus, the log it continues and the `run` data its autosave kept."""
-        state = _read_checkpoint(path)
-        return {"name": state["name"], "tick": state["world"]["tick"], "scenario": state["scenario"],
-                "model": state["model"], "models": state.get("models", {}), "bus": state["bus"],
-                "record": state["record"], "run": state.get("run")}
+        return checkpoint.info(path)
 
     @classmethod
     def load(cls, path: str | Path, model: Any = None, bus: str | None = None,
@@ -793,63 +769,12 @@ class Simulation:
         checkpoint holds, whoever wrote that file. Load a checkpoint from someone else only if it names a
         bundled scenario or a file you trust. Which one it runs is logged (INFO, logger swarm.simulation)
         before it runs. A damaged or truncated checkpoint raises ValueError naming the problem."""
-        state = _read_checkpoint(path)
-        if state["scenario"] is not None:
-            log.info("checkpoint %s: rebuilding its scenario runs %s", path, _scenario_code(state["scenario"]["spec"]))
-        model = model if model is not None else state["model"]
-        if model is None:
-            raise ValueError(f"checkpoint {path} does not name a model folder; pass model=")
-        if state["scenario"] is not None:
-            model = _named_model(model, state["scenario"]["spec"])
-        sim = cls(model, seed=state["seed"], bus=bus or state["bus"], name=state["name"], engine_config=engine_config)
-        if state["scenario"] is not None:
-            sim.scenario = ScenarioRef(state["scenario"]["spec"], state["scenario"]["options"])
-            run_build(sim, sim.scenario)
-        for name, ref in state.get("models", {}).items():  # those the scenario's build did not add again
-            if name not in sim._more_models:
-                if ref is None:
-                    raise ValueError(f"checkpoint {path} does not say where model {name!r} is; rebuild the "
-                                     f"simulation, add_model({name!r}, ...), and restore() the checkpoint into it")
-                sim.add_model(name, ref)
-        try:
-            sim.restore(state)
-        except (KeyError, TypeError, IndexError, msgspec.ValidationError) as e:  # deeper than the top level
-            raise ValueError(f"{path} is a damaged swarm checkpoint: {type(e).__name__}: {e}") from None
-        return sim
+        return checkpoint.load(cls, path, model, bus, engine_config)
 
     def restore(self, state: dict | str | Path) -> None:
         """Put a checkpoint's state into this simulation (built the same way: same actions and handlers)."""
-        if not isinstance(state, dict):
-            state = _read_checkpoint(state)
-        known = {t.__name__ for t in self.action_types}
-        missing = sorted(set(state["action_types"]) - known)
-        if missing:
-            raise ScenarioError(f"the checkpoint's agents can take {', '.join(missing)}, which this simulation "
-                                "does not define: build it with the same scenario before restoring")
-        named = {a["persona"].get("model") for a in state["agents"]} - {None} - set(self._more_models)
-        if named:
-            raise ScenarioError(f"the checkpoint's agents are played by model(s) {', '.join(sorted(named))}, which "
-                                "this simulation does not have: add_model them before restoring")
-        self.world.load_state(state["world"])
-        self.agents = {}
-        for a in state["agents"]:
-            agent = Agent.from_state(a)
-            self.agents[agent.id] = agent
-        self.state.clear()  # in place: a scenario's handlers may hold the dict build() filled
-        self.state.update(state["state"])
-        self.rng.setstate(_rng_tuple(state["rng"]))
-        self.counters = Counter(state["counters"])
-        self.history = list(state.get("history", []))  # checkpoints from before it was kept have none
+        checkpoint.restore(self, state)
         self._tallied = {counter: self.counters[counter] for counter in TICK_COUNTS.values()}
-        self._pending = [msgspec.convert(e, Event) for e in state["pending"]]
-        self._hinted = {}  # a fresh model has no hints yet: send them all again
-        if self.recorder is not None:
-            self.recorder.close()
-            self.recorder = None
-        if state["record"] is not None:
-            rec = state["record"]
-            self._record_path = Path(rec["path"])
-            self.recorder = Recorder(self._record_path, self._header(), offset=rec["offset"])
 
     def close(self) -> None:
         """Flush and close the log, disconnect the bus (after `arun`/`atick` on your own loop: `aclose`).
@@ -891,33 +816,6 @@ class Simulation:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-class _Autosave:
-    def __init__(self, path: Path, every: int, run: dict | None):
-        self.path, self.every, self.run = path, every, run
-        self.before: bytes | None = None  # the state at the start of the tick in progress
-        self.written = False  # whether this run wrote the checkpoint yet
-
-
-def _write_atomically(path: Path, data: bytes) -> Path:
-    """`path` holds either its old bytes or `data`, whatever moment the process dies: a temporary file
-    beside it is written and synced, then renamed over it, and the rename is synced with the folder."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:
-        folder = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # a platform whose folders cannot be opened (Windows): the rename is as durable as it gets
-        return path
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
-    return path
 
 
 _OPEN: weakref.WeakSet[Simulation] = weakref.WeakSet()  # connected on their own loop, not closed yet
@@ -962,29 +860,6 @@ def _close_left_open(loop: asyncio.AbstractEventLoop, bus: busmod.Bus) -> None:
         loop.close()
 
 
-def _named_model(model: Any, spec: str) -> Any:
-    """`scripted` is the scenario's own policy, `random` the random-action floor; anything else as given."""
-    if model == "scripted":
-        return scripted_model(spec)
-    if model == "random":
-        from swarm.baselines import random_policy
-        from swarm.model import ScriptedModel
-
-        return ScriptedModel(random_policy, ref="random")
-    return model
-
-
-def _model_name(persona: Persona) -> str:
-    return persona.model or DEFAULT
-
-
-def _by_model(agents: Iterable[Agent]) -> dict[str, list[Agent]]:
-    groups: dict[str, list[Agent]] = {}
-    for agent in agents:
-        groups.setdefault(_model_name(agent.persona), []).append(agent)
-    return groups
-
-
 def _token_totals(stats: dict) -> dict[str, int]:
     """The token totals a model's stats hold, by the report's names (the counts it does not keep left out)."""
     return {name: int(stats[key]) for name, key in MODEL_TOKENS.items() if key in stats}
@@ -1005,66 +880,3 @@ def _number(value: Any) -> int | float | bool | None:
     return value if isinstance(value, (bool, int, float)) else None
 
 
-def _rng_state(rng: random.Random) -> list:
-    version, internal, gauss = rng.getstate()
-    return [version, list(internal), gauss]
-
-
-def _rng_tuple(state: list) -> tuple:
-    return state[0], tuple(state[1]), state[2]
-
-
-def _read_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"no checkpoint at {path}")
-    try:
-        state = msgspec.msgpack.decode(path.read_bytes())
-    except msgspec.DecodeError as e:
-        raise ValueError(f"{path} is not a swarm checkpoint ({e}; truncated, or not written by sim.save?)") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a swarm checkpoint (format {CHECKPOINT_FORMAT})")
-    try:
-        msgspec.convert(state, _CheckpointFields)
-    except msgspec.ValidationError as e:  # e.g. "Object missing required field `world`", "... - at `$.seed`"
-        raise ValueError(f"{path} is a damaged swarm checkpoint: {e}") from None
-    return state
-
-
-class _ScenarioFields(msgspec.Struct):
-    spec: str
-    options: dict[str, Any]
-
-
-class _RecordFields(msgspec.Struct):
-    path: str
-    offset: int
-
-
-class _CheckpointFields(msgspec.Struct):
-    """The top level of a checkpoint as `load` and `restore` read it, checked before either touches it (so a
-    damaged file is a ValueError naming the field, not a KeyError halfway through). Fields it does not list
-    pass: a newer writer may add some."""
-
-    name: str
-    seed: int
-    model: str | None
-    bus: str | None
-    scenario: _ScenarioFields | None
-    action_types: list[str]
-    world: dict[str, Any]
-    agents: list[dict[str, Any]]
-    state: dict[str, Any]
-    rng: tuple[int, list[int], float | None]
-    counters: dict[str, int | float]
-    pending: list[dict[str, Any]]
-    record: _RecordFields | None
-    history: list[dict[str, Any]] = []  # not in checkpoints written before the history was kept
-
-
-def _scenario_code(spec: str) -> str:
-    """What rebuilding scenario `spec` runs, for the log: a file's path, or the bundled module."""
-    # the test swarm.scenario.load_module makes to tell a file from a bundled name
-    if spec.endswith(".py") or Path(spec).suffix or "/" in spec:
-        return f"the scenario file {Path(spec).resolve()}"
-    return f"the bundled scenario swarm.scenarios.{spec}"

@@ -27,7 +27,7 @@ import msgspec
 
 from swarm.events import Event, InboxMessage
 from swarm.model import NoAction, Player, Turn, wire_schema
-from swarm.simulation import DEFAULT
+from swarm.model_names import DEFAULT
 from swarm.tui.data import TREND_TICKS, AgentDetail, AgentRow, Asked, Partial, TickData, model_label
 
 __all__ = ["SPEEDS", "AgentDetail", "AgentRow", "Asked", "Control", "LiveSource", "Partial", "TickData"]

@@ -386,7 +386,7 @@ def test_autosave_checks_its_arguments_and_writes_atomically(tmp_path, monkeypat
     def crash(src, dst):  # the process dies between writing the new file and renaming it over the old one
         raise OSError("power cut")
 
-    monkeypatch.setattr("swarm.simulation.os.replace", crash)
+    monkeypatch.setattr("swarm.checkpoint.os.replace", crash)
     with pytest.raises(OSError, match="power cut"):
         sim.save(path)
     assert path.read_bytes() == before  # the old checkpoint is whole
