@@ -85,6 +85,7 @@ class _Pass:
     last: float = 0.0  # seconds of the latest slice
     longest: float = 0.0  # seconds of its longest slice
     count: int = 0  # slices run
+    sliced: bool = True  # each layer's blocks a slice (pump); a step's pass may run its layers as one slice
     cancelled: list[Request] = field(default_factory=list)  # cancelled mid-pass: their blocks go at its end
 
 
@@ -446,7 +447,7 @@ class Engine:
         configured `max_batched_tokens`); returns the requests it finished. When `pump` left a pass in
         flight, this completes that pass instead."""
         self._join_prefetch()
-        if self._pass is None and not self._start(max_tokens):
+        if self._pass is None and not self._start(max_tokens, sliced=False):
             return []
         return self._advance(None)
 
@@ -455,13 +456,15 @@ class Engine:
         """A step's pass is in flight: `pump` stopped between two of its slices and goes on next call."""
         return self._pass is not None
 
-    def _start(self, max_tokens: int | None) -> bool:
-        """Schedule a step and put its pass in flight; False when nothing could be scheduled."""
+    def _start(self, max_tokens: int | None, sliced: bool = True) -> bool:
+        """Schedule a step and put its pass in flight; False when nothing could be scheduled. `sliced`: the pass
+        stops between layers (for `pump`); else a decode step may run all its layers in one slice."""
         t0 = time.perf_counter()
         batch = self.scheduler.schedule(max_tokens)
         if not batch:
             return False
-        self._pass = _Pass(batch, self._slices(batch), sum(s.samples for s in batch), busy=time.perf_counter() - t0)
+        self._pass = _Pass(batch, self._slices(batch, sliced), sum(s.samples for s in batch),
+                           busy=time.perf_counter() - t0, sliced=sliced)
         return True
 
     @torch.inference_mode()  # once per call, not once per resumption of the pass's generator
@@ -481,7 +484,8 @@ class Engine:
             if out is not None:
                 break
         self._pass = None
-        self._uneven = 0.8 * self._uneven + 0.2 * p.longest * p.count / p.busy
+        if p.sliced:  # how uneven pump's slices are (a pass with its layers in one slice would skew it)
+            self._uneven = 0.8 * self._uneven + 0.2 * p.longest * p.count / p.busy
         self._stats.record_step(p.batch, p.sampling, p.busy)
         for req in p.cancelled:
             self.scheduler.finish(req)
@@ -492,7 +496,7 @@ class Engine:
         if self._pass is not None:
             self._advance(None)
 
-    def _slices(self, batch: list[Scheduled]) -> Iterator[list[RequestHandle] | None]:
+    def _slices(self, batch: list[Scheduled], sliced: bool) -> Iterator[list[RequestHandle] | None]:
         """The step's work in slices: the model's (`Model.in_slices`), then the logits, then sampling and
         bookkeeping. Yields None after each slice but the last, then the requests the step finished. Resumed
         by `_advance` only, under its inference mode."""
@@ -503,7 +507,7 @@ class Engine:
             yield self._postprocess(batch, logits)
             return
         hidden = None
-        for hidden in self._run(batch):
+        for hidden in self._run(batch, sliced):
             if hidden is None:
                 yield None
         yield None
@@ -511,8 +515,9 @@ class Engine:
         yield None
         yield self._postprocess(batch, logits)
 
-    def _run(self, batch: list[Scheduled]) -> Iterator[torch.Tensor | None]:
-        """Forward the scheduled tokens in slices (`Model.in_slices`)."""
+    def _run(self, batch: list[Scheduled], sliced: bool) -> Iterator[torch.Tensor | None]:
+        """Forward the scheduled tokens in slices (`Model.in_slices`); unless `sliced`, a decode step whose
+        every block runs fused goes through all its layers in one native call."""
         ids, pos = [], []
         for s in batch:
             r, start = s.request, s.request.num_computed
@@ -523,8 +528,11 @@ class Engine:
         self.lora.batch.set([s.request.lora_slot for s in batch], [s.num_tokens for s in batch], self.device)
         if self.fused is not None and self.fused.version != self.lora.version:  # a projection was wrapped
             self.fused = FusedDecode(self.model, self.pool, self.lora.version)
-        layers = self.fused.layers if self.fused is not None and self.fused.accepts(kv) else None
-        return self.model.in_slices(index_tensor(ids, self.device), index_tensor(pos, self.device), kv, layers)
+        fused = self.fused if self.fused is not None and self.fused.accepts(kv) else None
+        ids_t, pos_t = index_tensor(ids, self.device), index_tensor(pos, self.device)
+        if fused is not None and fused.whole is not None and not sliced:
+            return iter((self.model.forward_layers_at_once(ids_t, pos_t, kv, fused.run),))
+        return self.model.in_slices(ids_t, pos_t, kv, fused.layers if fused is not None else None)
 
     def _logits(self, batch: list[Scheduled], hidden: torch.Tensor) -> torch.Tensor:
         """Final hidden states -> logits [R, V] for the R requests that sample this step."""

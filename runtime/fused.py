@@ -1,5 +1,5 @@
 """Fused decode blocks on the CPU: a decode-only step runs each layer's attention block and MoE block as one
-native call each.
+native call each, or all its layers as one.
 
 Measured on the benchmark model at batch 32 (benchmarks/engine.py), a decode step spent about 1.5 ms of Python
 and torch glue between its 75 kernel calls even with every kernel replaced by a no-op, and more in a real
@@ -8,6 +8,10 @@ over one OpenMP region: the same kernels in the same order (RMSNorm, the fused q
 rotary, the KV write, paged attention, o_proj and the residual; RMSNorm, router, routing, experts and the
 residual), so its output equals the modules' bit for bit. On an int8 pool the block quantises the new keys and
 values into their slots with the kernel `KVPool.write` uses, and its attention reads int8 as the op does.
+
+When every block of every layer fuses, a step's layers go through one native call (`FusedDecode.run`,
+`swarm_decode_layers`: the same blocks in the same order, without a return to Python between them); `pump`,
+which stops between layers to keep a frame's budget, still runs them a block a call.
 
 Applied as a pass over the plain model, like the CUDA graphs: `FusedDecode(model).layers` stands in for
 `model.layers` in `Model.in_slices`. A block runs fused only where it is what the C code computes: float32
@@ -107,6 +111,12 @@ class FusedDecode:
         self.version = version  # the LoRAManager.version the blocks were chosen at
         self.layers = [FusedLayer(layer, self, pool, table) for layer, table in zip(model.layers, model.layer_tables,
                                                                                      strict=True)]
+        # every block fused: a step may run all the layers in one native call (`run`)
+        whole = all(f.attention is not None and f.moe is not None for f in self.layers)
+        self.whole = native.DecodeLayers([f.attention for f in self.layers], [f.moe for f in self.layers]) \
+            if whole else None
+        self._windows = [layer.attn.window for layer in model.layers]
+        self._moe = [layer.mlp for layer in model.layers]
         self._step: native.DecodeStep | None = None
         self._for: tuple = (None, None)  # the (x, batch) it was built for, held so neither id can be reused
 
@@ -121,6 +131,15 @@ class FusedDecode:
                 else native.decode_step(x)
             self._for = (x, kv)
         return self._step
+
+    def run(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: PagedBatch) -> torch.Tensor:
+        """Every layer in one native call (`whole` must be set): x [B, D] updated in place and returned. Each
+        MoE's routing is kept as its `last_ids`, as `FusedLayer.feed_forward` keeps it."""
+        masks: dict = {}  # a mask per distinct attention window
+        _, ids = self.whole(self.step(x, cos, sin, kv), [masks.setdefault(w, kv.decode_mask(w)) for w in self._windows])
+        for mlp, layer_ids in zip(self._moe, ids, strict=True):
+            object.__setattr__(mlp, "last_ids", layer_ids)
+        return x
 
     @staticmethod
     def supported(model: Model, device: torch.device) -> bool:

@@ -206,14 +206,7 @@ class Model(nn.Module):
         """`forward` in `num_slices` pieces, one per resumption: yields None after each piece but the last,
         then the final hidden states. A game loop spreads one pass over several frames this way. `layers`
         stands in for `self.layers` (objects with the same `attend` and `feed_forward`: runtime/fused.py)."""
-        x = self.embed(input_ids)  # [T, D]
-        if self.cfg.embedding_multiplier != 1:
-            x = x * self.cfg.embedding_multiplier
-        # only dynamic RoPE needs the longest position (reading it back would stall a GPU)
-        seq_len = int(positions.max()) + 1 if self.rotary.rope.type == "dynamic" else None
-        tables = [self.rotary.cos_sin(positions, seq_len=seq_len)]  # (cos, sin) [T, rotary_dim] each
-        if self.local_rotary is not None:
-            tables.append(self.local_rotary.cos_sin(positions))
+        x, tables = self._inputs(input_ids, positions)
         layers = self.layers if layers is None else layers
         for i, layer in enumerate(layers):
             x = layer.attend(x, *tables[self.layer_tables[i]], kv)
@@ -222,6 +215,26 @@ class Model(nn.Module):
             if i < len(layers) - 1:
                 yield None
         yield self.norm(x)
+
+    def forward_layers_at_once(self, input_ids: torch.Tensor, positions: torch.Tensor, kv: PagedBatch,
+                               run: Callable) -> torch.Tensor:
+        """`forward` with every layer run by one `run(x, cos, sin, kv)` (`FusedDecode.run`: a decode step's layers
+        in one native call, every one reading the first rope table), which updates x in place."""
+        x, tables = self._inputs(input_ids, positions)
+        return self.norm(run(x, *tables[0], kv))
+
+    def _inputs(self, input_ids: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, list]:
+        """The embedded tokens x [T, D] and the rope tables: [(cos, sin)] [T, rotary_dim] each, the local
+        rotary's second."""
+        x = self.embed(input_ids)  # [T, D]
+        if self.cfg.embedding_multiplier != 1:
+            x = x * self.cfg.embedding_multiplier
+        # only dynamic RoPE needs the longest position (reading it back would stall a GPU)
+        seq_len = int(positions.max()) + 1 if self.rotary.rope.type == "dynamic" else None
+        tables = [self.rotary.cos_sin(positions, seq_len=seq_len)]
+        if self.local_rotary is not None:
+            tables.append(self.local_rotary.cos_sin(positions))
+        return x, tables
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [T, D] -> logits [T, V] float32."""

@@ -1569,3 +1569,19 @@ int swarm_moe_block(const struct moe_layer *m, const struct decode_step *st, flo
     free(h); free(logits); free(out);
     return code ? code : failed ? -2 : 0;
 }
+
+/* A decode step through L layers in one call: layer l's attention block (att[l], its key mask masks[l]) then its
+ * MoE block (moe[l], its routing into weights/ids + l B K), as the separate calls would run them. Stops at the
+ * first block that fails and returns its code. */
+int swarm_decode_layers(const struct attention_layer *const *att, const struct moe_layer *const *moe, int64_t L,
+                        const struct decode_step *st, const uint8_t *const *masks, float *weights, int64_t *ids)
+{
+    for (int64_t l = 0; l < L; l++) {
+        int code = swarm_attention_block(att[l], st, masks[l]);
+        if (!code)
+            code = swarm_moe_block(moe[l], st, weights + l * st->B * moe[l]->K, ids + l * st->B * moe[l]->K);
+        if (code)
+            return code;
+    }
+    return 0;
+}

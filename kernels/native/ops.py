@@ -13,6 +13,7 @@ G key/value heads, d head dim, N cache blocks, bs block size, nb blocks per tabl
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -474,3 +475,33 @@ def moe_block(layer: MoELayer, step: DecodeStep) -> tuple[torch.Tensor, torch.Te
     _check("moe_block", library().swarm_moe_block(ctypes.addressof(layer), ctypes.addressof(step),
                                                   weights.data_ptr(), ids.data_ptr()))
     return weights, ids
+
+
+class DecodeLayers:
+    """Every layer of a model as one native call per decode step (`swarm_decode_layers`): layer l's attention
+    block, then its MoE block, as `attention_block` and `moe_block` would run them one call each. Holds the
+    layers' struct addresses, built once."""
+
+    def __init__(self, attention: Sequence[AttentionLayer], moe: Sequence[MoELayer]):
+        if len(attention) != len(moe) or not attention or len({m.K for m in moe}) != 1:
+            raise ValueError("decode_layers: one attention and one MoE block a layer, every MoE of one top-k")
+        self.L, self.K = len(attention), moe[0].K
+        self.bs = attention[0].bs
+        self._att = (ctypes.c_void_p * self.L)(*map(ctypes.addressof, attention))
+        self._moe = (ctypes.c_void_p * self.L)(*map(ctypes.addressof, moe))
+        self._layers = (list(attention), list(moe))  # the structs' memory, for as long as their addresses are used
+
+    def __call__(self, step: DecodeStep, masks: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One decode step through every layer, x updated in place. masks: each layer's key mask [B, nb * bs]
+        bool. Returns the routing of every layer: weights [L, B, K] float32, ids [L, B, K] int64."""
+        if not step.slots or len(masks) != self.L or any(
+                m.shape != (step.B, step.nb * self.bs) or m.dtype is not torch.bool or not m.is_contiguous()
+                for m in masks):
+            raise ValueError(f"decode_layers: {len(masks)} masks for {self.L} layers of a step of {step.B} sequences "
+                             f"of {step.nb} blocks of {self.bs} (a step built with its slots and tables)")
+        weights = torch.empty(self.L, step.B, self.K)
+        ids = torch.empty(self.L, step.B, self.K, dtype=torch.int64)
+        ptrs = (ctypes.c_void_p * self.L)(*(m.data_ptr() for m in masks))
+        _check("decode_layers", library().swarm_decode_layers(self._att, self._moe, self.L, ctypes.addressof(step),
+                                                              ptrs, weights.data_ptr(), ids.data_ptr()))
+        return weights, ids

@@ -38,9 +38,11 @@ def _prompts(n=5):
 
 
 def _decode_logits(engine, monkeypatch):
-    """Greedy tokens and every decode step's logits, with how many fused blocks ran."""
-    seen, calls = [], {"attention": 0, "moe": 0}
+    """Greedy tokens and every decode step's logits, with how many fused blocks ran (one at a time, or every
+    layer's at once)."""
+    seen, calls = [], {"attention": 0, "moe": 0, "layers": 0}
     real_post, real_attn, real_moe = Engine._postprocess, native.attention_block, native.moe_block
+    real_layers = native.DecodeLayers.__call__
 
     def post(self, batch, logits):
         if all(s.num_tokens == 1 for s in batch):
@@ -55,9 +57,14 @@ def _decode_logits(engine, monkeypatch):
         calls["moe"] += 1
         return real_moe(*a, **k)
 
+    def layers(*a, **k):
+        calls["layers"] += 1
+        return real_layers(*a, **k)
+
     monkeypatch.setattr(Engine, "_postprocess", post)
     monkeypatch.setattr(native, "attention_block", attn)
     monkeypatch.setattr(native, "moe_block", moe)
+    monkeypatch.setattr(native.DecodeLayers, "__call__", layers)
     out = engine.generate(_prompts(), GREEDY)
     monkeypatch.undo()
     return [c.token_ids for c in out], seen, calls
@@ -71,14 +78,34 @@ def test_fused_decode_equals_the_modules(tmp_path_factory, monkeypatch, name):
     assert plain.fused is None and fused.fused is not None
     tokens, logits, calls = _decode_logits(fused, monkeypatch)
     ref_tokens, ref_logits, ref_calls = _decode_logits(plain, monkeypatch)
-    assert ref_calls == {"attention": 0, "moe": 0}
+    assert ref_calls == {"attention": 0, "moe": 0, "layers": 0}
     assert tokens == ref_tokens
     assert len(logits) == len(ref_logits) > 0
     for a, b in zip(logits, ref_logits, strict=True):
         assert torch.equal(a, b)
     attention, moe = FAMILIES[name][1]
     steps, layers = len(logits), fused.config.num_layers
-    assert calls == {"attention": steps * layers * attention, "moe": steps * layers * moe}
+    if attention and moe:  # every block fused: a step runs all the layers in one call
+        assert calls == {"attention": 0, "moe": 0, "layers": steps}
+    else:
+        assert calls == {"attention": steps * layers * attention, "moe": steps * layers * moe, "layers": 0}
+
+
+def test_pump_runs_the_fused_blocks_a_layer_at_a_time_with_the_same_tokens(tmp_path_factory, monkeypatch):
+    """`step` runs a decode step's layers in one call; `pump` keeps stopping between layers (a frame budget)
+    and computes the same tokens."""
+    folder = _folder(tmp_path_factory, "mixtral")
+    whole = Engine.from_pretrained(folder)
+    assert whole.fused.whole is not None
+    expected = [c.token_ids for c in whole.generate(_prompts(), GREEDY)]
+    sliced = Engine.from_pretrained(folder)
+    calls = []
+    real = native.attention_block
+    monkeypatch.setattr(native, "attention_block", lambda *a: calls.append(1) or real(*a))
+    handles = [sliced.submit(p, GREEDY) for p in _prompts()]
+    while not all(h.done for h in handles):
+        sliced.pump(0.01)
+    assert [h.result().token_ids for h in handles] == expected and calls
 
 
 @pytest.mark.parametrize("family, changes", [
@@ -91,7 +118,7 @@ def test_blocks_the_c_code_does_not_compute_are_never_fused(tmp_path_factory, mo
     engine = Engine.from_pretrained(write_random_model(tmp_path_factory.mktemp(family), {**cfg, **changes}))
     assert engine.fused is None  # decided at load: no layer has a block the native code reproduces
     tokens, logits, calls = _decode_logits(engine, monkeypatch)
-    assert calls == {"attention": 0, "moe": 0} and len(logits) > 0
+    assert calls == {"attention": 0, "moe": 0, "layers": 0} and len(logits) > 0
     plain = Engine.from_pretrained(engine.source, config=EngineConfig(fused_decode=False))
     assert tokens == _decode_logits(plain, monkeypatch)[0]
 
@@ -117,7 +144,7 @@ def test_a_wrapped_projection_runs_its_modules(tmp_path_factory, monkeypatch):
     ref_tokens, ref_logits, _ = _decode_logits(plain, monkeypatch)
     assert tokens == ref_tokens and all(torch.equal(a, b) for a, b in zip(logits, ref_logits, strict=True))
     layers = fused.config.num_layers
-    assert calls == {"attention": len(logits) * (layers - 1), "moe": len(logits) * layers}
+    assert calls == {"attention": len(logits) * (layers - 1), "moe": len(logits) * layers, "layers": 0}
 
 
 def test_int8_weights_run_the_modules(tmp_path_factory, monkeypatch):
@@ -127,7 +154,7 @@ def test_int8_weights_run_the_modules(tmp_path_factory, monkeypatch):
     except (RuntimeError, NotImplementedError) as e:
         pytest.skip(f"int8 weights unavailable here: {e}")
     _, logits, calls = _decode_logits(engine, monkeypatch)
-    assert logits and calls == {"attention": 0, "moe": 0}
+    assert logits and calls == {"attention": 0, "moe": 0, "layers": 0}
 
 
 def test_torch_kernels_run_no_fused_block(tmp_path_factory, monkeypatch):
