@@ -75,17 +75,24 @@ def encode(tokenizer, demo: Demonstration) -> Example:
 
 
 def _loss(model, batch: Sequence[Example], pad: int) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy over the batch's answer tokens, and how many there are."""
+    """Summed cross-entropy over the batch's answer tokens, and how many there are.
+
+    Rows are padded on the left, so every answer ends in the last column and the model computes logits for
+    the last k positions only (`logits_to_keep`, k the longest answer + 1): over a 49k-token vocabulary, logits
+    for every position of a batch of long prompts were most of a step's memory (SmolLM2 ran out of 24 GB)."""
     width = max(len(e.ids) for e in batch)
+    keep = max(len(e.ids) - e.start for e in batch) + 1
     ids = torch.full((len(batch), width), pad, dtype=torch.long)
     labels = torch.full((len(batch), width), -100, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
     for i, e in enumerate(batch):
-        ids[i, : len(e.ids)] = torch.tensor(e.ids)
-        labels[i, e.start : len(e.ids)] = torch.tensor(e.ids[e.start :])
-        mask[i, : len(e.ids)] = 1
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-    target = labels[:, 1:]
+        left = width - len(e.ids)
+        ids[i, left:] = torch.tensor(e.ids)
+        labels[i, left + e.start :] = torch.tensor(e.ids[e.start :])
+        mask[i, left:] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # each row counts from its first real token
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
+    logits, target = logits[:, :-1].float(), labels[:, width - keep + 1 :]  # column j predicts column j + 1
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
                                              ignore_index=-100, reduction="sum")
     return loss, int((target != -100).sum())
