@@ -135,8 +135,7 @@ class FusedDecode:
     def run(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: PagedBatch) -> torch.Tensor:
         """Every layer in one native call (`whole` must be set): x [B, D] updated in place and returned. Each
         MoE's routing is kept as its `last_ids`, as `FusedLayer.feed_forward` keeps it."""
-        masks: dict = {}  # a mask per distinct attention window
-        _, ids = self.whole(self.step(x, cos, sin, kv), [masks.setdefault(w, kv.decode_mask(w)) for w in self._windows])
+        _, ids = self.whole(self.step(x, cos, sin, kv), [kv.decode_mask(w) for w in self._windows])  # one per window
         for mlp, layer_ids in zip(self._moe, ids, strict=True):
             object.__setattr__(mlp, "last_ids", layer_ids)
         return x
