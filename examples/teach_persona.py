@@ -1,6 +1,6 @@
 """Teach the auction's traders to bid: record demonstrations, tune a LoRA adapter, use it.
 
-    python examples/teach_persona.py                 # about 6 minutes on 2 CPU cores
+    python examples/teach_persona.py                 # about 4 minutes on 2 CPU cores
     python examples/teach_persona.py --steps 30      # quicker, and weaker
 
 1. record: the scripted traders of examples/auction.py play `--seeds` seeds, and only their bids and offers
