@@ -122,12 +122,15 @@ def _add_adapters(sim, specs: list[tuple[list[str] | None, str]], assign: bool) 
     added: dict[str, str] = {}  # name -> folder, registered here
     for agents, folder in specs:
         name = Path(folder).name
-        if added.get(name, folder) != folder or (name not in added and name in engine.adapters()):
-            raise ValueError(f"--adapter {folder}: an adapter called {name!r} is already loaded (from "
-                             f"{added.get(name, 'the model folder')}): give the folder another name")
-        if name not in added:
+        if name not in added:  # a folder given twice (for other agents) is registered once
+            if name in engine.adapters():
+                raise ValueError(f"--adapter {folder}: an adapter called {name!r} is already loaded (from the "
+                                 "model folder): give the folder another name")
             engine.add_adapter(name, folder)
             added[name] = folder
+        elif added[name] != folder:
+            raise ValueError(f"--adapter {folder}: an adapter called {name!r} is already loaded (from "
+                             f"{added[name]}): give the folder another name")
         for agent in (agents or list(sim.agents)) if assign else ():
             sim.use_adapter(agent, name)
 

@@ -176,12 +176,10 @@ class Simulation:
     def use_model(self, agent: str, name: str) -> None:
         """From the next tick on, `agent` is played by model `name` ("default": the simulation's own). Its
         adapter follows: the one it had, or the one of its style, if the new model serves it; else none."""
-        if agent not in self.agents:
-            raise ValueError(f"unknown agent {agent!r}")
+        a = self._agent(agent)
         if name not in self.models:
             raise ValueError(f"no model called {name!r}: add it with sim.add_model({name!r}, ...); models: "
                              f"{', '.join(self.models) or 'none'}")
-        a = self.agents[agent]
         served = self.models[name].adapters()
         adapter = next((x for x in (a.persona.adapter, a.persona.style) if x is not None and x in served), None)
         a.persona = msgspec.structs.replace(a.persona, model=None if name == DEFAULT else name, adapter=adapter)
@@ -190,9 +188,7 @@ class Simulation:
         """From the next tick on, `agent`'s turns run with the LoRA adapter `adapter` (None: the base model), which
         the agent's model must serve (`engine.add_adapter(name, folder)` registers one). A checkpoint keeps it:
         the resumed model must serve it too."""
-        if agent not in self.agents:
-            raise ValueError(f"unknown agent {agent!r}")
-        a = self.agents[agent]
+        a = self._agent(agent)
         if adapter is not None:
             name = model_name(a.persona)
             served = self._model(name).adapters()
@@ -220,14 +216,19 @@ class Simulation:
         turns in place of its model; `None` gives them back. The persona is unchanged (its memory stays embedded
         by its own model), so nothing of this is checkpointed; demonstrations record such turns with the
         source "person" for a `Player`."""
-        if agent not in self.agents:
-            raise ValueError(f"unknown agent {agent!r}")
+        self._agent(agent)
         if player is None:
             self.players.pop(agent, None)
         elif not isinstance(player, TurnModel):
             raise TypeError(f"play takes a TurnModel (say, a Player) or None, got {type(player).__name__}")
         else:
             self.players[agent] = player
+
+    def _agent(self, agent: str) -> Agent:
+        """The agent called `agent`; ValueError when there is none."""
+        if agent not in self.agents:
+            raise ValueError(f"unknown agent {agent!r}")
+        return self.agents[agent]
 
     def _model_of(self, turn: Turn) -> tuple[str, TurnModel]:
         """(the model's name, the model) that decides `turn`: the agent's player ("player") when it has one."""
@@ -612,8 +613,7 @@ class Simulation:
         self._loop.run_until_complete(self.ainject(agent, text, sender, importance))
 
     async def ainject(self, agent: str, text: str, sender: str = "outside", importance: float = 5.0) -> None:
-        if agent not in self.agents:
-            raise ValueError(f"unknown agent {agent!r}")
+        self._agent(agent)
         await self._start()
         await self.bus.publish(topics.inbox(self.name, agent),
                                InboxMessage(text=text, sender=sender, importance=importance))

@@ -12,7 +12,7 @@ gives the agent back to its model.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgspec
@@ -86,7 +86,7 @@ def _field(name: str, node: dict, required: bool, defs: dict) -> FieldSpec:
         rest = [o for o in options if o.get("type") != "null"]
         if len(rest) == 1:
             inner = _field(name, rest[0], False, defs)
-            return inner if inner.description or not description else _with(inner, description=description)
+            return inner if inner.description or not description else replace(inner, description=description)
     if "enum" in node:
         return FieldSpec(name, "choice", required, description, tuple(node["enum"]))
     kind = node.get("type")
@@ -104,10 +104,6 @@ def _field(name: str, node: dict, required: bool, defs: dict) -> FieldSpec:
         if items.get("type") == "string":
             return FieldSpec(name, "lines", required, description, max_length=items.get("maxLength"))
     return FieldSpec(name, "json", required, description)
-
-
-def _with(spec: FieldSpec, **changes: Any) -> FieldSpec:
-    return FieldSpec(**{**spec.__dict__, **changes})
 
 
 def value_of(action: ActionSpec, raw: dict[str, Any], constraint: Any) -> Any:
