@@ -20,6 +20,11 @@ import torch  # noqa: F401  (loads libgomp before the kernels' library asks for 
 
 SOURCE = Path(__file__).with_name("cpu.c")
 FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-ffp-contract=off", "-fopenmp", "-fPIC", "-shared", "-std=gnu11"]
+# Integer dot products in one instruction (the Q8_0 / Q4_0 projections), when the CPU has them: AVX-512 VNNI on
+# 256-bit vectors, or AVX-VNNI. They give the same integers as the AVX2 instructions, so the same results.
+VNNI = {"avx512_vnni": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mprefer-vector-width=256"],
+        "avx_vnni": ["-mavxvnni"]}
+ISA_ENV = "SWARM_NATIVE_ISA"  # "avx2": build for AVX2 + FMA only, whatever else the CPU has
 
 _I64, _PTR, _F32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
 _SIGNATURES = {
@@ -63,10 +68,30 @@ def _compiler() -> str:
     return cc
 
 
-def _build() -> Path:
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: the AVX2 build
+        return set()
+    return next((set(line.split(":", 1)[1].split()) for line in text.splitlines() if line.startswith("flags")), set())
+
+
+def isa_flags() -> list[str]:
+    """The compiler flags for the instructions beyond AVX2 that this CPU has and the kernels use."""
+    if os.environ.get(ISA_ENV, "").lower() == "avx2":
+        return []
+    have = _cpu_flags()
+    if {"avx512_vnni", "avx512vl", "avx512bw", "avx512f"} <= have:
+        return VNNI["avx512_vnni"]
+    return VNNI["avx_vnni"] if "avx_vnni" in have else []
+
+
+def _build(extra: list[str] | None = None) -> Path:
+    """The shared library built with FLAGS + extra (default: isa_flags()), from the cache when built before."""
     cc = _compiler()
+    flags = FLAGS + (isa_flags() if extra is None else extra)
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(FLAGS), version]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(flags), version]).encode()).hexdigest()[:16]
     target = cache_dir() / f"swarm_cpu_{key}.so"
     if target.is_file():
         return target
@@ -74,7 +99,7 @@ def _build() -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        done = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True)
+        done = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True)
         if done.returncode != 0:
             raise NativeUnavailable(f"{cc} failed to build {SOURCE.name}:\n{done.stderr.strip()}")
         os.replace(tmp, target)
@@ -92,12 +117,7 @@ def library() -> ctypes.CDLL:
     if _error is not None:
         raise _error
     try:
-        lib = ctypes.CDLL(str(_build()))
-        for name, args in _SIGNATURES.items():
-            fn = getattr(lib, name)
-            fn.argtypes, fn.restype = args, ctypes.c_int
-        if not lib.swarm_cpu_supported():
-            raise NativeUnavailable("this CPU lacks AVX2 or FMA")
+        lib = load()
     except NativeUnavailable as e:
         _error = e
         raise
@@ -105,6 +125,18 @@ def library() -> ctypes.CDLL:
         _error = NativeUnavailable(f"the native kernels failed to load: {e}")
         raise _error from e
     _library = lib
+    return lib
+
+
+def load(extra: list[str] | None = None) -> ctypes.CDLL:
+    """A fresh handle on the library built with FLAGS + extra (default: isa_flags()); library() keeps one."""
+    lib = ctypes.CDLL(str(_build(extra)))
+    for name, args in _SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = args, ctypes.c_int
+    if not lib.swarm_cpu_supported():
+        raise NativeUnavailable("this CPU lacks the instructions the kernels were built for (AVX2, FMA, F16C"
+                                f"{', VNNI' if extra or (extra is None and isa_flags()) else ''})")
     return lib
 
 

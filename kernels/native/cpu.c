@@ -1,5 +1,6 @@
 /* Native CPU kernels: dense projections at decode batch sizes, the grouped MoE expert FFN and its routing,
- * paged decode and prefill attention, RMSNorm, rotary embedding and greedy argmax, float32, AVX2 + FMA.
+ * paged decode and prefill attention, RMSNorm, rotary embedding and greedy argmax, float32, AVX2 + FMA (and VNNI's
+ * integer dots where the CPU has them: build.py picks the flags).
  *
  * Why not torch: at decode batch sizes every expert sees a handful of tokens, and MKL's small-M GEMMs
  * reach a third of this CPU's FMA peak (measured: a vocabulary-sized lm_head at 1 to 8 rows runs half as
@@ -28,7 +29,13 @@
 int swarm_cpu_supported(void)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")
+#if defined(__AVX512VNNI__)
+           && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")
+#elif defined(__AVXVNNI__)
+           && __builtin_cpu_supports("avxvnni")
+#endif
+        ;
 }
 
 /* ---- vector helpers ----------------------------------------------------------------------------- */
@@ -460,65 +467,145 @@ static void quantize_row_q8(const float *x, int64_t K, int8_t *q, float *d)
     }
 }
 
-/* rows a (M of them, K wide) rounded into q [M, K] and d [M, K / 32]: the xrows of a for block weights */
-static struct xrows quantize_rows(const float *a, int64_t lda, int64_t M, int64_t K, int8_t *q, float *d)
+/* Q4_0 products take their activations in a pair layout: the 64 values of blocks b, b + 1 (b even) as
+ * [b's 0-15, (b + 1)'s 0-15, b's 16-31, (b + 1)'s 16-31], matching the nibbles of the two blocks' 32 weight
+ * bytes (qxrows_q4); an odd last block keeps its order. q [K] of one row, rearranged in place. */
+static void pair_layout(int8_t *q, int64_t K)
 {
-    for (int64_t m = 0; m < M; m++)
+    for (int64_t b = 0; b + 2 <= K / QBLOCK; b += 2) {
+        const __m256i x0 = _mm256_loadu_si256((const __m256i *)(q + b * QBLOCK));
+        const __m256i x1 = _mm256_loadu_si256((const __m256i *)(q + (b + 1) * QBLOCK));
+        _mm256_storeu_si256((__m256i *)(q + b * QBLOCK), _mm256_permute2x128_si256(x0, x1, 0x20));
+        _mm256_storeu_si256((__m256i *)(q + (b + 1) * QBLOCK), _mm256_permute2x128_si256(x0, x1, 0x31));
+    }
+}
+
+/* rows a (M of them, K wide) rounded into q [M, K] and d [M, K / 32] (q in the pair layout for Q4_0 weights,
+ * fmt): the xrows of a for block weights */
+static struct xrows quantize_rows(const float *a, int64_t lda, int64_t M, int64_t K, int8_t *q, float *d, int fmt)
+{
+    for (int64_t m = 0; m < M; m++) {
         quantize_row_q8(a + m * lda, K, q + m * K, d + m * (K / QBLOCK));
+        if (fmt == W_Q4)
+            pair_layout(q + m * K, K);
+    }
     struct xrows o = {a, q, d, K};
     return o;
 }
 
-/* The 32 weights of a Q4_0 block as signed bytes q - 8, in the order of the weights */
-static inline __m256i q4_bytes(const char *q)
+/* Integer dots of 32-byte vectors, as 8 int32 lanes (lane i: bytes 4i .. 4i + 3): acc + u . x for unsigned
+ * bytes u and signed x. With VNNI one instruction; without, maddubs then madd, exact for the sizes here
+ * (pair sums of a u below 128 against |x| <= 127 stay inside int16), so both give the same integers. */
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define DPBUSD(acc, u, x) _mm256_dpbusd_epi32(acc, u, x)
+#elif defined(__AVXVNNI__)
+#define DPBUSD(acc, u, x) _mm256_dpbusd_avx_epi32(acc, u, x)
+#else
+#define DPBUSD(acc, u, x) _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1)))
+#endif
+
+/* the int32 dot of two Q8_0 blocks w, x (|values| <= 127) as 8 lanes turned float: |w| against x carrying w's
+ * sign */
+static inline __m256 block_dot(__m256i w, __m256i x)
 {
-    const __m128i v = _mm_loadu_si128((const __m128i *)q);
-    const __m256i both = _mm256_insertf128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1);
-    return _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8));
+    return _mm256_cvtepi32_ps(DPBUSD(_mm256_setzero_si256(), _mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)));
 }
 
-/* the int32 dot of two blocks of 32 signed bytes w, x (each |value| <= 127, or 8 for Q4_0; u = |w|), as 8 int32
- * lanes turned float: maddubs takes |w| and x carrying w's sign, whose pair sums stay inside int16 */
-static inline __m256 block_dot(__m256i u, __m256i w, __m256i x)
+/* Q4_0 weights go two blocks at a time. The 32 bytes of blocks b, b + 1 load as one vector v: v & 15 holds both
+ * blocks' weights 0-15 (b's in the low half) and v >> 4 & 15 their weights 16-31, as unsigned q (not q - 8),
+ * against activations in the pair layout (pair_layout). Lanes 0-3 of the dot then sum products of block b and
+ * lanes 4-7 of block b + 1; `corr` (q4_corr) subtracts 8 times the same lanes' activations, which makes them
+ * the products with q - 8, exactly. An odd last block is one pair of halves: lo = its weights 0-15 and 16-31,
+ * hi = 0. */
+static inline void q4_unpack(const char *q, int two_blocks, __m256i *lo, __m256i *hi)
 {
-    const __m256i pairs = _mm256_maddubs_epi16(u, _mm256_sign_epi8(x, w));
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+    const __m256i mask = _mm256_set1_epi8(0x0F);
+    if (two_blocks) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)q);
+        *lo = _mm256_and_si256(v, mask);
+        *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+        return;
+    }
+    const __m128i v = _mm_loadu_si128((const __m128i *)q);
+    *lo = _mm256_and_si256(_mm256_insertf128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1), mask);
+    *hi = _mm256_setzero_si256();
+}
+
+/* -8 x the activations of each lane of a pair (xl, xh as q4_unpack's lo, hi pair them) */
+static inline __m256i q4_corr(__m256i xl, __m256i xh)
+{
+    const __m256i eight = _mm256_set1_epi8(8);
+    const __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(eight, xl), _mm256_maddubs_epi16(eight, xh));
+    return _mm256_madd_epi16(pairs, _mm256_set1_epi16(-1));
+}
+
+/* lanes' scales [a x 4, b x 4] for a pair, or [a x 8] for a lone block (two_blocks 0) */
+static inline __m256 pair_scales(const float *p, int two_blocks)
+{
+    if (!two_blocks)
+        return _mm256_broadcast_ss(p);
+    const __m128 ab = _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)p));
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(ab), _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
 }
 
 /* One or two rows (m, m + 1 when two) of A in blocks against weight rows n .. n + width - 1 (bytes q, scales s,
  * rows rb bytes and nbk blocks apart; wbuf: the tile unpacked, when unpacked): c[m][j] = sum over blocks of
- * block_dot * (d_w d_x). With m == 0 the next tile's bytes and scales are prefetched meanwhile. Inlined with
- * fmt, two and unpacked constant, so each case gets its own loop. */
+ * the int32 block dot * (d_w d_x). Q8_0 goes a block at a time, Q4_0 a pair of blocks (above). With m == 0 the
+ * next tile's bytes and scales are prefetched meanwhile. Inlined with fmt, two and unpacked constant, so each
+ * case gets its own loop. */
 static inline __attribute__((always_inline)) void qxrows(const struct xrows *A, int64_t m, const char *q,
                                                           const float *s, int64_t rb, int64_t nbk, int width,
                                                           const int8_t *wbuf, int64_t K, float (*c)[4],
                                                           const int fmt, const int two, const int unpacked)
 {
-    const int64_t bb = rb / nbk;
+    const int64_t bb = rb / nbk, step = fmt == W_Q4 ? 2 : 1;
     const int8_t *x0 = A->q + m * A->ld, *x1 = x0 + A->ld;
     const float *d0 = A->d + m * (A->ld / QBLOCK), *d1 = d0 + A->ld / QBLOCK;
     __m256 acc0[4], acc1[4];
     for (int j = 0; j < 4; j++)
         acc0[j] = acc1[j] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nbk; b++) {
+    for (int64_t b = 0; b < nbk; b += step) {
         if (m == 0 && (b * bb) % 64 == 0)
             for (int j = 0; j < 4; j++)
                 _mm_prefetch(q + (4 + j) * rb + b * bb, _MM_HINT_T1);
         if (m == 0 && b % 16 == 0)
             for (int j = 0; j < 4; j++)
                 _mm_prefetch((const char *)(s + (4 + j) * nbk + b), _MM_HINT_T1);
-        const __m256i xa = _mm256_loadu_si256((const __m256i *)(x0 + b * QBLOCK));
-        const __m256i xb = two ? _mm256_loadu_si256((const __m256i *)(x1 + b * QBLOCK)) : xa;
-        const __m256 da = _mm256_broadcast_ss(d0 + b), db = two ? _mm256_broadcast_ss(d1 + b) : da;
+        if (fmt == W_Q8) {
+            const __m256i xa = _mm256_loadu_si256((const __m256i *)(x0 + b * QBLOCK));
+            const __m256i xb = two ? _mm256_loadu_si256((const __m256i *)(x1 + b * QBLOCK)) : xa;
+            const __m256 da = _mm256_broadcast_ss(d0 + b), db = two ? _mm256_broadcast_ss(d1 + b) : da;
+            for (int j = 0; j < width; j++) {
+                const __m256i w = _mm256_loadu_si256((const __m256i *)(q + j * rb + b * bb));
+                const __m256 sw = _mm256_broadcast_ss(s + j * nbk + b);
+                acc0[j] = _mm256_fmadd_ps(block_dot(w, xa), _mm256_mul_ps(sw, da), acc0[j]);
+                if (two)
+                    acc1[j] = _mm256_fmadd_ps(block_dot(w, xb), _mm256_mul_ps(sw, db), acc1[j]);
+            }
+            continue;
+        }
+        const int pair = b + 1 < nbk;
+        const __m256i za = _mm256_setzero_si256();
+        const __m256i xal = _mm256_loadu_si256((const __m256i *)(x0 + b * QBLOCK));
+        const __m256i xah = pair ? _mm256_loadu_si256((const __m256i *)(x0 + (b + 1) * QBLOCK)) : za;
+        const __m256i xbl = two ? _mm256_loadu_si256((const __m256i *)(x1 + b * QBLOCK)) : xal;
+        const __m256i xbh = two && pair ? _mm256_loadu_si256((const __m256i *)(x1 + (b + 1) * QBLOCK)) : xah;
+        const __m256i ca = q4_corr(xal, xah), cb = two ? q4_corr(xbl, xbh) : ca;
+        const __m256 da = pair_scales(d0 + b, pair), db = two ? pair_scales(d1 + b, pair) : da;
         for (int j = 0; j < width; j++) {
-            const __m256i w = fmt == W_Q8 ? _mm256_loadu_si256((const __m256i *)(q + j * rb + b * bb))
-                              : unpacked ? _mm256_loadu_si256((const __m256i *)(wbuf + j * K + b * QBLOCK))
-                                         : q4_bytes(q + j * rb + b * bb);
-            const __m256i u = _mm256_sign_epi8(w, w); /* |w|, shared by both rows */
-            const __m256 sw = _mm256_broadcast_ss(s + j * nbk + b);
-            acc0[j] = _mm256_fmadd_ps(block_dot(u, w, xa), _mm256_mul_ps(sw, da), acc0[j]);
+            __m256i lo, hi;
+            if (unpacked) {
+                lo = _mm256_loadu_si256((const __m256i *)(wbuf + j * K + b * QBLOCK));
+                hi = pair ? _mm256_loadu_si256((const __m256i *)(wbuf + j * K + (b + 1) * QBLOCK)) : za;
+            } else {
+                q4_unpack(q + j * rb + b * bb, pair, &lo, &hi);
+            }
+            const __m256 sw = pair_scales(s + j * nbk + b, pair);
+            acc0[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(DPBUSD(DPBUSD(ca, lo, xal), hi, xah)), _mm256_mul_ps(sw, da),
+                                      acc0[j]);
             if (two)
-                acc1[j] = _mm256_fmadd_ps(block_dot(u, w, xb), _mm256_mul_ps(sw, db), acc1[j]);
+                acc1[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(DPBUSD(DPBUSD(cb, lo, xbl), hi, xbh)),
+                                          _mm256_mul_ps(sw, db), acc1[j]);
         }
     }
     for (int j = 0; j < width; j++) {
@@ -530,7 +617,7 @@ static inline __attribute__((always_inline)) void qxrows(const struct xrows *A, 
 
 /* c[m][j] = A[m] . W[n + j] for m < M, j < width, with W's rows n .. n + width - 1 in Q8_0 or Q4_0 and A's rows
  * in Q8_0 blocks. Rows go by two at a time against the tile; with more than two rows a Q4_0 tile is unpacked
- * once into wbuf [4, K] bytes first. */
+ * once into wbuf [4, K] bytes first (each pair's lo then hi, as q4_unpack gives them). */
 static inline __attribute__((always_inline)) void qxtile_fmt(const struct xrows *A, int64_t M, const struct qmat *W,
                                                               int64_t n, int width, int64_t K, float (*c)[4],
                                                               int8_t *wbuf, const int fmt)
@@ -547,8 +634,13 @@ static inline __attribute__((always_inline)) void qxtile_fmt(const struct xrows 
         return;
     }
     for (int j = 0; j < width; j++)
-        for (int64_t b = 0; b < nbk; b++)
-            _mm256_storeu_si256((__m256i *)(wbuf + j * K + b * QBLOCK), q4_bytes(q + j * rb + b * (rb / nbk)));
+        for (int64_t b = 0; b < nbk; b += 2) {
+            __m256i lo, hi;
+            q4_unpack(q + j * rb + b * (rb / nbk), b + 1 < nbk, &lo, &hi);
+            _mm256_storeu_si256((__m256i *)(wbuf + j * K + b * QBLOCK), lo);
+            if (b + 1 < nbk)
+                _mm256_storeu_si256((__m256i *)(wbuf + j * K + (b + 1) * QBLOCK), hi);
+        }
     int64_t m = 0;
     for (; m + 2 <= M; m += 2)
         qxrows(A, m, q, s, rb, nbk, width, wbuf, K, c, fmt, 1, 1);
@@ -619,7 +711,7 @@ static int linear_part(const float *x, int64_t M, int64_t K, const struct qmat *
         xq = malloc(M * K + 1);
         xd = malloc((M * (K / QBLOCK) + 1) * sizeof *xd);
         if (xq && xd)
-            a = quantize_rows(x, K, M, K, xq, xd);
+            a = quantize_rows(x, K, M, K, xq, xd, (int)w->fmt);
     }
     if (!buf || (QX(w->fmt) && t0 < t1 && !a.q)) {
         free(buf); free(xq); free(xd);
@@ -828,7 +920,7 @@ static void experts_run(const struct experts *e, int tid, int nt, int *failed)
     }
     if (e->xq) /* the rows in blocks, the threads taking a share each */
         quantize_rows(e->xs + P * tid / nt * D, D, P * (tid + 1) / nt - P * tid / nt, D, e->xq + P * tid / nt * D,
-                      e->xd + P * tid / nt * (D / QBLOCK));
+                      e->xd + P * tid / nt * (D / QBLOCK), (int)e->gate_up.fmt);
 #pragma omp barrier
     const struct xrows xs = {e->xs, e->xq, e->xd, D}, hs = {e->h, e->hq, e->hd, I};
     /* h = silu(xs gate^T) * (xs up^T), 4 columns of the expert width at a time */
@@ -849,7 +941,7 @@ static void experts_run(const struct experts *e, int tid, int nt, int *failed)
 #pragma omp barrier
     if (e->hq) {
         quantize_rows(e->h + P * tid / nt * I, I, P * (tid + 1) / nt - P * tid / nt, I, e->hq + P * tid / nt * I,
-                      e->hd + P * tid / nt * (I / QBLOCK));
+                      e->hd + P * tid / nt * (I / QBLOCK), (int)e->down.fmt);
 #pragma omp barrier
     }
     /* out[token] += weight * (h down^T): a thread owns whole output columns; experts add in order */

@@ -108,6 +108,27 @@ def test_block_linear_is_batch_invariant(fmt):
 
 
 @native
+@pytest.mark.skipif(not build.isa_flags(), reason="this CPU has no VNNI: the kernels build for AVX2 alone")
+@pytest.mark.parametrize("fmt", ["q8_0", "q4_0"])
+def test_vnni_and_avx2_builds_give_the_same_bits(fmt):
+    """The VNNI integer dots sum the same integers as AVX2's maddubs / madd, so both builds agree exactly
+    (odd block counts and 1 to 3 rows included: the paths Q4_0's block pairs take)."""
+    g = torch.Generator().manual_seed(4)
+    avx2, vnni = build.load([]), build.load()
+    for K, M in ((96, 1), (128, 2), (160, 3), (384, 5)):
+        b = quant.quantize(torch.randn(36, K, generator=g), fmt)
+        x = torch.randn(M, K, generator=g)
+        outs = []
+        for lib in (avx2, vnni):
+            out = torch.empty(M, 36)
+            assert lib.swarm_qlinear(x.data_ptr(), M, K, ops.FORMATS[fmt], b.values.data_ptr(), b.scales.data_ptr(),
+                                     36, None, out.data_ptr()) == 0
+            outs.append(out)
+        assert torch.equal(*outs), (K, M)
+        assert torch.allclose(outs[0], quant.linear(x, *b), atol=1e-4, rtol=1e-4)
+
+
+@native
 def test_block_linear_refuses_mismatched_shapes_and_falls_back_off_the_fast_path():
     b = quant.quantize(torch.randn(16, 64), "q8_0")
     with pytest.raises(ValueError, match="block_linear"):
