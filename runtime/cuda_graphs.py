@@ -73,7 +73,6 @@ class DecodeGraphs:
         self.scratch = pool.scratch_block
         self._graphs: dict[tuple[int, int], _Graph] = {}
         self._pool_handle = None  # the memory pool every graph of this engine shares
-        self._lora_version = lora.version
         self.moe = moe_layers  # their `last_ids` are the graph's outputs after a replay (expert-load stats)
         self.captures = self.replays = 0
 
@@ -126,11 +125,12 @@ class DecodeGraphs:
         self.captures += 1
         return _Graph(graph, ids, pos, slots, table, lens, lora, logits, [m.last_ids for m in self.moe], kv)
 
+    def clear(self) -> None:
+        """Drop the captured graphs (LoRA wrapped a projection: they replay the old modules)."""
+        self._graphs.clear()
+
     def run(self, batch: list[Scheduled]) -> torch.Tensor:
         """Logits [n, V] on the CPU for a decode-only batch (`accepts(batch)` must hold)."""
-        if self.lora.version != self._lora_version:  # a projection was wrapped: captured graphs are stale
-            self._graphs.clear()
-            self._lora_version = self.lora.version
         n, bs = len(batch), self.pool.block_size
         nb = self._block_bucket(max(len(s.request.blocks) for s in batch))
         B = self._bucket(n, self.batch_buckets)

@@ -1,8 +1,13 @@
 """The engine: many requests served in batched steps over a paged, persona-aware KV cache.
 
-`Engine.step()` is schedule -> run -> postprocess. Everything else (`generate`,
-`agenerate`, `stream`, `submit` + `pump` for game loops) is a way to feed
-requests in and take results out of that one loop.
+`Engine.step()` is schedule -> run -> postprocess: the scheduler picks the batch
+(runtime/scheduler.py), the model runner turns it into the logits of the rows
+that sample (runtime/runner.py: the step's inputs and its decode strategy), the
+engine samples them (grammars, greedy rows at once) and the scheduler accounts
+for the new tokens (`Scheduler.postprocess`: prefix cache, endings, blocks).
+`pump` runs the same pass a slice at a time within a frame's budget. Everything
+else (`generate`, `agenerate`, `stream`, `submit`) is a way to feed requests in
+and take results out of that one loop.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from swarm.runtime.cuda_graphs import DecodeGraphs
 from swarm.runtime.errors import PromptTooLongError, SchemaError
 from swarm.runtime.fused import FusedDecode
 from swarm.runtime.grammar import GrammarCompiler, GrammarState
-from swarm.runtime.kv import DenseBatch, PagedBatch, index_tensor
+from swarm.runtime.kv import DenseBatch, PagedBatch
 from swarm.runtime.kv_tier import KVTier
 from swarm.runtime.loader import Progress, checkpoint_dtype, load_model
 from swarm.runtime.lora import LoRAManager
@@ -33,6 +38,7 @@ from swarm.runtime.memory import format_size, free_memory, parse_size
 from swarm.runtime.model import Model, MoE
 from swarm.runtime.prefix_cache import PrefixCache
 from swarm.runtime.request import Completion, Request, RequestHandle
+from swarm.runtime.runner import ModelRunner
 from swarm.runtime.sampling import SamplingParams
 from swarm.runtime.scheduler import Scheduled, Scheduler
 from swarm.runtime.stats import EngineStats
@@ -85,7 +91,6 @@ class _Pass:
     last: float = 0.0  # seconds of the latest slice
     longest: float = 0.0  # seconds of its longest slice
     count: int = 0  # slices run
-    sliced: bool = True  # each layer's blocks a slice (pump); a step's pass may run its layers as one slice
     cancelled: list[Request] = field(default_factory=list)  # cancelled mid-pass: their blocks go at its end
 
 
@@ -195,14 +200,14 @@ class Engine:
         self._prefetching: threading.Thread | None = None
         self.lora = LoRAManager(model, cfg, ec.max_adapters, ec.max_lora_rank)
         self.scheduler = Scheduler(self.pool, self.cache, ec.max_batched_tokens, ec.max_seqs,
-                                   ec.enable_prefix_cache, ec.max_wait_steps, self._acquire_adapter,
-                                   self._release_adapter)
+                                   ec.enable_prefix_cache, ec.max_wait_steps, adapters=self.lora)
         self._moe = [m for m in model.modules() if isinstance(m, MoE)]
         use_graphs = ec.cuda_graphs and self.device.type == "cuda" and DecodeGraphs.supported(model, self.device)
-        self.graphs = (DecodeGraphs(model, self.pool, self.lora, self.max_context, ec.max_seqs, self._moe)
-                       if use_graphs else None)
-        self.fused = (FusedDecode(model, self.pool) if ec.fused_decode and FusedDecode.supported(model, self.device)
-                      else None)
+        self.runner = ModelRunner(
+            model, self.pool, self.lora, self.device,
+            graphs=DecodeGraphs(model, self.pool, self.lora, self.max_context, ec.max_seqs, self._moe)
+            if use_graphs else None,
+            fused=ec.fused_decode and FusedDecode.supported(model, self.device))
         self._stats = EngineStats(len(self._moe), cfg.num_experts)
         # constrained decoding: the tokenizer's llguidance view is built on the first schema
         self.grammars = GrammarCompiler(tokenizer, cfg.vocab_size, self.eos_token_ids)
@@ -210,6 +215,16 @@ class Engine:
         self._argmax = registry.get("argmax", torch.device("cpu"))  # greedy rows; logits come back to the CPU
         self._pass: _Pass | None = None
         self._uneven = 2.0  # a pass's longest slice over its mean slice, averaged over recent passes
+
+    @property
+    def graphs(self) -> DecodeGraphs | None:
+        """The captured CUDA decode graphs (None: not on this device)."""
+        return self.runner.graphs
+
+    @property
+    def fused(self) -> FusedDecode | None:
+        """The CPU's fused decode blocks (None: not on this device or model)."""
+        return self.runner.fused
 
     def _pool_blocks(self, per_token: int) -> int:
         """Blocks for the KV pool, noting where its size came from in `memory_summary`."""
@@ -382,20 +397,6 @@ class Engine:
             known = ", ".join(map(repr, self.lora.known)) or "none"
             raise ValueError(f"unknown adapter {adapter!r} (loaded: {known}); call engine.add_adapter first")
 
-    def _acquire_adapter(self, req: Request) -> bool:
-        if req.adapter is None:
-            return True
-        slot = self.lora.acquire(req.adapter)
-        if slot is None:
-            return False
-        req.lora_slot = slot
-        return True
-
-    def _release_adapter(self, req: Request) -> None:
-        if req.lora_slot >= 0:
-            self.lora.release(req.adapter)
-            req.lora_slot = -1
-
     def hint(self, persona: Hashable, next_use: float | None = None, pin: bool | None = None) -> None:
         """Tell the cache how soon `persona` is needed again (e.g. ticks until the agent acts; smaller
         is sooner) and whether to pin its KV. Eviction frees what is needed furthest in the future."""
@@ -447,24 +448,31 @@ class Engine:
         configured `max_batched_tokens`); returns the requests it finished. When `pump` left a pass in
         flight, this completes that pass instead."""
         self._join_prefetch()
-        if self._pass is None and not self._start(max_tokens, sliced=False):
+        if self._pass is not None:
+            return self._advance(None)
+        t0 = time.perf_counter()
+        batch = self.scheduler.schedule(max_tokens)
+        if not batch:
             return []
-        return self._advance(None)
+        sampling = sum(s.samples for s in batch)  # (before postprocess moves the requests on)
+        with torch.inference_mode():
+            finished = self._postprocess(batch, self.runner.forward(batch))
+        self._stats.record_step(batch, sampling, time.perf_counter() - t0)
+        return finished
 
     @property
     def mid_step(self) -> bool:
         """A step's pass is in flight: `pump` stopped between two of its slices and goes on next call."""
         return self._pass is not None
 
-    def _start(self, max_tokens: int | None, sliced: bool = True) -> bool:
-        """Schedule a step and put its pass in flight; False when nothing could be scheduled. `sliced`: the pass
-        stops between layers (for `pump`); else a decode step may run all its layers in one slice."""
+    def _start(self, max_tokens: int | None) -> bool:
+        """Schedule a step and put its pass in flight, to run a slice at a time (`pump`); False when nothing
+        could be scheduled."""
         t0 = time.perf_counter()
         batch = self.scheduler.schedule(max_tokens)
         if not batch:
             return False
-        self._pass = _Pass(batch, self._slices(batch, sliced), sum(s.samples for s in batch),
-                           busy=time.perf_counter() - t0, sliced=sliced)
+        self._pass = _Pass(batch, self._slices(batch), sum(s.samples for s in batch), busy=time.perf_counter() - t0)
         return True
 
     @torch.inference_mode()  # once per call, not once per resumption of the pass's generator
@@ -484,8 +492,7 @@ class Engine:
             if out is not None:
                 break
         self._pass = None
-        if p.sliced:  # how uneven pump's slices are (a pass with its layers in one slice would skew it)
-            self._uneven = 0.8 * self._uneven + 0.2 * p.longest * p.count / p.busy
+        self._uneven = 0.8 * self._uneven + 0.2 * p.longest * p.count / p.busy  # how uneven pump's slices are
         self._stats.record_step(p.batch, p.sampling, p.busy)
         for req in p.cancelled:
             self.scheduler.finish(req)
@@ -496,79 +503,41 @@ class Engine:
         if self._pass is not None:
             self._advance(None)
 
-    def _slices(self, batch: list[Scheduled], sliced: bool) -> Iterator[list[RequestHandle] | None]:
-        """The step's work in slices: the model's (`Model.in_slices`), then the logits, then sampling and
-        bookkeeping. Yields None after each slice but the last, then the requests the step finished. Resumed
-        by `_advance` only, under its inference mode."""
-        if self.graphs is not None and self.graphs.accepts(batch):  # one replay: the forward pass and logits
-            logits = self.graphs.run(batch)
-            self._stats.record_experts(self._moe)
-            yield None
-            yield self._postprocess(batch, logits)
-            return
-        hidden = None
-        for hidden in self._run(batch, sliced):
-            if hidden is None:
-                yield None
-        yield None
-        logits = self._logits(batch, hidden)
+    def _slices(self, batch: list[Scheduled]) -> Iterator[list[RequestHandle] | None]:
+        """A pumped step's work in slices: the runner's (each block, the logits), then sampling and bookkeeping.
+        Yields None after each slice but the last, then the requests the step finished. Resumed by `_advance`
+        only, under its inference mode."""
+        logits = yield from self.runner.run(batch, sliced=True)
         yield None
         yield self._postprocess(batch, logits)
 
-    def _run(self, batch: list[Scheduled], sliced: bool) -> Iterator[torch.Tensor | None]:
-        """Forward the scheduled tokens in slices (`Model.in_slices`); unless `sliced`, a decode step whose
-        every block runs fused goes through all its layers in one native call."""
-        ids, pos = [], []
-        for s in batch:
-            r, start = s.request, s.request.num_computed
-            ids += r.tokens[start : start + s.num_tokens]
-            pos += range(start, start + s.num_tokens)
-        kv = PagedBatch(self.pool, [s.request.blocks for s in batch], [s.num_tokens for s in batch],
-                        [s.request.num_computed + s.num_tokens for s in batch], self.device)
-        self.lora.batch.set([s.request.lora_slot for s in batch], [s.num_tokens for s in batch], self.device)
-        if self.fused is not None and self.fused.version != self.lora.version:  # a projection was wrapped
-            self.fused = FusedDecode(self.model, self.pool, self.lora.version)
-        fused = self.fused if self.fused is not None and self.fused.accepts(kv) else None
-        ids_t, pos_t = index_tensor(ids, self.device), index_tensor(pos, self.device)
-        if fused is not None and fused.whole is not None and not sliced:
-            return iter((self.model.forward_layers_at_once(ids_t, pos_t, kv, fused.run),))
-        return self.model.in_slices(ids_t, pos_t, kv, fused.layers if fused is not None else None)
-
-    def _logits(self, batch: list[Scheduled], hidden: torch.Tensor) -> torch.Tensor:
-        """Final hidden states -> logits [R, V] for the R requests that sample this step."""
-        self._stats.record_experts(self._moe)
-        if len(hidden) != len(batch) or not all(s.samples for s in batch):  # not one sampled token per request
-            last = index_tensor([s.num_tokens for s in batch], self.device).cumsum(0) - 1
-            hidden = hidden[last[[i for i, s in enumerate(batch) if s.samples]]]
-        return self.model.compute_logits(hidden).cpu()
-
     def _postprocess(self, batch: list[Scheduled], logits: torch.Tensor) -> list[RequestHandle]:
-        finished, row = [], 0
+        """Sample the step's rows, then let the scheduler account for them; the requests it finished."""
+        self._stats.record_experts(self._moe)
+        finished = self.scheduler.postprocess(batch, self._sample(batch, logits), self.tokenizer.decode)
+        self._stats.budget_closed += sum(req.out.budget_closed for req in finished)
+        return [req.handle for req in finished]
+
+    def _sample(self, batch: list[Scheduled], logits: torch.Tensor) -> list[int | str | None]:
+        """Each scheduled request's outcome: its sampled token, why its grammar cannot go on, or None (it does
+        not sample this step, or was cancelled while the pass was in flight). logits: a row per sampler."""
         dead = self._mask_grammars(batch, logits)
         greedy: list[int] | None = None  # every row's argmax, taken at once when a greedy request first asks
+        out: list[int | str | None] = []
+        row = 0
         for s in batch:
             req = s.request
-            sample = s.samples
-            if req.finished:  # cancelled while the pass was in flight
-                row += sample
-                continue
-            req.num_computed += s.num_tokens
-            self.scheduler.cache_computed(req)
-            if not sample:
-                continue
-            if row in dead:
-                req.fail(dead[row], self.tokenizer.decode)
+            if not s.samples or req.finished:
+                out.append(None)
+            elif row in dead:
+                out.append(dead[row])
             elif req.sampler.params.greedy:
                 greedy = self._argmax(logits).tolist() if greedy is None else greedy
-                req.append(greedy[row], self.tokenizer.decode)
+                out.append(greedy[row])
             else:
-                req.append(req.sampler(logits[row]), self.tokenizer.decode)
-            row += 1
-            if req.out.finish_reason is not None:
-                self.scheduler.finish(req)
-                finished.append(req.handle)
-                self._stats.budget_closed += req.out.budget_closed
-        return finished
+                out.append(req.sampler(logits[row]))
+            row += s.samples
+        return out
 
     def _mask_grammars(self, batch: list[Scheduled], logits: torch.Tensor) -> dict[int, str]:
         """Mask the rows of constrained requests, all together; returns {row: why} for rows no token can follow."""
@@ -706,7 +675,7 @@ class Engine:
         self._check_fits(len(ids), 0)
         self._check_adapter(adapter)
         probe = Request(ids, SamplingParams(), adapter=adapter)
-        if not self._acquire_adapter(probe):
+        if not self.lora.hold(probe):
             raise RuntimeError(f"every adapter slot is held by running requests; cannot load {adapter!r} now")
         blocks = []
         try:
@@ -722,7 +691,7 @@ class Engine:
         finally:
             for b in blocks:
                 self.pool.decref(b)
-            self._release_adapter(probe)
+            self.lora.drop(probe)
 
     @torch.inference_mode()
     def embed(self, texts: Sequence[str]) -> torch.Tensor:

@@ -20,8 +20,9 @@ weights on the CPU (or Q8_0 / Q4_0 blocks, which the C code reads in place as th
 from the model's one rope table, no attention soft-capping and no norm on the block's output (so Phi-3's partial
 rotary and every Gemma 2/3 layer run their modules), and for the MLP a routed MoE without a shared expert;
 anything else runs its modules. That is decided when the pass is built
-(checking every call cost 0.15 ms a step); the engine builds it again when LoRA wraps a projection
-(`LoRAManager.version` moves), as it drops its CUDA graphs. Prefill and mixed steps always run the modules.
+(checking every call cost 0.15 ms a step); the model runner (runtime/runner.py) builds it again when LoRA wraps
+a projection (`LoRAManager.version` moves), as it drops its CUDA graphs. Prefill and mixed steps always run
+the modules.
 """
 
 from __future__ import annotations
@@ -107,8 +108,7 @@ class FusedDecode:
     """The fused stand-ins for a model's layers, for the decode-only steps of an engine on the CPU. The blocks'
     structs point into the weights and the pool's caches: the engine's own for its life."""
 
-    def __init__(self, model: Model, pool: KVPool, version: int = 0):
-        self.version = version  # the LoRAManager.version the blocks were chosen at
+    def __init__(self, model: Model, pool: KVPool):
         self.layers = [FusedLayer(layer, self, pool, table) for layer, table in zip(model.layers, model.layer_tables,
                                                                                      strict=True)]
         # every block fused: a step may run all the layers in one native call (`run`)
@@ -148,8 +148,3 @@ class FusedDecode:
             return False
         return any(_attention_fusable(layer, table) or _moe_fusable(layer)
                    for layer, table in zip(model.layers, model.layer_tables, strict=True))
-
-    @staticmethod
-    def accepts(kv: PagedBatch) -> bool:
-        """A decode-only step (one new token per sequence), the shape the fused blocks take."""
-        return not kv.prefill and bool(kv.decode)

@@ -455,5 +455,21 @@ class LoRAManager:
         self.users[name] = self.users.get(name, 0) + 1
         return slot
 
+    def hold(self, req) -> bool:
+        """Give a request (a `Request`) the slot of its adapter, if it has one; False when every slot is busy.
+        The scheduler calls it on admission, and `drop` when the request gives its blocks back."""
+        if req.adapter is None:
+            return True
+        slot = self.acquire(req.adapter)
+        if slot is None:
+            return False
+        req.lora_slot = slot
+        return True
+
+    def drop(self, req) -> None:
+        if req.lora_slot >= 0:
+            self.release(req.adapter)
+            req.lora_slot = -1
+
     def release(self, name: Hashable) -> None:
         self.users[name] -= 1

@@ -16,6 +16,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from swarm.runtime.block_pool import KVPool, OutOfBlocks
 from swarm.runtime.prefix_cache import PrefixCache
@@ -33,15 +34,23 @@ class Scheduled:
         return self.request.num_computed + self.num_tokens == len(self.request.tokens)
 
 
+class AdapterSlots(Protocol):
+    """Per-request resources beyond KV blocks (the LoRA manager's adapter slots): taken at admission, given back
+    with the blocks."""
+
+    def hold(self, req: Request) -> bool:
+        """Take the request's slot; False when none is free now."""
+
+    def drop(self, req: Request) -> None: ...
+
+
 class Scheduler:
     def __init__(self, pool: KVPool, cache: PrefixCache, max_batched_tokens: int, max_seqs: int,
-                 enable_prefix_cache: bool = True, max_wait_steps: int = 8,
-                 acquire: Callable[[Request], bool] | None = None, release: Callable[[Request], None] | None = None):
+                 enable_prefix_cache: bool = True, max_wait_steps: int = 8, adapters: AdapterSlots | None = None):
         self.pool, self.cache, self.bs = pool, cache, pool.block_size
         self.max_batched_tokens, self.max_seqs = max_batched_tokens, max_seqs
         self.enable_prefix_cache, self.max_wait_steps = enable_prefix_cache, max_wait_steps
-        # per-request resources beyond KV blocks (a LoRA slot): taken at admission, given back on release
-        self.acquire, self.release = acquire, release
+        self.adapters = adapters
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.num_preemptions = 0
@@ -153,7 +162,7 @@ class Scheduler:
     def _admit(self, req: Request, budget: int) -> int:
         """Take cached blocks and reserve the first chunk; returns its size (0: no KV room, -1: no adapter
         slot; nothing is held then)."""
-        if self.acquire is not None and not self.acquire(req):
+        if self.adapters is not None and not self.adapters.hold(req):
             return -1
         if req.persona is not None:
             self.cache.used(req.persona)
@@ -199,8 +208,8 @@ class Scheduler:
         for b in req.blocks:
             self.pool.decref(b)
         req.blocks, req.num_computed, req.num_cached_blocks = [], 0, 0
-        if self.release is not None:
-            self.release(req)
+        if self.adapters is not None:
+            self.adapters.drop(req)
 
     def _preempt(self, req: Request) -> None:
         self._release(req, to_cache=True)
@@ -208,6 +217,32 @@ class Scheduler:
         req.waited_steps = self.max_wait_steps  # first in line when room comes back
         self.waiting.appendleft(req)
         self.num_preemptions += 1
+
+    # -- after a step ------------------------------------------------------------------
+
+    def postprocess(self, batch: list[Scheduled], outcomes: list[int | str | None],
+                    decode: Callable[[list[int]], str]) -> list[Request]:
+        """Account for a step: each request's newly computed tokens (full blocks offered to the prefix cache),
+        then its outcome (`outcomes`, one per scheduled request: a sampled token, why its grammar cannot go
+        on, or None); returns the requests that finished, their blocks given back. `decode` turns token ids
+        into text (a request's stop strings and final text)."""
+        finished = []
+        for s, outcome in zip(batch, outcomes, strict=True):
+            req = s.request
+            if req.finished:  # cancelled while the pass was in flight: the engine finishes it at the pass's end
+                continue
+            req.num_computed += s.num_tokens
+            self.cache_computed(req)
+            if outcome is None:
+                continue
+            if isinstance(outcome, str):
+                req.fail(outcome, decode)
+            else:
+                req.append(outcome, decode)
+            if req.out.finish_reason is not None:
+                self.finish(req)
+                finished.append(req)
+        return finished
 
     # -- endings ---------------------------------------------------------------------
 
