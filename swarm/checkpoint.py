@@ -72,7 +72,7 @@ def encode(sim: Simulation) -> bytes:
         "action_types": [t.__name__ for t in sim.action_types],
         "world": sim.world.to_state(), "agents": [a.to_state() for a in sim.agents.values()],
         "state": sim.state, "rng": _rng_state(sim.rng), "counters": dict(sim.counters),
-        "history": sim.history, "pending": sim._pending, "hinted": sim._hinted,
+        "history": sim.history, "pending": sim._pending, "hinted": sim.planner.hinted,
         "record": None if sim.recorder is None else {"path": str(sim.recorder.path.resolve()),
                                                       "offset": sim.recorder.tell()},
         "run": None if sim._autosave is None else sim._autosave.run,
@@ -140,7 +140,7 @@ def restore(sim: Simulation, state: dict | str | Path) -> None:
     sim.counters = Counter(state["counters"])
     sim.history = list(state.get("history", []))  # checkpoints from before it was kept have none
     sim._pending = [msgspec.convert(e, Event) for e in state["pending"]]
-    sim._hinted = {}  # a fresh model has no hints yet: send them all again
+    sim.planner.hinted = {}  # a fresh model has no hints yet: send them all again
     if sim.recorder is not None:
         sim.recorder.close()
         sim.recorder = None

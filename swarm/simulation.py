@@ -1,9 +1,9 @@
 """The simulation loop: `tick()` = deliver -> plan -> act (one batched model call) -> resolve -> record.
 
-Only agents with something new to react to (an observation, a due plan step) act, so
-idle agents cost no model call, except that an agent idle for `wake_after` ticks (5) is asked
-again, so that a world where everyone waits does not stall. Every turn of a tick goes to the model in one call;
-afterwards each agent's "ticks until it acts again" goes to the model as a cache hint.
+Planning is the planner's (swarm/planner.py): only agents with something new to react to (an observation, a
+due plan step) act, so idle agents cost no model call, except that an agent idle for `wake_after` ticks (5) is
+asked again, so that a world where everyone waits does not stall. Every turn of a tick goes to its model in one
+call; afterwards each agent's "ticks until it acts again" goes to the model as a cache hint.
 The loop is asyncio inside (the bus is), driven from plain code by `tick()` and `run()`
 on the simulation's own event loop; the model runs in a worker thread so the bus stays
 live while it computes.
@@ -21,7 +21,6 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +30,14 @@ from swarm import bus as busmod
 from swarm import checkpoint
 from swarm.agents import Agent, Observation, Persona, TurnKind
 from swarm.agents.actions import BASE_ACTIONS, Action, Wait
-from swarm.agents.memory import embed_pending
 from swarm.bus import BusError, topics
 from swarm.bus.ratelog import RateLimitedLog
 from swarm.bus.url import strip_password
-from swarm.choices import Menu
 from swarm.demonstrations import DemoWriter
 from swarm.events import Event, InboxMessage, Report
 from swarm.model import Answer, NoAction, Turn, TurnModel, open_model
-from swarm.model_names import DEFAULT, PLAYER, by_model, model_name, named_model
+from swarm.model_names import DEFAULT, PLAYER, model_name, named_model
+from swarm.planner import Planner
 from swarm.recorder import Recorder
 from swarm.runtime.bundled import DEFAULT_MODEL
 from swarm.scenario import ScenarioError, ScenarioRef, run_build
@@ -109,12 +107,7 @@ class Simulation:
         self._metrics: dict[str, Callable[[Simulation], Any]] = {}
         self._hooks: list[Hook] = []
         self._pending: list[Event] = []  # events made between ticks (agents joining), recorded with the next tick
-        self._hinted: dict[str, float] = {}
-        self._menu = Menu()
-        self._actions_for: Callable[[Simulation, Agent], list[type]] | None = None
-        self._choices: Callable[[Simulation, Agent], dict[str, Iterable[str]]] | None = None
-        self._focus: Callable[[Simulation, Agent], str | None] | None = None
-        self._next_act: Callable[[Simulation, Agent], float | None] | None = None
+        self.planner = Planner(self)  # who acts each tick, their turns in one batch, the cache hints
         self._loop = asyncio.new_event_loop()
         self.bus_url = strip_password(bus)  # what a checkpoint keeps: a resumed run reads SWARM_MQTT_PASSWORD
         self.bus = busmod.open_bus(bus, client_id=f"{name}-sim", presence=topics.presence(name, f"{name}-sim"))
@@ -306,7 +299,7 @@ class Simulation:
         """Decorator: `fn(sim, agent)` gives the action types `agent` may take this tick (default: all of
         `sim.action_types`). Scenarios narrow choices with it, e.g. a Vote whose target is a Literal of
         the living players, rebuilt each phase."""
-        self._actions_for = fn
+        self.planner.actions_for = fn
         return fn
 
     def choices(self, fn: Callable[[Simulation, Agent], dict[str, Iterable[str]]]) -> Callable:
@@ -314,14 +307,14 @@ class Simulation:
         `one_of("lot")`) that `agent` may name this tick, e.g. `{"lot": ["wool", "grain"]}`; it may also
         replace the world's kinds (person, place, item, thing). The grammar offers only these names; an
         action whose required field has none is left out for the tick."""
-        self._choices = fn
+        self.planner.choices = fn
         return fn
 
     def focus(self, fn: Callable[[Simulation, Agent], str | None]) -> Callable:
         """Decorator: `fn(sim, agent)` gives what `agent` must deal with now (a line of text, or None), and
         its act prompt ends with it, right before the question: e.g. the ticket in a support agent's hands.
         Small models read best what stands nearest their answer; memories and older news come before it."""
-        self._focus = fn
+        self.planner.focus = fn
         return fn
 
     def next_act(self, fn: Callable[[Simulation, Agent], float | None]) -> Callable:
@@ -331,20 +324,13 @@ class Simulation:
         cache keeps and fetches personas by it. Asked between ticks, only for agents with nothing to act
         on now (and only then); a plan step due sooner, or a journey that ends later, still wins. Without
         it (or on None) the guess is the agent's usual interval between turns."""
-        self._next_act = fn
+        self.planner.next_act = fn
         return fn
 
     @property
     def schema(self):
         """The union of every action type (before `@sim.actions_for` and the narrowing of choice fields)."""
-        return self._menu.union(tuple(self.action_types))
-
-    def _offer(self, agent: Agent):
-        described = tuple(self.action_types)
-        types = described if self._actions_for is None else tuple(self._actions_for(self, agent))
-        if not types:
-            raise ScenarioError(f"actions_for gave {agent.id} no action types at tick {self.world.tick}")
-        return self._menu.offer(self, agent, types, described, self._choices)
+        return self.planner.menu.union(tuple(self.action_types))
 
     @property
     def tick_count(self) -> int:
@@ -387,8 +373,8 @@ class Simulation:
     async def _tick(self) -> list[Event]:
         t0 = time.perf_counter()
         events = self._deliver()
-        turns = self._plan()
-        values = await self._act(turns)
+        turns = self.planner.plan()
+        values = await self.planner.act(turns)
         events += self._resolve(turns, values)
         events += self._run_hooks(events)
         if self.demos is not None:
@@ -396,7 +382,7 @@ class Simulation:
         self._observe(events)
         events, self._pending = self._pending + events, []  # those made between ticks were observed then
         await self._record(events)
-        self._hint()
+        self.planner.hint()
         self.world.tick += 1
         self.counters["ticks"] += 1
         self.counters["loop_seconds"] += time.perf_counter() - t0
@@ -419,57 +405,6 @@ class Simulation:
                                            target=agent, importance=m.importance,
                                            audience=[agent], data={"sender": m.sender}))
         return events
-
-    def _plan(self) -> list[Turn]:
-        """The turns of every agent that wants to act now (embedding what they must recall, in one batch)."""
-        tick = self.world.tick
-        acting = [a for a in self.agents.values() if self.world.can_act(a.id) and a.wants_to_act(tick)]
-        if not acting:
-            return []
-        t0 = time.perf_counter()
-        queries = {}  # agent -> its query vector, in the embedding space of its own model
-        for name, group in by_model(self.agents.values()).items():
-            mine = [a for a in acting if model_name(a.persona) == name]
-            vectors = embed_pending([a.memory for a in group], self._model(name).embed,
-                                    queries=[a.query_texts() for a in mine])
-            queries.update(zip((a.id for a in mine), vectors, strict=True))
-        self.counters["model_seconds"] += time.perf_counter() - t0  # embedding is the model's work too
-        turns = []
-        actions = self._menu.describe(self.action_types)
-        for agent in acting:
-            query = queries[agent.id]
-            situation = self.world.describe_for(agent.id)
-            focus = self._focus(self, agent) if self._focus is not None else None
-            offer = self._offer(agent)
-            if offer.schema is Wait and not agent.has_news(tick):
-                agent.idle_since = tick  # woken with nothing new, and waiting is all it may do: no call needed
-                continue
-            for req in agent.requests(tick, self.world.preamble, situation, offer.schema, query_vector=query,
-                                      max_tokens=self.max_action_tokens, k_memories=self.retrieve, focus=focus,
-                                      actions=actions, options=offer.options, choices=offer.choices):
-                turns.append(Turn(req, agent, self.world, self.rng.getrandbits(32), self))
-        return turns
-
-    async def _act(self, turns: list[Turn]) -> list[Any]:
-        if not turns:
-            return []
-        t0 = time.perf_counter()
-        groups: dict[int, tuple[str, TurnModel, list[int]]] = {}  # id(model) -> its name, it, its turns' places
-        for i, turn in enumerate(turns):
-            name, model = self._model_of(turn)
-            groups.setdefault(id(model), (name, model, []))[2].append(i)
-        loop = asyncio.get_running_loop()
-        decided = await asyncio.gather(*(loop.run_in_executor(None, model.decide, [turns[i] for i in at])
-                                         for _, model, at in groups.values()))
-        values: list[Any] = [None] * len(turns)
-        for (name, _, at), out in zip(groups.values(), decided, strict=True):
-            for i, value in zip(at, out, strict=True):
-                values[i] = value
-            self.counters[f"model.{name}.turns"] += len(at)
-        self.counters["model_seconds"] += time.perf_counter() - t0
-        self.counters["model_calls"] += 1
-        self.counters["turns"] += len(turns)
-        return values
 
     def _resolve(self, turns: list[Turn], values: list[Any]) -> list[Event]:
         events, actions = [], []
@@ -589,23 +524,6 @@ class Simulation:
             if value is not None:
                 row[name] = value
         return row
-
-    def _hint(self) -> None:
-        """Tell the model the tick at which each agent is next expected to act. Absolute ticks compare
-        across agents whenever they were sent, so only changes need sending."""
-        models = self.models
-        if not models:
-            return
-        nxt, positions, hook = self.world.tick + 1, self.world.positions, self._next_act
-        for agent in self.agents.values():
-            expect = None if hook is None else partial(hook, self, agent)  # asked only if the agent is idle
-            when = nxt + agent.ticks_until_next_act(nxt, arrives=positions[agent.id].arrive_tick, expect=expect)
-            model = models.get(model_name(agent.persona))
-            if model is not None and self._hinted.get(agent.id) != when:
-                self._hinted[agent.id] = when
-                model.hint(agent.id, when)
-        for model in models.values():
-            model.prefetch()  # overlaps the bookkeeping until the next tick's turns
 
     def inject(self, agent: str, text: str, sender: str = "outside", importance: float = 5.0) -> None:
         """Send `agent` a message the way an outside client does (through its inbox topic on the bus);

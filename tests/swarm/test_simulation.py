@@ -150,7 +150,7 @@ def test_hints_survive_a_checkpoint(tmp_path):
     sim.run(10)
     sim.save(tmp_path / "ckpt")
     saved = msgspec.msgpack.decode((tmp_path / "ckpt").read_bytes())["hinted"]
-    assert saved == sim._hinted and len(saved) == len(sim.agents)
+    assert saved == sim.planner.hinted and len(saved) == len(sim.agents)
     sim.close()
     resumed = Simulation.load(tmp_path / "ckpt", model=Recording(policy))
     resumed.run(5)  # a fresh model: every hint is sent again on the first tick
