@@ -116,6 +116,18 @@ def load(cls: type[Simulation], path: str | Path, model: Any = None, bus: str | 
     return sim
 
 
+def _restore_state(sim: Simulation, saved: dict) -> None:
+    """The scenario's state, in place: a scenario's code may hold the object build() made. A plain dict is
+    refilled; a typed state (a msgspec Struct) takes the saved fields, converted to its type."""
+    if isinstance(sim.state, msgspec.Struct):
+        typed = msgspec.convert(saved, type(sim.state))
+        for name in type(sim.state).__struct_fields__:
+            setattr(sim.state, name, getattr(typed, name))
+        return
+    sim.state.clear()
+    sim.state.update(saved)
+
+
 def restore(sim: Simulation, state: dict | str | Path) -> None:
     """`Simulation.restore`: a checkpoint's state (or the checkpoint file at a path) into `sim`."""
     if not isinstance(state, dict):
@@ -134,8 +146,7 @@ def restore(sim: Simulation, state: dict | str | Path) -> None:
     for a in state["agents"]:
         agent = Agent.from_state(a)
         sim.agents[agent.id] = agent
-    sim.state.clear()  # in place: a scenario's handlers may hold the dict build() filled
-    sim.state.update(state["state"])
+    _restore_state(sim, state["state"])
     sim.rng.setstate(_rng_tuple(state["rng"]))
     sim.counters = Counter(state["counters"])
     sim.history = list(state.get("history", []))  # checkpoints from before it was kept have none

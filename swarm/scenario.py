@@ -2,9 +2,11 @@
 any Python file that defines `build(sim, **options)`.
 
 A scenario's `build` adds places, things, agents, action types, handlers, per-tick hooks
-and metrics to a fresh `Simulation`. It keeps any state of its own in `sim.state` (plain
-data), so checkpoints capture it; everything else it sets up is rebuilt by calling
-`build` again when a checkpoint is loaded.
+and metrics to a fresh `Simulation`. It keeps any state of its own in `sim.state`, so
+checkpoints capture it: plain data in the dict `sim.state` starts as, or a typed state, a
+`msgspec.Struct` that `build` puts there (`sim.state = Town(...)`; a checkpoint's saved fields
+are converted back to its type). Everything else it sets up is rebuilt by calling `build`
+again when a checkpoint is loaded.
 """
 
 from __future__ import annotations

@@ -83,7 +83,8 @@ class Simulation:
         self.rng = random.Random(seed)
         self.world = World(minutes_per_tick)
         self.agents: dict[str, Agent] = {}
-        self.state: dict[str, Any] = {}  # a scenario's own plain-data state (checkpointed)
+        # a scenario's own state (checkpointed): plain data, or a msgspec Struct its build() puts here
+        self.state: Any = {}
         self.action_types: list[type] = list(BASE_ACTIONS)
         # the exchanges each agent's prompt repeats: more gives a model more context, and a small model's
         # window fills fast (the engine model also drops the oldest ones when a prompt would not fit)

@@ -23,7 +23,8 @@ import torch
 
 from swarm.agents.actions import Say
 from swarm.game import ACT_INSTRUCTION, GameRuntime
-from swarm.scenarios.village import CAST, PLACES, PREAMBLE
+from swarm.scenarios.village import PREAMBLE
+from swarm.scenarios.village.people import CAST, PLACES
 
 SIZE = (720, 480)
 SPOTS = {"square": (360, 250), "tavern": (150, 110), "mill": (600, 100), "market": (170, 390)}

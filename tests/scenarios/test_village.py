@@ -12,6 +12,8 @@ import pytest
 from swarm import ScenarioError, ScriptedModel, Simulation
 from swarm.agents.actions import Move, Say, Wait
 from swarm.scenarios import village
+from swarm.scenarios.village import script
+from swarm.scenarios.village.state import next_change
 from tests.checkpoints import assert_resumes_exactly
 from tests.scenarios.hints import hit_rates
 
@@ -45,23 +47,23 @@ def test_each_villager_goes_where_its_plan_step_says():
     sim.run(19)  # ticks 0-18: at 17:00 (tick 18) work ends and the evening begins
     for agent in sim.agents.values():
         step = agent.plan.next_step(sim.tick_count)
-        assert step.text == sim.state["step"][agent.id]
+        assert step.text == sim.state.step[agent.id]
         place = re.match(r"Be at the (.+?): ", step.text)[1]
         assert sim.world.place_of(agent.id) == place, (agent.id, step.text)
-    assert sum("evening" in s for s in sim.state["step"].values()) > 6
+    assert sum("evening" in s for s in sim.state.step.values()) > 6
     sim.close()
 
 
 def test_the_gathering_happens_at_its_place_and_time():
     sim = Simulation.from_scenario("village", model="scripted", seed=3, gathering="16:00")
-    g = sim.state["gathering"]
-    assert g["tick"] == 12 and g["time"] == "16:00"
+    g = sim.state.gathering
+    assert g.tick == 12 and g.time == "16:00"
     events = [e for _ in range(20) for e in sim.tick()]
     [begins, ends] = [e for e in events if e.kind == "gathering"]
-    assert (begins.tick, ends.tick) == (12, 17) and begins.place == ends.place == g["place"]
+    assert (begins.tick, ends.tick) == (12, 17) and begins.place == ends.place == g.place
     [news] = [e for e in events if e.kind == "news"]
-    assert sim.world.observers(news) == [g["first"]] and g["first"] in sim.state["informed"]
-    assert set(sim.state["attended"]) <= set(sim.state["informed"])
+    assert sim.world.observers(news) == [g.first] and g.first in sim.state.informed
+    assert set(sim.state.attended) <= set(sim.state.informed)
     sim.close()
 
 
@@ -96,7 +98,7 @@ def test_same_seed_same_events():
 
 def test_saved_loaded_and_continued_run_logs_the_same_events(tmp_path):
     def loaded(sim):
-        assert sim.state["informed"]
+        assert sim.state.informed
 
     assert_resumes_exactly(tmp_path, "village", seed=7, before=15, after=17, abandoned=4, on_load=loaded)
 
@@ -136,7 +138,7 @@ def test_every_rule_of_each_voice_expands():
     for voice in village.VOICES.values():
         for rule in voice.rules:
             for seed in range(30):
-                assert isinstance(village._say(voice, "{" + rule + "}", random.Random(seed), **slots), str)
+                assert isinstance(script._say(voice, "{" + rule + "}", random.Random(seed), **slots), str)
 
 
 def test_bad_options_are_clear_errors():
@@ -152,12 +154,12 @@ def test_hints_foresee_the_timetable():
     sim = Simulation.from_scenario("village", model="scripted", seed=1)
     sim.tick()
     s = sim.state
-    idle = next(a for a in sim.agents if a not in s["informed"])
-    assert village._next_change(sim, idle, 1) == 18  # 17:00, ten minutes a tick from 14:00
-    told = s["gathering"]["first"]
-    assert village._next_change(sim, told, 1) == 18  # to the evening place first, telling people on the way
+    idle = next(a for a in sim.agents if a not in s.informed)
+    assert next_change(sim, idle, 1) == 18  # 17:00, ten minutes a tick from 14:00
+    told = s.gathering.first
+    assert next_change(sim, told, 1) == 18  # to the evening place first, telling people on the way
     sim.run(17)
-    assert village._next_change(sim, told, 18) == s["informed"][told] < s["gathering"]["tick"]  # then set off
+    assert next_change(sim, told, 18) == s.informed[told] < s.gathering.tick  # then set off
     sim.close()
     # measured: hints name the next act 0.94-0.98 of the time, the moving average 0.09-0.22 (seeds 1-5)
     for seed in (1, 2, 3):

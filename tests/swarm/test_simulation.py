@@ -391,3 +391,23 @@ def test_autosave_checks_its_arguments_and_writes_atomically(tmp_path, monkeypat
         sim.save(path)
     assert path.read_bytes() == before  # the old checkpoint is whole
     assert Simulation.checkpoint_info(path)["tick"] == 0
+
+
+class Ledger(msgspec.Struct):
+    """A typed scenario state, as a scenario's build() may put in sim.state."""
+
+    coins: dict[str, int] = {}
+    rounds: int = 0
+    last: tuple[str, int] | None = None
+
+
+def test_a_typed_state_survives_a_checkpoint_in_place(tmp_path):
+    sim = Simulation(model=None, bus=None)
+    sim.state = Ledger({"Mira": 3, "Bram": 5}, rounds=2, last=("Bram", 5))
+    sim.save(tmp_path / "ckpt")
+    sim.close()
+    fresh = Simulation(model=None, bus=None)
+    fresh.state = held = Ledger()  # what build() made, and a handler may hold
+    fresh.restore(tmp_path / "ckpt")
+    assert fresh.state is held and held == Ledger({"Mira": 3, "Bram": 5}, rounds=2, last=("Bram", 5))
+    fresh.close()
