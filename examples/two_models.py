@@ -24,7 +24,7 @@ args = parser.parse_args()
 
 sim = Simulation.from_scenario("software_team", model="swarm-tiny", seed=args.seed)
 sim.add_model("manager", args.manager)
-manager = next(a for a, role in sim.state["roles"].items() if role == "pm")
+manager = next(a for a, role in sim.state.roles.items() if role == "pm")
 sim.use_model(manager, "manager")
 
 report = sim.run(args.ticks)

@@ -59,12 +59,11 @@ def triage_cases(seeds: list[int], ticks: int = 40, adapters: set[str] = frozens
             values = super().decide(turns)
             for t, value in zip(turns, values, strict=True):
                 st = t.sim.state
-                if st["roles"].get(t.agent.id) == "triage" and t.request.kind == "act" and \
+                if st.roles.get(t.agent.id) == "triage" and t.request.kind == "act" and \
                         getattr(value, "__struct_config__", None) and value.__struct_config__.tag == "route":
-                    waiting = st["inbox"][t.agent.id]
-                    cases.append(TriageCase(t, {i: (st["tickets"][i]["category"], st["tickets"][i]["priority"])
-                                                for i in waiting},
-                                            {i: st["tickets"][i]["text"] for i in waiting}, value))
+                    waiting = [st.tickets[i] for i in st.inbox[t.agent.id]]
+                    cases.append(TriageCase(t, {w.id: (w.category, w.priority) for w in waiting},
+                                            {w.id: w.text for w in waiting}, value))
             return values
 
         def adapters(self):
@@ -94,7 +93,7 @@ def routing_probe(engine, cases: list[TriageCase], temperature: float = 0.7) -> 
 def score(cases: list[TriageCase], values: list) -> dict:
     """Queue and priority accuracy of the Routes in `values` (each scored against the ticket it names),
     a confusion table (truth -> queue chosen), and accuracy by how the ticket is worded."""
-    from swarm.scenarios.support_desk import CATEGORIES, CUE_RE, REASSURED
+    from swarm.scenarios.support_desk.tickets import CATEGORIES, CUE_RE, REASSURED
 
     counts: Counter[str] = Counter()
     confusion = {c: dict.fromkeys(CATEGORIES, 0) for c in CATEGORIES}

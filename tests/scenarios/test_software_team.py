@@ -12,6 +12,8 @@ import pytest
 
 from swarm import ScenarioError, ScriptedModel, Simulation
 from swarm.scenario import load_module
+from swarm.scenarios.software_team.feature import draw, say
+from swarm.scenarios.software_team.state import reminder
 from tests.checkpoints import assert_resumes_exactly
 from tests.scenarios.hints import hit_rates
 
@@ -33,10 +35,10 @@ def test_scripted_team_ships_the_feature_within_the_limit():
         assert m["review_rounds"] == m["tasks_total"] + m["changes_requested"]  # every request is one more round
         assert all(m["artifacts"][kind] >= 1 for kind in team.KINDS)
         assert m["artifacts"]["change"] == m["artifacts"]["review"] == m["review_rounds"]
-        assert sorted(team.parts_in(sim.state["feature"]["request"])) == sorted(sim.state["feature"]["parts"])
+        assert sorted(team.parts_in(sim.state.feature.request)) == sorted(sim.state.feature.parts)
         # artifacts are things in the world, their text in the state
-        for name, art in sim.state["artifacts"].items():
-            assert sim.world.things[name].place == ("repo" if art["kind"] in ("change", "review") else "wiki")
+        for name, art in sim.state.artifacts.items():
+            assert sim.world.things[name].place == ("repo" if art.kind in ("change", "review") else "wiki")
     assert sum(run(seed=s).report().metrics["changes_requested"] for s in (1, 2, 3, 4)) > 0
 
 
@@ -77,7 +79,7 @@ def test_review_notes_name_the_gap_the_change_note_admits():
     for _ in range(20):
         assert team.gap_in(team.ENGINEER.say("{tested}", rng)) is None
         fix = rng.choice(["{fix_tests}", "{fix_empty}", "{fix_scale}", "{fix_errors}"])
-        revision = team._say(team.ENGINEER, "{revision}", rng, {"fix": fix}, task="T1", obj="orders")
+        revision = say(team.ENGINEER, "{revision}", rng, {"fix": fix}, task="T1", obj="orders")
         assert team.gap_in(revision) is None and revision.startswith(("T1", "Fixed T1"))
 
 
@@ -86,7 +88,7 @@ def test_handlers_survive_nonsense():
         kind, me = turn.request.kind, turn.agent.id
         if kind != "act":
             return team.policy(turn)
-        role = turn.sim.state["roles"][me]
+        role = turn.sim.state.roles[me]
         if role == "pm":
             return team.Review(task="T1", verdict="approve", notes="looks fine")
         if role == "architect":
@@ -115,7 +117,7 @@ def test_same_seed_same_events_and_another_seed_differs():
 
 def test_saved_loaded_and_continued_run_logs_the_same_events(tmp_path):
     def loaded(sim):
-        assert sim.state["tasks"] and "spec" in sim.world.things
+        assert isinstance(sim.state, team.Team) and sim.state.tasks and "spec" in sim.world.things
 
     assert_resumes_exactly(tmp_path, "software_team", seed=5, before=6, after=14, on_load=loaded)
 
@@ -146,14 +148,14 @@ def test_policy_answers_reflect_and_plan_requests():
 
 
 def test_scripted_lines_vary():
-    requests = [team._feature(random.Random(f"software_team:{s}"))["request"] for s in range(300)]
+    requests = [draw(random.Random(f"software_team:{s}")).request for s in range(300)]
     assert len(set(requests)) > 0.8 * len(requests)
     notes = {"spec": [], "design": [], "change": [], "review": []}
     for seed in range(12):
         sim = run(seed=seed, ticks=30)
-        for art in sim.state["artifacts"].values():
-            if art["kind"] in notes:
-                notes[art["kind"]].append(re.sub(r"T\d", "T#", art["text"]))
+        for art in sim.state.artifacts.values():
+            if art.kind in notes:
+                notes[art.kind].append(re.sub(r"T\d", "T#", art.text))
     for kind, texts in notes.items():
         assert len(set(texts)) > 0.75 * len(texts), kind
         assert max(map(len, texts)) <= (240 if kind in ("spec", "design") else 160)
@@ -166,8 +168,8 @@ def test_each_prompt_closes_with_the_next_step_and_the_breakdown_quotes_the_requ
         def decide(self, turns):
             for t in turns:
                 if t.request.kind == "act":
-                    due = team._reminder(t.sim.state, t.agent.id)
-                    seen.append((t.sim.state["roles"][t.agent.id], due, t.request.messages[-1]["content"]))
+                    due = reminder(t.sim.state, t.agent.id)
+                    seen.append((t.sim.state.roles[t.agent.id], due, t.request.messages[-1]["content"]))
             return super().decide(turns)
 
     sim = Simulation.from_scenario("software_team", model=Watch(team.policy), seed=2)
@@ -180,7 +182,7 @@ def test_each_prompt_closes_with_the_next_step_and_the_breakdown_quotes_the_requ
             continue
         assert text.split("\n\n")[-2] == f"Now: {due}"
         if due.startswith("Break your design into tasks"):
-            assert due.endswith(sim.state["feature"]["request"])
+            assert due.endswith(sim.state.feature.request)
 
 
 def test_hints_foresee_the_handoffs():

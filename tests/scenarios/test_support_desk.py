@@ -55,8 +55,8 @@ def test_sla_breaches_pile_up_when_specialists_are_few():
     assert m["sla_breaches"] > 0 and m["events_by_kind"]["sla"] == m["sla_breaches"]
     st = swamped.state
     # the specialists are the bottleneck: triage keeps up, the queues grow
-    assert max(len(v) for v in st["inbox"].values()) <= 1
-    assert sum(len(q) for q in st["queues"].values()) > 20
+    assert max(len(v) for v in st.inbox.values()) <= 1
+    assert sum(len(q) for q in st.queues.values()) > 20
 
 
 def test_tickets_read_true_to_a_careful_reader_but_not_to_a_naive_one():
@@ -84,7 +84,7 @@ def test_every_agent_is_offered_only_what_fits_and_handlers_survive_nonsense():
         kind, me = turn.request.kind, turn.agent.id
         if kind != "act":
             return desk.policy(turn)
-        role = turn.sim.state["roles"][me]
+        role = turn.sim.state.roles[me]
         schemas[role] = turn.request.schema
         if role == "triage":
             return desk.Answer(ticket="T-0001", text="hi") if turn.seed % 2 else desk.Route(
@@ -117,7 +117,7 @@ def test_same_seed_same_events_and_another_seed_differs():
 
 def test_saved_loaded_and_continued_run_logs_the_same_events(tmp_path):
     def loaded(sim):
-        assert sim.state["tickets"]
+        assert sim.state.tickets and all(isinstance(t, desk.Ticket) for t in sim.state.tickets.values())
 
     resumed = assert_resumes_exactly(tmp_path, "support_desk", seed=5, before=7, after=9, on_load=loaded)
     assert resumed.report().metrics["resolved"] > 0
@@ -188,8 +188,8 @@ def test_the_ticket_in_hand_closes_each_prompt_and_is_the_only_one_a_triage_agen
             for t in turns:
                 st, me = t.sim.state, t.agent.id
                 if t.request.kind == "act":
-                    mine = st["inbox"][me][0] if me in st["inbox"] and st["inbox"][me] else st["holding"].get(me)
-                    seen.append((mine, len(st["inbox"].get(me, ())), t.request.messages[-1]["content"],
+                    mine = st.inbox[me][0] if me in st.inbox and st.inbox[me] else st.holding.get(me)
+                    seen.append((mine, len(st.inbox.get(me, ())), t.request.messages[-1]["content"],
                                  t.request.schema))
             return super().decide(turns)
 
@@ -198,10 +198,10 @@ def test_the_ticket_in_hand_closes_each_prompt_and_is_the_only_one_a_triage_agen
     held = [(tid, n, text, schema) for tid, n, text, schema in seen if tid is not None]
     assert any(n > 2 for _, n, _, _ in held)  # triage backlogs happened
     for tid, n, text, schema in held:
-        t = sim.state["tickets"].get(tid)
+        t = sim.state.tickets.get(tid)
         last = text.split("\n\n")[-2]
         assert last.startswith(("Now: Route " if n else "Now: In your hands: ") + tid + " from ")
-        assert t is None or f'"{t["text"]}"' in last
+        assert t is None or f'"{t.text}"' in last
         routes = [a for a in getattr(schema, "__args__", (schema,)) if a.__struct_config__.tag == "route"]
         assert all(msgspec.inspect.type_info(r).fields[0].type.values == (tid,) for r in routes)
     assert not any("Now:" in text for tid, _, text, _ in seen if tid is None)

@@ -11,6 +11,7 @@ import pytest
 
 from swarm import ScenarioError, ScriptedModel, Simulation
 from swarm.scenarios import werewolf
+from swarm.scenarios.werewolf import script
 from tests.checkpoints import assert_resumes_exactly
 from tests.scenarios.hints import hit_rates
 
@@ -50,7 +51,7 @@ def test_small_and_large_games_finish(players):
 def test_nights_are_secret_and_roles_hidden():
     for seed in range(3):
         sim, events = game(seed=seed, ticks=30)
-        roles = sim.state["roles"]
+        roles = sim.state.roles
         wolves = {p for p, r in roles.items() if r == "werewolf"}
         [seer] = [p for p, r in roles.items() if r == "seer"]
         kills = [(e, seen) for e, seen in events if e.kind == "kill"]
@@ -74,12 +75,12 @@ def test_each_player_is_offered_only_the_valid_choices():
 
     def spy(turn):
         s = turn.sim.state
-        offered.append((s["phase"], turn.agent.id, list(s["alive"]), turn.request.kind, turn.request.schema))
+        offered.append((s.phase, turn.agent.id, list(s.alive), turn.request.kind, turn.request.schema))
         return scripted(turn)
 
     sim = Simulation.from_scenario("werewolf", model=ScriptedModel(spy), seed=2)
     sim.run(40)
-    roles = sim.state["roles"]
+    roles = sim.state.roles
     sim.close()
     seen_tags = set()
     for phase, me, alive, kind, schema in offered:
@@ -93,7 +94,7 @@ def test_each_player_is_offered_only_the_valid_choices():
             continue
         for tag, t in tags.items():
             if tag in ("kill", "inspect", "accuse", "vote"):
-                targets = set(werewolf._targets(t))
+                targets = set(script._targets(t))
                 assert me not in targets and targets <= set(alive)
                 if tag == "kill":
                     assert roles[me] == "werewolf" and all(roles[x] != "werewolf" for x in targets)
@@ -108,10 +109,10 @@ def test_each_player_is_offered_only_the_valid_choices():
 
 def test_after_the_end_everyone_only_waits():
     sim, events = game(seed=0, ticks=40)
-    end = sim.state["ended_at"]
+    end = sim.state.ended_at
     sim.close()
     [over] = [e for e, _ in events if e.kind == "end"]
-    assert over.tick == end and sim.state["winner"] in over.text
+    assert over.tick == end and sim.state.winner in over.text
     assert {e.kind for e, _ in events if e.tick > end} <= {"wait", "reflect"}
 
 
@@ -140,7 +141,7 @@ def test_random_floor_runs_to_the_limit_and_wins_fewer_games_for_the_village():
         assert report.ticks == 40 and report.metrics["vote_validity"] == 1.0
         random_village_wins += report.metrics["winner"] == "villagers"
         sim, _ = game(seed=seed, ticks=40)
-        scripted_village_wins += sim.state["winner"] == "villagers"
+        scripted_village_wins += sim.state.winner == "villagers"
         sim.close()
     assert scripted_village_wins > random_village_wins
 
@@ -157,7 +158,7 @@ def test_same_seed_same_game():
 
 def test_saved_loaded_and_continued_game_logs_the_same_events(tmp_path):
     def loaded(sim):
-        assert sim.state["phase"] == "day"  # mid-way through the second day
+        assert isinstance(sim.state, werewolf.Game) and sim.state.phase == "day"  # mid-way through the second day
 
     assert_resumes_exactly(tmp_path, "werewolf", seed=3, before=7, after=13, on_load=loaded, agents=9)
 
@@ -185,7 +186,7 @@ def test_every_rule_of_the_grammar_expands():
     slots = {"me": "Ansel", "target": "Brin", "name": "Corra", "victim": "Hob", "claimer": "Isolde"}
     for rule in werewolf.LINES.rules:
         for seed in range(30):
-            assert isinstance(werewolf._say("{" + rule + "}", random.Random(seed), **slots), str)
+            assert isinstance(script._say("{" + rule + "}", random.Random(seed), **slots), str)
 
 
 def test_bad_options_are_clear_errors():
