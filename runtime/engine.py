@@ -593,7 +593,7 @@ class Engine:
         if cost is None:  # nothing measured yet: a small step to measure on
             return FIRST_PUMP_TOKENS, 0.0
         fixed, per_token = cost
-        slices = (self.model.num_slices + 2) / self._uneven  # the step's time in units of its longest slice
+        slices = (self.runner.num_slices + 1) / self._uneven  # the step's time in units of its longest slice
         fits = int((slice_s * slices - fixed) / per_token)
         budget = min(max(fits, len(self.scheduler.running) + 1), self.engine_config.max_batched_tokens)
         return budget, (fixed + per_token * budget) / slices

@@ -14,15 +14,14 @@ When every block of every layer fuses, a step's layers go through one native cal
 which stops between layers to keep a frame's budget, still runs them a block a call.
 
 Applied as a pass over the plain model, like the CUDA graphs: `FusedDecode(model).layers` stands in for
-`model.layers` in `Model.in_slices`. A block runs fused only where it is what the C code computes: float32
-weights on the CPU (or Q8_0 / Q4_0 blocks, which the C code reads in place as the separate ops do), plain
-`Linear` or `BlockLinear` projections (no LoRA or int8 wrapper), no qkv clipping, rope over whole heads
-from the model's one rope table, no attention soft-capping and no norm on the block's output (so Phi-3's partial
-rotary and every Gemma 2/3 layer run their modules), and for the MLP a routed MoE without a shared expert;
-anything else runs its modules. That is decided when the pass is built
-(checking every call cost 0.15 ms a step); the model runner (runtime/runner.py) builds it again when LoRA wraps
-a projection (`LoRAManager.version` moves), as it drops its CUDA graphs. Prefill and mixed steps always run
-the modules.
+`model.layers` in the model runner's block-by-block pass (runtime/runner.py). A block runs fused only where it
+is what the C code computes: float32 weights on the CPU (or Q8_0 / Q4_0 blocks, which the C code reads in place
+as the separate ops do), plain `Linear` or `BlockLinear` projections (no LoRA or int8 wrapper), no qkv clipping,
+rope over whole heads from the model's one rope table, no attention soft-capping and no norm on the block's
+output (so Phi-3's partial rotary and every Gemma 2/3 layer run their modules), and for the MLP a routed MoE
+without a shared expert; anything else runs its modules. That is decided when the pass is built (checking every
+call cost 0.15 ms a step); the model runner (runtime/runner.py) builds it again when LoRA wraps a projection
+(`LoRAManager.version` moves), as it drops its CUDA graphs. Prefill and mixed steps always run the modules.
 """
 
 from __future__ import annotations

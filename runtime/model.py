@@ -12,7 +12,7 @@ E experts, K top-k, I MLP or expert width, V vocabulary.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -192,40 +192,16 @@ class Model(nn.Module):
         self.layer_tables = tuple(int(cfg.layer_rope(i) is not cfg.rope) for i in range(cfg.num_layers))
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv: PagedBatch) -> torch.Tensor:
-        """input_ids, positions [T] -> final hidden states [T, D]."""
-        *_, hidden = self.in_slices(input_ids, positions, kv)
-        return hidden
+        """input_ids, positions [T] -> final hidden states [T, D]. (A step the engine runs goes through its model
+        runner, runtime/runner.py, which may run the layers a block at a time or fused.)"""
+        x, tables = self.inputs(input_ids, positions)
+        for layer, table in zip(self.layers, self.layer_tables, strict=True):
+            x = layer(x, *tables[table], kv)
+        return self.norm(x)
 
-    @property
-    def num_slices(self) -> int:
-        """The pieces `in_slices` cuts a forward pass into: each layer's attention and its MLP."""
-        return 2 * len(self.layers)
-
-    def in_slices(self, input_ids: torch.Tensor, positions: torch.Tensor, kv: PagedBatch,
-                  layers: Sequence | None = None) -> Iterator[torch.Tensor | None]:
-        """`forward` in `num_slices` pieces, one per resumption: yields None after each piece but the last,
-        then the final hidden states. A game loop spreads one pass over several frames this way. `layers`
-        stands in for `self.layers` (objects with the same `attend` and `feed_forward`: runtime/fused.py)."""
-        x, tables = self._inputs(input_ids, positions)
-        layers = self.layers if layers is None else layers
-        for i, layer in enumerate(layers):
-            x = layer.attend(x, *tables[self.layer_tables[i]], kv)
-            yield None
-            x = layer.feed_forward(x)
-            if i < len(layers) - 1:
-                yield None
-        yield self.norm(x)
-
-    def forward_layers_at_once(self, input_ids: torch.Tensor, positions: torch.Tensor, kv: PagedBatch,
-                               run: Callable) -> torch.Tensor:
-        """`forward` with every layer run by one `run(x, cos, sin, kv)` (`FusedDecode.run`: a decode step's layers
-        in one native call, every one reading the first rope table), which updates x in place."""
-        x, tables = self._inputs(input_ids, positions)
-        return self.norm(run(x, *tables[0], kv))
-
-    def _inputs(self, input_ids: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, list]:
-        """The embedded tokens x [T, D] and the rope tables: [(cos, sin)] [T, rotary_dim] each, the local
-        rotary's second."""
+    def inputs(self, input_ids: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, list]:
+        """What the first layer reads: the embedded tokens x [T, D] and the rope tables, [(cos, sin)] [T, rotary_dim]
+        each, the local rotary's second (layer i reads `layer_tables[i]`)."""
         x = self.embed(input_ids)  # [T, D]
         if self.cfg.embedding_multiplier != 1:
             x = x * self.cfg.embedding_multiplier

@@ -7,8 +7,8 @@ and hands the step to the first of its decode strategies that takes it, all behi
 - `GraphReplay` (CUDA): a decode step that samples every row, replayed as a captured graph (the forward pass
   and the logits in one replay; it fills the graph's own padded buffers, so it needs no `StepInputs`);
 - `WholeDecode` (CPU): a decode-only step's layers in one native call, unless the step is sliced for `pump`;
-- `Slices` (anywhere): the model a block at a time (`Model.in_slices`), with the fused CPU blocks standing in
-  for the layers they cover on a decode-only step.
+- `Slices` (anywhere): the model a block at a time (each layer's attention, then its MLP), with the fused CPU
+  blocks standing in for the layers they cover on a decode-only step.
 
 `run` is a generator: it yields None after each slice but the last and returns the logits [R, V] on the CPU
 (the caller takes them with `yield from`), so `Engine.pump` can stop between two slices and go on in the next
@@ -91,7 +91,9 @@ class WholeDecode:
         return not sliced and self.fused.whole is not None and step.decode_only
 
     def run(self, runner: ModelRunner, batch: list[Scheduled], step: StepInputs, sliced: bool) -> Pass:
-        hidden = runner.model.forward_layers_at_once(step.ids, step.positions, step.kv, self.fused.run)
+        model = runner.model
+        x, tables = model.inputs(step.ids, step.positions)
+        hidden = model.norm(self.fused.run(x, *tables[0], step.kv))  # (fused layers all read the first rope table)
         yield None
         return runner.logits(batch, hidden)
 
@@ -108,13 +110,15 @@ class Slices:
         return True
 
     def run(self, runner: ModelRunner, batch: list[Scheduled], step: StepInputs, sliced: bool) -> Pass:
-        layers = self.fused.layers if self.fused is not None and step.decode_only else None
-        hidden = None
-        for hidden in runner.model.in_slices(step.ids, step.positions, step.kv, layers):
-            if hidden is None:
-                yield None
-        yield None
-        return runner.logits(batch, hidden)
+        model = runner.model
+        layers = self.fused.layers if self.fused is not None and step.decode_only else model.layers
+        x, tables = model.inputs(step.ids, step.positions)
+        for layer, table in zip(layers, model.layer_tables, strict=True):
+            x = layer.attend(x, *tables[table], step.kv)
+            yield None
+            x = layer.feed_forward(x)
+            yield None
+        return runner.logits(batch, model.norm(x))
 
 
 class ModelRunner:
@@ -135,6 +139,11 @@ class ModelRunner:
         if fused is not None:
             out.append(WholeDecode(fused))
         return [*out, Slices(fused)]
+
+    @property
+    def num_slices(self) -> int:
+        """The slices a sliced pass takes: each layer's attention and its MLP, then the logits."""
+        return 2 * len(self.model.layers) + 1
 
     @property
     def fused(self) -> FusedDecode | None:
