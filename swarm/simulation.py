@@ -278,9 +278,19 @@ class Simulation:
     def remove_actions(self, *types: type) -> None:
         self.action_types = [t for t in self.action_types if t not in types]
 
-    def on(self, action_type: type) -> Callable:
-        """Decorator: `@sim.on(Vote) def vote(world, actor, action) -> events`."""
-        return self.world.on(action_type)
+    def on(self, action_type: type, *, state: bool = False) -> Callable:
+        """Decorator: `@sim.on(Vote) def vote(world, actor, action) -> events`. With `state=True` the handler
+        takes the scenario's state first, `vote(state, world, actor, action)`, read from `sim.state` each time it
+        runs (loading a checkpoint refills it), so a scenario's rules can be plain module-level functions."""
+        register = self.world.on(action_type)
+        if not state:
+            return register
+
+        def with_state(fn: Callable) -> Callable:
+            register(lambda world, actor, action: fn(self.state, world, actor, action))
+            return fn
+
+        return with_state
 
     def every_tick(self, fn: Hook) -> Hook:
         """Decorator: `fn(sim, events)` runs after each tick's actions resolve, with the tick's events so far,

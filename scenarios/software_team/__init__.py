@@ -76,19 +76,13 @@ def build(sim, agents: int = 5):
     sim.remove_actions(Say, Move, Give, Use)
     sim.add_actions(WriteSpec, Design, Breakdown, Claim, Implement, Review, Release)
     for action, handler in HANDLERS.items():
-        sim.on(action)(_on_team(sim, handler))
+        sim.on(action, state=True)(handler)
     sim.every_tick(tracker)
     sim.actions_for(offered)
     sim.focus(next_step)
     sim.next_act(handoff)
     for name, metric in METRICS.items():
         sim.metric(name)(metric)
-
-
-def _on_team(sim, handler):
-    """`handler(team, world, actor, action)` as a handler of `sim.on`, the team read from `sim.state` when it
-    runs (loading a checkpoint refills it)."""
-    return lambda world, actor, action: handler(sim.state, world, actor, action)
 
 
 # -- the rules: a handler per action (a fail event where the role or the state of the work does not allow it) --

@@ -34,6 +34,7 @@ queues), `rate` (new tickets per agent per tick), `specialists` (how many of the
 from __future__ import annotations
 
 import random
+from functools import partial
 
 import msgspec
 
@@ -89,7 +90,7 @@ def build(sim, agents: int = 8, rate: float = 0.12, specialists: int | None = No
     sim.remove_actions(Say, Move, Give, Use)
     sim.add_actions(Route, Answer, Escalate)
     for action, rule in ((Route, route), (Answer, answer), (Escalate, escalate)):
-        sim.on(action)(lambda world, actor, a, rule=rule: on_ticket(sim.state, rule, world, actor, a))
+        sim.on(action, state=True)(partial(on_ticket, rule=rule))
     sim.every_tick(desk_tick)
     sim.actions_for(choices)
     sim.focus(in_hand)
@@ -102,7 +103,7 @@ def build(sim, agents: int = 8, rate: float = 0.12, specialists: int | None = No
 # -- the rules -------------------------------------------------------------------------------------
 
 
-def on_ticket(st: SupportDesk, rule, world, actor: str, action):
+def on_ticket(st: SupportDesk, world, actor: str, action, rule):
     """What every action on a ticket checks first: that it names the ticket in the actor's hands (a triage
     agent's is the oldest in its inbox, which it may only route; an action's tag is its verb). If it does,
     `rule` takes it from there; if not, the actor is told what it may name."""

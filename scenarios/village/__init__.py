@@ -97,7 +97,7 @@ def build(sim, agents: int = 12, gathering: str = "18:30"):
     sim.remove_actions(Give, Use)  # nothing in this town is carried about
     sim.add_actions(Work, Tell)
     sim.actions_for(offered)
-    sim.on(Work)(lambda world, actor, action: work_at(sim.state, world, actor, action))
+    sim.on(Work, state=True)(work_at)
     sim.on(Tell)(tell)
     sim.every_tick(town_tick)
     sim.next_act(timetable)

@@ -85,10 +85,8 @@ def build(sim, agents: int = 7, wolves: int | None = None, seer: bool = True, da
     sim.remove_actions(Move, Give, Use)  # everyone stays on the green; the dead are carried off
     sim.add_actions(Accuse, Kill, Inspect, Vote)
     sim.actions_for(offered)
-    sim.on(Kill)(lambda world, actor, action: kill(sim.state, world, actor, action))
-    sim.on(Inspect)(lambda world, actor, action: inspect(sim.state, world, actor, action))
-    sim.on(Accuse)(lambda world, actor, action: accuse(sim.state, world, actor, action))
-    sim.on(Vote)(lambda world, actor, action: vote(sim.state, world, actor, action))
+    for action, rule in ((Kill, kill), (Inspect, inspect), (Accuse, accuse), (Vote, vote)):
+        sim.on(action, state=True)(rule)
     sim.every_tick(lambda sim, events: phases(sim, events, day_ticks))
     sim.next_act(next_phase)
     for name, metric in METRICS.items():

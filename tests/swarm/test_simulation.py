@@ -411,3 +411,24 @@ def test_a_typed_state_survives_a_checkpoint_in_place(tmp_path):
     fresh.restore(tmp_path / "ckpt")
     assert fresh.state is held and held == Ledger({"Mira": 3, "Bram": 5}, rounds=2, last=("Bram", 5))
     fresh.close()
+
+
+def test_a_handler_on_state_reads_the_state_each_time_it_runs(tmp_path):
+    """`sim.on(..., state=True)`: the handler takes sim.state first, the object there when it runs."""
+    sim = Simulation(model=None, bus=None, seed=1)
+    sim.world.add_place("square")
+    sim.add_agent(Persona(name="Mira", role="baker"), at="square")
+    seen = []
+
+    def say(ledger, world, actor, action):
+        seen.append(ledger)
+        ledger.rounds += 1
+        return world.event("say", f"{actor}: {action.text}", actor=actor)
+
+    assert sim.on(Say, state=True)(say) is say
+    first = sim.state = Ledger()
+    sim.world.resolve([("Mira", Say(text="one"))], sim.rng)
+    sim.state = second = Ledger(rounds=5)
+    sim.world.resolve([("Mira", Say(text="two"))], sim.rng)
+    assert seen[0] is first and seen[1] is second and (first.rounds, second.rounds) == (1, 6)
+    sim.close()
