@@ -130,12 +130,12 @@ class ModelRunner:
         self.model, self.pool, self.lora, self.device = model, pool, lora, device
         self.graphs, self._fuse = graphs, fused
         self._lora_version = lora.version
-        self.strategies: Sequence = self._strategies()
+        self.strategies: Sequence[Strategy] = self._strategies()
 
-    def _strategies(self) -> list:
+    def _strategies(self) -> list[Strategy]:
         """Tried in order; the last takes any step."""
         fused = FusedDecode(self.model, self.pool) if self._fuse else None
-        out: list = [GraphReplay(self.graphs)] if self.graphs is not None else []
+        out: list[Strategy] = [GraphReplay(self.graphs)] if self.graphs is not None else []
         if fused is not None:
             out.append(WholeDecode(fused))
         return [*out, Slices(fused)]

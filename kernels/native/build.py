@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch  # noqa: F401  (loads libgomp before the kernels' library asks for it)
@@ -117,7 +118,7 @@ def library() -> ctypes.CDLL:
     if _error is not None:
         raise _error
     try:
-        lib = load()
+        lib = _load_best()
     except NativeUnavailable as e:
         _error = e
         raise
@@ -126,6 +127,20 @@ def library() -> ctypes.CDLL:
         raise _error from e
     _library = lib
     return lib
+
+
+def _load_best() -> ctypes.CDLL:
+    """The library with this CPU's VNNI dots; the AVX2 build (same results, slower block products), with a
+    warning saying why, where the VNNI one cannot be built or loaded (a compiler without the flags)."""
+    extra = isa_flags()
+    if not extra:
+        return load([])
+    try:
+        return load(extra)
+    except (NativeUnavailable, OSError) as e:
+        warnings.warn(f"native CPU kernels built without VNNI ({' '.join(extra)} failed: {str(e)[:300]}); the "
+                      "Q8_0 / Q4_0 products run on AVX2 alone", RuntimeWarning, stacklevel=3)
+        return load([])
 
 
 def load(extra: list[str] | None = None) -> ctypes.CDLL:

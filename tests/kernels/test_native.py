@@ -262,6 +262,15 @@ def test_native_backend_is_cpu_only(monkeypatch):
         registry.get("moe_expert_ffn", "cuda")
 
 
+def test_a_compiler_without_the_vnni_flags_falls_back_to_avx2_with_a_warning(monkeypatch, tmp_path):
+    monkeypatch.setenv("SWARM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(build, "isa_flags", lambda: ["-mno-such-instruction-set"])
+    with pytest.warns(RuntimeWarning, match="without VNNI .*-mno-such-instruction-set"):
+        lib = build._load_best()
+    assert lib.swarm_cpu_supported() == 1
+    assert [p.name for p in (tmp_path / "cache" / "kernels").glob("*.so")] == [build._build([]).name]
+
+
 def test_a_failed_build_says_why(monkeypatch, tmp_path):
     bad = tmp_path / "cpu.c"
     bad.write_text("this is not C\n")
