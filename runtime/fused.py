@@ -9,8 +9,13 @@ rotary, the KV write, paged attention, o_proj and the residual; RMSNorm, router,
 residual), so its output equals the modules' bit for bit. On an int8 pool the block quantises the new keys and
 values into their slots with the kernel `KVPool.write` uses, and its attention reads int8 as the op does.
 
-When every block of every layer fuses, a step's layers go through one native call (`FusedDecode.run`,
-`swarm_decode_layers`: the same blocks in the same order, without a return to Python between them); `pump`,
+When every block of every layer fuses (and the embedding and final norm are plain), a step goes from its tokens'
+ids to their logits in one native call (`FusedDecode.run`, `swarm_decode_model`: the embedding and rope lookups,
+the slots and key masks from the block tables, the same blocks in the same order, the final norm and the head,
+without a return to Python between them; a head the C code does not compute, or more rows than it takes, leaves
+the logits to the model's `compute_logits`). Measured on the benchmark model at one sequence, Q4_0, that took the
+step from about 790 to 660 us: the Python around the layers' call (the step's PagedBatch, the embedding and rope
+lookups, the final norm and the head's wrapper) cost more than a tenth of the step. `pump`,
 which stops between layers to keep a frame's budget, still runs them a block a call.
 
 Applied as a pass over the plain model, like the CUDA graphs: `FusedDecode(model).layers` stands in for
@@ -103,6 +108,15 @@ class FusedLayer:
         return x
 
 
+def _head(model: Model):
+    """What the C code reads of the model's head (None: the model's own `compute_logits` computes the logits)."""
+    lm_head, cfg = model.lm_head, model.cfg
+    if (_plain(lm_head) and lm_head.bias is None and cfg.logits_scaling == 1 and cfg.final_softcap is None
+            and native.fits(_weight(lm_head))):
+        return _weight(lm_head)
+    return None
+
+
 class FusedDecode:
     """The fused stand-ins for a model's layers, for the decode-only steps of an engine on the CPU. The blocks'
     structs point into the weights and the pool's caches: the engine's own for its life."""
@@ -110,12 +124,16 @@ class FusedDecode:
     def __init__(self, model: Model, pool: KVPool):
         self.layers = [FusedLayer(layer, self, pool, table) for layer, table in zip(model.layers, model.layer_tables,
                                                                                      strict=True)]
-        # every block fused: a step may run all the layers in one native call (`run`)
-        whole = all(f.attention is not None and f.moe is not None for f in self.layers)
-        self.whole = native.DecodeLayers([f.attention for f in self.layers], [f.moe for f in self.layers]) \
-            if whole else None
-        self._windows = [layer.attn.window for layer in model.layers]
+        self.rotary = model.rotary
         self._moe = [layer.mlp for layer in model.layers]
+        # every block fused, and a plain embedding and norm: a step may run from ids to logits in one native call
+        self.whole = None
+        if (all(f.attention is not None and f.moe is not None for f in self.layers) and _plain(model.norm)
+                and native.fits(model.embed.weight) and native.fits(model.norm.weight)):
+            self.whole = native.decode_model(
+                [f.attention for f in self.layers], [f.moe for f in self.layers],
+                [layer.attn.window for layer in model.layers], model.embed.weight, model.cfg.embedding_multiplier,
+                model.norm.weight, model.norm.eps, _head(model))
         self._step: native.DecodeStep | None = None
         self._for: tuple = (None, None)  # the (x, batch) it was built for, held so neither id can be reused
 
@@ -131,13 +149,21 @@ class FusedDecode:
             self._for = (x, kv)
         return self._step
 
-    def run(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: PagedBatch) -> torch.Tensor:
-        """Every layer in one native call (`whole` must be set): x [B, D] updated in place and returned. Each
-        MoE's routing is kept as its `last_ids`, as `FusedLayer.feed_forward` keeps it."""
-        _, ids = self.whole(self.step(x, cos, sin, kv), [kv.decode_mask(w) for w in self._windows])  # one per window
+    def rope(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The rope table (cos, sin [P, d]) covering `positions`, or None where it cannot (dynamic scaling past
+        the trained length computes other frequencies)."""
+        return self.rotary.table(max(positions) + 1)
+
+    def run(self, ids: list[int], positions: list[int], tables: list[list[int]],
+            rope: tuple[torch.Tensor, torch.Tensor], logits: bool) -> torch.Tensor:
+        """A decode step of B sequences from their new tokens to their logits [B, V] in one native call (`whole`
+        must be set): ids, positions and block tables each, the rope table from `rope`. `logits` False, or a
+        head the C code does not compute: the final normed hidden states [B, D] instead. Each MoE's routing is
+        kept as its `last_ids`, as `FusedLayer.feed_forward` keeps it."""
+        out, _, ids = native.decode(self.whole, ids, positions, tables, *rope, logits=logits)
         for mlp, layer_ids in zip(self._moe, ids, strict=True):
             object.__setattr__(mlp, "last_ids", layer_ids)
-        return x
+        return out
 
     @staticmethod
     def supported(model: Model, device: torch.device) -> bool:

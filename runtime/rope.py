@@ -100,6 +100,13 @@ class Rotary:
         emb = torch.cat((angles, angles), dim=-1)
         return emb.cos() * scale, emb.sin() * scale
 
+    def table(self, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The CPU table (cos, sin [P, head_dim], row p for position p) of at least the positions below n, or
+        None where `cos_sin` would compute other frequencies for them (dynamic scaling past the trained length)."""
+        if self.rope.type == "dynamic" and n > self.max_pos:
+            return None
+        return self._table(n)
+
     def _table(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The CPU table of at least n positions, grown by doubling."""
         if self._cpu_table is None or self._cpu_table[0].shape[0] < n:

@@ -6,7 +6,8 @@ and hands the step to the first of its decode strategies that takes it, all behi
 
 - `GraphReplay` (CUDA): a decode step that samples every row, replayed as a captured graph (the forward pass
   and the logits in one replay; it fills the graph's own padded buffers, so it needs no `StepInputs`);
-- `WholeDecode` (CPU): a decode-only step's layers in one native call, unless the step is sliced for `pump`;
+- `WholeDecode` (CPU): a decode-only step in one native call, from its tokens to their logits, unless the step is
+  sliced for `pump` (it reads the requests itself, so it needs no `StepInputs` either);
 - `Slices` (anywhere): the model a block at a time (each layer's attention, then its MLP), with the fused CPU
   blocks standing in for the layers they cover on a decode-only step.
 
@@ -25,6 +26,7 @@ from typing import Protocol
 
 import torch
 
+from swarm.kernels.native import ops as native
 from swarm.runtime.block_pool import KVPool
 from swarm.runtime.cuda_graphs import DecodeGraphs
 from swarm.runtime.fused import FusedDecode
@@ -80,22 +82,30 @@ class GraphReplay:
 
 
 class WholeDecode:
-    """A decode-only step's layers in one native call (`FusedDecode.run`), on the CPU, unless sliced for `pump`."""
+    """A decode-only step in one native call on the CPU, from its tokens to their logits (`FusedDecode.run`),
+    unless sliced for `pump`. It reads the requests' tokens, positions and block tables itself: no `StepInputs`."""
 
-    needs_inputs = True
+    needs_inputs = False
 
     def __init__(self, fused: FusedDecode):
         self.fused = fused
 
     def accepts(self, batch: list[Scheduled], step: StepInputs | None, sliced: bool) -> bool:
-        return not sliced and self.fused.whole is not None and step.decode_only
+        return (not sliced and self.fused.whole is not None and all(s.num_tokens == 1 for s in batch)
+                and self.fused.rotary.table(max(s.request.num_computed for s in batch) + 1) is not None)
 
-    def run(self, runner: ModelRunner, batch: list[Scheduled], step: StepInputs, sliced: bool) -> Pass:
-        model = runner.model
-        x, tables = model.inputs(step.ids, step.positions)
-        hidden = model.norm(self.fused.run(x, *tables[0], step.kv))  # (fused layers all read the first rope table)
+    def run(self, runner: ModelRunner, batch: list[Scheduled], step: StepInputs | None, sliced: bool) -> Pass:
+        requests = [s.request for s in batch]
+        positions = [r.num_computed for r in requests]
+        ids = [r.tokens[p] for r, p in zip(requests, positions, strict=True)]
+        # the head in the same call where its product is the C code's (more rows take torch's, as prefill does)
+        logits = self.fused.whole.N > 0 and len(batch) <= native.LINEAR_MAX_ROWS
+        out = self.fused.run(ids, positions, [r.blocks for r in requests],
+                             self.fused.rotary.table(max(positions) + 1), logits)
         yield None
-        return runner.logits(batch, hidden)
+        if not logits:  # the normed hidden states
+            return runner.logits(batch, out)
+        return out if all(s.samples for s in batch) else out[[i for i, s in enumerate(batch) if s.samples]]
 
 
 class Slices:

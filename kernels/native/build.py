@@ -45,8 +45,7 @@ _SIGNATURES = {
     "swarm_store_int8": [_PTR, _I64, _I64, _I64, _I64, _PTR, _PTR, _PTR],
     "swarm_attention_block": [_PTR, _PTR, _PTR],  # struct attention_layer, struct decode_step, mask
     "swarm_moe_block": [_PTR, _PTR, _PTR, _PTR],  # struct moe_layer, struct decode_step, weights, ids
-    # layer structs' addresses [L] (attention, MoE), L, struct decode_step, masks' addresses [L], weights, ids
-    "swarm_decode_layers": [_PTR, _PTR, _I64, _PTR, _PTR, _PTR, _PTR],
+    "swarm_decode_model": [_PTR, _PTR, _PTR, _PTR, _PTR],  # struct decode_model, struct decode_tokens, out, routing
 }
 
 

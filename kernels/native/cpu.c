@@ -1662,11 +1662,11 @@ int swarm_moe_block(const struct moe_layer *m, const struct decode_step *st, flo
     return code ? code : failed ? -2 : 0;
 }
 
-/* A decode step through L layers in one call: layer l's attention block (att[l], its key mask masks[l]) then its
- * MoE block (moe[l], its routing into weights/ids + l B K), as the separate calls would run them. Stops at the
- * first block that fails and returns its code. */
-int swarm_decode_layers(const struct attention_layer *const *att, const struct moe_layer *const *moe, int64_t L,
-                        const struct decode_step *st, const uint8_t *const *masks, float *weights, int64_t *ids)
+/* A decode step through L layers: layer l's attention block (att[l], its key mask masks[l]) then its MoE block
+ * (moe[l], its routing into weights/ids + l B K), as the separate calls would run them. Stops at the first block
+ * that fails and returns its code. */
+static int decode_layers(const struct attention_layer *const *att, const struct moe_layer *const *moe, int64_t L,
+                         const struct decode_step *st, uint8_t *const *masks, float *weights, int64_t *ids)
 {
     for (int64_t l = 0; l < L; l++) {
         int code = swarm_attention_block(att[l], st, masks[l]);
@@ -1676,4 +1676,88 @@ int swarm_decode_layers(const struct attention_layer *const *att, const struct m
             return code;
     }
     return 0;
+}
+
+/* A model whose every block fuses, fixed for the engine's life: the embedding, the layers, the final norm and
+ * (when the head's product is the one `swarm_qlinear` computes) the head. */
+struct decode_model {
+    int64_t L, V, D;
+    const struct attention_layer *const *att; /* [L] */
+    const struct moe_layer *const *moe; /* [L] */
+    const int64_t *windows; /* [L] each layer's sliding window in tokens, 0 for none */
+    const float *embed; /* [V, D] */
+    float embed_mult;
+    const float *norm_w;
+    float eps;
+    struct qmat head; /* [N, D]; w NULL: no head, the caller computes the logits */
+    int64_t N;
+};
+
+/* A decode step's tokens: B sequences with one new token each. */
+struct decode_tokens {
+    int64_t B;
+    const int64_t *ids, *pos; /* [B] each new token and its position */
+    const int64_t *table; /* [B, nb] block tables, padded */
+    int64_t nb;
+    const float *cos, *sin; /* [P, d] the rope table, row p for position p */
+    int64_t P;
+    int64_t logits; /* 0: out gets the normed hidden states even where the model has a head */
+};
+
+/* A whole decode step in one call, from token ids to logits: x = embed[ids] * embed_mult, every layer
+ * (decode_layers, with the slots, rope rows and key masks built here from the positions and block tables),
+ * then out = head(RMSNorm(x)) [B, N], or RMSNorm(x) [B, D] for a model without a head here or a step that asks
+ * for no logits. The same kernels in
+ * the same order as the modules' ops (the table lookups are copies, the masks `PagedBatch.decode_mask`'s), so
+ * the same bits. Routing into weights/ids [L, B, K]. Returns 0, -1 for a token, position or block outside its
+ * table, -2 when memory runs out, or a block's code. */
+int swarm_decode_model(const struct decode_model *m, const struct decode_tokens *in, float *out, float *weights,
+                       int64_t *ids)
+{
+    const int64_t B = in->B, D = m->D, L = m->L, nb = in->nb, bs = m->att[0]->bs, S = nb * bs, d = m->att[0]->d;
+    for (int64_t b = 0; b < B; b++)
+        if (in->ids[b] < 0 || in->ids[b] >= m->V || in->pos[b] < 0 || in->pos[b] >= in->P || in->pos[b] >= S)
+            return -1;
+    float *x = malloc((B * D + 1) * sizeof *x), *rope = malloc((2 * B * d + 1) * sizeof *rope);
+    int64_t *slots = malloc((B + 1) * sizeof *slots);
+    uint8_t **masks = calloc(L, sizeof *masks), *own = malloc(L * B * S + 1);
+    int code = !x || !rope || !slots || !masks || !own ? -2 : 0;
+    for (int64_t b = 0; b < B && !code; b++) {
+        const int64_t p = in->pos[b];
+        const float *e = m->embed + in->ids[b] * D;
+        for (int64_t i = 0; i < D; i++)
+            x[b * D + i] = m->embed_mult == 1.0f ? e[i] : e[i] * m->embed_mult;
+        memcpy(rope + b * d, in->cos + p * d, d * sizeof *rope);
+        memcpy(rope + (B + b) * d, in->sin + p * d, d * sizeof *rope);
+        slots[b] = in->table[b * nb + p / bs] * bs + p % bs;
+    }
+    for (int64_t l = 0; l < L && !code; l++) { /* a mask per window: layers that share one share it */
+        for (int64_t k = 0; k < l && !masks[l]; k++)
+            if (m->windows[k] == m->windows[l])
+                masks[l] = masks[k];
+        if (masks[l])
+            continue;
+        masks[l] = own + l * B * S;
+        for (int64_t b = 0; b < B; b++) {
+            const int64_t len = in->pos[b] + 1, w = m->windows[l];
+            for (int64_t j = 0; j < S; j++)
+                masks[l][b * S + j] = j < len && (w == 0 || j >= len - w);
+        }
+    }
+    const struct decode_step st = {x, B, rope, rope + B * d, slots, in->table, nb};
+    if (!code)
+        code = decode_layers(m->att, m->moe, L, &st, masks, weights, ids);
+    const int head = m->head.w && in->logits;
+    float *h = head ? malloc((B * D + 1) * sizeof *h) : out;
+    if (!code && !h)
+        code = -2;
+    if (!code) {
+        swarm_rms_norm(x, B, 1, D, D, m->norm_w, m->eps, h);
+        if (head)
+            code = swarm_qlinear(h, B, D, m->head.fmt, m->head.w, m->head.s, m->N, NULL, out);
+    }
+    if (h != out)
+        free(h);
+    free(x); free(rope); free(slots); free(masks); free(own);
+    return code;
 }

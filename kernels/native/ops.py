@@ -12,6 +12,7 @@ G key/value heads, d head dim, N cache blocks, bs block size, nb blocks per tabl
 
 from __future__ import annotations
 
+import array
 import ctypes
 from collections.abc import Sequence
 
@@ -477,31 +478,75 @@ def moe_block(layer: MoELayer, step: DecodeStep) -> tuple[torch.Tensor, torch.Te
     return weights, ids
 
 
-class DecodeLayers:
-    """Every layer of a model as one native call per decode step (`swarm_decode_layers`): layer l's attention
-    block, then its MoE block, as `attention_block` and `moe_block` would run them one call each. Holds the
-    layers' struct addresses, built once."""
+class DecodeModel(ctypes.Structure):
+    """cpu.c's struct decode_model: a model's decode step as one native call (`swarm_decode_model`), from its
+    tokens' ids to their logits: the embedding, every layer's attention block then its MoE block (as
+    `attention_block` and `moe_block` run them one call each), the final norm and the head. Built once; holds
+    the layers' structs and the tensors it points into."""
 
-    def __init__(self, attention: Sequence[AttentionLayer], moe: Sequence[MoELayer]):
-        if len(attention) != len(moe) or not attention or len({m.K for m in moe}) != 1:
-            raise ValueError("decode_layers: one attention and one MoE block a layer, every MoE of one top-k")
-        self.L, self.K = len(attention), moe[0].K
-        self.bs = attention[0].bs
-        self._att = (ctypes.c_void_p * self.L)(*map(ctypes.addressof, attention))
-        self._moe = (ctypes.c_void_p * self.L)(*map(ctypes.addressof, moe))
-        self._layers = (list(attention), list(moe))  # the structs' memory, for as long as their addresses are used
+    _fields_ = [("L", _I), ("V", _I), ("D", _I), ("att", _P), ("moe", _P), ("windows", _P), ("embed", _P),
+                ("embed_mult", _F), ("norm_w", _P), ("eps", _F), ("head", QMat), ("N", _I)]
 
-    def __call__(self, step: DecodeStep, masks: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """One decode step through every layer, x updated in place. masks: each layer's key mask [B, nb * bs]
-        bool. Returns the routing of every layer: weights [L, B, K] float32, ids [L, B, K] int64."""
-        if not step.slots or len(masks) != self.L or any(
-                m.shape != (step.B, step.nb * self.bs) or m.dtype is not torch.bool or not m.is_contiguous()
-                for m in masks):
-            raise ValueError(f"decode_layers: {len(masks)} masks for {self.L} layers of a step of {step.B} sequences "
-                             f"of {step.nb} blocks of {self.bs} (a step built with its slots and tables)")
-        weights = torch.empty(self.L, step.B, self.K)
-        ids = torch.empty(self.L, step.B, self.K, dtype=torch.int64)
-        ptrs = (ctypes.c_void_p * self.L)(*(m.data_ptr() for m in masks))
-        _check("decode_layers", library().swarm_decode_layers(self._att, self._moe, self.L, ctypes.addressof(step),
-                                                              ptrs, weights.data_ptr(), ids.data_ptr()))
-        return weights, ids
+
+class DecodeTokens(ctypes.Structure):
+    """cpu.c's struct decode_tokens: a decode step's new tokens, their positions and block tables."""
+
+    _fields_ = [("B", _I), ("ids", _P), ("pos", _P), ("table", _P), ("nb", _I), ("cos", _P), ("sin", _P), ("P", _I),
+                ("logits", _I)]
+
+
+def decode_model(attention: Sequence[AttentionLayer], moe: Sequence[MoELayer], windows: Sequence[int | None],
+                 embed: torch.Tensor, embed_mult: float, norm_w: torch.Tensor, eps: float,
+                 head: torch.Tensor | Blocks | None) -> DecodeModel:
+    """A model's decode step for `decode`: one attention and one MoE block a layer, each layer's sliding window
+    (None: none), the embedding [V, D], its multiplier, the final norm, and the head [N, D] (None: `decode`
+    returns the normed hidden states and the caller computes the logits)."""
+    L, (V, D) = len(attention), embed.shape
+    if (not attention or len(moe) != L or len(windows) != L or len({m.K for m in moe}) != 1
+            or any(a.D != D or m.D != D for a, m in zip(attention, moe, strict=True)) or norm_w.shape != (D,)
+            or (head is not None and (head.dim() if isinstance(head, torch.Tensor) else len(head.shape)) != 2)
+            or (head is not None and head.shape[1] != D) or len({(a.bs, a.d) for a in attention}) != 1
+            or any(w is not None and w < 1 for w in windows)):
+        raise ValueError(f"decode_model: {len(attention)} attention and {len(moe)} MoE blocks, {len(windows)} "
+                         f"windows, embedding {tuple(embed.shape)}, norm {tuple(norm_w.shape)}, head "
+                         f"{None if head is None else tuple(head.shape)}")
+    att = (ctypes.c_void_p * L)(*map(ctypes.addressof, attention))
+    moes = (ctypes.c_void_p * L)(*map(ctypes.addressof, moe))
+    wins = (ctypes.c_int64 * L)(*(w or 0 for w in windows))
+    struct = DecodeModel(L, V, D, ctypes.addressof(att), ctypes.addressof(moes), ctypes.addressof(wins),
+                         embed.data_ptr(), embed_mult, norm_w.data_ptr(), eps,
+                         QMat(0, None, None) if head is None else _qmat(head), 0 if head is None else head.shape[0])
+    struct.K, struct.d = moe[0].K, attention[0].d
+    return _held(struct, embed, norm_w, head, keep=(att, moes, wins, list(attention), list(moe)))
+
+
+def decode(model: DecodeModel, ids: Sequence[int], positions: Sequence[int], tables: Sequence[Sequence[int]],
+           cos: torch.Tensor, sin: torch.Tensor, logits: bool = True) -> tuple[torch.Tensor, ...]:
+    """One decode step of B sequences through `model` (`decode_model`): their new tokens' ids, positions and block
+    tables, and the rope table cos/sin [P, d] (row p for position p). Returns the logits [B, N] (or the normed
+    hidden states [B, D]: for a model built without a head, or `logits` False) and every layer's routing,
+    weights [L, B, K] float32 and ids [L, B, K] int64."""
+    B, P = len(ids), cos.shape[0]
+    if (len(positions) != B or len(tables) != B or not B or cos.shape != (P, model.d) or sin.shape != cos.shape
+            or not (fits(cos) and fits(sin))):
+        raise ValueError(f"decode: {B} ids, {len(positions)} positions, {len(tables)} tables, rope "
+                         f"{tuple(cos.shape)} / {tuple(sin.shape)} for heads of {model.d}")
+    nb = max(map(len, tables))
+    flat = [*ids, *positions]
+    for t in tables:  # (one int64 array, built from the lists: a few times cheaper than a tensor for a batch)
+        flat += t
+        flat += [0] * (nb - len(t))
+    arrays = array.array("q", flat)
+    at = arrays.buffer_info()[0]
+    head = logits and model.N > 0
+    step = DecodeTokens(B, at, at + 8 * B, at + 16 * B, nb, cos.data_ptr(), sin.data_ptr(), P, head)
+    out = torch.empty(B, model.N if head else model.D)
+    weights = torch.empty(model.L, B, model.K)
+    routed = torch.empty(model.L, B, model.K, dtype=torch.int64)
+    code = library().swarm_decode_model(ctypes.addressof(model), ctypes.addressof(step), out.data_ptr(),
+                                        weights.data_ptr(), routed.data_ptr())
+    if code == -1:
+        raise ValueError(f"decode: a token outside the embedding's {model.V}, or a position outside the rope "
+                         f"table's {P} or its block table's {nb} blocks (ids {list(ids)}, positions {list(positions)})")
+    _check("decode", code)
+    return out, weights, routed

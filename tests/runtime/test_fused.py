@@ -37,12 +37,12 @@ def _prompts(n=5):
     return [torch.randint(5, 384, (8 + 5 * i,), generator=g).tolist() for i in range(n)]
 
 
-def _decode_logits(engine, monkeypatch):
-    """Greedy tokens and every decode step's logits, with how many fused blocks ran (one at a time, or every
-    layer's at once)."""
-    seen, calls = [], {"attention": 0, "moe": 0, "layers": 0}
-    real_post, real_attn, real_moe = Engine._postprocess, native.attention_block, native.moe_block
-    real_layers = native.DecodeLayers.__call__
+def _decode_logits(engine, monkeypatch, prompts=None):
+    """Greedy tokens and every decode step's logits, with how many fused blocks ran (one at a time, or a whole
+    step's at once)."""
+    seen, calls = [], {"attention": 0, "moe": 0, "whole": 0}
+    real_post, real_attn, real_moe, real_whole = Engine._postprocess, native.attention_block, native.moe_block, \
+        native.decode
 
     def post(self, batch, logits):
         if all(s.num_tokens == 1 for s in batch):
@@ -57,15 +57,15 @@ def _decode_logits(engine, monkeypatch):
         calls["moe"] += 1
         return real_moe(*a, **k)
 
-    def layers(*a, **k):
-        calls["layers"] += 1
-        return real_layers(*a, **k)
+    def whole(*a, **k):
+        calls["whole"] += 1
+        return real_whole(*a, **k)
 
     monkeypatch.setattr(Engine, "_postprocess", post)
     monkeypatch.setattr(native, "attention_block", attn)
     monkeypatch.setattr(native, "moe_block", moe)
-    monkeypatch.setattr(native.DecodeLayers, "__call__", layers)
-    out = engine.generate(_prompts(), GREEDY)
+    monkeypatch.setattr(native, "decode", whole)
+    out = engine.generate(prompts or _prompts(), GREEDY)
     monkeypatch.undo()
     return [c.token_ids for c in out], seen, calls
 
@@ -78,17 +78,59 @@ def test_fused_decode_equals_the_modules(tmp_path_factory, monkeypatch, name):
     assert plain.fused is None and fused.fused is not None
     tokens, logits, calls = _decode_logits(fused, monkeypatch)
     ref_tokens, ref_logits, ref_calls = _decode_logits(plain, monkeypatch)
-    assert ref_calls == {"attention": 0, "moe": 0, "layers": 0}
+    assert ref_calls == {"attention": 0, "moe": 0, "whole": 0}
     assert tokens == ref_tokens
     assert len(logits) == len(ref_logits) > 0
     for a, b in zip(logits, ref_logits, strict=True):
         assert torch.equal(a, b)
     attention, moe = FAMILIES[name][1]
     steps, layers = len(logits), fused.config.num_layers
-    if attention and moe:  # every block fused: a step runs all the layers in one call
-        assert calls == {"attention": 0, "moe": 0, "layers": steps}
+    if attention and moe:  # every block fused: a step runs from its tokens to its logits in one call
+        assert calls == {"attention": 0, "moe": 0, "whole": steps}
     else:
-        assert calls == {"attention": steps * layers * attention, "moe": steps * layers * moe, "layers": 0}
+        assert calls == {"attention": steps * layers * attention, "moe": steps * layers * moe, "whole": 0}
+
+
+def _fused_against_plain(folder, monkeypatch, prompts=None, exact=True) -> tuple[dict, int]:
+    """Decode with and without the fused blocks: equal tokens and logits, bit for bit (`exact`; else to float32
+    rounding). Returns the fused engine's block calls and its decode steps."""
+    fused = Engine.from_pretrained(folder)
+    tokens, logits, calls = _decode_logits(fused, monkeypatch, prompts)
+    ref_tokens, ref_logits, _ = _decode_logits(Engine.from_pretrained(folder, config=EngineConfig(
+        fused_decode=False)), monkeypatch, prompts)
+    assert tokens == ref_tokens and len(logits) == len(ref_logits) > 0
+    for a, b in zip(logits, ref_logits, strict=True):
+        assert torch.equal(a, b) if exact else torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+    return calls, len(logits)
+
+
+@pytest.mark.parametrize("changes", [{"tie_word_embeddings": True}, {"embedding_multiplier": 2.0}])
+def test_a_whole_step_reads_the_embedding_as_the_modules_do(tmp_path, monkeypatch, changes):
+    """A head tied to the embedding, and a scaled embedding (Granite's multiplier on a Qwen3-MoE)."""
+    cfg = tiny_config("qwen3_moe", vocab_size=384, hidden_size=64, num_heads=4, num_kv_heads=2, num_experts=4)
+    calls, steps = _fused_against_plain(write_random_model(tmp_path, {**cfg, **changes}), monkeypatch)
+    assert calls == {"attention": 0, "moe": 0, "whole": steps}
+
+
+def test_a_step_of_more_sequences_than_the_c_head_takes_gets_torchs_head(tmp_path_factory, monkeypatch):
+    """Past LINEAR_MAX_ROWS rows the head's product is torch's (as a prefill's is): the whole step returns the
+    normed hidden states and the model's head computes the logits. (The modules' projections take torch's
+    products at that many rows too, and the blocks keep the C code's: equal up to the order of the sums.)"""
+    rows = native.LINEAR_MAX_ROWS + 3
+    g = torch.Generator().manual_seed(5)
+    prompts = [torch.randint(5, 384, (4 + i % 7,), generator=g).tolist() for i in range(rows)]
+    calls, steps = _fused_against_plain(_folder(tmp_path_factory, "qwen3_moe"), monkeypatch, prompts, exact=False)
+    assert calls == {"attention": 0, "moe": 0, "whole": steps}
+
+
+def test_dynamic_rope_past_the_trained_length_runs_the_blocks(tmp_path, monkeypatch):
+    """Dynamic scaling computes other frequencies past max_position_embeddings, which the one rope table of a
+    whole step does not hold: those steps run block by block (still fused), with the same logits."""
+    cfg = tiny_config("qwen3_moe", vocab_size=384, hidden_size=64, num_heads=4, num_kv_heads=2, num_experts=4,
+                      max_position_embeddings=24)
+    cfg["rope_scaling"] = {"rope_type": "dynamic", "factor": 2.0}
+    calls, steps = _fused_against_plain(write_random_model(tmp_path, cfg), monkeypatch, _prompts(4))
+    assert 0 < calls["whole"] < steps and calls["attention"] > 0
 
 
 def test_pump_runs_the_fused_blocks_a_layer_at_a_time_with_the_same_tokens(tmp_path_factory, monkeypatch):
@@ -118,7 +160,7 @@ def test_blocks_the_c_code_does_not_compute_are_never_fused(tmp_path_factory, mo
     engine = Engine.from_pretrained(write_random_model(tmp_path_factory.mktemp(family), {**cfg, **changes}))
     assert engine.fused is None  # decided at load: no layer has a block the native code reproduces
     tokens, logits, calls = _decode_logits(engine, monkeypatch)
-    assert calls == {"attention": 0, "moe": 0, "layers": 0} and len(logits) > 0
+    assert calls == {"attention": 0, "moe": 0, "whole": 0} and len(logits) > 0
     plain = Engine.from_pretrained(engine.source, config=EngineConfig(fused_decode=False))
     assert tokens == _decode_logits(plain, monkeypatch)[0]
 
@@ -144,7 +186,7 @@ def test_a_wrapped_projection_runs_its_modules(tmp_path_factory, monkeypatch):
     ref_tokens, ref_logits, _ = _decode_logits(plain, monkeypatch)
     assert tokens == ref_tokens and all(torch.equal(a, b) for a, b in zip(logits, ref_logits, strict=True))
     layers = fused.config.num_layers
-    assert calls == {"attention": len(logits) * (layers - 1), "moe": len(logits) * layers, "layers": 0}
+    assert calls == {"attention": len(logits) * (layers - 1), "moe": len(logits) * layers, "whole": 0}
 
 
 def test_int8_weights_run_the_modules(tmp_path_factory, monkeypatch):
@@ -154,7 +196,7 @@ def test_int8_weights_run_the_modules(tmp_path_factory, monkeypatch):
     except (RuntimeError, NotImplementedError) as e:
         pytest.skip(f"int8 weights unavailable here: {e}")
     _, logits, calls = _decode_logits(engine, monkeypatch)
-    assert logits and calls == {"attention": 0, "moe": 0, "layers": 0}
+    assert logits and calls == {"attention": 0, "moe": 0, "whole": 0}
 
 
 def test_torch_kernels_run_no_fused_block(tmp_path_factory, monkeypatch):
@@ -181,3 +223,14 @@ def test_bad_shapes_are_refused():
                                    0.5, torch.zeros(8, 8), None, 1.0)
     with pytest.raises(ValueError, match="attention_block"):  # a step without slots and tables (an MoE block's)
         native.attention_block(layer, native.decode_step(x), torch.ones(2, 4, dtype=torch.bool))
+
+
+def test_a_whole_step_refuses_tokens_outside_its_tables(tmp_path_factory):
+    engine = Engine.from_pretrained(_folder(tmp_path_factory, "qwen3_moe"))
+    whole, (cos, sin) = engine.fused.whole, engine.model.rotary.table(64)
+    with pytest.raises(ValueError, match="outside the embedding"):
+        native.decode(whole, [384], [0], [[0]], cos, sin)
+    with pytest.raises(ValueError, match="block table"):  # position 20 needs a second block of 16
+        native.decode(whole, [7], [20], [[0]], cos, sin)
+    with pytest.raises(ValueError, match="decode: 2 ids, 1 positions"):
+        native.decode(whole, [7, 8], [0], [[0], [1]], cos, sin)

@@ -47,8 +47,8 @@ def test_fused_decode_on_int8_equals_the_modules(tmp_path, monkeypatch, family, 
     ref_tokens, ref_logits, ref_calls = _decode_logits(plain, monkeypatch)
     assert not any(ref_calls.values())
     steps, layers = len(logits), fused.config.num_layers  # a shared expert's layers run the MoE modules
-    assert calls == ({"attention": 0, "moe": 0, "layers": steps} if fused.fused.whole is not None
-                     else {"attention": steps * layers, "moe": 0, "layers": 0})
+    assert calls == ({"attention": 0, "moe": 0, "whole": steps} if fused.fused.whole is not None
+                     else {"attention": steps * layers, "moe": 0, "whole": 0})
     assert tokens == ref_tokens and len(logits) == len(ref_logits) > 0
     for a, b in zip(logits, ref_logits, strict=True):
         assert torch.equal(a, b)

@@ -47,7 +47,7 @@ def test_block_engine_equals_the_float_engine_on_its_dequantised_weights(folder,
     assert engine.fused is not None and engine.fused.layers[0].attention is not None
     ids = list(range(5, 45))
     tokens, logits, calls = _decode_logits(engine, monkeypatch)  # decode: the blocks read in place, fused
-    assert calls == {"attention": 0, "moe": 0, "layers": len(logits)}  # every layer in one call a step
+    assert calls == {"attention": 0, "moe": 0, "whole": len(logits)}  # tokens to logits in one call a step
     if fmt in quant.HALF:  # the float32 engine on the widened weights, bit for bit
         twin = dequantised_twin(folder, engine)
         assert torch.equal(engine.logits(ids), twin.logits(ids))  # prefill: widened per call, torch's GEMM

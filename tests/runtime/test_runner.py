@@ -37,14 +37,15 @@ def folder(tmp_path_factory):
 
 
 def _pass(runner, batch, sliced):
-    """(the slices the pass yielded None after, its logits)"""
-    p, pauses = runner.run(batch, sliced), 0
-    while True:
-        try:
-            assert next(p) is None
-            pauses += 1
-        except StopIteration as done:
-            return pauses, done.value
+    """(the slices the pass yielded None after, its logits), run as the engine runs it (in inference mode)"""
+    with torch.inference_mode():
+        p, pauses = runner.run(batch, sliced), 0
+        while True:
+            try:
+                assert next(p) is None
+                pauses += 1
+            except StopIteration as done:
+                return pauses, done.value
 
 
 def _decode_batch(engine, n=2):
