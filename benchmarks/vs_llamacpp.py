@@ -2,7 +2,7 @@
 of 32 sequences, and of 32 sequences sharing their prompt, with float32, Q8_0 and Q4_0 weights.
 
     bash benchmarks/build_llamacpp.sh                   # once: llama.cpp's tools in .llamacpp/build/bin
-    .venv/bin/python benchmarks/vs_llamacpp.py          # about 2 minutes on 2 cores
+    .venv/bin/python benchmarks/vs_llamacpp.py          # about 3 minutes on 2 cores
     .venv/bin/python benchmarks/vs_llamacpp.py --quick  # smoke run, tiny model, seconds
 
 The model is benchmarks/engine.py's random-weight Qwen3-MoE (hidden 384, 6 layers, 8 experts top-2). It is
@@ -16,8 +16,11 @@ token prompt of random ids; `-pps` for the shared prompt), with its defaults oth
 attention as it decides) and `-t` the torch thread count. swarm's are the same steps through
 `Engine.from_pretrained(file)` (float32 KV cache, the prefix cache on only for the shared prompt), timed from
 the first decode-only step, sampling included. Each figure is the median of `--repeats` runs, llama.cpp's and
-swarm's interleaved. Before timing, both engines continue the same prompt greedily (`llama-simple`) on the
-float32 file: `agreement` says whether their texts match, so the two read the file the same way.
+swarm's interleaved row by row (llama.cpp's run of a row, then swarm's, then the next row: this shared
+machine's speed drifts over tens of seconds, so the two sides of a ratio are measured moments apart); a row's
+ratio is the median of its pairs' ratios. Before timing, both engines continue the same prompt greedily
+(`llama-simple`) on the float32 file: `agreement` says whether their texts match, so the two read the file the
+same way.
 
 Prints one JSON object (progress on stderr), with the memory bandwidth and matmul FLOP/s measured in the run.
 """
@@ -89,23 +92,20 @@ def write_files(work: Path, sizes: bench.Sizes, bin_dir: Path) -> dict[str, Path
 # -- llama.cpp ---------------------------------------------------------------------------------------
 
 
-def llama_rates(bin_dir: Path, path: Path, args: argparse.Namespace) -> dict[str, float]:
-    """llama-batched-bench's decode tokens/s: {"batch_1", "batch_N", "shared_N"}."""
-    n = args.batch
-    base = [tool(bin_dir, "llama-batched-bench"), "-m", str(path), "-t", str(args.threads),
-            "-c", str(1024 * (n * (args.prompt + args.new) // 1024 + 2)), "-b", "2048", "-ub", "512",
-            "-npp", str(args.prompt), "-ntg", str(args.new), "--output-format", "jsonl"]
-    rates: dict[str, float] = {}
-    for cmd, want in ((base + ["-npl", f"1,{n}"], 2), (base + ["-npl", str(n), "-pps"], 1)):
-        # llama.cpp's logger writes from its own thread, and now and then the last row is lost at exit: run again
-        for _ in range(5):
-            rows = [json.loads(line) for line in run(cmd).splitlines() if line.startswith("{")]
-            if len(rows) == want:
-                break
-        else:
-            raise SystemExit(f"llama-batched-bench printed {len(rows)} of its {want} rows five times: {' '.join(cmd)}")
-        rates.update({f"shared_{n}" if r["is_pp_shared"] else f"batch_{r['pl']}": r["speed_tg"] for r in rows})
-    return rates
+def llama_rate(bin_dir: Path, path: Path, args: argparse.Namespace, key: str) -> float:
+    """llama-batched-bench's decode tokens/s for one row: "batch_1", "batch_N" or "shared_N"."""
+    n = 1 if key == "batch_1" else args.batch
+    cmd = [tool(bin_dir, "llama-batched-bench"), "-m", str(path), "-t", str(args.threads),
+           "-c", str(1024 * (n * (args.prompt + args.new) // 1024 + 2)), "-b", "2048", "-ub", "512",
+           "-npp", str(args.prompt), "-ntg", str(args.new), "-npl", str(n), "--output-format", "jsonl"]
+    if key.startswith("shared"):
+        cmd.append("-pps")
+    # llama.cpp's logger writes from its own thread, and now and then the last row is lost at exit: run again
+    for _ in range(5):
+        rows = [json.loads(line) for line in run(cmd).splitlines() if line.startswith("{")]
+        if rows:
+            return rows[0]["speed_tg"]
+    raise SystemExit(f"llama-batched-bench printed no row five times: {' '.join(cmd)}")
 
 
 def llama_text(bin_dir: Path, path: Path, new: int) -> str:
@@ -169,17 +169,16 @@ def compare(bin_dir: Path, files: dict[str, Path], args: argparse.Namespace) -> 
         ours: dict[str, list[float]] = {k: [] for k in runs}
         theirs: dict[str, list[float]] = {k: [] for k in runs}
         for rep in range(args.repeats):
-            log(f"{fmt}: run {rep + 1} of {args.repeats}, llama.cpp then swarm")
-            for key, rate in llama_rates(bin_dir, path, args).items():
-                theirs[key].append(rate)
-            for key, r in runs.items():
+            log(f"{fmt}: run {rep + 1} of {args.repeats}, each row llama.cpp then swarm")
+            for key, r in runs.items():  # each pair back to back: the shared machine's speed drifts over seconds
+                theirs[key].append(llama_rate(bin_dir, path, args, key))
                 ours[key].append(r.block())
         del runs
         row = {}
-        for key in ours:
-            a, b = statistics.median(ours[key]), statistics.median(theirs[key])
-            row[key] = {"swarm": a, "llama_cpp": b, "ratio": a / b, "swarm_runs": ours[key],
-                        "llama_cpp_runs": theirs[key]}
+        for key in ours:  # the ratio: the median of each pair's (the two runs moments apart, in the same weather)
+            ratio = statistics.median(a / b for a, b in zip(ours[key], theirs[key], strict=True))
+            row[key] = {"swarm": statistics.median(ours[key]), "llama_cpp": statistics.median(theirs[key]),
+                        "ratio": ratio, "swarm_runs": ours[key], "llama_cpp_runs": theirs[key]}
         out[fmt] = row
     return out
 
@@ -205,12 +204,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prompt", type=int, default=None, help="prompt tokens per sequence (default 512)")
     p.add_argument("--new", type=int, default=None, help="decode steps timed per run (default 32)")
     p.add_argument("--batch", type=int, default=None, help="sequences of the batched rows (default 32)")
-    p.add_argument("--repeats", type=int, default=None, help="runs per figure, the median kept (default 3)")
+    p.add_argument("--repeats", type=int, default=None, help="runs per figure, the median kept (default 5)")
     p.add_argument("--threads", type=int, default=None, help="threads of both engines (default: all cores)")
     p.add_argument("--work-dir", type=Path, default=None, help="keep the model and GGUF files here")
     p.add_argument("--output", type=Path, default=None, help="also write the JSON to this file")
     args = p.parse_args(argv)
-    roofline.fill_sizes(args, {"prompt": 512, "new": 32, "batch": 32, "repeats": 3},
+    roofline.fill_sizes(args, {"prompt": 512, "new": 32, "batch": 32, "repeats": 5},
                         {"prompt": 64, "new": 8, "batch": 4, "repeats": 1})
     args.threads = args.threads or os.cpu_count() or 1
     return args

@@ -161,7 +161,7 @@ class FusedDecode:
         head the C code does not compute: the final normed hidden states [B, D] instead. Each MoE's routing is
         kept as its `last_ids`, as `FusedLayer.feed_forward` keeps it."""
         out, _, ids = native.decode(self.whole, ids, positions, tables, *rope, logits=logits)
-        for mlp, layer_ids in zip(self._moe, ids, strict=True):
+        for mlp, layer_ids in zip(self._moe, ids.unbind(), strict=True):
             object.__setattr__(mlp, "last_ids", layer_ids)
         return out
 

@@ -19,7 +19,7 @@ class EngineStats:
         self.budget_closed = 0  # constrained completions whose value was closed to fit max_tokens
         self.recent = deque(maxlen=64)  # (time, duration, computed, generated, seqs) of recent steps
         self._load = torch.zeros(num_moe_layers, max(num_experts, 1), dtype=torch.long)
-        self._routed: list[tuple[list[int], torch.Tensor]] = []  # steps' routing not yet counted into _load
+        self._routed: list[tuple[list[int], list[torch.Tensor]]] = []  # steps' routing not yet counted into _load
 
     def record_step(self, batch, generated: int, duration: float) -> None:
         computed = sum(s.num_tokens for s in batch)
@@ -46,10 +46,11 @@ class EngineStats:
 
     def record_experts(self, moe_layers) -> None:
         """Keep the last step's routing (its layers' ids) to count with the steps after it: counting costs a
-        few tensor ops however many steps it covers, which a decode step of one sequence would feel."""
+        few tensor ops however many steps it covers, which a decode step of one sequence would feel (so does
+        stacking the layers' ids each step: they are kept as they are)."""
         rows = [i for i, layer in enumerate(moe_layers) if layer.last_ids is not None]
         if rows:
-            self._routed.append((rows, torch.stack([moe_layers[i].last_ids for i in rows]).flatten(1)))
+            self._routed.append((rows, [moe_layers[i].last_ids for i in rows]))
             if len(self._routed) >= 256:
                 self._count_experts()
 
@@ -57,12 +58,13 @@ class EngineStats:
         """Add the kept routing to the load: each group of steps with the same layers in one bincount (layer
         row r's ids offset by r * E)."""
         E = self._load.shape[1]
-        groups: dict[tuple[int, ...], list[torch.Tensor]] = {}
+        groups: dict[tuple[int, ...], list[list[torch.Tensor]]] = {}
         for rows, ids in self._routed:
-            groups.setdefault(tuple(rows), []).append(ids.cpu())
+            groups.setdefault(tuple(rows), []).append(ids)
         self._routed.clear()
-        for rows, parts in groups.items():
-            ids = torch.cat(parts, dim=1) + torch.arange(0, len(rows) * E, E)[:, None]  # [layers, steps' T * K]
+        for rows, steps in groups.items():
+            ids = torch.stack([torch.cat([step[r] for step in steps]).flatten().cpu() + r * E
+                               for r in range(len(rows))])  # [layers, steps' T * K]
             self._load[list(rows)] += torch.bincount(ids.flatten(), minlength=len(rows) * E).view(len(rows), E)
 
     @property
