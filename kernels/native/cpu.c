@@ -627,13 +627,6 @@ static inline __attribute__((always_inline)) void qxtile_fmt(const struct xrows 
     const float *s = W->s + n * nbk;
     if (M <= 2 || fmt == W_Q8) {
         int64_t m = 0;
-        if (width == 4) { /* (the whole tiles: with a constant width the accumulators stay in registers) */
-            for (; m + 2 <= M; m += 2)
-                qxrows(A, m, q, s, rb, nbk, 4, NULL, K, c, fmt, 1, 0);
-            if (m < M)
-                qxrows(A, m, q, s, rb, nbk, 4, NULL, K, c, fmt, 0, 0);
-            return;
-        }
         for (; m + 2 <= M; m += 2)
             qxrows(A, m, q, s, rb, nbk, width, NULL, K, c, fmt, 1, 0);
         if (m < M)
