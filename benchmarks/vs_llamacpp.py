@@ -95,9 +95,10 @@ def write_files(work: Path, sizes: bench.Sizes, bin_dir: Path) -> dict[str, Path
 def llama_rate(bin_dir: Path, path: Path, args: argparse.Namespace, key: str) -> float:
     """llama-batched-bench's decode tokens/s for one row: "batch_1", "batch_N" or "shared_N"."""
     n = 1 if key == "batch_1" else args.batch
+    steps = steps_timed(args, n)
     cmd = [tool(bin_dir, "llama-batched-bench"), "-m", str(path), "-t", str(args.threads),
-           "-c", str(1024 * (n * (args.prompt + args.new) // 1024 + 2)), "-b", "2048", "-ub", "512",
-           "-npp", str(args.prompt), "-ntg", str(args.new), "-npl", str(n), "--output-format", "jsonl"]
+           "-c", str(1024 * (n * (args.prompt + steps) // 1024 + 2)), "-b", "2048", "-ub", "512",
+           "-npp", str(args.prompt), "-ntg", str(steps), "-npl", str(n), "--output-format", "jsonl"]
     if key.startswith("shared"):
         cmd.append("-pps")
     # llama.cpp's logger writes from its own thread, and now and then the last row is lost at exit: run again
@@ -120,24 +121,41 @@ def llama_text(bin_dir: Path, path: Path, new: int) -> str:
 # -- swarm ---------------------------------------------------------------------------------------------
 
 
+def steps_timed(args: argparse.Namespace, batch: int) -> int:
+    """Decode steps a row times: `--new`, and four times that for one sequence, whose steps take about a
+    millisecond (32 of them would be too short a window on a shared machine). The same for both engines."""
+    return args.new * (4 if batch == 1 else 1)
+
+
 class SwarmRun:
-    """One engine over a file with its sequences prefilled: `block()` times `new` decode-only steps."""
+    """One engine over a file with its sequences prefilled: `block()` times `steps_timed` decode-only steps.
+    One sequence starts again from its prompt for each block, as llama.cpp's run does (so its context spans
+    the same positions); a batch goes on decoding (prefilling it again would cost more than the block)."""
 
     def __init__(self, path: Path, batch: int, shared: bool, args: argparse.Namespace, seed: int):
-        room = args.new * (args.repeats + 1) + 8
+        self.batch, self.new = batch, steps_timed(args, batch)
+        self.room = self.new + 8 if batch == 1 else self.new * (args.repeats + 1) + 8
         self.engine = Engine.from_pretrained(path, EngineConfig(
-            kv_cache_tokens=batch * (args.prompt + room + 32), max_batched_tokens=512, enable_prefix_cache=shared))
+            kv_cache_tokens=batch * (args.prompt + self.room + 32), max_batched_tokens=512,
+            enable_prefix_cache=shared))
         vocab = self.engine.model.cfg.vocab_size
         gen = torch.Generator().manual_seed(seed)
-        prompts = [bench.random_ids(gen, args.prompt, vocab)] * batch if shared else \
+        self.prompts = [bench.random_ids(gen, args.prompt, vocab)] * batch if shared else \
             [bench.random_ids(gen, args.prompt, vocab) for _ in range(batch)]
-        self.batch, self.new = batch, args.new
-        self.handles = [self.engine.submit(p, bench.greedy(room)) for p in prompts]
-        while not all(h.token_ids for h in self.handles):  # prefill (a shared prompt's blocks computed once)
+        self.handles, self.timed = self._prefill(), False
+
+    def _prefill(self) -> list:
+        handles = [self.engine.submit(p, bench.greedy(self.room)) for p in self.prompts]
+        while not all(h.token_ids for h in handles):  # prefill (a shared prompt's blocks computed once)
             self.engine.step()
         self.engine.step()
+        return handles
 
     def block(self) -> float:
+        if self.batch == 1 and self.timed:  # from the prompt again
+            self.handles[0].cancel()
+            self.handles = self._prefill()
+        self.timed = True
         return self.batch * self.new / bench.timed_steps(self.engine, self.batch, self.new)
 
 
@@ -234,6 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
         rows = compare(args.llamacpp, files, args)
         result = {
             "config": {"model": bench.model_config(sizes), "prompt": args.prompt, "new": args.new,
+                       "new_batch_1": steps_timed(args, 1),
                        "batch": args.batch, "repeats": args.repeats, "threads": args.threads, "quick": args.quick,
                        "git": bench.git_revision(), "torch": torch.__version__,
                        "llama_cpp": {"tools": str(args.llamacpp), "quantize": "--pure",
