@@ -14,12 +14,12 @@ Both engines load those three files.
 llama.cpp's figures are `llama-batched-bench`'s decode rate (S_TG: the `--new` decode steps after a `--prompt`
 token prompt of random ids; `-pps` for the shared prompt), with its defaults otherwise (f16 KV cache, flash
 attention as it decides) and `-t` the torch thread count. swarm's are the same steps through
-`Engine.from_pretrained(file)` (float32 KV cache, the prefix cache on only for the shared prompt), timed from
-the first decode-only step, sampling included. Each figure is the median of `--repeats` runs, llama.cpp's and
-swarm's interleaved row by row (llama.cpp's run of a row, then swarm's, then the next row: this shared
-machine's speed drifts over tens of seconds, so the two sides of a ratio are measured moments apart); a row's
-ratio is the median of its pairs' ratios. Before timing, both engines continue the same prompt greedily
-(`llama-simple`) on the float32 file: `agreement` says whether their texts match, so the two read the file the
+`Engine.from_pretrained(file)` (a float16 KV cache, as llama.cpp's; the prefix cache on only for the shared
+prompt), timed from the first decode-only step, sampling included. Each figure is the median of `--repeats`
+runs, llama.cpp's and swarm's interleaved row by row (llama.cpp's run of a row, then swarm's, then the next
+row: this shared machine's speed drifts over tens of seconds, so the two sides of a ratio are measured moments
+apart); a row's ratio is the median of its pairs' ratios. Before timing, both engines continue the same prompt
+greedily (`llama-simple`) on the float32 file: `agreement` says whether their texts match, so the two read the file the
 same way.
 
 Prints one JSON object (progress on stderr), with the memory bandwidth and matmul FLOP/s measured in the run.
@@ -137,7 +137,7 @@ class SwarmRun:
         self.room = self.new + 8 if batch == 1 else self.new * (args.repeats + 1) + 8
         self.engine = Engine.from_pretrained(path, EngineConfig(
             kv_cache_tokens=batch * (args.prompt + self.room + 32), max_batched_tokens=512,
-            enable_prefix_cache=shared))
+            enable_prefix_cache=shared, kv_dtype="float16"))
         vocab = self.engine.model.cfg.vocab_size
         gen = torch.Generator().manual_seed(seed)
         self.prompts = [bench.random_ids(gen, args.prompt, vocab)] * batch if shared else \
@@ -257,6 +257,7 @@ def main(argv: list[str] | None = None) -> dict:
                        "git": bench.git_revision(), "torch": torch.__version__,
                        "llama_cpp": {"tools": str(args.llamacpp), "quantize": "--pure",
                                      "defaults": "f16 KV cache, -fa auto, -b 2048 -ub 512"},
+                       "swarm": {"kv_dtype": "float16"},
                        "file_mib": {fmt: p.stat().st_size / 2**20 for fmt, p in files.items()}},
             "hardware": hardware, "agreement": agree, "decode_tokens_per_s": rows,
             "summary": summary(rows, args.batch), "machine": load.report(),

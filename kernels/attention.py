@@ -68,7 +68,7 @@ def gather_blocks(cache: torch.Tensor, cache_scale: torch.Tensor | None, blocks:
     if cache_scale is None:
         if cache.dtype == torch.int8:
             raise ValueError("an int8 KV cache needs its scales (k_scale, v_scale)")
-        return out
+        return out.to(dtype)  # (a float16 cache under float32 queries: widened, exactly)
     return (out.float() * cache_scale.index_select(0, blocks)[..., None]).to(dtype)
 
 

@@ -150,9 +150,9 @@ class KVPool(BlockAllocator):
         per token and head)."""
         kc, vc = self.k[layer], self.v[layer]
         G, d = kc.shape[2:]
-        if not self.quantized:
-            kc.view(-1, G, d).index_copy_(0, slots, k)
-            vc.view(-1, G, d).index_copy_(0, slots, v)
+        if not self.quantized:  # (rounded to the cache's dtype first: float16 on a float32 model's CPU)
+            kc.view(-1, G, d).index_copy_(0, slots, k.to(kc.dtype))
+            vc.view(-1, G, d).index_copy_(0, slots, v.to(vc.dtype))
             return
         for x, cache, scales in ((k, kc, self.k_scale[layer]), (v, vc, self.v_scale[layer])):
             if self._native_store and native.store_int8(x, slots, cache, scales):

@@ -124,7 +124,9 @@ class EngineConfig:
     max_lora_rank: int = 64
     cuda_graphs: bool = True  # on a GPU, replay decode-only steps as captured CUDA graphs (runtime/cuda_graphs.py)
     fused_decode: bool = True  # on the CPU, decode steps run each layer block as one native call (runtime/fused.py)
-    kv_dtype: str | None = None  # how K/V are stored: None = the model's dtype; "int8" = int8 + a scale per token/head
+    # how K/V are stored: None = the model's dtype; "int8" = int8 + a scale per token/head; "float16" under a float32
+    # model on the CPU (half the memory and bandwidth; the attention widens it exactly)
+    kv_dtype: str | None = None
     # the weights' format when `Engine.from_pretrained` loads the model (its `quantize`): one of QUANTIZE.
     # A load option kept here so that what opens a model from a config (a simulation, a worker) can ask
     quantize: str | None = None
@@ -186,9 +188,10 @@ class Engine:
         if tokenizer.eos_token_id is not None:
             self.eos_token_ids.add(tokenizer.eos_token_id)
         dtype = next(model.parameters()).dtype
-        if ec.kv_dtype not in (None, "int8", str(dtype).removeprefix("torch.")):  # the kernels take q's dtype
-            raise ValueError(f"kv_dtype {ec.kv_dtype!r}: a float KV cache is stored in the model's dtype ({dtype}); "
-                             "use None or 'int8'")
+        half_on_cpu = ec.kv_dtype == "float16" and dtype == torch.float32 and self.device.type == "cpu"
+        if ec.kv_dtype not in (None, "int8", str(dtype).removeprefix("torch.")) and not half_on_cpu:
+            raise ValueError(f"kv_dtype {ec.kv_dtype!r}: a float KV cache is stored in the model's dtype ({dtype}), "
+                             "or in float16 under a float32 model on the CPU; use None, 'int8' or that")
         self.kv_bytes_per_token = per_token = KVPool.bytes_per_token(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim,
                                                                      ec.kv_dtype or dtype)
         self.pool = KVPool(self._pool_blocks(per_token), ec.block_size, cfg.num_layers, cfg.num_kv_heads,

@@ -19,9 +19,9 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kv-memory", type=_size, metavar="SIZE",
                         help="memory for the KV cache, e.g. 4GiB (default: 40%% of the RAM available at start, 80%% "
                         "of free GPU memory)")
-    parser.add_argument("--kv-dtype", choices=[d for d in KV_DTYPES if d == "int8"],
+    parser.add_argument("--kv-dtype", choices=[d for d in KV_DTYPES if d in ("int8", "float16")],
                         help="store keys and values as int8 with a scale per token and head (about 3.8x the tokens "
-                        "of float32 in the same memory)")
+                        "of float32 in the same memory), or as float16 under a float32 model on the CPU (2x)")
     add_quantize_option(parser)
 
 

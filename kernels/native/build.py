@@ -38,10 +38,10 @@ _SIGNATURES = {
     "swarm_route": [_PTR, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR],
     "swarm_argmax": [_PTR, _I64, _I64, _PTR],
     "swarm_expert_ffn": [_PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _PTR, _PTR, _I64, _PTR],
-    "swarm_prefill_attention": [_PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _PTR, _I64, _F32, _I64,
-                                _PTR],
-    "swarm_decode_attention": [_PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _PTR, _I64, _PTR, _F32,
-                               _PTR],
+    "swarm_prefill_attention": [_PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _I64, _PTR, _I64, _F32,
+                                _I64, _PTR],
+    "swarm_decode_attention": [_PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _I64, _PTR, _I64, _PTR,
+                               _F32, _PTR],
     "swarm_store_int8": [_PTR, _I64, _I64, _I64, _I64, _PTR, _PTR, _PTR],
     "swarm_attention_block": [_PTR, _PTR, _PTR],  # struct attention_layer, struct decode_step, mask
     "swarm_moe_block": [_PTR, _PTR, _PTR, _PTR],  # struct moe_layer, struct decode_step, weights, ids

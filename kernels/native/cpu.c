@@ -1024,41 +1024,56 @@ int swarm_store_int8(const float *x, int64_t T, int64_t G, int64_t d, int64_t st
 #define MAX_H 64 /* query heads per sequence */
 #define AHEAD 64 /* positions prefetched ahead of the one being read */
 
-/* A paged cache as the attention kernels read it: keys and values [N, bs, G, d] of float32, or of int8 with a
- * float32 scale per slot and head (ks/vs [N, bs, G]; NULL for float32). An int8 value is converted to float
- * exactly; its scale is folded in after the arithmetic it would otherwise repeat d times: a key's after its
- * dot product with the query, a value's into its softmax weight. */
+/* A paged cache as the attention kernels read it: keys and values [N, bs, G, d] of float32, float16, or int8
+ * with a float32 scale per slot and head (ks/vs [N, bs, G]; NULL otherwise). A float16 or int8 value is
+ * converted to float exactly (F16C's conversion for a half), so a float16 cache computes what float32 holding
+ * the same values would; an int8 value's scale is folded in after the arithmetic it would otherwise repeat d
+ * times: a key's after its dot product with the query, a value's into its softmax weight. */
+enum { KV_F32 = 0, KV_I8 = 1, KV_F16 = 2 };
+#define KV_BYTES(fmt) ((fmt) == KV_I8 ? 1 : (fmt) == KV_F16 ? 2 : 4)
 struct paged {
     const void *k, *v;
     const float *ks, *vs;
-    int64_t bs, G;
+    int64_t bs, G, fmt;
 };
 
 /* 8 consecutive cache elements at p (a byte address) as floats */
-static inline __m256 load8(const char *p, int q8)
+static inline __m256 load8(const char *p, int fmt)
 {
-    return q8 ? _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)))
-              : _mm256_loadu_ps((const float *)p);
+    return fmt == KV_I8    ? _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)))
+           : fmt == KV_F16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p))
+                           : _mm256_loadu_ps((const float *)p);
 }
 
-static inline float load1(const char *p, int q8)
+static inline float load1(const char *p, int fmt)
 {
-    return q8 ? (float)*(const int8_t *)p : *(const float *)p;
+    return fmt == KV_I8 ? (float)*(const int8_t *)p : fmt == KV_F16 ? _cvtsh_ss(*(const uint16_t *)p)
+                                                                     : *(const float *)p;
 }
 
-/* a . w over d elements of a cache row w (float32: exactly `dot`) */
-static inline float dot_kv(const float *a, const char *w, int64_t d, int q8)
+/* a . w over d elements of a cache row w (float32: exactly `dot`; the others `dot` on the widened row) */
+static inline float dot_kv(const float *a, const char *w, int64_t d, int fmt)
 {
-    if (!q8)
+    if (fmt == KV_F32)
         return dot(a, (const float *)w, d);
     __m256 s = _mm256_setzero_ps();
     int64_t k = 0;
     for (; k + 8 <= d; k += 8)
-        s = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), load8(w + k, 1), s);
+        s = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), load8(w + k * KV_BYTES(fmt), fmt), s);
     float out = hsum1(s);
     for (; k < d; k++)
-        out += a[k] * (float)((const int8_t *)w)[k];
+        out += a[k] * load1(w + k * KV_BYTES(fmt), fmt);
     return out;
+}
+
+/* x [n] floats into float16 at out, rounded to nearest even (as torch's float -> half) */
+static void store_f16(const float *x, int64_t n, uint16_t *out)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(out + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++)
+        out[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
 }
 
 /* A cursor over the cache lines of one sequence's blocks, keys and values together: the kernel moves it a
@@ -1091,13 +1106,14 @@ static inline void prefetch_lines(struct lines *c, int64_t n)
 
 /* Online softmax over one sequence's visible keys for all H query heads (head r reads key/value head
  * r / R). q [H, d]; acc [H, d] is the output. Keys and values are read in place from the paged cache.
- * Inlined into attend_seq once per q8, so each cache type gets its own loops (float32's are the same
- * instructions as before int8 existed). */
+ * Inlined into attend_seq once per cache format fmt, so each gets its own loops (float32's are the same
+ * instructions as before the others existed). */
 static inline __attribute__((always_inline)) void attend_body(const float *q, int64_t H, int64_t R, int64_t d,
                                                               const struct paged *kv, const int64_t *table,
                                                               const uint8_t *mask, int64_t S, float scale,
-                                                              float *acc, const int q8)
+                                                              float *acc, const int fmt)
 {
+    const int q8 = fmt == KV_I8;
     float m[MAX_H], l[MAX_H], s[MAX_H][CHUNK], pw[CHUNK];
     const char *kp[CHUNK], *vp[CHUNK];
     const float *ksp[CHUNK], *vsp[CHUNK]; /* int8: the G scales of each gathered slot */
@@ -1107,7 +1123,7 @@ static inline __attribute__((always_inline)) void attend_body(const float *q, in
     }
     memset(acc, 0, H * d * sizeof *acc);
     int vec = d % 8 == 0;
-    const int64_t bs = kv->bs, G = kv->G, esz = q8 ? 1 : (int64_t)sizeof(float);
+    const int64_t bs = kv->bs, G = kv->G, esz = KV_BYTES(fmt);
     int64_t blk = 0, o = 0; /* the next position to look at: slot o of block blk of the table */
     const int64_t nb = S / bs, stride = G * d;
     /* The cache is cold (the layer's expert weights went through since it was last read) and a
@@ -1153,7 +1169,7 @@ static inline __attribute__((always_inline)) void attend_body(const float *q, in
                     for (int64_t c = 0; c < d; c += 8) {
                         __m256 qv = _mm256_loadu_ps(qr + c);
                         for (int z = 0; z < 8; z++)
-                            a[z] = _mm256_fmadd_ps(qv, load8(kp[i + z] + kv_off + c * esz, q8), a[z]);
+                            a[z] = _mm256_fmadd_ps(qv, load8(kp[i + z] + kv_off + c * esz, fmt), a[z]);
                     }
                     prefetch_lines(&pf, share / 2);
                     __m128 lo = hsum4(a[0], a[1], a[2], a[3]), hi = hsum4(a[4], a[5], a[6], a[7]);
@@ -1165,8 +1181,8 @@ static inline __attribute__((always_inline)) void attend_body(const float *q, in
                     _mm256_storeu_ps(s[r] + i, _mm256_mul_ps(dots, _mm256_set1_ps(scale)));
                 }
             for (; i < n; i++)
-                s[r][i] = q8 ? scale * (ksp[i][g] * dot_kv(qr, kp[i] + kv_off, d, 1))
-                             : scale * dot(qr, (const float *)(kp[i] + kv_off), d);
+                s[r][i] = q8 ? scale * (ksp[i][g] * dot_kv(qr, kp[i] + kv_off, d, KV_I8))
+                             : scale * dot_kv(qr, kp[i] + kv_off, d, fmt);
             float mx = m[r];
             __m256 vm = _mm256_set1_ps(mx);
             i = 0;
@@ -1217,7 +1233,7 @@ static inline __attribute__((always_inline)) void attend_body(const float *q, in
                     for (int i = 0; i < n; i++) {
                         __m256 p = _mm256_broadcast_ss(pr + i);
                         for (int z = 0; z < 8; z++)
-                            a[z] = _mm256_fmadd_ps(p, load8(vp[i] + kv_off + (c + 8 * z) * esz, q8), a[z]);
+                            a[z] = _mm256_fmadd_ps(p, load8(vp[i] + kv_off + (c + 8 * z) * esz, fmt), a[z]);
                         if (c == 0 && i % 8 == 7)
                             prefetch_lines(&pf, share - share / 2);
                     }
@@ -1228,7 +1244,7 @@ static inline __attribute__((always_inline)) void attend_body(const float *q, in
                 for (; c + 8 <= d; c += 8) {
                     __m256 a = _mm256_loadu_ps(ar + c);
                     for (int i = 0; i < n; i++) {
-                        a = _mm256_fmadd_ps(_mm256_broadcast_ss(pr + i), load8(vp[i] + kv_off + c * esz, q8), a);
+                        a = _mm256_fmadd_ps(_mm256_broadcast_ss(pr + i), load8(vp[i] + kv_off + c * esz, fmt), a);
                         if (c == 0 && i % 8 == 7)
                             prefetch_lines(&pf, share - share / 2);
                     }
@@ -1236,7 +1252,7 @@ static inline __attribute__((always_inline)) void attend_body(const float *q, in
                 }
             for (; c < d; c++)
                 for (int i = 0; i < n; i++)
-                    ar[c] += pr[i] * load1(vp[i] + kv_off + c * esz, q8);
+                    ar[c] += pr[i] * load1(vp[i] + kv_off + c * esz, fmt);
         }
     }
     for (int64_t r = 0; r < H; r++) {
@@ -1249,10 +1265,12 @@ static inline __attribute__((always_inline)) void attend_body(const float *q, in
 static void attend_seq(const float *q, int64_t H, int64_t R, int64_t d, const struct paged *kv,
                        const int64_t *table, const uint8_t *mask, int64_t S, float scale, float *acc)
 {
-    if (kv->ks)
-        attend_body(q, H, R, d, kv, table, mask, S, scale, acc, 1);
+    if (kv->fmt == KV_I8)
+        attend_body(q, H, R, d, kv, table, mask, S, scale, acc, KV_I8);
+    else if (kv->fmt == KV_F16)
+        attend_body(q, H, R, d, kv, table, mask, S, scale, acc, KV_F16);
     else
-        attend_body(q, H, R, d, kv, table, mask, S, scale, acc, 0);
+        attend_body(q, H, R, d, kv, table, mask, S, scale, acc, KV_F32);
 }
 
 /* Decode attention's work items: one per sequence, or, when the sequences are fewer than the threads, one per
@@ -1275,24 +1293,30 @@ static void attend_item(int64_t i, int64_t items, int64_t B, const float *q, int
         return;
     }
     /* key/value head g of every slot starts g d elements in (a slot is [G, d]; int8 scales [G]) */
-    const int64_t esz = kv->ks ? 1 : (int64_t)sizeof(float);
+    const int64_t esz = KV_BYTES(kv->fmt);
     const struct paged one = {(const char *)kv->k + g * d * esz, (const char *)kv->v + g * d * esz,
-                              kv->ks ? kv->ks + g : NULL, kv->vs ? kv->vs + g : NULL, kv->bs, G};
+                              kv->ks ? kv->ks + g : NULL, kv->vs ? kv->vs + g : NULL, kv->bs, G, kv->fmt};
     attend_seq(q + b * ldq + g * R * d, R, R, d, &one, table + b * nb, mask + b * S, S, scale,
                out + (b * H + g * R) * d);
 }
 
-/* out[b, h] = softmax(scale q[b, h] K_b^T) V_b over the visible slots of sequence b.
- * q [B, H, d]; kc/vc [N, bs, G, d] float32, or int8 with scales ks/vs [N, bs, G] (NULL for float32);
- * table [B, nb]; mask [B, nb * bs] (1 = visible); out [B, H, d].
- * Returns 0, or -1 when H is not a multiple of G or exceeds MAX_H, or only one of ks/vs is given. */
-int swarm_decode_attention(const float *q, int64_t B, int64_t H, int64_t d, const void *kc, const void *vc,
-                           const float *ks, const float *vs, int64_t bs, int64_t G, const int64_t *table, int64_t nb,
-                           const uint8_t *mask, float scale, float *out)
+/* Whether a cache of format fmt comes with exactly the scales it needs (int8's, no other's) */
+static int kv_ok(int64_t fmt, const float *ks, const float *vs)
 {
-    if (G <= 0 || H % G != 0 || H > MAX_H || !ks != !vs)
+    return fmt >= KV_F32 && fmt <= KV_F16 && !ks == !vs && !ks == (fmt != KV_I8);
+}
+
+/* out[b, h] = softmax(scale q[b, h] K_b^T) V_b over the visible slots of sequence b.
+ * q [B, H, d]; kc/vc [N, bs, G, d] of format fmt: float32, float16, or int8 with scales ks/vs [N, bs, G] (NULL
+ * otherwise); table [B, nb]; mask [B, nb * bs] (1 = visible); out [B, H, d].
+ * Returns 0, or -1 when H is not a multiple of G or exceeds MAX_H, or the scales do not fit the format. */
+int swarm_decode_attention(const float *q, int64_t B, int64_t H, int64_t d, const void *kc, const void *vc,
+                           const float *ks, const float *vs, int64_t fmt, int64_t bs, int64_t G,
+                           const int64_t *table, int64_t nb, const uint8_t *mask, float scale, float *out)
+{
+    if (G <= 0 || H % G != 0 || H > MAX_H || !kv_ok(fmt, ks, vs))
         return -1;
-    const struct paged kv = {kc, vc, ks, vs, bs, G};
+    const struct paged kv = {kc, vc, ks, vs, bs, G, fmt};
 #pragma omp parallel
     {
         const int64_t items = attend_items(B, G, omp_get_num_threads());
@@ -1371,44 +1395,51 @@ static void pv_rows(const float *p0, const float *p1, const float *v, int64_t ld
         }
 }
 
-/* A block's int8 keys or values of head g (nk slots spaced ld apart) as floats [nk, d], converted exactly */
-static void widen_block(const int8_t *x, int64_t ld, int64_t nk, int64_t d, float *out)
+/* A block's int8 or float16 keys or values of head g (nk slots spaced ld elements apart) as floats [nk, d],
+ * converted exactly */
+static void widen_block(const char *x, int64_t ld, int64_t nk, int64_t d, int fmt, float *out)
 {
+    const int64_t esz = KV_BYTES(fmt);
     for (int64_t j = 0; j < nk; j++) {
-        const int8_t *xr = x + j * ld;
+        const char *xr = x + j * ld * esz;
         float *o = out + j * d;
         int64_t c = 0;
-        for (; c + 8 <= d; c += 8)
-            _mm256_storeu_ps(o + c, load8((const char *)(xr + c), 1));
+        if (fmt == KV_I8)
+            for (; c + 8 <= d; c += 8)
+                _mm256_storeu_ps(o + c, load8(xr + c, KV_I8));
+        else
+            for (; c + 8 <= d; c += 8)
+                _mm256_storeu_ps(o + c, load8(xr + 2 * c, KV_F16));
         for (; c < d; c++)
-            o[c] = (float)xr[c];
+            o[c] = load1(xr + c * esz, fmt);
     }
 }
 
 /* out[i, h] = softmax(scale q[i, h] K^T) V over the keys query i sees: the Q queries sit at the last Q of
  * the sequence's S positions, query i at p = S - Q + i sees keys j <= p (and j > p - window when window > 0).
- * q [Q, H, d]; kc/vc [N, bs, G, d] read in place through table [nb], float32, or int8 with scales ks/vs
- * [N, bs, G] (NULL for float32); out [Q, H, d].
+ * q [Q, H, d]; kc/vc [N, bs, G, d] read in place through table [nb], of format fmt: float32, float16, or int8
+ * with scales ks/vs [N, bs, G] (NULL otherwise); out [Q, H, d].
  * A work item is up to QT queries times the R query heads of one key/value head: their rows share every
- * key and value loaded, block by block, with an online softmax per row. An int8 block is widened to floats
- * once per work item (exactly: its scales are folded in as the decode kernel does, a key's into its scores
- * and a value's into its softmax weights), so the float code below scores and sums it.
- * Returns 0, -1 when H is not a multiple of G, S < Q or only one of ks/vs is given, -2 when memory runs out. */
+ * key and value loaded, block by block, with an online softmax per row. An int8 or float16 block is widened
+ * to floats once per work item (exactly; int8's scales are folded in as the decode kernel does, a key's into
+ * its scores and a value's into its softmax weights), so the float code below scores and sums it.
+ * Returns 0, -1 when H is not a multiple of G, S < Q or the scales do not fit the format, -2 when memory runs
+ * out. */
 int swarm_prefill_attention(const float *q, int64_t Q, int64_t H, int64_t d, const void *kc, const void *vc,
-                            const float *ks, const float *vs, int64_t bs, int64_t G, const int64_t *table, int64_t S,
-                            float scale, int64_t window, float *out)
+                            const float *ks, const float *vs, int64_t fmt, int64_t bs, int64_t G,
+                            const int64_t *table, int64_t S, float scale, int64_t window, float *out)
 {
-    if (G <= 0 || H % G != 0 || S < Q || !ks != !vs)
+    if (G <= 0 || H % G != 0 || S < Q || !kv_ok(fmt, ks, vs))
         return -1;
     const int64_t R = H / G, tiles = (Q + QT - 1) / QT, rows_max = QT * R, ld = G * d;
-    const int q8 = ks != NULL;
+    const int q8 = fmt == KV_I8, wide_in = fmt != KV_F32;
     int failed = 0;
 #pragma omp parallel
     {
         float *m = malloc(rows_max * sizeof *m), *l = malloc(rows_max * sizeof *l);
         float *acc = malloc(rows_max * d * sizeof *acc), *sc = malloc(rows_max * bs * sizeof *sc);
-        float *wide = q8 ? malloc(2 * bs * d * sizeof *wide) : NULL; /* a block's keys, then its values */
-        if (!m || !l || !acc || !sc || (q8 && !wide)) {
+        float *wide = wide_in ? malloc(2 * bs * d * sizeof *wide) : NULL; /* a block's keys, then its values */
+        if (!m || !l || !acc || !sc || (wide_in && !wide)) {
 #pragma omp atomic write
             failed = 1;
         }
@@ -1430,11 +1461,13 @@ int swarm_prefill_attention(const float *q, int64_t Q, int64_t H, int64_t d, con
                 const int64_t j0 = b * bs, nk = last + 1 - j0 < bs ? last + 1 - j0 : bs;
                 const float *kb, *vb, *ksb = NULL, *vsb = NULL; /* int8: the block's scales of head g */
                 int64_t ldb = ld;
-                if (q8) {
-                    widen_block((const int8_t *)kc + table[b] * bs * ld + g * d, ld, nk, d, wide);
-                    widen_block((const int8_t *)vc + table[b] * bs * ld + g * d, ld, nk, d, wide + bs * d);
+                if (wide_in) {
+                    const int64_t at = (table[b] * bs * ld + g * d) * KV_BYTES(fmt);
+                    widen_block((const char *)kc + at, ld, nk, d, (int)fmt, wide);
+                    widen_block((const char *)vc + at, ld, nk, d, (int)fmt, wide + bs * d);
                     kb = wide, vb = wide + bs * d, ldb = d;
-                    ksb = ks + table[b] * bs * G + g, vsb = vs + table[b] * bs * G + g;
+                    if (q8)
+                        ksb = ks + table[b] * bs * G + g, vsb = vs + table[b] * bs * G + g;
                 } else {
                     kb = (const float *)kc + table[b] * bs * ld + g * d;
                     vb = (const float *)vc + table[b] * bs * ld + g * d;
@@ -1519,9 +1552,9 @@ struct attention_layer {
     int64_t H, G, d, qk_norm;
     const float *q_norm_w, *k_norm_w;
     float qk_eps;
-    void *kc, *vc; /* [N, bs, G, d] float32, or int8 with scales ks/vs */
-    float *ks, *vs; /* [N, bs, G], NULL for a float32 cache */
-    int64_t bs;
+    void *kc, *vc; /* [N, bs, G, d] of format kv_fmt: float32, float16, or int8 with scales ks/vs */
+    float *ks, *vs; /* [N, bs, G], NULL but for an int8 cache */
+    int64_t kv_fmt, bs;
     float scale;
     struct qmat wo; /* [D, H d] */
     const float *bo; /* bias or NULL */
@@ -1559,9 +1592,9 @@ static void norm_linear(const float *x, int64_t B, int64_t D, const float *norm_
 int swarm_attention_block(const struct attention_layer *a, const struct decode_step *st, const uint8_t *mask)
 {
     const int64_t B = st->B, D = a->D, H = a->H, G = a->G, d = a->d, Nq = (H + 2 * G) * d;
-    if (G <= 0 || H % G != 0 || H > MAX_H || !a->ks != !a->vs)
+    if (G <= 0 || H % G != 0 || H > MAX_H || !kv_ok(a->kv_fmt, a->ks, a->vs))
         return -1;
-    const struct paged kv = {a->kc, a->vc, a->ks, a->vs, a->bs, G};
+    const struct paged kv = {a->kc, a->vc, a->ks, a->vs, a->bs, G, a->kv_fmt};
     int failed = 0;
     float *h = malloc((B * D + 1) * sizeof *h), *qkv = malloc((B * Nq + 1) * sizeof *qkv);
     float *att = malloc((B * H * d + 1) * sizeof *att), *o = malloc((B * D + 1) * sizeof *o);
@@ -1589,9 +1622,12 @@ int swarm_attention_block(const struct attention_layer *a, const struct decode_s
             }
             for (int64_t r = 0; r < H + G; r++) /* the query heads, then the key heads that follow them */
                 rotary_row(q + r * d, d, st->cos + b * d, st->sin + b * d);
-            if (a->ks) {
+            if (a->kv_fmt == KV_I8) {
                 store_int8(k, G, d, (int8_t *)a->kc + st->slots[b] * G * d, a->ks + st->slots[b] * G);
                 store_int8(v, G, d, (int8_t *)a->vc + st->slots[b] * G * d, a->vs + st->slots[b] * G);
+            } else if (a->kv_fmt == KV_F16) {
+                store_f16(k, G * d, (uint16_t *)a->kc + st->slots[b] * G * d);
+                store_f16(v, G * d, (uint16_t *)a->vc + st->slots[b] * G * d);
             } else {
                 memcpy((float *)a->kc + st->slots[b] * G * d, k, G * d * sizeof(float));
                 memcpy((float *)a->vc + st->slots[b] * G * d, v, G * d * sizeof(float));

@@ -29,6 +29,7 @@ LINEAR_MAX_ROWS = 32  # more rows than this go to torch's matmul (MKL's packed G
 MAX_HEADS = 64  # MAX_H in cpu.c: the query heads one sequence's attention keeps state for
 ROUTERS = ("softmax_topk", "topk_softmax")  # the routing modes swarm_route computes
 FORMATS = {"float32": 0, "q8_0": 1, "q4_0": 2, "bf16": 3, "f16": 4}  # cpu.c's weight formats (struct qmat's fmt)
+KV_FORMATS = {torch.float32: 0, torch.int8: 1, torch.float16: 2}  # cpu.c's KV cache formats (struct paged's fmt)
 
 
 def _check(op: str, code: int) -> None:
@@ -231,23 +232,26 @@ def block_expert_ffn(x: torch.Tensor, gate_up: Blocks, down: Blocks, weights: to
 
 def _native_cache(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k_scale: torch.Tensor | None,
                   v_scale: torch.Tensor | None) -> bool:
-    """Whether the C attention can read this cache: float32, or int8 with float32 scales (and q float32)."""
+    """Whether the C attention can read this cache: float32 or float16, or int8 with float32 scales (and q
+    float32)."""
     if k_cache.dtype is torch.int8 and v_cache.dtype is torch.int8:
         return k_scale is not None and v_scale is not None and _native(q, k_scale, v_scale)
+    if k_cache.dtype is torch.float16 and v_cache.dtype is torch.float16:
+        return k_cache.is_cpu and v_cache.is_cpu and _native(q)
     return _native(q, k_cache, v_cache)
 
 
 def _paged_cache(op: str, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, others: str,
                  others_ok: bool, k_scale: torch.Tensor | None = None,
-                 v_scale: torch.Tensor | None = None) -> tuple[int, int, int | None, int | None]:
-    """(block size, key/value heads, scale pointers) of a paged cache [N, bs, G, d] (int8: with its scales
-    [N, bs, G]) that the attention kernels can read in place with queries q [., H, d]; raises naming the shapes
-    (`others`: the op's own arguments, `others_ok` their check)."""
+                 v_scale: torch.Tensor | None = None) -> tuple[int, int, int | None, int | None, int]:
+    """(block size, key/value heads, scale pointers, cache format) of a paged cache [N, bs, G, d] (int8: with its
+    scales [N, bs, G]) that the attention kernels can read in place with queries q [., H, d]; raises naming the
+    shapes (`others`: the op's own arguments, `others_ok` their check)."""
     H, d = q.shape[1:]
     bs, G = k_cache.shape[1:3]
     quantized = k_cache.dtype is torch.int8
     if (v_cache.shape != k_cache.shape or k_cache.shape[3] != d or H % G or not others_ok
-            or quantized != (v_cache.dtype is torch.int8)
+            or v_cache.dtype is not k_cache.dtype
             or quantized != (k_scale is not None) or (v_scale is None) != (k_scale is None)
             or (quantized and not (k_scale.shape == v_scale.shape == k_cache.shape[:3]))):
         scales = "" if k_scale is None else f", scales {tuple(k_scale.shape)} / " \
@@ -257,7 +261,7 @@ def _paged_cache(op: str, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch
     if not (k_cache.is_contiguous() and v_cache.is_contiguous()
             and (not quantized or (k_scale.is_contiguous() and v_scale.is_contiguous()))):
         raise ValueError(f"{op}: the KV cache and its scales must be contiguous (they are read in place)")
-    return bs, G, _ptr(k_scale), _ptr(v_scale)
+    return bs, G, _ptr(k_scale), _ptr(v_scale), KV_FORMATS[k_cache.dtype]
 
 
 def prefill_attention(
@@ -265,12 +269,12 @@ def prefill_attention(
     scale: float, window: int | None = None, k_scale: torch.Tensor | None = None,
     v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Same contract as `swarm.kernels.attention.prefill_attention`; keys and values (float32, or int8 with
-    their scales) are read in place."""
+    """Same contract as `swarm.kernels.attention.prefill_attention`; keys and values (float32, float16, or int8
+    with their scales) are read in place."""
     if not _native_cache(q, k_cache, v_cache, k_scale, v_scale):
         return attention.prefill_attention(q, k_cache, v_cache, blocks, context_len, scale, window, k_scale, v_scale)
     Q, H, d = q.shape
-    bs, G, ks, vs = _paged_cache("prefill_attention", q, k_cache, v_cache, f"blocks {tuple(blocks.shape)}",
+    bs, G, ks, vs, fmt = _paged_cache("prefill_attention", q, k_cache, v_cache, f"blocks {tuple(blocks.shape)}",
                                  blocks.dim() == 1, k_scale, v_scale)
     context_len = int(context_len)
     if not Q <= context_len <= blocks.shape[0] * bs or (window is not None and window < 1):
@@ -280,7 +284,8 @@ def prefill_attention(
     table = blocks.to(torch.int64).contiguous()
     out = torch.empty_like(q)
     code = library().swarm_prefill_attention(q.data_ptr(), Q, H, d, k_cache.data_ptr(), v_cache.data_ptr(), ks, vs,
-                                             bs, G, table.data_ptr(), context_len, scale, window or 0, out.data_ptr())
+                                             fmt, bs, G, table.data_ptr(), context_len, scale, window or 0,
+                                             out.data_ptr())
     _check("prefill_attention", code)
     return out
 
@@ -291,14 +296,15 @@ def decode_attention(
 ) -> torch.Tensor:
     """One new query per sequence over paged keys/values, read in place (no gathered copy).
 
-    q [B, H, d]; k_cache/v_cache [N, bs, G, d] (int8: with k_scale/v_scale [N, bs, G]); block_table [B, nb];
+    q [B, H, d]; k_cache/v_cache [N, bs, G, d] (float32 or float16, or int8 with k_scale/v_scale [N, bs, G]);
+    block_table [B, nb];
     mask [B, nb * bs] -> [B, H, d].
     """
     if not _native_cache(q, k_cache, v_cache, k_scale, v_scale) or q.shape[1] > MAX_HEADS:
         return attention.decode_attention(q, k_cache, v_cache, block_table, mask, scale, k_scale, v_scale)
     B, H, d = q.shape
     nb = block_table.shape[1]
-    bs, G, ks, vs = _paged_cache("decode_attention", q, k_cache, v_cache,
+    bs, G, ks, vs, fmt = _paged_cache("decode_attention", q, k_cache, v_cache,
                                  f"table {tuple(block_table.shape)}, mask {tuple(mask.shape)}",
                                  mask.shape == (B, nb * k_cache.shape[1]), k_scale, v_scale)
     q = q.contiguous()
@@ -306,7 +312,7 @@ def decode_attention(
     m = mask.to(torch.bool).contiguous()
     out = torch.empty_like(q)
     code = library().swarm_decode_attention(q.data_ptr(), B, H, d, k_cache.data_ptr(), v_cache.data_ptr(), ks, vs,
-                                            bs, G, table.data_ptr(), nb, m.data_ptr(), scale, out.data_ptr())
+                                            fmt, bs, G, table.data_ptr(), nb, m.data_ptr(), scale, out.data_ptr())
     _check("decode_attention", code)
     return out
 
@@ -351,7 +357,8 @@ class AttentionLayer(ctypes.Structure):
 
     _fields_ = [("D", _I), ("norm_w", _P), ("eps", _F), ("wqkv", QMat), ("bqkv", _P), ("H", _I), ("G", _I), ("d", _I),
                 ("qk_norm", _I), ("q_norm_w", _P), ("k_norm_w", _P), ("qk_eps", _F), ("kc", _P), ("vc", _P),
-                ("ks", _P), ("vs", _P), ("bs", _I), ("scale", _F), ("wo", QMat), ("bo", _P), ("mult", _F)]
+                ("ks", _P), ("vs", _P), ("kv_fmt", _I), ("bs", _I), ("scale", _F), ("wo", QMat), ("bo", _P),
+                ("mult", _F)]
 
 
 class MoELayer(ctypes.Structure):
@@ -399,9 +406,9 @@ def attention_layer(norm_w: torch.Tensor, eps: float, wqkv: torch.Tensor | Block
                     bo: torch.Tensor | None, mult: float, k_scale: torch.Tensor | None = None,
                     v_scale: torch.Tensor | None = None) -> AttentionLayer:
     """A layer's attention block for `attention_block`: its modules' tensors (float32, contiguous, CPU) and its
-    paged caches [N, bs, G, d] (float32, or int8 with their scales [N, bs, G]: the block quantises the new keys
-    and values into their slots as `KVPool.write` does), checked once. The struct points into these tensors for
-    as long as it lives."""
+    paged caches [N, bs, G, d] (float32 or float16, or int8 with their scales [N, bs, G]: the block rounds or
+    quantises the new keys and values into their slots as `KVPool.write` does), checked once. The struct points
+    into these tensors for as long as it lives."""
     D = norm_w.shape[0]
     N, bs, G, d = k_cache.shape
     quantized = k_scale is not None
@@ -413,15 +420,16 @@ def attention_layer(norm_w: torch.Tensor, eps: float, wqkv: torch.Tensor | Block
                          f"{None if k_scale is None else tuple(k_scale.shape)} / "
                          f"{None if v_scale is None else tuple(v_scale.shape)}")
     caches: tuple = (k_cache, v_cache)  # float32 ones are checked with the weights
-    if quantized:
-        if not all(t.dtype is torch.int8 and t.is_cpu and t.is_contiguous() for t in caches):
-            raise ValueError(f"attention_layer: int8 caches must be contiguous int8 on the CPU, got {k_cache.dtype} "
-                             f"{k_cache.device} / {v_cache.dtype} {v_cache.device}")
-        caches = (k_scale, v_scale)
+    if quantized or k_cache.dtype is torch.float16:
+        kind = "int8" if quantized else "float16"
+        if not all(t.dtype is k_cache.dtype and t.is_cpu and t.is_contiguous() for t in caches):
+            raise ValueError(f"attention_layer: {kind} caches must be contiguous {kind} on the CPU, got "
+                             f"{k_cache.dtype} {k_cache.device} / {v_cache.dtype} {v_cache.device}")
+        caches = (k_scale, v_scale) if quantized else ()
     return _held(AttentionLayer(D, norm_w.data_ptr(), eps, _qmat(wqkv), _ptr(bqkv), heads, G, d,
                                 QK_NORMS[qk_norm], _ptr(q_norm_w), _ptr(k_norm_w), qk_eps, k_cache.data_ptr(),
-                                v_cache.data_ptr(), _ptr(k_scale), _ptr(v_scale), bs, scale, _qmat(wo), _ptr(bo),
-                                mult),
+                                v_cache.data_ptr(), _ptr(k_scale), _ptr(v_scale), KV_FORMATS.get(k_cache.dtype, -1),
+                                bs, scale, _qmat(wo), _ptr(bo), mult),
                  norm_w, wqkv, bqkv, q_norm_w, k_norm_w, *caches, wo, bo, keep=(k_cache, v_cache))
 
 
