@@ -149,17 +149,12 @@ class FusedDecode:
             self._for = (x, kv)
         return self._step
 
-    def rope(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The rope table (cos, sin [P, d]) covering `positions`, or None where it cannot (dynamic scaling past
-        the trained length computes other frequencies)."""
-        return self.rotary.table(max(positions) + 1)
-
     def run(self, ids: list[int], positions: list[int], tables: list[list[int]],
             rope: tuple[torch.Tensor, torch.Tensor], logits: bool) -> torch.Tensor:
         """A decode step of B sequences from their new tokens to their logits [B, V] in one native call (`whole`
-        must be set): ids, positions and block tables each, the rope table from `rope`. `logits` False, or a
-        head the C code does not compute: the final normed hidden states [B, D] instead. Each MoE's routing is
-        kept as its `last_ids`, as `FusedLayer.feed_forward` keeps it."""
+        must be set): ids, positions and block tables each, and the rope table (`Rotary.table`) covering them.
+        `logits` False, or a head the C code does not compute: the final normed hidden states [B, D] instead.
+        Each MoE's routing is kept as its `last_ids`, as `FusedLayer.feed_forward` keeps it."""
         out, _, ids = native.decode(self.whole, ids, positions, tables, *rope, logits=logits)
         for mlp, layer_ids in zip(self._moe, ids.unbind(), strict=True):
             object.__setattr__(mlp, "last_ids", layer_ids)

@@ -13,9 +13,9 @@ and hands the step to the first of its decode strategies that takes it, all behi
 
 `run` is a generator: it yields None after each slice but the last and returns the logits [R, V] on the CPU
 (the caller takes them with `yield from`), so `Engine.pump` can stop between two slices and go on in the next
-frame. Whether a step is decode-only is decided once (`StepInputs.decode_only`), and a LoRA change
-(`LoRAManager.version` moves when a projection is wrapped) rebuilds what depends on the projections in one
-place (`ModelRunner._follow_lora`).
+frame. Whether a step is decode-only is decided once (`StepInputs.decode_only`, or by `WholeDecode` from the
+batch itself: every request one new token), and a LoRA change (`LoRAManager.version` moves when a projection is
+wrapped) rebuilds what depends on the projections in one place (`ModelRunner._follow_lora`).
 """
 
 from __future__ import annotations
