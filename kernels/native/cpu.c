@@ -820,12 +820,21 @@ int swarm_argmax(const float *x, int64_t R, int64_t V, int64_t *out)
             best = row[i] > best ? row[i] : best;
         }
         int64_t at = 0;
-        if (has_nan)
+        if (has_nan) {
             while (row[at] == row[at])
                 at++;
-        else
-            while (row[at] != best && at + 1 < V)
-                at++;
+        } else { /* the first entry equal to best: 8 compared at a time, then the rest one by one */
+            const __m256 vbest = _mm256_set1_ps(best);
+            int hit = 0;
+            for (; at + 8 <= V; at += 8)
+                if ((hit = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(row + at), vbest, _CMP_EQ_OQ))))
+                    break;
+            if (hit)
+                at += __builtin_ctz(hit);
+            else
+                while (row[at] != best && at + 1 < V)
+                    at++;
+        }
         out[r] = at;
     }
     return 0;
