@@ -1,5 +1,6 @@
-"""Weights in blocks of 32 sharing one scale, llama.cpp's Q8_0 and Q4_0: packing, unpacking and the torch
-reference ops (the native kernels in kernels/native compute the same thing without unpacking to memory).
+"""Weights in blocks of 32 sharing one scale, llama.cpp's Q8_0 and Q4_0, and the formats that ride the same
+kernels (bf16 / f16 halves, int8 with a scale per row): packing, unpacking and the torch reference ops (the
+native kernels in kernels/native compute the same thing without unpacking to memory).
 
 A weight [..., N, K] is cut along K into blocks of 32; each block keeps one float32 scale s
 (scales [..., N, K / 32]) and 32 small integers q:
@@ -22,6 +23,11 @@ The half formats, bf16 and f16, are the weight itself rounded to bfloat16 or flo
 bytes of float32) with no scales (an empty tensor stands in for them); the native kernels read them as blocks
 of 32 with no scale. Any K fits them (kernels/native widens other widths than multiples of 32 per call).
 
+int8 is the weight rounded to int8 with one float32 scale per row (values [..., N, K] int8, scales [..., N]):
+s = max |w| / 127 over the row, w = q s. Like the halves its products keep float activations: the native
+kernels widen q to float32 in registers, sum x q in float32 and multiply the row's sum by s once (a quarter of
+float32's bytes, any K as for the halves).
+
 Legend: N out features, K in features, T tokens, D hidden, E experts, I expert width.
 """
 
@@ -35,14 +41,16 @@ import torch.nn.functional as F
 from swarm.kernels import moe
 
 BLOCK = 32
-FORMATS = ("q8_0", "q4_0", "bf16", "f16")
+FORMATS = ("q8_0", "q4_0", "bf16", "f16", "int8")
 HALF = {"bf16": torch.bfloat16, "f16": torch.float16}  # formats that are the weight in a 16-bit float dtype
 ROUNDED = ("q8_0", "q4_0")  # formats whose products take activations rounded to Q8_0 blocks
+WIDENED = ("bf16", "f16", "int8")  # formats widened to float32 for float activations: any K, one value a weight
 
 
 class Blocks(NamedTuple):
     """A weight in blocks: `values` (int8 for q8_0, uint8 pairs for q4_0) and float32 `scales` [..., N, K / 32];
-    for bf16 / f16 the 16-bit weight [..., N, K] and an empty `scales`."""
+    for bf16 / f16 the 16-bit weight [..., N, K] and an empty `scales`; for int8 values [..., N, K] and float32
+    `scales` [..., N]."""
 
     values: torch.Tensor
     scales: torch.Tensor
@@ -51,7 +59,7 @@ class Blocks(NamedTuple):
     @property
     def shape(self) -> tuple[int, ...]:
         """The logical shape of the weight, [..., N, K]."""
-        if self.fmt in HALF:
+        if self.fmt in WIDENED:
             return tuple(self.values.shape)
         return (*self.scales.shape[:-1], self.scales.shape[-1] * BLOCK)
 
@@ -62,10 +70,15 @@ def check_format(fmt: str) -> None:
 
 
 def quantize(w: torch.Tensor, fmt: str) -> Blocks:
-    """w [..., N, K] float (K a multiple of 32) -> its blocks, rounded to nearest."""
+    """w [..., N, K] float (K a multiple of 32 for q8_0 / q4_0) -> its blocks, rounded to nearest."""
     check_format(fmt)
     if fmt in HALF:
         return Blocks(w.detach().to(HALF[fmt]).contiguous(), torch.empty(0), fmt)
+    if fmt == "int8":
+        rows = w.detach().float()
+        scale = rows.abs().amax(-1) / 127
+        q = torch.round(rows / torch.where(scale > 0, scale, 1)[..., None]).clamp_(-127, 127)
+        return Blocks(q.to(torch.int8).contiguous(), scale.contiguous(), fmt)
     K = w.shape[-1]
     if K % BLOCK:
         raise ValueError(f"{fmt}: rows of {K} weights do not split into blocks of {BLOCK}")
@@ -86,6 +99,8 @@ def dequantize(values: torch.Tensor, scales: torch.Tensor, fmt: str) -> torch.Te
     check_format(fmt)
     if fmt in HALF:
         return values.float()  # exact: every half is a float32
+    if fmt == "int8":
+        return values.float() * scales.float()[..., None]
     lead, nb = scales.shape[:-1], scales.shape[-1]
     if fmt == "q8_0":
         q = values.reshape(*lead, nb, BLOCK).float()

@@ -274,15 +274,15 @@ class Engine:
         accumulate in float32, RMSNorm's mean and the rotary rotation are float32, and the logits come back
         float32; residual adds and each layer's outputs are rounded to `dtype`, as in transformers.
 
-        `quantize="int8"` turns the weights into weight-only int8 (per-row scales, torch's packed kernel);
-        `quantize="q8_0"` or `"q4_0"` into llama.cpp's blocks of 32 weights sharing a scale, which the native
-        CPU kernels read in place during decode (the fused decode blocks included), multiplying them with the
-        activations rounded to Q8_0 blocks in integer arithmetic, as llama.cpp does; `quantize="bf16"` or
-        `"f16"` stores them as bfloat16 or float16 (half the bytes), widened to float32 the same way, so the
-        arithmetic stays float32 (the logits equal a float32 engine on the rounded weights). Attention, MLPs,
-        routed experts and lm_head are quantised (a GGUF file's weights from their float32 values, whatever
-        their stored type); routers stay float32. CPU only; see `swarm.runtime.quant`. `config.quantize` asks
-        the same.
+        `quantize="q8_0"` or `"q4_0"` turns the weights into llama.cpp's blocks of 32 weights sharing a scale,
+        which the native CPU kernels read in place during decode (the fused decode blocks included),
+        multiplying them with the activations rounded to Q8_0 blocks in integer arithmetic, as llama.cpp does;
+        `quantize="bf16"` or `"f16"` stores them as bfloat16 or float16 (half the bytes), widened to float32
+        the same way, so the arithmetic stays float32 (the logits equal a float32 engine on the rounded
+        weights); `quantize="int8"` as int8 with a float32 scale per row (a quarter of the bytes), widened the
+        same way, each row's sum scaled once. Attention, MLPs, routed experts and lm_head are quantised (a GGUF
+        file's weights from their float32 values, whatever their stored type); routers stay float32. CPU only;
+        see `swarm.runtime.quant`. `config.quantize` asks the same.
         """
         check_quantize(quantize)
         if config is not None and config.quantize is not None:
@@ -295,11 +295,7 @@ class Engine:
             raise ValueError(f"quantize={quantize!r} is a CPU path over float32 compute; dtype={dtype} is for CUDA")
         keep = quantize is None and torch.device(device).type == "cpu"
         model = load_model(path, dtype=dtype, progress=progress, keep_blocks=keep).to(device)
-        if quantize == "int8":
-            from swarm.runtime.quant import quantize_int8
-
-            quantize_int8(model)
-        elif quantize is not None:
+        if quantize is not None:
             from swarm.runtime.quant import quantize_blocks
 
             quantize_blocks(model, quantize)

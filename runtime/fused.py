@@ -20,8 +20,8 @@ which stops between layers to keep a frame's budget, still runs them a block a c
 
 Applied as a pass over the plain model, like the CUDA graphs: `FusedDecode(model).layers` stands in for
 `model.layers` in the model runner's block-by-block pass (runtime/runner.py). A block runs fused only where it
-is what the C code computes: float32 weights on the CPU (or Q8_0 / Q4_0 blocks, which the C code reads in place
-as the separate ops do), plain `Linear` or `BlockLinear` projections (no LoRA or int8 wrapper), no qkv clipping,
+is what the C code computes: float32 weights on the CPU (or weights in blocks, which the C code reads in place
+as the separate ops do), plain `Linear` or `BlockLinear` projections (no LoRA wrapper), no qkv clipping,
 rope over whole heads from the model's one rope table, no attention soft-capping and no norm on the block's
 output (so Phi-3's partial rotary and every Gemma 2/3 layer run their modules), and for the MLP a routed MoE
 without a shared expert; anything else runs its modules. That is decided when the pass is built (checking every

@@ -47,7 +47,7 @@ from swarm.runtime.loader import load_model
 from swarm.runtime.lora import LoRALinear, merge_adapter, read_peft_adapter
 from swarm.runtime.model import Model, MoE
 from swarm.runtime.onnx_decoder import OnnxDecoder
-from swarm.runtime.quant import Int8Linear
+from swarm.runtime.quant import BlockLinear
 from swarm.runtime.tokenizer import Tokenizer
 
 OPSET = 15
@@ -88,7 +88,7 @@ def check_exportable(model: Model) -> None:
         raise ConfigError("ONNX export does not support rope scaling 'dynamic': its frequencies change with the "
                           "sequence length at run time, and the exported graph has fixed ones")
     wrapped = sorted({type(m).__name__ for m in model.modules()
-                      if isinstance(m, (LoRALinear, Int8Linear)) or (isinstance(m, MoE) and type(m) is not MoE)})
+                      if isinstance(m, (LoRALinear, BlockLinear)) or (isinstance(m, MoE) and type(m) is not MoE)})
     if wrapped:
         raise ValueError(f"ONNX export needs the plain float model, this one has {', '.join(wrapped)} modules; "
                          "export from the checkpoint folder (merge an adapter with adapter=/--adapter)")

@@ -1,21 +1,13 @@
-"""Weight-only quantisation for CPU decode, as passes over the plain model: per-row int8 (`quantize_int8(model)`)
-and llama.cpp's Q8_0 / Q4_0 blocks of 32 (`quantize_blocks(model, fmt)`, at the end of this file).
+"""Weight-only quantisation for CPU decode, as a pass over the plain model (`quantize_blocks(model, fmt)`):
+llama.cpp's Q8_0 / Q4_0 blocks of 32, int8 with a scale per row, or bf16 / f16 halves.
 
-CPU decode reads every weight it uses once per step, so it is bound by memory
-bandwidth; int8 weights read a quarter of the bytes of float32. Each output
-channel (weight row) gets its own scale: w ~ q * scale, q in [-127, 127].
+CPU decode reads every weight it uses once per step, so it is bound by memory bandwidth: Q8_0 and int8 read
+about a quarter of float32's bytes, Q4_0 an eighth, the halves half. The native kernels (kernels/native) read
+every format in place; `swarm.kernels.quant` says what each holds and what its products compute.
 
-The matmul is torch's packed int8 kernel, `aten._weight_int8pack_mm`. On
-AVX2 machines its float32 path is scalar (5 to 30 times slower than a
-float32 matmul here), while its bfloat16 path is vectorised, so activations
-enter the matmul as bfloat16 and come back as float32: the activation
-rounding (8 bits of mantissa) is part of the measured logit error. The kernel
-needs in_features to be a multiple of 8 (it crashes otherwise), so other
-shapes are refused.
-
-What is quantized: the attention projections, dense and shared-expert MLPs,
-the routed experts and lm_head. The router and the shared-expert gate stay
-float32: they are tiny, and a rounding there can flip which experts run.
+What is quantized: the attention projections, dense and shared-expert MLPs, the routed experts and lm_head.
+The router and the shared-expert gate stay float32: they are tiny, and a rounding there can flip which experts
+run.
 
 Legend: T tokens, D hidden, E experts, K top-k, I expert width, N out features, C in features.
 """
@@ -23,7 +15,6 @@ Legend: T tokens, D hidden, E experts, K top-k, I expert width, N out features, 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from swarm.kernels import quant as blocks
@@ -31,114 +22,6 @@ from swarm.kernels import registry
 from swarm.runtime.model import Linear, MoE, kernels
 
 KEEP_FLOAT = ("router", "shared_gate")
-
-
-def _int8mm() -> object:
-    op = getattr(torch.ops.aten, "_weight_int8pack_mm", None)
-    if op is None:
-        raise RuntimeError(f"torch {torch.__version__} has no aten._weight_int8pack_mm; int8 weights need torch>=2.3")
-    return op
-
-
-def quantize_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """w [..., N, C] float -> q [..., N, C] int8, scale [..., N] bfloat16 with w ~ q * scale per row."""
-    w = w.detach().float()
-    # Round the scale up to bfloat16 (what the kernel takes) so no |w / scale| exceeds 127.
-    scale = (w.abs().amax(-1).clamp_min(1e-12) / 127 * (1 + 2**-7)).to(torch.bfloat16)
-    q = torch.round(w / scale.float()[..., None]).clamp_(-127, 127).to(torch.int8)
-    return q.contiguous(), scale.contiguous()
-
-
-def _check_in_features(name: str, c: int) -> None:
-    if c % 8:
-        raise ValueError(f"int8: {name} has {c} input features; the packed int8 kernel needs a multiple of 8")
-
-
-class Int8Linear(nn.Module):
-    """nn.Linear with an int8 weight [N, C] and a bfloat16 scale per output row."""
-
-    def __init__(self, linear: nn.Linear, name: str = "linear"):
-        super().__init__()
-        _check_in_features(name, linear.in_features)
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        q, scale = quantize_rows(linear.weight)
-        self.weight = nn.Parameter(q, requires_grad=False)  # [N, C] int8
-        self.scale = nn.Parameter(scale, requires_grad=False)  # [N] bfloat16
-        self.bias = linear.bias
-        self._mm = _int8mm()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)  # [T, C]
-        y = self._mm(rows, self.weight, self.scale).to(x.dtype).view(*x.shape[:-1], self.out_features)
-        return y if self.bias is None else y + self.bias
-
-
-class Int8MoE(MoE):
-    """MoE whose routed experts hold int8 weights: gate_up [E, 2I, D], down [E, D, I] plus row scales.
-
-    Experts run one at a time over their sorted tokens (the packed kernel has no batched form);
-    an expert no token chose costs nothing, which is what decode batches mostly see.
-    """
-
-    def experts(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        T, K = ids.shape
-        flat = ids.reshape(-1)  # [T*K]
-        order = flat.argsort(stable=True)
-        token = order // K  # token of each sorted pair
-        weight = weights.reshape(-1)[order].to(x.dtype)
-        xb = x.to(torch.bfloat16)
-        out = torch.zeros_like(x)
-        start = 0
-        for e, n in enumerate(torch.bincount(flat, minlength=self.gate_up.shape[0]).tolist()):
-            if n == 0:
-                continue
-            rows = token[start : start + n]
-            g, u = self._mm(xb[rows], self.gate_up[e], self.gate_up_scale[e]).float().chunk(2, dim=-1)  # [n, I]
-            h = (F.silu(g) * u).to(torch.bfloat16)
-            y = self._mm(h, self.down[e], self.down_scale[e]).to(x.dtype)  # [n, D]
-            out.index_add_(0, rows, y * weight[start : start + n, None])
-            start += n
-        return out
-
-
-def _quantize_moe(moe: MoE) -> None:
-    gq, gs = quantize_rows(moe.gate_up)
-    dq, ds = quantize_rows(moe.down)
-    moe.gate_up = nn.Parameter(gq, requires_grad=False)  # [E, 2I, D] int8
-    moe.gate_up_scale = nn.Parameter(gs, requires_grad=False)  # [E, 2I]
-    moe.down = nn.Parameter(dq, requires_grad=False)  # [E, D, I] int8
-    moe.down_scale = nn.Parameter(ds, requires_grad=False)  # [E, D]
-    moe._mm = _int8mm()
-    # Swapping the class keeps every other field of the float module (router, shared expert, stats).
-    moe.__class__ = Int8MoE
-
-
-@torch.no_grad()
-def quantize_int8(model: nn.Module) -> nn.Module:
-    """Replace the model's float Linear and expert weights by int8 ones in place; returns the model.
-
-    CPU only. Raises if a weight is not on the CPU or has an input width the kernel cannot take.
-    """
-    _int8mm()
-    devices = {p.device.type for p in model.parameters()}
-    if devices != {"cpu"}:
-        raise ValueError(f"int8 weights are a CPU path; the model is on {sorted(devices)}")
-    targets = [(name, m) for name, m in model.named_modules()
-               if (isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] not in KEEP_FLOAT)
-               or (isinstance(m, MoE) and not isinstance(m, Int8MoE))]
-    for name, module in targets:  # check every shape before changing anything
-        if isinstance(module, nn.Linear):
-            _check_in_features(name, module.in_features)
-        else:
-            _check_in_features(f"{name}.gate_up", module.gate_up.shape[2])
-            _check_in_features(f"{name}.down", module.down.shape[2])
-    for name, module in targets:
-        if isinstance(module, MoE):
-            _quantize_moe(module)
-            continue
-        parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
-        setattr(parent, name.rpartition(".")[2], Int8Linear(module, name))
-    return model
 
 
 # -- Q8_0 / Q4_0: blocks of 32 weights sharing a scale, native kernels that read them in place -----------------
@@ -152,13 +35,14 @@ def quantize_int8(model: nn.Module) -> nn.Module:
 # chunk (4 to 7%); a cached float32 copy would bring back the 3.5 to 6 times the memory the blocks save. The
 # routed experts read their blocks in place at any token count.
 
-BLOCK_FORMATS = blocks.FORMATS  # q8_0, q4_0 and the half formats bf16 / f16
+BLOCK_FORMATS = blocks.FORMATS  # q8_0, q4_0, the half formats bf16 / f16 and per-row int8
 #
-# bf16 / f16 ride the same path: the weight rounded to a 16-bit float (half the bytes of float32, one rounding
-# per weight, no scales), widened to float32 in registers by the decode kernels (exactly: the result equals the
-# float32 kernel on the widened weight bit for bit) and per call for prefill's GEMM. Activations and
-# accumulation stay float32. Their rows may have any width (other widths than multiples of 32 are widened per
-# call for the float32 kernels).
+# bf16 / f16 and int8 ride the same path: the weight rounded to a 16-bit float (half the bytes of float32, one
+# rounding per weight, no scales) or to int8 with a float32 scale per row (a quarter), widened to float32 in
+# registers by the decode kernels (a half exactly: the result equals the float32 kernel on the widened weight
+# bit for bit; int8's row sum of x q is multiplied by the row's scale once) and per call for prefill's GEMM.
+# Activations and accumulation stay float32. Their rows may have any width (other widths than multiples of 32
+# are widened per call for the float32 kernels).
 
 
 class BlockLinear(nn.Module):
@@ -169,8 +53,8 @@ class BlockLinear(nn.Module):
         _check_blocks(name, linear.in_features, fmt)
         self.in_features, self.out_features, self.fmt = linear.in_features, linear.out_features, fmt
         values, scales, _ = blocks.quantize(linear.weight, fmt)
-        self.weight = nn.Parameter(values, requires_grad=False)  # [N, C] int8 or [N, C / 2] uint8
-        self.scale = nn.Parameter(scales, requires_grad=False)  # [N, C / 32] float32 (empty for bf16 / f16)
+        self.weight = nn.Parameter(values, requires_grad=False)  # [N, C] int8 / 16-bit or [N, C / 2] uint8
+        self.scale = nn.Parameter(scales, requires_grad=False)  # [N, C / 32] or int8's [N] float32, bf16 / f16 none
         self.bias = linear.bias
 
     @classmethod
@@ -213,14 +97,17 @@ class BlockMoE(MoE):
 
 
 def _check_blocks(name: str, c: int, fmt: str) -> None:
-    if c % blocks.BLOCK and fmt not in blocks.HALF:
+    if c % blocks.BLOCK and fmt not in blocks.WIDENED:
         raise ValueError(f"{fmt}: {name} has {c} input features; blocks of {blocks.BLOCK} need a multiple of "
-                         f"{blocks.BLOCK} (quantize='int8' takes multiples of 8)")
+                         f"{blocks.BLOCK} (quantize='int8', 'bf16' or 'f16' take any width)")
 
 
 def empty_blocks(shape: tuple[int, ...], fmt: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unset values and float32 scales of a weight of `shape` [..., N, K] in `fmt`."""
+    """Unset values and float32 scales of a weight of `shape` [..., N, K] in `fmt` (q8_0, q4_0 or int8)."""
     *lead, K = shape
+    if fmt == "int8":
+        return (torch.empty(*lead, K, dtype=torch.int8, device=device),
+                torch.empty(*lead, dtype=torch.float32, device=device))
     if fmt == "q8_0":
         values = torch.empty(*lead, K, dtype=torch.int8, device=device)
     else:
@@ -251,9 +138,9 @@ def _block_moe(moe: MoE, fmt: str) -> None:
 
 @torch.no_grad()
 def quantize_blocks(model: nn.Module, fmt: str) -> nn.Module:
-    """Replace the model's float Linear and routed-expert weights by `fmt` blocks ("q8_0" or "q4_0") or half
-    weights ("bf16" or "f16") in place; returns the model. The router and shared-expert gate stay float32, as
-    with int8.
+    """Replace the model's float Linear and routed-expert weights by `fmt` blocks ("q8_0" or "q4_0"), half
+    weights ("bf16" or "f16") or int8 with a scale per row ("int8") in place; returns the model. The router and
+    shared-expert gate stay float32.
 
     CPU only. Raises, changing nothing, if a weight is not on the CPU or (blocks) has an input width that is
     not a multiple of 32."""

@@ -301,30 +301,35 @@ int swarm_rotary(float *x, int64_t T, int64_t R, int64_t D, int64_t st, const fl
  * Half-precision weights (bfloat16, float16) are read as blocks of 32 without a scale: a half widens to
  * float32 exactly (bfloat16: its 16 bits shifted into the top of a float's; float16: F16C's conversion) and
  * enters the same FMAs in the same order as a float32 weight would, so a half projection equals the float32
- * kernel on the widened matrix bit for bit. */
+ * kernel on the widened matrix bit for bit. Int8 weights with one float32 scale per row (w = q s) widen the
+ * same way, without their scale: a row's product is s (x . q), with x . q computed exactly as the float32
+ * kernel computes it on the widened q, then one multiply. */
 #define QBLOCK 32
-enum { W_F32 = 0, W_Q8 = 1, W_Q4 = 2, W_BF16 = 3, W_F16 = 4 };
-#define W_HALF(fmt) ((fmt) >= W_BF16) /* no scales */
+enum { W_F32 = 0, W_Q8 = 1, W_Q4 = 2, W_BF16 = 3, W_F16 = 4, W_I8 = 5 };
+#define W_HALF(fmt) ((fmt) == W_BF16 || (fmt) == W_F16) /* no scales */
+#define W_WIDE(fmt) (W_HALF(fmt) || (fmt) == W_I8) /* widened to float32 in registers, float activations */
 
 struct qmat {
     int64_t fmt;
     const void *w; /* float [N, K], int8 [N, K], uint8 [N, K / 2] or 16-bit [N, K] */
-    const float *s; /* [N, K / 32]; NULL for float32 */
+    const float *s; /* [N, K / 32] for Q8_0 / Q4_0, [N] for per-row int8; NULL for float32 and halves */
 };
 
 static inline int64_t qrow_bytes(int64_t fmt, int64_t K)
 {
-    return fmt == W_F32 ? K * (int64_t)sizeof(float) : W_HALF(fmt) ? 2 * K : fmt == W_Q8 ? K : K / 2;
+    return fmt == W_F32 ? K * (int64_t)sizeof(float) : W_HALF(fmt) ? 2 * K : fmt == W_Q4 ? K / 2 : K;
 }
 
 /* the matrix from row r on (rows of K) */
 static inline struct qmat qmat_at(const struct qmat *m, int64_t r, int64_t K)
 {
-    struct qmat o = {m->fmt, (const char *)m->w + r * qrow_bytes(m->fmt, K), m->s ? m->s + r * (K / QBLOCK) : NULL};
+    const int64_t per_row = m->fmt == W_I8 ? 1 : K / QBLOCK;
+    struct qmat o = {m->fmt, (const char *)m->w + r * qrow_bytes(m->fmt, K), m->s ? m->s + r * per_row : NULL};
     return o;
 }
 
-/* The 32 weights of the block whose bytes start at q, scale s (unused for halves), as four vectors of 8. A Q4_0
+/* The 32 weights of the block whose bytes start at q, scale s (unused for halves and per-row int8, which come
+ * back as their integers q), as four vectors of 8. A Q4_0
  * weight (q - 8) s is computed as one FMA, q s + (-8 s): the same real number rounded once (-8 s is exact), so
  * the same float. */
 static inline __attribute__((always_inline)) void deq_block(const char *q, float s, __m256 w[4], const int fmt)
@@ -338,6 +343,11 @@ static inline __attribute__((always_inline)) void deq_block(const char *q, float
     if (fmt == W_F16) {
         for (int z = 0; z < 4; z++)
             w[z] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(q + 16 * z)));
+        return;
+    }
+    if (fmt == W_I8) {
+        for (int z = 0; z < 4; z++)
+            w[z] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + 8 * z))));
         return;
     }
     const __m256 vs = _mm256_set1_ps(s);
@@ -356,22 +366,22 @@ static inline __attribute__((always_inline)) void deq_block(const char *q, float
     w[3] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(hi, hi))), vs, off);
 }
 
-/* rows r .. r + n - 1 of a quantised m (rows of K) dequantised into out [n, K]; the n rows after them are
- * prefetched meanwhile (the next tile: the weights stream from DRAM once) */
+/* rows r .. r + n - 1 of a quantised m (rows of K) dequantised into out [n, K] (per-row int8: widened, not yet
+ * scaled); the n rows after them are prefetched meanwhile (the next tile: the weights stream from DRAM once) */
 static inline __attribute__((always_inline)) void deq_rows_fmt(const struct qmat *m, int64_t r, int64_t n, int64_t K,
                                                                float *out, const int fmt)
 {
     const int64_t nbk = K / QBLOCK, rb = qrow_bytes(fmt, K), bb = rb / nbk;
     for (int64_t i = 0; i < n; i++) {
         const char *q = (const char *)m->w + (r + i) * rb;
-        const float *s = W_HALF(fmt) ? NULL : m->s + (r + i) * nbk;
+        const float *s = W_WIDE(fmt) ? NULL : m->s + (r + i) * nbk;
         for (int64_t b = 0; b < nbk; b++) {
             if ((b * bb) % 64 == 0)
                 _mm_prefetch(q + n * rb + b * bb, _MM_HINT_T1);
-            if (!W_HALF(fmt) && b % 16 == 0)
+            if (!W_WIDE(fmt) && b % 16 == 0)
                 _mm_prefetch((const char *)(s + n * nbk + b), _MM_HINT_T1);
             __m256 w[4];
-            deq_block(q + b * bb, W_HALF(fmt) ? 0.0f : s[b], w, fmt);
+            deq_block(q + b * bb, W_WIDE(fmt) ? 0.0f : s[b], w, fmt);
             for (int z = 0; z < 4; z++)
                 _mm256_storeu_ps(out + i * K + b * QBLOCK + 8 * z, w[z]);
         }
@@ -384,13 +394,15 @@ static void deq_rows(const struct qmat *m, int64_t r, int64_t n, int64_t K, floa
     case W_Q8: deq_rows_fmt(m, r, n, K, out, W_Q8); break;
     case W_Q4: deq_rows_fmt(m, r, n, K, out, W_Q4); break;
     case W_BF16: deq_rows_fmt(m, r, n, K, out, W_BF16); break;
-    default: deq_rows_fmt(m, r, n, K, out, W_F16);
+    case W_F16: deq_rows_fmt(m, r, n, K, out, W_F16); break;
+    default: deq_rows_fmt(m, r, n, K, out, W_I8);
     }
 }
 
-/* tile4 on half-precision weight rows n .. n + 3 of m, widened in registers: c0[j] = a0 . w_j (c1[j] = a1 . w_j
- * unless a1 is NULL), each element's arithmetic exactly tile4's (K is a multiple of 32: no scalar tail). The
- * next tile's bytes are prefetched meanwhile. */
+/* tile4 on half-precision or per-row int8 weight rows n .. n + 3 of m, widened in registers: c0[j] = a0 . w_j
+ * (c1[j] = a1 . w_j unless a1 is NULL), each element's arithmetic exactly tile4's on the widened values (K is a
+ * multiple of 32: no scalar tail), times the row's scale for int8. The next tile's bytes are prefetched
+ * meanwhile. */
 static inline __attribute__((always_inline)) void qtile4_fmt(const float *a0, const float *a1, const struct qmat *m,
                                                              int64_t n, int64_t K, float *c0, float *c1, const int fmt)
 {
@@ -406,7 +418,7 @@ static inline __attribute__((always_inline)) void qtile4_fmt(const float *a0, co
         const float *x0 = a0 + b * QBLOCK, *x1 = a1 ? a1 + b * QBLOCK : NULL;
         for (int j = 0; j < 4; j++) {
             __m256 w[4];
-            deq_block(q + j * rb + b * bb, 0.0f, w, fmt); /* halves: no scale */
+            deq_block(q + j * rb + b * bb, 0.0f, w, fmt); /* no scale: halves, or int8's after the sum */
             for (int z = 0; z < 4; z++)
                 acc0[j] = _mm256_fmadd_ps(_mm256_loadu_ps(x0 + 8 * z), w[z], acc0[j]);
             if (a1)
@@ -414,9 +426,10 @@ static inline __attribute__((always_inline)) void qtile4_fmt(const float *a0, co
                     acc1[j] = _mm256_fmadd_ps(_mm256_loadu_ps(x1 + 8 * z), w[z], acc1[j]);
         }
     }
-    _mm_storeu_ps(c0, hsum4(acc0[0], acc0[1], acc0[2], acc0[3]));
+    const __m128 s = fmt == W_I8 ? _mm_loadu_ps(m->s + n) : _mm_set1_ps(1.0f);
+    _mm_storeu_ps(c0, _mm_mul_ps(hsum4(acc0[0], acc0[1], acc0[2], acc0[3]), s));
     if (a1)
-        _mm_storeu_ps(c1, hsum4(acc1[0], acc1[1], acc1[2], acc1[3]));
+        _mm_storeu_ps(c1, _mm_mul_ps(hsum4(acc1[0], acc1[1], acc1[2], acc1[3]), s));
 }
 
 /* ---- Q8_0 / Q4_0 weights against activations rounded to Q8_0 blocks -------------------------------------
@@ -649,9 +662,10 @@ static inline __attribute__((always_inline)) void qxtile_fmt(const struct xrows 
 }
 
 /* rows_x_tile over any weight matrix: c[m][j] = A[m] . W[n + j] for m < M, j < width. Float32 weights run
- * rows_x_tile; Q8_0 / Q4_0 ones the integer tiles above (A's rows in blocks); half ones the same bits as
- * rows_x_tile on the widened weights: one or two rows against four weight rows widen in registers, more rows
- * (or a last, narrower tile) widen the tile once into buf [4, K] and run the float tiles over it. */
+ * rows_x_tile; Q8_0 / Q4_0 ones the integer tiles above (A's rows in blocks); half and per-row int8 ones the
+ * same bits as rows_x_tile on the widened weights (times int8's row scale): one or two rows against four weight
+ * rows widen in registers, more rows (or a last, narrower tile) widen the tile once into buf [4, K] and run the
+ * float tiles over it. */
 static void qrows_x_tile(const struct xrows *A, int64_t M, const struct qmat *W, int64_t n, int width, int64_t K,
                          float (*c)[4], float *buf)
 {
@@ -665,12 +679,18 @@ static void qrows_x_tile(const struct xrows *A, int64_t M, const struct qmat *W,
         float *c1 = M > 1 ? c[1] : NULL;
         if (W->fmt == W_BF16)
             qtile4_fmt(A->x, a1, W, n, K, c[0], c1, W_BF16);
-        else
+        else if (W->fmt == W_F16)
             qtile4_fmt(A->x, a1, W, n, K, c[0], c1, W_F16);
+        else
+            qtile4_fmt(A->x, a1, W, n, K, c[0], c1, W_I8);
         return;
     }
     deq_rows(W, n, width, K, buf);
     rows_x_tile(A->x, A->ld, M, buf, K, 0, width, K, c);
+    if (W->fmt == W_I8)
+        for (int64_t m = 0; m < M; m++)
+            for (int j = 0; j < width; j++)
+                c[m][j] *= W->s[n + j];
 }
 
 /* Scratch for qrows_x_tile over rows of K: a dequantised tile for quantised weights, nothing for float32 (a
@@ -680,16 +700,22 @@ static float *qscratch(const struct qmat *W, int64_t K)
     return W->fmt == W_F32 ? malloc(1) : aligned_alloc(64, (4 * K * sizeof(float) + 63) / 64 * 64);
 }
 
-/* out [N, K] = the dequantised weights of m, threads splitting the rows. Returns 0, -1 for a format or a K
- * the blocks cannot hold. */
+/* out [N, K] = the dequantised weights of m (each one rounding of q s), threads splitting the rows. Returns 0,
+ * -1 for a format or a K the blocks cannot hold. */
 int swarm_dequantize(int64_t fmt, const void *w, const float *s, int64_t N, int64_t K, float *out)
 {
-    if (fmt < W_Q8 || fmt > W_F16 || K % QBLOCK || (!W_HALF(fmt) && !s))
+    if (fmt < W_Q8 || fmt > W_I8 || K % QBLOCK || (!W_HALF(fmt) && !s))
         return -1;
     const struct qmat m = {fmt, w, s};
 #pragma omp parallel for if (N * K >= 65536)
-    for (int64_t r = 0; r < N; r += 4)
-        deq_rows(&m, r, N - r < 4 ? N - r : 4, K, out + r * K);
+    for (int64_t r = 0; r < N; r += 4) {
+        const int64_t n = N - r < 4 ? N - r : 4;
+        deq_rows(&m, r, n, K, out + r * K);
+        if (fmt == W_I8)
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t k = 0; k < K; k++)
+                    out[(r + i) * K + k] *= s[r + i];
+    }
     return 0;
 }
 
@@ -737,12 +763,12 @@ static int linear_part(const float *x, int64_t M, int64_t K, const struct qmat *
 #define LINEAR_PARALLEL(N, K) ((N) * (K) >= 32768)
 
 /* out[M, N] = x[M, K] W[N, K]^T (+ bias[N]), threads splitting the columns; W float32 (fmt 0, s NULL), Q8_0
- * (1) or Q4_0 (2) with its scales s [N, K / 32], bfloat16 (3) or float16 (4) (s NULL). Returns 0, -1 for a
- * format or a K the blocks cannot hold, -2 when memory runs out. */
+ * (1) or Q4_0 (2) with its scales s [N, K / 32], bfloat16 (3) or float16 (4) (s NULL), or int8 (5) with a
+ * scale per row s [N]. Returns 0, -1 for a format or a K the blocks cannot hold, -2 when memory runs out. */
 int swarm_qlinear(const float *x, int64_t M, int64_t K, int64_t fmt, const void *w, const float *s, int64_t N,
                   const float *bias, float *out)
 {
-    if (fmt < W_F32 || fmt > W_F16 || (fmt != W_F32 && (K % QBLOCK || (!W_HALF(fmt) && !s))))
+    if (fmt < W_F32 || fmt > W_I8 || (fmt != W_F32 && (K % QBLOCK || (!W_HALF(fmt) && !s))))
         return -1;
     const struct qmat m = {fmt, w, s};
     int failed = 0;
@@ -975,14 +1001,15 @@ static void experts_run(const struct experts *e, int tid, int nt, int *failed)
 }
 
 /* out[t] = sum_k weights[t, k] * FFN_{ids[t, k]}(x[t]). x [T, D], gate_up [E, 2I, D], down [E, D, I] of format
- * fmt (as swarm_qlinear; scales gs [E, 2I, D / 32], ds [E, D, I / 32], NULL for float32), weights [T, K], ids
+ * fmt (as swarm_qlinear; scales gs [E, 2I, D / 32], ds [E, D, I / 32] for Q8_0 / Q4_0, gs [E, 2I], ds [E, D]
+ * for int8, NULL for float32 and halves), weights [T, K], ids
  * [T, K], out [T, D]. Returns 0, or -1 for an expert id out of range (or a format or width the blocks cannot
  * hold), -2 when memory runs out. */
 int swarm_expert_ffn(const float *x, int64_t T, int64_t D, int64_t fmt, const void *gate_up, const float *gs,
                      const void *down, const float *ds, int64_t E, int64_t I, const float *weights,
                      const int64_t *ids, int64_t K, float *out)
 {
-    if (fmt < W_F32 || fmt > W_F16 || (fmt != W_F32 && (D % QBLOCK || I % QBLOCK || (!W_HALF(fmt) && (!gs || !ds)))))
+    if (fmt < W_F32 || fmt > W_I8 || (fmt != W_F32 && (D % QBLOCK || I % QBLOCK || (!W_HALF(fmt) && (!gs || !ds)))))
         return -1;
     struct experts e = {{fmt, gate_up, gs}, {fmt, down, ds}, E, I, D, T, NULL, NULL, NULL, NULL, NULL, out, NULL,
                         NULL, NULL, NULL};

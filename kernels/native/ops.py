@@ -28,7 +28,8 @@ _ERRORS = {-1: "invalid arguments", -2: "out of memory"}
 LINEAR_MAX_ROWS = 32  # more rows than this go to torch's matmul (MKL's packed GEMM wins from about here)
 MAX_HEADS = 64  # MAX_H in cpu.c: the query heads one sequence's attention keeps state for
 ROUTERS = ("softmax_topk", "topk_softmax")  # the routing modes swarm_route computes
-FORMATS = {"float32": 0, "q8_0": 1, "q4_0": 2, "bf16": 3, "f16": 4}  # cpu.c's weight formats (struct qmat's fmt)
+# cpu.c's weight formats (struct qmat's fmt)
+FORMATS = {"float32": 0, "q8_0": 1, "q4_0": 2, "bf16": 3, "f16": 4, "int8": 5}
 KV_FORMATS = {torch.float32: 0, torch.int8: 1, torch.float16: 2}  # cpu.c's KV cache formats (struct paged's fmt)
 
 
@@ -170,10 +171,14 @@ def _weight_args(w: torch.Tensor | Blocks) -> tuple[int, int, int | None]:
 def _blocks_ok(values: torch.Tensor, scales: torch.Tensor, fmt: str) -> bool:
     """Whether the C code can read these blocks in place: on the CPU, contiguous, of the format's dtypes and
     shapes (values [..., N, K] int8 or [..., N, K / 2] uint8 for scales [..., N, K / 32] float32; bf16 / f16
-    values [..., N, K] with K a multiple of 32)."""
+    values [..., N, K] with K a multiple of 32; int8 values [..., N, K] likewise with scales [..., N])."""
     if fmt in quant.HALF:
         return (values.dtype is quant.HALF[fmt] and values.is_cpu and values.is_contiguous() and values.dim() >= 2
                 and values.shape[-1] % quant.BLOCK == 0)
+    if fmt == "int8":
+        return (values.dtype is torch.int8 and scales.dtype is torch.float32 and values.is_cpu and scales.is_cpu
+                and values.is_contiguous() and scales.is_contiguous() and values.dim() >= 2
+                and values.shape[-1] % quant.BLOCK == 0 and values.shape[:-1] == scales.shape)
     want = {"q8_0": (torch.int8, quant.BLOCK), "q4_0": (torch.uint8, quant.BLOCK // 2)}.get(fmt)
     return (want is not None and values.dtype is want[0] and scales.dtype is torch.float32 and values.is_cpu
             and scales.is_cpu and values.is_contiguous() and scales.is_contiguous()
@@ -184,7 +189,7 @@ def dequantize(values: torch.Tensor, scales: torch.Tensor, fmt: str) -> torch.Te
     """The float32 weight [..., N, K] of blocks, as `swarm.kernels.quant.dequantize` computes it (same bits)."""
     if fmt in quant.HALF or not _blocks_ok(values, scales, fmt) or scales.numel() == 0:
         return quant.dequantize(values, scales, fmt)  # (torch widens halves exactly, vectorised)
-    out = torch.empty(*scales.shape[:-1], scales.shape[-1] * quant.BLOCK)
+    out = torch.empty(Blocks(values, scales, fmt).shape)
     N, K = out.numel() // out.shape[-1], out.shape[-1]
     _check("dequantize", library().swarm_dequantize(FORMATS[fmt], values.data_ptr(), scales.data_ptr(), N, K,
                                                     out.data_ptr()))
@@ -199,7 +204,7 @@ def block_linear(x: torch.Tensor, values: torch.Tensor, scales: torch.Tensor, fm
     weight for this call and hand it to torch's matmul, as `linear` does with float32 ones."""
     K = x.shape[-1]
     if not _native(x, bias) or not _blocks_ok(values, scales, fmt):
-        if fmt in quant.HALF and _native(x, bias):  # half rows the C code cannot read in place: widen them
+        if fmt in quant.WIDENED and _native(x, bias):  # rows the C code cannot read in place: widen them
             return linear(x, quant.dequantize(values, scales, fmt), bias)
         return quant.linear(x, values, scales, fmt, bias)
     shape = Blocks(values, scales, fmt).shape
@@ -224,7 +229,7 @@ def block_expert_ffn(x: torch.Tensor, gate_up: Blocks, down: Blocks, weights: to
     """`expert_ffn` with gate_up [E, 2I, D] and down [E, D, I] in blocks, read in place at any token count
     (`quant.expert_ffn`'s product: Q8_0 / Q4_0 experts take their inputs rounded to Q8_0 blocks)."""
     if not _native(x) or not (_blocks_ok(*gate_up) and _blocks_ok(*down)) or gate_up.fmt != down.fmt:
-        if gate_up.fmt in quant.HALF and down.fmt in quant.HALF and _native(x):  # widened, as block_linear does
+        if gate_up.fmt in quant.WIDENED and down.fmt in quant.WIDENED and _native(x):  # as block_linear does
             return expert_ffn(x, quant.dequantize(*gate_up), quant.dequantize(*down), weights, ids)
         return quant.expert_ffn(x, gate_up, down, weights, ids)
     return _experts(x, gate_up, down, weights, ids)

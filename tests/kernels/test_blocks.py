@@ -1,8 +1,9 @@
-"""Q8_0 / Q4_0 blocks and bf16 / f16 weights: packing against its definition, and the native kernels against
-the torch reference. Halves against float32 math on the widened weights, bit for bit (a half is widened into
-the float the widened copy holds and enters the float32 kernel's FMAs in the same order); Q8_0 / Q4_0 against
-float32 math on the dequantised weights and the activations rounded to Q8_0 blocks, up to the order of the
-float32 sums (the C code sums integer block products, then scales them)."""
+"""Q8_0 / Q4_0 blocks, bf16 / f16 and per-row int8 weights: packing against its definition, and the native
+kernels against the torch reference. Halves against float32 math on the widened weights, bit for bit (a half is
+widened into the float the widened copy holds and enters the float32 kernel's FMAs in the same order); int8 as
+float32 math on its widened integers times the row's scale, bit for bit; Q8_0 / Q4_0 against float32 math on the
+dequantised weights and the activations rounded to Q8_0 blocks, up to the order of the float32 sums (the C code
+sums integer block products, then scales them)."""
 
 import pytest
 import torch
@@ -28,6 +29,17 @@ def test_blocks_round_trip_within_half_a_step(fmt):
     assert ((quant.dequantize(*b) - w).abs() <= bound * step * (1 + 1e-6) + 1e-12).all()
 
 
+def test_int8_rows_round_trip_within_half_a_step():
+    w = torch.randn(3, 20, 40) * torch.logspace(-3, 1, 20)[:, None]  # rows of very different magnitude
+    w[0, 0] = 0  # an all-zero row keeps a zero scale
+    b = quant.quantize(w, "int8")
+    assert b.shape == w.shape and b.values.dtype == torch.int8 and b.scales.shape == (3, 20)
+    assert b.scales.dtype == torch.float32 and b.values.abs().max() == 127 and b.scales[0, 0] == 0
+    step = b.scales[..., None]
+    assert torch.equal(quant.dequantize(*b), b.values.float() * step)
+    assert ((quant.dequantize(*b) - w).abs() <= 0.5 * step * (1 + 1e-6)).all()
+
+
 @pytest.mark.parametrize("fmt", list(quant.HALF))
 def test_half_formats_are_the_weight_rounded_once(fmt):
     w = torch.randn(3, 5, 40)
@@ -38,10 +50,15 @@ def test_half_formats_are_the_weight_rounded_once(fmt):
 
 
 @native
-@pytest.mark.parametrize("fmt", list(quant.HALF))
-def test_half_rows_that_are_not_blocks_are_widened_for_the_float_kernel(fmt):
+@pytest.mark.parametrize("fmt", quant.WIDENED)
+def test_rows_that_are_not_blocks_are_widened_for_the_float_kernel(fmt):
     b, x = quant.quantize(torch.randn(9, 40), fmt), torch.randn(2, 40)
-    assert torch.equal(ops.block_linear(x, *b), ops.linear(x, b.values.float()))
+    assert torch.equal(ops.block_linear(x, *b), ops.linear(x, quant.dequantize(*b)))
+    E, I = 3, 24  # experts too
+    gate_up, down = quant.quantize(torch.randn(E, 2 * I, 40), fmt), quant.quantize(torch.randn(E, 40, I), fmt)
+    weights, ids = torch.rand(2, 2), torch.tensor([[0, 2], [1, 2]])
+    assert torch.equal(ops.block_expert_ffn(x, gate_up, down, weights, ids),
+                       ops.expert_ffn(x, quant.dequantize(*gate_up), quant.dequantize(*down), weights, ids))
 
 
 def test_q4_0_layout_is_llama_cpp_s():
@@ -76,6 +93,11 @@ def test_block_linear_equals_the_float_kernel_on_the_dequantised_weight(fmt, sha
     got = ops.block_linear(x, *b, bias=bb)
     if fmt in quant.HALF:
         assert torch.equal(got, ops.linear(x, deq, bb))
+    elif fmt == "int8" and x.numel() <= ops.LINEAR_MAX_ROWS * K:  # each row's sum of x q, scaled once
+        scaled = ops.linear(x, b.values.float()) * b.scales
+        assert torch.equal(got, scaled if bb is None else scaled + bb)
+    elif fmt == "int8":  # prefill's rows: torch's GEMM on the dequantised weight
+        assert torch.allclose(got, ops.linear(x, deq, bb), atol=2e-6 * got.abs().max().item(), rtol=1e-5)
     else:  # one activation rounded differently would move its output by about 1e-3 of the largest
         assert torch.allclose(got, ops.linear(quant.round_activations(x), deq, bb),
                               atol=2e-6 * got.abs().max().item(), rtol=1e-5)

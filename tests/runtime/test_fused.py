@@ -1,5 +1,5 @@
 """Fused decode blocks (runtime/fused.py): decode steps give the modules' logits bit for bit, and a block that
-cannot be fused (a shared expert, a dense MLP, clipping, a LoRA or int8 wrapper) runs its modules."""
+cannot be fused (a shared expert, a dense MLP, clipping, a LoRA wrapper) runs its modules."""
 
 import pytest
 import torch
@@ -187,16 +187,6 @@ def test_a_wrapped_projection_runs_its_modules(tmp_path_factory, monkeypatch):
     assert tokens == ref_tokens and all(torch.equal(a, b) for a, b in zip(logits, ref_logits, strict=True))
     layers = fused.config.num_layers
     assert calls == {"attention": len(logits) * (layers - 1), "moe": len(logits) * layers, "whole": 0}
-
-
-def test_int8_weights_run_the_modules(tmp_path_factory, monkeypatch):
-    folder = _folder(tmp_path_factory, "qwen3_moe")
-    try:
-        engine = Engine.from_pretrained(folder, quantize="int8")
-    except (RuntimeError, NotImplementedError) as e:
-        pytest.skip(f"int8 weights unavailable here: {e}")
-    _, logits, calls = _decode_logits(engine, monkeypatch)
-    assert logits and calls == {"attention": 0, "moe": 0, "whole": 0}
 
 
 def test_torch_kernels_run_no_fused_block(tmp_path_factory, monkeypatch):

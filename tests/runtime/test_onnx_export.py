@@ -14,7 +14,7 @@ from swarm.runtime.loader import load_model
 from swarm.runtime.model import MoE
 from swarm.runtime.onnx_decoder import DenseMoE, dense_experts
 from swarm.runtime.onnx_export import check_exportable, export_model, export_onnx, gather_external_data, input_names
-from swarm.runtime.quant import quantize_int8
+from swarm.runtime.quant import quantize_blocks
 from swarm.runtime.random_model import tiny_config, write_random_model
 from tests.runtime.adapters import random_adapter
 
@@ -177,8 +177,8 @@ def test_unsupported_models_fail_loudly(tmp_path):
         export_onnx(folder, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     plain = write_random_model(tmp_path / "plain", cfg)
-    with pytest.raises(ValueError, match="Int8Linear, Int8MoE"):
-        check_exportable(quantize_int8(load_model(plain)))
+    with pytest.raises(ValueError, match="BlockLinear, BlockMoE"):
+        check_exportable(quantize_blocks(load_model(plain), "int8"))
     engine = Engine.from_pretrained(plain)
     engine.add_adapter("a", random_adapter(tmp_path / "a", engine.config))
     with pytest.raises(ValueError, match="LoRALinear"):

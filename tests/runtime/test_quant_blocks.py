@@ -1,7 +1,8 @@
-"""Q8_0 / Q4_0 and bf16 / f16 weights in the engine: logits and decode steps (fused blocks included) against
-their reference (bf16 / f16: the float32 engine holding the same widened weights, bit for bit; Q8_0 / Q4_0: the
-torch kernels, which round the activations to Q8_0 blocks as the native ones do), greedy generation, weight
-bytes, and what is refused."""
+"""Q8_0 / Q4_0, bf16 / f16 and per-row int8 weights in the engine: logits and decode steps (fused blocks
+included) against their reference (bf16 / f16: the float32 engine holding the same widened weights, bit for
+bit; Q8_0 / Q4_0 and int8: the torch kernels, which compute the same product on the dequantised weights, Q8_0 /
+Q4_0's activations rounded to Q8_0 blocks as the native ones do), greedy generation, weight bytes, and what is
+refused."""
 
 import pytest
 import torch
@@ -53,7 +54,7 @@ def test_block_engine_equals_the_float_engine_on_its_dequantised_weights(folder,
         assert torch.equal(engine.logits(ids), twin.logits(ids))  # prefill: widened per call, torch's GEMM
         ref_tokens, ref_logits, _ = _decode_logits(twin, monkeypatch)
         assert tokens == ref_tokens and all(torch.equal(a, b) for a, b in zip(logits, ref_logits, strict=True))
-    else:  # the torch kernels' arithmetic (activations rounded to Q8_0 blocks), up to the float32 sums' order
+    else:  # the torch kernels' arithmetic (Q8_0 / Q4_0: activations rounded), up to the float32 sums' order
         monkeypatch.setenv("SWARM_KERNELS", "torch")
         reference = Engine.from_pretrained(folder, quantize=fmt)
         monkeypatch.delenv("SWARM_KERNELS")
@@ -102,13 +103,26 @@ def test_half_weights_take_half_the_bytes(folder, fmt):
     assert weight_bytes(half) == (weight_bytes(f32) - routers - embed) // 2 + routers + embed
 
 
-def test_half_weights_take_any_width(tmp_path, monkeypatch):
+def test_int8_weights_take_a_quarter_of_the_bytes(folder):
+    f32, q = Engine.from_pretrained(folder), Engine.from_pretrained(folder, quantize="int8")
+    kept = {id(m.router.weight) for m in f32.model.modules() if isinstance(m, MoE)} | {id(f32.model.embed.weight)}
+    floats = sum(p.numel() for p in f32.model.parameters() if p.dim() >= 2 and id(p) not in kept)
+    assert sum(p.numel() for p in q.model.parameters() if p.dtype is torch.int8) == floats
+    rows = sum(p.numel() for n, p in q.model.named_parameters() if n.endswith("scale"))  # a float32 scale a row
+    assert rows == sum(p.shape[:-1].numel() for p in f32.model.parameters() if p.dim() >= 2 and id(p) not in kept)
+
+
+@pytest.mark.parametrize("fmt", quant.WIDENED)
+def test_widened_weights_take_any_width(tmp_path, monkeypatch, fmt):
     cfg = tiny_config("qwen3_moe", vocab_size=128, hidden_size=48, num_heads=4, num_kv_heads=2, num_experts=4)
     folder = write_random_model(tmp_path / "m", cfg)
-    engine = Engine.from_pretrained(folder, quantize="bf16")
+    engine = Engine.from_pretrained(folder, quantize=fmt)
     twin = dequantised_twin(folder, engine)
     ids = list(range(5, 25))
-    assert torch.equal(engine.logits(ids), twin.logits(ids))
+    if fmt in quant.HALF:
+        assert torch.equal(engine.logits(ids), twin.logits(ids))
+    else:  # the same product as the twin's up to where the row's scale comes in
+        assert torch.allclose(engine.logits(ids), twin.logits(ids), atol=1e-4, rtol=1e-4)
 
 
 def test_widths_that_do_not_split_into_blocks_are_refused(tmp_path):
@@ -118,3 +132,11 @@ def test_widths_that_do_not_split_into_blocks_are_refused(tmp_path):
         Engine.from_pretrained(folder, quantize="q8_0")
     with pytest.raises(ValueError, match="'q4_0'"):
         Engine.from_pretrained(folder, quantize="q5_0")
+
+
+def test_quantising_needs_the_model_on_the_cpu(folder):
+    from swarm.runtime.loader import load_model
+    from swarm.runtime.quant import quantize_blocks
+
+    with pytest.raises(ValueError, match="CPU path"):
+        quantize_blocks(load_model(folder, dtype=torch.float32).to("meta"), "int8")
