@@ -93,12 +93,14 @@ static inline float hsum1(__m256 a)
 /* ---- C = A W^T over a tile of 4 weight rows ------------------------------------------------------- */
 
 /* Rows a0 (and a1) of A against weight rows w .. w + 3 ldw: c0[j] = a0 . w_j (c1[j] = a1 . w_j).
- * The one-row form runs exactly the two-row form's arithmetic for its row, but reads the four weight rows one
- * after another rather than side by side: one sequential stream, which a core reads from DRAM faster (one
- * sequence's decode, float32 weights on 2 cores: about 15% a step). Unless pf is NULL, cache lines
- * pf_lo .. pf_hi - 1 of the four rows at pf (the next tile; line i covers floats 16i .. 16i + 15 of each
- * row) are prefetched meanwhile, spread evenly over the loop: the weights stream from DRAM once, and a
- * single core's hardware prefetcher alone leaves the loop waiting on them. */
+ * The one-row form runs exactly the two-row form's arithmetic for its row. With pf (weights streaming from
+ * memory) it reads the four weight rows one after another rather than side by side: one sequential stream,
+ * which a core reads from DRAM faster (one sequence's decode, float32 weights on 2 cores: about 15% a step),
+ * though its one chain of FMAs would be half the speed on data already in L1 / L2 (where pf is NULL: prefill's
+ * scores). Unless pf is NULL, cache lines pf_lo .. pf_hi - 1 of the four rows at pf (the next tile; line i
+ * covers floats 16i .. 16i + 15 of each row) are prefetched meanwhile, spread evenly over the loop: the
+ * weights stream from DRAM once, and a single core's hardware prefetcher alone leaves the loop waiting on
+ * them. */
 static void tile4(const float *a0, const float *a1, const float *w, int64_t ldw, int64_t K, float *c0, float *c1,
                   const float *pf, int64_t pf_lo, int64_t pf_hi)
 {
@@ -125,16 +127,23 @@ static void tile4(const float *a0, const float *a1, const float *w, int64_t ldw,
             s10 = _mm256_fmadd_ps(x1, v0, s10); s11 = _mm256_fmadd_ps(x1, v1, s11);
             s12 = _mm256_fmadd_ps(x1, v2, s12); s13 = _mm256_fmadd_ps(x1, v3, s13);
         }
-    } else { /* one row: the four weight rows one after another, one sequential stream (same sums) */
+    } else if (!pf) { /* one row, hot data (prefill's scores): four chains of FMAs side by side */
+        for (; k + 8 <= K; k += 8) {
+            __m256 x0 = _mm256_loadu_ps(a0 + k);
+            s00 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + k), s00);
+            s01 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w1 + k), s01);
+            s02 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w2 + k), s02);
+            s03 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w3 + k), s03);
+        }
+    } else { /* one row, weights streaming in: the four rows one after another, one sequential stream */
         __m256 s[4];
         for (int j = 0; j < 4; j++) {
             const float *wj = w + j * ldw;
             __m256 acc = _mm256_setzero_ps();
             next = pf_lo, due = 0;
             for (k = 0; k + 8 <= K; k += 8) {
-                if (pf)
-                    for (due += share; due >= steps; due -= steps, next++)
-                        _mm_prefetch((const char *)(pf + j * ldw + 16 * next), _MM_HINT_T1);
+                for (due += share; due >= steps; due -= steps, next++)
+                    _mm_prefetch((const char *)(pf + j * ldw + 16 * next), _MM_HINT_T1);
                 acc = _mm256_fmadd_ps(_mm256_loadu_ps(a0 + k), _mm256_loadu_ps(wj + k), acc);
             }
             s[j] = acc;
