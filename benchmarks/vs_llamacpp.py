@@ -92,6 +92,9 @@ def write_files(work: Path, sizes: bench.Sizes, bin_dir: Path) -> dict[str, Path
 # -- llama.cpp ---------------------------------------------------------------------------------------
 
 
+ROW_TRIES = 20  # runs of llama-batched-bench before giving up on its row
+
+
 def llama_rate(bin_dir: Path, path: Path, args: argparse.Namespace, key: str) -> float:
     """llama-batched-bench's decode tokens/s for one row: "batch_1", "batch_N" or "shared_N"."""
     n = 1 if key == "batch_1" else args.batch
@@ -101,12 +104,13 @@ def llama_rate(bin_dir: Path, path: Path, args: argparse.Namespace, key: str) ->
            "-npp", str(args.prompt), "-ntg", str(steps), "-npl", str(n), "--output-format", "jsonl"]
     if key.startswith("shared"):
         cmd.append("-pps")
-    # llama.cpp's logger writes from its own thread, and now and then the last row is lost at exit: run again
-    for _ in range(5):
+    # llama.cpp's logger writes from its own thread, and the last row is often lost at exit (about half of the
+    # runs on some machines, from stdout and a --log-file alike): run again
+    for _ in range(ROW_TRIES):
         rows = [json.loads(line) for line in run(cmd).splitlines() if line.startswith("{")]
         if rows:
             return rows[0]["speed_tg"]
-    raise SystemExit(f"llama-batched-bench printed no row five times: {' '.join(cmd)}")
+    raise SystemExit(f"llama-batched-bench printed no row {ROW_TRIES} times: {' '.join(cmd)}")
 
 
 def llama_text(bin_dir: Path, path: Path, new: int) -> str:
