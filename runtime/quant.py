@@ -103,11 +103,9 @@ def _check_blocks(name: str, c: int, fmt: str) -> None:
 
 
 def empty_blocks(shape: tuple[int, ...], fmt: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unset values and float32 scales of a weight of `shape` [..., N, K] in `fmt` (q8_0, q4_0 or int8)."""
+    """Unset values and float32 scales of a weight of `shape` [..., N, K] in `fmt` (q8_0 or q4_0: a GGUF file's
+    blocks)."""
     *lead, K = shape
-    if fmt == "int8":
-        return (torch.empty(*lead, K, dtype=torch.int8, device=device),
-                torch.empty(*lead, dtype=torch.float32, device=device))
     if fmt == "q8_0":
         values = torch.empty(*lead, K, dtype=torch.int8, device=device)
     else:

@@ -93,14 +93,10 @@ static inline float hsum1(__m256 a)
 /* ---- C = A W^T over a tile of 4 weight rows ------------------------------------------------------- */
 
 /* Rows a0 (and a1) of A against weight rows w .. w + 3 ldw: c0[j] = a0 . w_j (c1[j] = a1 . w_j).
- * The one-row form runs exactly the two-row form's arithmetic for its row. With pf (weights streaming from
- * memory) it reads the four weight rows one after another rather than side by side: one sequential stream,
- * which a core reads from DRAM faster (one sequence's decode, float32 weights on 2 cores: about 15% a step),
- * though its one chain of FMAs would be half the speed on data already in L1 / L2 (where pf is NULL: prefill's
- * scores). Unless pf is NULL, cache lines pf_lo .. pf_hi - 1 of the four rows at pf (the next tile; line i
- * covers floats 16i .. 16i + 15 of each row) are prefetched meanwhile, spread evenly over the loop: the
- * weights stream from DRAM once, and a single core's hardware prefetcher alone leaves the loop waiting on
- * them. */
+ * The one-row form runs exactly the two-row form's arithmetic for its row. Unless pf is NULL, cache lines
+ * pf_lo .. pf_hi - 1 of the four rows at pf (the next tile; line i covers floats 16i .. 16i + 15 of each
+ * row) are prefetched meanwhile, spread evenly over the loop: the weights stream from DRAM once, and a
+ * single core's hardware prefetcher alone leaves the loop waiting on them. */
 static void tile4(const float *a0, const float *a1, const float *w, int64_t ldw, int64_t K, float *c0, float *c1,
                   const float *pf, int64_t pf_lo, int64_t pf_hi)
 {
@@ -127,28 +123,18 @@ static void tile4(const float *a0, const float *a1, const float *w, int64_t ldw,
             s10 = _mm256_fmadd_ps(x1, v0, s10); s11 = _mm256_fmadd_ps(x1, v1, s11);
             s12 = _mm256_fmadd_ps(x1, v2, s12); s13 = _mm256_fmadd_ps(x1, v3, s13);
         }
-    } else if (!pf) { /* one row, hot data (prefill's scores): four chains of FMAs side by side */
+    } else {
         for (; k + 8 <= K; k += 8) {
+            if (pf)
+                for (due += share; due >= steps; due -= steps, next++)
+                    for (int j = 0; j < 4; j++)
+                        _mm_prefetch((const char *)(pf + j * ldw + 16 * next), _MM_HINT_T1);
             __m256 x0 = _mm256_loadu_ps(a0 + k);
             s00 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + k), s00);
             s01 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w1 + k), s01);
             s02 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w2 + k), s02);
             s03 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w3 + k), s03);
         }
-    } else { /* one row, weights streaming in: the four rows one after another, one sequential stream */
-        __m256 s[4];
-        for (int j = 0; j < 4; j++) {
-            const float *wj = w + j * ldw;
-            __m256 acc = _mm256_setzero_ps();
-            next = pf_lo, due = 0;
-            for (k = 0; k + 8 <= K; k += 8) {
-                for (due += share; due >= steps; due -= steps, next++)
-                    _mm_prefetch((const char *)(pf + j * ldw + 16 * next), _MM_HINT_T1);
-                acc = _mm256_fmadd_ps(_mm256_loadu_ps(a0 + k), _mm256_loadu_ps(wj + k), acc);
-            }
-            s[j] = acc;
-        }
-        s00 = s[0], s01 = s[1], s02 = s[2], s03 = s[3];
     }
     _mm_storeu_ps(c0, hsum4(s00, s01, s02, s03));
     if (a1)
@@ -198,6 +184,33 @@ static void tile4x3(const float *a0, const float *a1, const float *a2, const flo
         }
 }
 
+/* tile4's one-row form (the same arithmetic, so the same bits) for a row whose weight tile streams from memory:
+ * the four weight rows one after another rather than side by side, one sequential stream, which a core reads
+ * from DRAM faster (a matrix-vector product over rows of 384 floats: 14.4 -> 16.4 GB/s on one core; one
+ * sequence's decode with float32 weights, about 15% a step). Its one chain of FMAs would be half the speed on a
+ * tile already in L1 / L2. The next tile (pf) is prefetched, each row while the same row of this one is read. */
+static void tile4_stream(const float *a0, const float *w, int64_t ldw, int64_t K, float *c0, const float *pf)
+{
+    const int64_t steps = K / 8 ? K / 8 : 1, lines = (K + 15) / 16;
+    __m256 s[4];
+    int64_t k = 0;
+    for (int j = 0; j < 4; j++) {
+        const float *wj = w + j * ldw;
+        __m256 acc = _mm256_setzero_ps();
+        int64_t next = 0, due = 0;
+        for (k = 0; k + 8 <= K; k += 8) {
+            for (due += lines; due >= steps; due -= steps, next++)
+                _mm_prefetch((const char *)(pf + j * ldw + 16 * next), _MM_HINT_T1);
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(a0 + k), _mm256_loadu_ps(wj + k), acc);
+        }
+        s[j] = acc;
+    }
+    _mm_storeu_ps(c0, hsum4(s[0], s[1], s[2], s[3]));
+    for (; k < K; k++)
+        for (int j = 0; j < 4; j++)
+            c0[j] += a0[k] * w[j * ldw + k];
+}
+
 /* One row of A against one weight row (the last N % 4 columns). */
 static float dot(const float *a, const float *w, int64_t K)
 {
@@ -218,6 +231,10 @@ static void rows_x_tile(const float *A, int64_t lda, int64_t M, const float *W, 
 {
     const float *w = W + n * ldw;
     int64_t m = 0;
+    if (width == 4 && M == 1) { /* one sequence's decode: the tile is read once, from memory */
+        tile4_stream(A, w, ldw, K, c[0], w + 4 * ldw);
+        return;
+    }
     if (width == 4) {
         /* the next tile's lines are prefetched a share per pass, so that memory stays busy through every
          * pass over this tile rather than only the first (then streaming and arithmetic overlap) */
@@ -343,9 +360,8 @@ static inline struct qmat qmat_at(const struct qmat *m, int64_t r, int64_t K)
 }
 
 /* The 32 weights of the block whose bytes start at q, scale s (unused for halves and per-row int8, which come
- * back as their integers q), as four vectors of 8. A Q4_0
- * weight (q - 8) s is computed as one FMA, q s + (-8 s): the same real number rounded once (-8 s is exact), so
- * the same float. */
+ * back as their integers q), as four vectors of 8. A Q4_0 weight (q - 8) s is computed as one FMA, q s + (-8 s):
+ * the same real number rounded once (-8 s is exact), so the same float. */
 static inline __attribute__((always_inline)) void deq_block(const char *q, float s, __m256 w[4], const int fmt)
 {
     if (fmt == W_BF16) {
