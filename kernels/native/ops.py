@@ -172,13 +172,11 @@ def _blocks_ok(values: torch.Tensor, scales: torch.Tensor, fmt: str) -> bool:
     """Whether the C code can read these blocks in place: on the CPU, contiguous, of the format's dtypes and
     shapes (values [..., N, K] int8 or [..., N, K / 2] uint8 for scales [..., N, K / 32] float32; bf16 / f16
     values [..., N, K] with K a multiple of 32; int8 values [..., N, K] likewise with scales [..., N])."""
-    if fmt in quant.HALF:
-        return (values.dtype is quant.HALF[fmt] and values.is_cpu and values.is_contiguous() and values.dim() >= 2
-                and values.shape[-1] % quant.BLOCK == 0)
-    if fmt == "int8":
-        return (values.dtype is torch.int8 and scales.dtype is torch.float32 and values.is_cpu and scales.is_cpu
-                and values.is_contiguous() and scales.is_contiguous() and values.dim() >= 2
-                and values.shape[-1] % quant.BLOCK == 0 and values.shape[:-1] == scales.shape)
+    if fmt in quant.WIDENED:  # one value a weight; int8's scales one a row
+        return (values.dtype is quant.HALF.get(fmt, torch.int8) and values.is_cpu and values.is_contiguous()
+                and values.dim() >= 2 and values.shape[-1] % quant.BLOCK == 0
+                and (fmt in quant.HALF or (scales.dtype is torch.float32 and scales.is_cpu
+                                           and scales.is_contiguous() and scales.shape == values.shape[:-1])))
     want = {"q8_0": (torch.int8, quant.BLOCK), "q4_0": (torch.uint8, quant.BLOCK // 2)}.get(fmt)
     return (want is not None and values.dtype is want[0] and scales.dtype is torch.float32 and values.is_cpu
             and scales.is_cpu and values.is_contiguous() and scales.is_contiguous()
@@ -280,7 +278,7 @@ def prefill_attention(
         return attention.prefill_attention(q, k_cache, v_cache, blocks, context_len, scale, window, k_scale, v_scale)
     Q, H, d = q.shape
     bs, G, ks, vs, fmt = _paged_cache("prefill_attention", q, k_cache, v_cache, f"blocks {tuple(blocks.shape)}",
-                                 blocks.dim() == 1, k_scale, v_scale)
+                                      blocks.dim() == 1, k_scale, v_scale)
     context_len = int(context_len)
     if not Q <= context_len <= blocks.shape[0] * bs or (window is not None and window < 1):
         raise ValueError(f"prefill_attention: context_len {context_len} must cover the {Q} queries and fit in "
@@ -302,16 +300,15 @@ def decode_attention(
     """One new query per sequence over paged keys/values, read in place (no gathered copy).
 
     q [B, H, d]; k_cache/v_cache [N, bs, G, d] (float32 or float16, or int8 with k_scale/v_scale [N, bs, G]);
-    block_table [B, nb];
-    mask [B, nb * bs] -> [B, H, d].
+    block_table [B, nb]; mask [B, nb * bs] -> [B, H, d].
     """
     if not _native_cache(q, k_cache, v_cache, k_scale, v_scale) or q.shape[1] > MAX_HEADS:
         return attention.decode_attention(q, k_cache, v_cache, block_table, mask, scale, k_scale, v_scale)
     B, H, d = q.shape
     nb = block_table.shape[1]
     bs, G, ks, vs, fmt = _paged_cache("decode_attention", q, k_cache, v_cache,
-                                 f"table {tuple(block_table.shape)}, mask {tuple(mask.shape)}",
-                                 mask.shape == (B, nb * k_cache.shape[1]), k_scale, v_scale)
+                                      f"table {tuple(block_table.shape)}, mask {tuple(mask.shape)}",
+                                      mask.shape == (B, nb * k_cache.shape[1]), k_scale, v_scale)
     q = q.contiguous()
     table = block_table.to(torch.int64).contiguous()
     m = mask.to(torch.bool).contiguous()
